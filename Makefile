@@ -1,0 +1,38 @@
+# Set-up is part of every target: a fresh machine needs only python3 (and make).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+CHECK_DB := $(shell mktemp -u /tmp/advisor-check-XXXXXX).db
+
+.PHONY: check test lint demo system-deps clean bench
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e ".[test]"
+	rm -f $(VENV)/.installed-* && touch $@
+
+system-deps:
+	@bash scripts/system-deps.sh
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	ADVISOR_DATABASE_URL=sqlite:///$(CHECK_DB) $(VENV)/bin/alembic upgrade head
+	ADVISOR_DATABASE_URL=sqlite:///$(CHECK_DB) $(VENV)/bin/alembic check
+	rm -f $(CHECK_DB)
+
+test: $(STAMP) system-deps
+	$(VENV)/bin/pytest
+
+check: lint test
+
+demo: $(STAMP) system-deps
+	$(VENV)/bin/advisor demo
+
+bench: $(STAMP) system-deps
+	$(PY) -m bench.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

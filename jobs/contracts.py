@@ -1,0 +1,83 @@
+"""The wire contract between producers and workers: task name, queue names, message schema."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ANALYZE_TASK = "advisor.analyze"
+SWEEP_TASK = "advisor.sweep"
+GUARD_TASK = "advisor.guard"
+QUEUE_PREFIX = "advisor."
+BASE_VARIANT = "base"
+FINE_TUNED_VARIANT = "fine_tuned"
+
+_VARIANT_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+
+def queue_for(variant: str) -> str:
+    """The Celery queue that workers of `variant` consume."""
+    if not _VARIANT_NAME.match(variant):
+        raise ValueError(f"Invalid variant name {variant!r}: use lowercase letters, digits, _ or -")
+    return f"{QUEUE_PREFIX}{variant}"
+
+
+def is_valid_variant_name(name: str) -> bool:
+    return bool(_VARIANT_NAME.match(name))
+
+
+class Status(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+FINAL_STATUSES = frozenset({Status.SUCCEEDED, Status.FAILED})
+
+
+class Assignment(StrEnum):
+    SPLIT = "split"
+    FORCED = "forced"
+    FALLBACK = "fallback"
+
+
+class ErrorKind(StrEnum):
+    INVALID_IMAGE = "invalid_image"
+    UNKNOWN_ADVISOR = "unknown_advisor"
+    INVALID_REQUEST = "invalid_request"
+    INVALID_OUTPUT = "invalid_output"
+    TIMEOUT = "timeout"
+    POISON = "poison"
+    WRONG_VARIANT = "wrong_variant"
+    INTERNAL = "internal"
+
+
+class ModelUsed(StrEnum):
+    """The seed's vocabulary for which model served a job."""
+
+    BASE = "base"
+    FINE_TUNED = "fine_tuned"
+    AB_TEST_BASE = "ab_test_base"
+    AB_TEST_FINE_TUNED = "ab_test_fine_tuned"
+
+
+def model_used_for(variant: str, assignment: Assignment) -> ModelUsed:
+    """Split assignments are A/B traffic; forced and fallback ones are plain."""
+    is_base = variant == BASE_VARIANT
+    if assignment is Assignment.SPLIT:
+        return ModelUsed.AB_TEST_BASE if is_base else ModelUsed.AB_TEST_FINE_TUNED
+    return ModelUsed.BASE if is_base else ModelUsed.FINE_TUNED
+
+
+class AnalyzeRequest(BaseModel):
+    """The body of an `advisor.analyze` message. The job row is the source of truth."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    job_id: str = Field(min_length=1, max_length=64)
+    advisor: str = Field(min_length=1, max_length=64)
+    variant: str = Field(min_length=1, max_length=63)
+    image_ref: str = Field(min_length=1, max_length=4096)

@@ -1,0 +1,148 @@
+"""SQLAlchemy tables: jobs, stored images, rollout weights and their history, worker heartbeats."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Deterministic constraint names so migrations diff cleanly on SQLite and PostgreSQL.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+UTCDateTime = DateTime(timezone=True)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('queued', 'running', 'succeeded', 'failed')", name="status_known"
+        ),
+        CheckConstraint("assignment IN ('split', 'forced', 'fallback')", name="assignment_known"),
+        CheckConstraint("attempts >= 0", name="attempts_non_negative"),
+        Index("ix_jobs_status_variant", "status", "variant"),
+        Index("ix_jobs_advisor_queued_at", "advisor", "queued_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    advisor: Mapped[str] = mapped_column(String(64))
+    image_sha256: Mapped[str] = mapped_column(String(64))
+    image_ref: Mapped[str] = mapped_column(String(4096))
+    subject: Mapped[str] = mapped_column(String(200))
+    variant: Mapped[str] = mapped_column(String(63))
+    model_used: Mapped[str] = mapped_column(String(32))
+    assignment: Mapped[str] = mapped_column(String(16))
+    weights_version: Mapped[int] = mapped_column(Integer)
+    base_model: Mapped[str | None] = mapped_column(String(500))
+    adapter_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    publish_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    publish_error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    queue_wait_ms: Mapped[int | None] = mapped_column(Integer)
+    inference_ms: Mapped[int | None] = mapped_column(Integer)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    output_tokens: Mapped[int | None] = mapped_column(Integer)
+    progress: Mapped[int] = mapped_column(Integer, default=0)
+    schema_version: Mapped[str | None] = mapped_column(String(32))
+    llm_outputs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    raw_output: Mapped[str | None] = mapped_column(Text)
+    error_kind: Mapped[str | None] = mapped_column(String(32))
+    error: Mapped[str | None] = mapped_column(Text)
+    reassigned_from: Mapped[str | None] = mapped_column(String(63))
+    reassigned_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class StoredImage(Base):
+    """Inline uploads, content-addressed, so any worker host and the republisher can read them."""
+
+    __tablename__ = "images"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Rollout(Base):
+    """Current weights of one advisor; `version` increments on every change."""
+
+    __tablename__ = "rollouts"
+
+    advisor: Mapped[str] = mapped_column(String(64), primary_key=True)
+    weights: Mapped[dict[str, float]] = mapped_column(JSON)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_by: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+
+
+class RolloutEvent(Base):
+    """Audit trail: who changed which weights, when, why, from what to what."""
+
+    __tablename__ = "rollout_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    advisor: Mapped[str] = mapped_column(
+        String(64), ForeignKey("rollouts.advisor", ondelete="CASCADE"), index=True
+    )
+    version: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    old_weights: Mapped[dict[str, float] | None] = mapped_column(JSON)
+    new_weights: Mapped[dict[str, float]] = mapped_column(JSON)
+    actor: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WorkerHeartbeat(Base):
+    """One row per worker process; producers read it to tell whether a queue has live workers."""
+
+    __tablename__ = "worker_heartbeats"
+
+    worker: Mapped[str] = mapped_column(String(200), primary_key=True)
+    variant: Mapped[str] = mapped_column(String(63), index=True)
+    queue: Mapped[str] = mapped_column(String(100))
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    base_model: Mapped[str] = mapped_column(String(500))
+    adapter_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    jobs_done: Mapped[int] = mapped_column(Integer, default=0)
+    current_job: Mapped[str | None] = mapped_column(String(36))
+    load_seconds: Mapped[float | None] = mapped_column(Float)
+    peak_rss_mb: Mapped[float | None] = mapped_column(Float)

@@ -1,0 +1,416 @@
+"""The only code that changes job state: each change is one guarded UPDATE."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, and_, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from jobs.contracts import FINAL_STATUSES, Assignment, ErrorKind, Status, model_used_for
+from jobs.errors import JobNotFound
+from jobs.models import Job, StoredImage, WorkerHeartbeat
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """Everything a producer decides about a job before it is written."""
+
+    advisor: str
+    image_sha256: str
+    image_ref: str
+    subject: str
+    variant: str
+    assignment: Assignment
+    weights_version: int
+    base_model: str | None = None
+    idempotency_key: str | None = None
+    id: str = ""
+
+
+class StartOutcome(enum.Enum):
+    STARTED = "started"
+    FINISHED = "finished"  # already succeeded or failed: a redelivery, do nothing
+    BUSY = "busy"  # running under a live lease elsewhere
+    POISON = "poison"  # killed its workers too often; now failed
+    MISSING = "missing"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished analysis, as the worker records it."""
+
+    llm_outputs: dict[str, Any]
+    raw_output: str
+    prompt_tokens: int
+    output_tokens: int
+    inference_ms: int
+    schema_version: str
+
+
+class Repository:
+    """Job, image and heartbeat persistence over one SQLAlchemy engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- creating jobs -------------------------------------------------------------
+
+    def create_jobs(
+        self, jobs: Sequence[NewJob], images: dict[str, bytes] | None = None
+    ) -> list[tuple[Job, bool]]:
+        """Insert jobs (and inline images) in one transaction.
+
+        Returns (job, created) per input; an existing idempotency key returns the stored job.
+        """
+        now = utcnow()
+        results: list[tuple[Job, bool]] = []
+        with self.engine.begin() as conn:
+            for sha, data in (images or {}).items():
+                conn.execute(
+                    self._insert_ignore(StoredImage, "sha256").values(
+                        sha256=sha, data=data, size=len(data), created_at=now
+                    )
+                )
+            for new in jobs:
+                if new.idempotency_key:
+                    row = conn.execute(
+                        select(Job).where(Job.idempotency_key == new.idempotency_key)
+                    ).first()
+                    if row is not None:
+                        results.append((_job_from_row(row), False))
+                        continue
+                values = _new_job_values(new, now)
+                conn.execute(insert(Job).values(**values))
+                results.append((Job(**values), True))
+        return results
+
+    def _insert_ignore(self, table: type[StoredImage], key: str) -> Any:
+        builder = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        return builder(table).on_conflict_do_nothing(index_elements=[key])
+
+    def image_bytes(self, sha256: str) -> bytes | None:
+        with self.engine.connect() as conn:
+            return conn.scalar(select(StoredImage.data).where(StoredImage.sha256 == sha256))
+
+    # -- reading -------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(Job).where(Job.id == job_id)).first()
+        if row is None:
+            raise JobNotFound(f"No job {job_id!r}")
+        return _job_from_row(row)
+
+    def find(self, *criteria: Any, limit: int | None = None) -> list[Job]:
+        stmt = select(Job).where(*criteria).order_by(Job.queued_at)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self.engine.connect() as conn:
+            return [_job_from_row(r) for r in conn.execute(stmt)]
+
+    # -- publishing ----------------------------------------------------------------
+
+    def mark_published(self, job_ids: Iterable[str]) -> None:
+        ids = list(job_ids)
+        if not ids:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(Job)
+                .where(Job.id.in_(ids), Job.status == Status.QUEUED)
+                .values(
+                    published_at=utcnow(),
+                    publish_error=None,
+                    publish_attempts=Job.publish_attempts + 1,
+                )
+            )
+
+    def mark_publish_failed(self, job_ids: Iterable[str], error: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(Job)
+                .where(Job.id.in_(list(job_ids)), Job.status == Status.QUEUED)
+                .values(publish_error=error[:2000], publish_attempts=Job.publish_attempts + 1)
+            )
+
+    def unpublished(self, limit: int = 500) -> list[Job]:
+        return self.find(Job.status == Status.QUEUED, Job.published_at.is_(None), limit=limit)
+
+    def reassign_queued(
+        self, job_ids: Sequence[str], variant: str, reason: str, *, base_model: str | None = None
+    ) -> list[str]:
+        """Move not-yet-started jobs to `variant` (a drain); returns the ids actually moved."""
+        moved: list[str] = []
+        with self.engine.begin() as conn:
+            for job_id in job_ids:
+                row = conn.execute(
+                    select(Job.variant, Job.assignment).where(Job.id == job_id)
+                ).first()
+                if row is None or row.variant == variant:
+                    continue
+                res = conn.execute(
+                    update(Job)
+                    .where(
+                        Job.id == job_id, Job.status == Status.QUEUED, Job.variant == row.variant
+                    )
+                    .values(
+                        variant=variant,
+                        model_used=model_used_for(variant, Assignment(row.assignment)).value,
+                        reassigned_from=row.variant,
+                        reassigned_reason=reason,
+                        adapter_fingerprint=None,
+                        base_model=base_model,
+                        published_at=None,
+                    )
+                )
+                if res.rowcount == 1:
+                    moved.append(job_id)
+        return moved
+
+    # -- the worker's transitions --------------------------------------------------
+
+    def start(
+        self, job_id: str, worker: str, *, lease_seconds: float, max_attempts: int
+    ) -> StartOutcome:
+        """queued -> running (attempts += 1), or take over a running job whose lease expired."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(Job.status, Job.attempts, Job.lease_until).where(Job.id == job_id)
+            ).first()
+            if row is None:
+                return StartOutcome.MISSING
+            if Status(row.status) in FINAL_STATUSES:
+                return StartOutcome.FINISHED
+            startable = or_(
+                Job.status == Status.QUEUED,
+                and_(Job.status == Status.RUNNING, Job.lease_until < now),
+            )
+            if row.attempts >= max_attempts:
+                res = conn.execute(
+                    update(Job)
+                    .where(Job.id == job_id, startable)
+                    .values(
+                        status=Status.FAILED,
+                        completed_at=now,
+                        error_kind=ErrorKind.POISON,
+                        error=(
+                            f"Gave up after {row.attempts} attempts that never finished "
+                            "(each killed or lost its worker); inspect the input and resubmit"
+                        ),
+                        lease_until=None,
+                    )
+                )
+                return StartOutcome.POISON if res.rowcount == 1 else StartOutcome.BUSY
+            res = conn.execute(
+                update(Job)
+                .where(Job.id == job_id, startable)
+                .values(
+                    status=Status.RUNNING,
+                    attempts=Job.attempts + 1,
+                    worker=worker,
+                    started_at=now,
+                    lease_until=now + timedelta(seconds=lease_seconds),
+                    progress=0,
+                )
+            )
+            return StartOutcome.STARTED if res.rowcount == 1 else StartOutcome.BUSY
+
+    def set_queue_wait(self, job_id: str, worker: str) -> None:
+        """queue_wait_ms = started_at - queued_at, computed in Python for both dialects."""
+        job = self.get(job_id)
+        started, queued = as_utc(job.started_at), as_utc(job.queued_at)
+        if started is None or queued is None:
+            return
+        wait_ms = max(0, int((started - queued).total_seconds() * 1000))
+        self._update_running(job_id, worker, queue_wait_ms=wait_ms)
+
+    def record_progress(
+        self, job_id: str, worker: str, output_tokens: int, *, lease_seconds: float
+    ) -> bool:
+        """Token progress; also renews the lease. False if the job is no longer ours."""
+        return self._update_running(
+            job_id,
+            worker,
+            progress=output_tokens,
+            lease_until=utcnow() + timedelta(seconds=lease_seconds),
+        )
+
+    def attach_variant_identity(
+        self, job_id: str, worker: str, base_model: str, adapter_fingerprint: str | None
+    ) -> bool:
+        """What actually served the job, written by the serving worker itself."""
+        return self._update_running(
+            job_id, worker, base_model=base_model, adapter_fingerprint=adapter_fingerprint
+        )
+
+    def succeed(self, job_id: str, worker: str, outcome: Outcome) -> bool:
+        """running -> succeeded, only by the worker holding the job."""
+        now = utcnow()
+        return self._update_running(
+            job_id,
+            worker,
+            status=Status.SUCCEEDED,
+            completed_at=now,
+            llm_outputs=outcome.llm_outputs,
+            raw_output=outcome.raw_output,
+            prompt_tokens=outcome.prompt_tokens,
+            output_tokens=outcome.output_tokens,
+            progress=outcome.output_tokens,
+            inference_ms=outcome.inference_ms,
+            schema_version=outcome.schema_version,
+            lease_until=None,
+            error_kind=None,
+            error=None,
+        )
+
+    def fail(
+        self,
+        job_id: str,
+        kind: ErrorKind,
+        error: str,
+        *,
+        worker: str | None = None,
+        raw_output: str | None = None,
+        output_tokens: int | None = None,
+        inference_ms: int | None = None,
+    ) -> bool:
+        """queued|running -> failed. A worker may only fail a job it holds."""
+        values: dict[str, Any] = {
+            "status": Status.FAILED,
+            "completed_at": utcnow(),
+            "error_kind": kind,
+            "error": error[:4000],
+            "lease_until": None,
+        }
+        if raw_output is not None:
+            values["raw_output"] = raw_output
+        if output_tokens is not None:
+            values["output_tokens"] = output_tokens
+        if inference_ms is not None:
+            values["inference_ms"] = inference_ms
+        guard = [Job.id == job_id]
+        if worker is None:
+            guard.append(Job.status.in_([Status.QUEUED, Status.RUNNING]))
+        else:
+            guard.append(
+                or_(
+                    Job.status == Status.QUEUED,
+                    and_(Job.status == Status.RUNNING, Job.worker == worker),
+                )
+            )
+        with self.engine.begin() as conn:
+            return conn.execute(update(Job).where(*guard).values(**values)).rowcount == 1
+
+    def requeue(self, job_id: str, reason: str, *, worker: str | None = None) -> bool:
+        """running -> queued: handed back by its worker, or recovered after its lease expired."""
+        guard = [Job.id == job_id, Job.status == Status.RUNNING]
+        guard.append(Job.worker == worker if worker is not None else Job.lease_until < utcnow())
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(Job)
+                .where(*guard)
+                .values(
+                    status=Status.QUEUED,
+                    lease_until=None,
+                    published_at=None,
+                    publish_error=reason[:2000],
+                )
+            )
+        return res.rowcount == 1
+
+    def expired_running(self, limit: int = 500) -> list[Job]:
+        return self.find(Job.status == Status.RUNNING, Job.lease_until < utcnow(), limit=limit)
+
+    def _update_running(self, job_id: str, worker: str, **values: Any) -> bool:
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == Status.RUNNING, Job.worker == worker)
+                .values(**values)
+            )
+        return res.rowcount == 1
+
+    # -- heartbeats ----------------------------------------------------------------
+
+    def beat(self, heartbeat: dict[str, Any]) -> None:
+        """Upsert this worker's heartbeat row."""
+        now = utcnow()
+        values = {**heartbeat, "last_seen": now}
+        builder = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        stmt = builder(WorkerHeartbeat).values(started_at=now, **values)
+        stmt = stmt.on_conflict_do_update(index_elements=["worker"], set_=values)
+        with self.engine.begin() as conn:
+            conn.execute(stmt)
+
+    def count_done(self, worker: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(WorkerHeartbeat)
+                .where(WorkerHeartbeat.worker == worker)
+                .values(jobs_done=WorkerHeartbeat.jobs_done + 1, current_job=None)
+            )
+
+    def live_workers(
+        self, window_seconds: float, variant: str | None = None
+    ) -> list[WorkerHeartbeat]:
+        since = utcnow() - timedelta(seconds=window_seconds)
+        stmt = select(WorkerHeartbeat).where(
+            WorkerHeartbeat.last_seen >= since, WorkerHeartbeat.stopped_at.is_(None)
+        )
+        if variant is not None:
+            stmt = stmt.where(WorkerHeartbeat.variant == variant)
+        with self.engine.connect() as conn:
+            return [WorkerHeartbeat(**r._mapping) for r in conn.execute(stmt)]
+
+    def live_variants(self, window_seconds: float) -> set[str]:
+        return {hb.variant for hb in self.live_workers(window_seconds)}
+
+    def status_counts(self) -> dict[tuple[str, str], int]:
+        stmt = select(Job.variant, Job.status, func.count()).group_by(Job.variant, Job.status)
+        with self.engine.connect() as conn:
+            return {(v, s): n for v, s, n in conn.execute(stmt)}
+
+
+def _new_job_values(new: NewJob, now: datetime) -> dict[str, Any]:
+    return {
+        "id": new.id or str(uuid.uuid4()),
+        "idempotency_key": new.idempotency_key,
+        "advisor": new.advisor,
+        "image_sha256": new.image_sha256,
+        "image_ref": new.image_ref,
+        "subject": new.subject,
+        "variant": new.variant,
+        "model_used": model_used_for(new.variant, new.assignment).value,
+        "assignment": new.assignment.value,
+        "weights_version": new.weights_version,
+        "base_model": new.base_model,
+        "status": Status.QUEUED.value,
+        "attempts": 0,
+        "progress": 0,
+        "publish_attempts": 0,
+        "queued_at": now,
+    }
+
+
+def _job_from_row(row: Any) -> Job:
+    values = {k: as_utc(v) if isinstance(v, datetime) else v for k, v in row._mapping.items()}
+    return Job(**values)

@@ -1,0 +1,115 @@
+"""Rollout weights per advisor, versioned, with an audit trail of every change."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine, select, update
+
+from jobs.contracts import BASE_VARIANT
+from jobs.errors import InvalidWeights
+from jobs.models import Rollout, RolloutEvent
+from jobs.repository import as_utc, utcnow
+
+
+@dataclass(frozen=True)
+class Weights:
+    advisor: str
+    weights: dict[str, float]
+    version: int
+    updated_at: datetime | None
+    updated_by: str
+    reason: str
+
+
+def default_weights(advisor: str) -> Weights:
+    """Before any rollout is set, every advisor goes to base (version 0)."""
+    return Weights(advisor, {BASE_VARIANT: 1.0}, 0, None, "default", "no rollout set")
+
+
+def validate_weights(weights: dict[str, float], known_variants: set[str]) -> dict[str, float]:
+    """Known variants, finite non-negative weights, positive sum; returns them normalised."""
+    unknown = sorted(set(weights) - known_variants)
+    if unknown:
+        raise InvalidWeights(f"Unknown variant(s) {unknown}; known: {sorted(known_variants)}")
+    bad = {k: v for k, v in weights.items() if not math.isfinite(v) or v < 0}
+    if bad:
+        raise InvalidWeights(f"Weights must be finite and >= 0, got {bad}")
+    total = sum(weights.values())
+    if total <= 0:
+        raise InvalidWeights("Weights must sum to more than 0; give base a positive weight")
+    return {k: v / total for k, v in sorted(weights.items())}
+
+
+class RolloutStore:
+    """Reads and writes the `rollouts` and `rollout_events` tables."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def get(self, advisor: str) -> Weights:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(Rollout).where(Rollout.advisor == advisor)).first()
+        if row is None:
+            return default_weights(advisor)
+        return Weights(
+            row.advisor, dict(row.weights), row.version, as_utc(row.updated_at),
+            row.updated_by, row.reason,
+        )  # fmt: skip
+
+    def all(self) -> list[Weights]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(Rollout.advisor).order_by(Rollout.advisor)).scalars().all()
+        return [self.get(a) for a in rows]
+
+    def set(
+        self,
+        advisor: str,
+        weights: dict[str, float],
+        *,
+        known_variants: set[str],
+        actor: str,
+        reason: str,
+        kind: str = "set",
+    ) -> Weights:
+        """Replace the weights, bump the version and record the change, in one transaction."""
+        if not reason.strip():
+            raise InvalidWeights("A reason is required for every rollout change (--reason)")
+        normalised = validate_weights(weights, known_variants)
+        now = utcnow()
+        with self.engine.begin() as conn:
+            row = conn.execute(select(Rollout).where(Rollout.advisor == advisor)).first()
+            old = dict(row.weights) if row is not None else None
+            version = (row.version if row is not None else 0) + 1
+            if row is None:
+                conn.execute(
+                    Rollout.__table__.insert().values(
+                        advisor=advisor, weights=normalised, version=version,
+                        updated_at=now, updated_by=actor, reason=reason,
+                    )
+                )  # fmt: skip
+            else:
+                res = conn.execute(
+                    update(Rollout)
+                    .where(Rollout.advisor == advisor, Rollout.version == row.version)
+                    .values(weights=normalised, version=version, updated_at=now,
+                            updated_by=actor, reason=reason)
+                )  # fmt: skip
+                if res.rowcount != 1:
+                    raise InvalidWeights(f"Weights of {advisor!r} changed concurrently; retry")
+            conn.execute(
+                RolloutEvent.__table__.insert().values(
+                    advisor=advisor, version=version, kind=kind, old_weights=old,
+                    new_weights=normalised, actor=actor, reason=reason, created_at=now,
+                )
+            )  # fmt: skip
+        return Weights(advisor, normalised, version, now, actor, reason)
+
+    def history(self, advisor: str | None = None, limit: int = 50) -> list[RolloutEvent]:
+        stmt = select(RolloutEvent).order_by(RolloutEvent.id.desc()).limit(limit)
+        if advisor is not None:
+            stmt = stmt.where(RolloutEvent.advisor == advisor)
+        with self.engine.connect() as conn:
+            return [RolloutEvent(**r._mapping) for r in conn.execute(stmt)]

@@ -1,0 +1,133 @@
+"""Settings: the one reader of the environment (ADVISOR_* variables)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from jobs.errors import ConfigError
+
+DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "mondrian-advisor"
+DEFAULT_BASE_MODEL = "mlx-community/Qwen3-VL-4B-Instruct-4bit"
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Defaults run the embedded mode: SQLite, no broker server."""
+
+    model_config = SettingsConfigDict(env_prefix="ADVISOR_", frozen=True, extra="forbid")
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    # Empty means "the embedded default under data_dir"; see the resolved_* properties.
+    database_url: str = ""
+    broker_url: str = ""
+
+    base_model: str = DEFAULT_BASE_MODEL
+    registry: Path = Path("adapters/registry.json")
+    image_roots: list[Path] = Field(default_factory=list)
+
+    max_image_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    max_image_pixels: int = Field(default=64_000_000, gt=0)
+    max_image_side: int = Field(default=1024, ge=64)
+
+    max_output_tokens: int = Field(default=1800, ge=64)
+    text_limit: int = Field(default=320, ge=16, le=4000)
+    temperature: float = Field(default=0.2, ge=0.0, le=2.0)
+
+    task_time_limit: int = Field(default=600, ge=5)
+    max_attempts: int = Field(default=3, ge=1)
+    heartbeat_interval: float = Field(default=5.0, gt=0)
+    worker_live_window: float = Field(default=30.0, gt=0)
+    weights_cache_seconds: float = Field(default=3.0, ge=0)
+    router_salt: str = "mondrian"
+
+    gateway_token: SecretStr | None = None
+    gateway_max_body_bytes: int = Field(default=30 * 1024 * 1024, gt=0)
+    log_level: str = "INFO"
+
+    @field_validator("image_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> object:
+        # Accept "a:b" (PATH style) as well as a JSON list.
+        if isinstance(value, str):
+            return [p for p in value.split(":") if p] if not value.startswith("[") else value
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, url: str) -> str:
+        if url and not url.startswith(("sqlite", "postgresql")):
+            raise ValueError(
+                f"ADVISOR_DATABASE_URL {url.split(':', 1)[0]!r}: use sqlite:///PATH or "
+                "postgresql+psycopg://USER@HOST/DB"
+            )
+        return url
+
+    @field_validator("broker_url")
+    @classmethod
+    def _known_broker(cls, url: str) -> str:
+        if url and not url.startswith(("redis://", "rediss://", "amqp://", "pyamqp://", "sqla+")):
+            raise ValueError(
+                f"ADVISOR_BROKER_URL scheme {url.split(':', 1)[0]!r} is not supported; "
+                "use redis://, amqp:// or sqla+sqlite:///PATH"
+            )
+        return url
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, level: str) -> str:
+        if level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("ADVISOR_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+        return level.upper()
+
+    @model_validator(mode="after")
+    def _live_window_outlasts_heartbeat(self) -> Settings:
+        if self.worker_live_window <= self.heartbeat_interval:
+            raise ValueError(
+                "ADVISOR_WORKER_LIVE_WINDOW must exceed ADVISOR_HEARTBEAT_INTERVAL, "
+                "else live workers look dead between beats"
+            )
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'advisor.db'}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+
+    @property
+    def soft_time_limit(self) -> int:
+        """Soft limit: leaves time to record a timeout before the hard kill."""
+        return max(1, self.task_time_limit - max(2, self.task_time_limit // 10))
+
+    @property
+    def visibility_timeout(self) -> int:
+        """Redis redelivers unacked tasks after this; it must outlast the hard limit."""
+        return self.task_time_limit * 2 + 60
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.resolved_broker_url.startswith("sqla+")
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide Settings, read once from the environment."""
+    try:
+        return Settings()
+    except ValueError as exc:
+        raise ConfigError(f"Invalid ADVISOR_* setting: {exc}") from exc
+
+
+def mask_url(url: str) -> str:
+    """A URL with its password replaced, safe for logs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"

@@ -1,0 +1,206 @@
+"""Job state changes: every allowed transition works, every forbidden one is refused."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+
+import pytest
+
+from jobs.contracts import Assignment, ErrorKind, ModelUsed, Status
+from jobs.db import engine_for
+from jobs.repository import NewJob, Outcome, Repository, StartOutcome
+
+LEASE = 30.0
+
+
+def new_job(**overrides: object) -> NewJob:
+    values: dict[str, object] = {
+        "advisor": "ansel",
+        "image_sha256": "a" * 64,
+        "image_ref": "sha256:" + "a" * 64,
+        "subject": "user-1",
+        "variant": "base",
+        "assignment": Assignment.SPLIT,
+        "weights_version": 1,
+    }
+    values.update(overrides)
+    return NewJob(**values)  # type: ignore[arg-type]
+
+
+def outcome() -> Outcome:
+    return Outcome({"overall_score": 5.0}, "{}", 10, 20, 1234, "analysis/v1")
+
+
+@pytest.fixture
+def repo(migrated_url: str) -> Repository:
+    return Repository(engine_for(migrated_url))
+
+
+def create(repo: Repository, **overrides: object) -> str:
+    [(job, created)] = repo.create_jobs([new_job(**overrides)])
+    assert created
+    return job.id
+
+
+def start(repo: Repository, job_id: str, worker: str = "w1", **kw: float) -> StartOutcome:
+    return repo.start(job_id, worker, lease_seconds=kw.get("lease", LEASE), max_attempts=3)
+
+
+def test_a_job_goes_queued_running_succeeded(repo: Repository) -> None:
+    job_id = create(repo)
+    assert repo.get(job_id).status == Status.QUEUED
+    assert start(repo, job_id) is StartOutcome.STARTED
+    running = repo.get(job_id)
+    assert (running.status, running.attempts, running.worker) == (Status.RUNNING, 1, "w1")
+    assert repo.record_progress(job_id, "w1", 17, lease_seconds=LEASE)
+    assert repo.get(job_id).progress == 17
+    assert repo.succeed(job_id, "w1", outcome())
+    done = repo.get(job_id)
+    assert done.status == Status.SUCCEEDED
+    assert done.llm_outputs == {"overall_score": 5.0}
+    assert done.completed_at is not None and done.completed_at.tzinfo is not None
+
+
+def test_model_used_follows_the_seed_vocabulary(repo: Repository) -> None:
+    split_ft = repo.get(create(repo, variant="fine_tuned"))
+    forced_ft = repo.get(create(repo, variant="fine_tuned", assignment=Assignment.FORCED))
+    fallback = repo.get(create(repo, assignment=Assignment.FALLBACK))
+    assert split_ft.model_used == ModelUsed.AB_TEST_FINE_TUNED
+    assert forced_ft.model_used == ModelUsed.FINE_TUNED
+    assert fallback.model_used == ModelUsed.BASE
+
+
+def test_a_running_job_can_fail_and_a_queued_one_too(repo: Repository) -> None:
+    running = create(repo)
+    start(repo, running)
+    assert repo.fail(running, ErrorKind.INVALID_OUTPUT, "truncated", worker="w1", raw_output="{")
+    assert repo.get(running).raw_output == "{"
+    queued = create(repo)
+    assert repo.fail(queued, ErrorKind.INVALID_IMAGE, "corrupt")
+    assert repo.get(queued).error_kind == ErrorKind.INVALID_IMAGE
+
+
+def test_a_finished_job_is_never_restarted_or_overwritten(repo: Repository) -> None:
+    job_id = create(repo)
+    start(repo, job_id)
+    repo.succeed(job_id, "w1", outcome())
+    assert start(repo, job_id, "w2") is StartOutcome.FINISHED
+    assert not repo.succeed(job_id, "w1", outcome())
+    assert not repo.fail(job_id, ErrorKind.INTERNAL, "late failure")
+    assert not repo.requeue(job_id, "sweep")
+    assert not repo.record_progress(job_id, "w1", 99, lease_seconds=LEASE)
+    assert repo.get(job_id).status == Status.SUCCEEDED
+    assert repo.get(job_id).attempts == 1
+
+
+def test_a_queued_job_cannot_succeed_without_starting(repo: Repository) -> None:
+    job_id = create(repo)
+    assert not repo.succeed(job_id, "w1", outcome())
+    assert repo.get(job_id).status == Status.QUEUED
+
+
+def test_another_worker_cannot_finish_a_job_it_does_not_hold(repo: Repository) -> None:
+    job_id = create(repo)
+    start(repo, job_id, "w1")
+    assert not repo.succeed(job_id, "w2", outcome())
+    assert not repo.fail(job_id, ErrorKind.INTERNAL, "x", worker="w2")
+    assert start(repo, job_id, "w2") is StartOutcome.BUSY
+    assert repo.get(job_id).worker == "w1"
+
+
+def test_an_expired_lease_lets_another_worker_take_over(repo: Repository) -> None:
+    job_id = create(repo)
+    start(repo, job_id, "w1", lease=0.05)
+    time.sleep(0.1)
+    assert start(repo, job_id, "w2") is StartOutcome.STARTED
+    job = repo.get(job_id)
+    assert (job.worker, job.attempts) == ("w2", 2)
+    assert not repo.succeed(job_id, "w1", outcome())  # the old holder lost it
+    assert repo.succeed(job_id, "w2", outcome())
+
+
+def test_an_expired_job_is_requeued_by_the_sweep_only_after_its_lease(repo: Repository) -> None:
+    job_id = create(repo)
+    start(repo, job_id, "w1", lease=0.05)
+    assert repo.expired_running() == [] or time.sleep(0.1) is None
+    time.sleep(0.1)
+    assert [j.id for j in repo.expired_running()] == [job_id]
+    assert repo.requeue(job_id, "worker heartbeat lost")
+    job = repo.get(job_id)
+    assert (job.status, job.published_at) == (Status.QUEUED, None)
+
+
+def test_a_job_that_keeps_killing_workers_becomes_poison(repo: Repository) -> None:
+    job_id = create(repo)
+    for n in range(3):
+        assert start(repo, job_id, f"w{n}", lease=0.01) is StartOutcome.STARTED
+        time.sleep(0.03)
+    assert start(repo, job_id, "w9") is StartOutcome.POISON
+    job = repo.get(job_id)
+    assert (job.status, job.error_kind, job.attempts) == (Status.FAILED, ErrorKind.POISON, 3)
+
+
+def test_an_idempotency_key_returns_the_stored_job(repo: Repository) -> None:
+    [(first, created)] = repo.create_jobs([new_job(idempotency_key="k-1")])
+    [(second, again)] = repo.create_jobs([new_job(idempotency_key="k-1", subject="other")])
+    assert (created, again) == (True, False)
+    assert second.id == first.id and second.subject == "user-1"
+
+
+def test_inline_images_are_stored_once_by_digest(repo: Repository) -> None:
+    sha = "b" * 64
+    repo.create_jobs([new_job(image_sha256=sha)], images={sha: b"png-bytes"})
+    repo.create_jobs([new_job(image_sha256=sha)], images={sha: b"png-bytes"})
+    assert repo.image_bytes(sha) == b"png-bytes"
+
+
+def test_drain_moves_only_jobs_that_have_not_started(repo: Repository) -> None:
+    waiting = create(repo, variant="fine_tuned")
+    running = create(repo, variant="fine_tuned")
+    start(repo, running)
+    moved = repo.reassign_queued([waiting, running], "base", "rollback ansel")
+    assert moved == [waiting]
+    job = repo.get(waiting)
+    assert (job.variant, job.reassigned_from, job.model_used) == (
+        "base",
+        "fine_tuned",
+        "ab_test_base",
+    )
+    assert repo.get(running).variant == "fine_tuned"
+
+
+def test_heartbeats_tell_which_variants_are_live(repo: Repository) -> None:
+    beat = {"worker": "w1@h", "variant": "fine_tuned", "queue": "advisor.fine_tuned", "host": "h",
+            "pid": 1, "base_model": "m", "adapter_fingerprint": "f" * 64}  # fmt: skip
+    repo.beat(beat)
+    repo.beat(beat)
+    assert repo.live_variants(10) == {"fine_tuned"}
+    time.sleep(0.2)
+    assert repo.live_variants(0.1) == set()
+
+
+def _race(url: str, job_id: str, worker: str, barrier, results) -> None:  # type: ignore[no-untyped-def]
+    repo = Repository(engine_for(url))
+    barrier.wait()
+    results.put((worker, repo.start(job_id, worker, lease_seconds=LEASE, max_attempts=3).value))
+
+
+def test_two_processes_racing_to_start_a_job_only_one_wins(
+    repo: Repository, migrated_url: str
+) -> None:
+    ctx = mp.get_context("spawn")
+    for _ in range(5):
+        job_id = create(repo)
+        barrier, results = ctx.Barrier(2), ctx.Queue()
+        procs = [
+            ctx.Process(target=_race, args=(migrated_url, job_id, f"w{i}", barrier, results))
+            for i in range(2)
+        ]
+        for p in procs:
+            p.start()
+        outcomes = sorted(results.get(timeout=60)[1] for _ in procs)
+        for p in procs:
+            p.join(timeout=30)
+        assert outcomes == ["busy", "started"]
+        assert repo.get(job_id).attempts == 1
