@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
@@ -17,6 +18,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     broker = settings.resolved_broker_url
     if broker.startswith(("redis", "rediss")):
         transport_options = {"visibility_timeout": settings.visibility_timeout}
+
     return {
         "broker_url": broker,
         "broker_transport_options": transport_options,
@@ -44,6 +46,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 
 def make_celery(settings: Settings, name: str) -> Celery:
+    broker = settings.resolved_broker_url
+    if broker.startswith("sqla+sqlite:///"):
+        # SQLite cannot create the file's directory; the embedded default must just work.
+        Path(broker.removeprefix("sqla+sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     app = Celery(name)
     app.conf.update(celery_config(settings))
     return app

@@ -133,7 +133,7 @@ def load_for_model(data: bytes, limits: Limits) -> Image.Image:
     verify(data, limits)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        img = Image.open(io.BytesIO(data))
+        img: Image.Image = Image.open(io.BytesIO(data))
         img.load()
     img = img.convert("RGB")
     if max(img.size) > limits.max_side:

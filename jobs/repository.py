@@ -13,7 +13,14 @@ from sqlalchemy import Engine, and_, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from jobs.contracts import FINAL_STATUSES, Assignment, ErrorKind, Status, model_used_for
+from jobs.contracts import (
+    FINAL_STATUSES,
+    Assignment,
+    ErrorKind,
+    ModelUsed,
+    Status,
+    model_used_for,
+)
 from jobs.errors import JobNotFound
 from jobs.models import Job, StoredImage, WorkerHeartbeat
 
@@ -43,6 +50,9 @@ class NewJob:
     base_model: str | None = None
     idempotency_key: str | None = None
     id: str = ""
+    # None: derived from variant and assignment. The router sets it when a "split" has
+    # only one variant with weight (not an A/B test), so the seed's labels stay truthful.
+    model_used: ModelUsed | None = None
 
 
 class StartOutcome(enum.Enum):
@@ -51,6 +61,7 @@ class StartOutcome(enum.Enum):
     BUSY = "busy"  # running under a live lease elsewhere
     POISON = "poison"  # killed its workers too often; now failed
     MISSING = "missing"
+    REASSIGNED = "reassigned"  # the row now names another variant (drained): drop the message
 
 
 @dataclass(frozen=True)
@@ -118,6 +129,12 @@ class Repository:
         if row is None:
             raise JobNotFound(f"No job {job_id!r}")
         return _job_from_row(row)
+
+    def find_one(self, job_id: str) -> Job | None:
+        try:
+            return self.get(job_id)
+        except JobNotFound:
+            return None
 
     def find(self, *criteria: Any, limit: int | None = None) -> list[Job]:
         stmt = select(Job).where(*criteria).order_by(Job.queued_at)
@@ -188,22 +205,38 @@ class Repository:
     # -- the worker's transitions --------------------------------------------------
 
     def start(
-        self, job_id: str, worker: str, *, lease_seconds: float, max_attempts: int
+        self,
+        job_id: str,
+        worker: str,
+        *,
+        lease_seconds: float,
+        max_attempts: int,
+        variant: str | None = None,
     ) -> StartOutcome:
-        """queued -> running (attempts += 1), or take over a running job whose lease expired."""
+        """queued -> running (attempts += 1), or take over a running job whose lease expired.
+
+        With `variant` (the message's), a row that names another variant is left alone.
+        """
         now = utcnow()
         with self.engine.begin() as conn:
             row = conn.execute(
-                select(Job.status, Job.attempts, Job.lease_until).where(Job.id == job_id)
+                select(Job.status, Job.attempts, Job.lease_until, Job.variant).where(
+                    Job.id == job_id
+                )
             ).first()
             if row is None:
                 return StartOutcome.MISSING
             if Status(row.status) in FINAL_STATUSES:
                 return StartOutcome.FINISHED
+            if variant is not None and row.variant != variant:
+                return StartOutcome.REASSIGNED
             startable = or_(
                 Job.status == Status.QUEUED,
                 and_(Job.status == Status.RUNNING, Job.lease_until < now),
             )
+            if variant is not None:
+                # In the same UPDATE, so a drain between the read and here cannot be missed.
+                startable = and_(startable, Job.variant == variant)
             if row.attempts >= max_attempts:
                 res = conn.execute(
                     update(Job)
@@ -354,12 +387,20 @@ class Repository:
     def beat(self, heartbeat: dict[str, Any]) -> None:
         """Upsert this worker's heartbeat row."""
         now = utcnow()
-        values = {**heartbeat, "last_seen": now}
+        values = {**heartbeat, "last_seen": now, "stopped_at": None}
         builder = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
         stmt = builder(WorkerHeartbeat).values(started_at=now, **values)
         stmt = stmt.on_conflict_do_update(index_elements=["worker"], set_=values)
         with self.engine.begin() as conn:
             conn.execute(stmt)
+
+    def mark_stopped(self, worker: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(WorkerHeartbeat)
+                .where(WorkerHeartbeat.worker == worker)
+                .values(stopped_at=utcnow(), current_job=None)
+            )
 
     def count_done(self, worker: str) -> None:
         with self.engine.begin() as conn:
@@ -399,7 +440,7 @@ def _new_job_values(new: NewJob, now: datetime) -> dict[str, Any]:
         "image_ref": new.image_ref,
         "subject": new.subject,
         "variant": new.variant,
-        "model_used": model_used_for(new.variant, new.assignment).value,
+        "model_used": (new.model_used or model_used_for(new.variant, new.assignment)).value,
         "assignment": new.assignment.value,
         "weights_version": new.weights_version,
         "base_model": new.base_model,

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, insert, select, update
 
 from jobs.contracts import BASE_VARIANT
 from jobs.errors import InvalidWeights
@@ -85,7 +85,7 @@ class RolloutStore:
             version = (row.version if row is not None else 0) + 1
             if row is None:
                 conn.execute(
-                    Rollout.__table__.insert().values(
+                    insert(Rollout).values(
                         advisor=advisor, weights=normalised, version=version,
                         updated_at=now, updated_by=actor, reason=reason,
                     )
@@ -100,7 +100,7 @@ class RolloutStore:
                 if res.rowcount != 1:
                     raise InvalidWeights(f"Weights of {advisor!r} changed concurrently; retry")
             conn.execute(
-                RolloutEvent.__table__.insert().values(
+                insert(RolloutEvent).values(
                     advisor=advisor, version=version, kind=kind, old_weights=old,
                     new_weights=normalised, actor=actor, reason=reason, created_at=now,
                 )

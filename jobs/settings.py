@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from jobs.errors import ConfigError
 
@@ -26,7 +28,8 @@ class Settings(BaseSettings):
 
     base_model: str = DEFAULT_BASE_MODEL
     registry: Path = Path("adapters/registry.json")
-    image_roots: list[Path] = Field(default_factory=list)
+    # NoDecode: the raw environment string reaches _split_roots, so "a:b" works, not only JSON.
+    image_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
 
     max_image_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(default=64_000_000, gt=0)
@@ -52,7 +55,9 @@ class Settings(BaseSettings):
     def _split_roots(cls, value: object) -> object:
         # Accept "a:b" (PATH style) as well as a JSON list.
         if isinstance(value, str):
-            return [p for p in value.split(":") if p] if not value.startswith("[") else value
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [part for part in value.split(":") if part]
         return value
 
     @field_validator("database_url")

@@ -1,4 +1,4 @@
-"""Shared fixtures: real SQLite, PostgreSQL, Redis and RabbitMQ; a missing service skips locally, fails in CI."""
+"""Shared fixtures: real SQLite, PostgreSQL, Redis, RabbitMQ (absent: skip locally, fail in CI)."""
 
 from __future__ import annotations
 

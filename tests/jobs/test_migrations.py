@@ -28,10 +28,35 @@ def test_upgrade_downgrade_upgrade_leaves_no_drift(database_url: str) -> None:
 def test_jobs_table_has_every_column_the_design_lists(migrated_url: str) -> None:
     columns = {c["name"] for c in inspect(engine_for(migrated_url)).get_columns("jobs")}
     design = set(
-        "id idempotency_key advisor image_sha256 image_ref subject variant model_used assignment "
-        "weights_version base_model adapter_fingerprint status attempts worker queued_at "
-        "started_at completed_at queue_wait_ms inference_ms prompt_tokens output_tokens "
-        "progress llm_outputs raw_output error_kind error".split()
+        [
+            "id",
+            "idempotency_key",
+            "advisor",
+            "image_sha256",
+            "image_ref",
+            "subject",
+            "variant",
+            "model_used",
+            "assignment",
+            "weights_version",
+            "base_model",
+            "adapter_fingerprint",
+            "status",
+            "attempts",
+            "worker",
+            "queued_at",
+            "started_at",
+            "completed_at",
+            "queue_wait_ms",
+            "inference_ms",
+            "prompt_tokens",
+            "output_tokens",
+            "progress",
+            "llm_outputs",
+            "raw_output",
+            "error_kind",
+            "error",
+        ]
     )
     assert design <= columns, sorted(design - columns)
 

@@ -66,6 +66,14 @@ def test_image_roots_accept_a_path_list() -> None:
     ]
 
 
+@pytest.mark.parametrize("value", ["/a:/b", '["/a", "/b"]', "/a:/b:"])
+def test_image_roots_from_the_environment_accept_a_path_list_or_json(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ADVISOR_IMAGE_ROOTS", value)
+    assert [str(p) for p in Settings().image_roots] == ["/a", "/b"]
+
+
 def test_urls_are_masked_for_logs() -> None:
     assert mask_url("redis://:s3cret@host:6379/0") == "redis://:***@host:6379/0"
     assert (
