@@ -1,0 +1,1 @@
+"""The MLX worker: Celery app, model provider, constrained decoding and the analyze task."""

@@ -1,0 +1,36 @@
+"""The worker's Celery app and its one task, `advisor.analyze` (thin: the work is in runtime.py)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from celery import Task
+
+from jobs.broker import make_celery
+from jobs.contracts import ANALYZE_TASK
+from jobs.settings import get_settings
+
+if TYPE_CHECKING:
+    from advisor_worker.runtime import WorkerRuntime
+
+logger = logging.getLogger(__name__)
+
+app = make_celery(get_settings(), "advisor_worker")
+_runtime: WorkerRuntime | None = None
+
+
+def bind_runtime(runtime: WorkerRuntime | None) -> None:
+    """Set by `advisor-worker run` once the model is loaded, before the consumer starts."""
+    global _runtime
+    _runtime = runtime
+
+
+@app.task(name=ANALYZE_TASK, bind=True)
+def analyze(self: Task, *args: Any, **kwargs: Any) -> str:
+    if _runtime is None:
+        raise RuntimeError("advisor.analyze ran in a process without a loaded model")
+    payload: Any = kwargs if not args else {"args": list(args), **kwargs}
+    result = _runtime.handle(payload)
+    logger.info("advisor.analyze %s -> %s", kwargs.get("job_id"), result)
+    return result

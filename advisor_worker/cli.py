@@ -1,0 +1,162 @@
+"""`advisor-worker`: run one variant's worker, check a variant, build the tiny test model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+
+from advisor_worker import launchd
+from jobs.errors import AdvisorError
+from jobs.settings import get_settings, mask_url
+
+logger = logging.getLogger("advisor_worker")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="advisor-worker", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="serve one variant's queue (one process, one model)")
+    run.add_argument("--variant", required=True)
+    check = sub.add_parser("check", help="load and verify a variant, print its fingerprint")
+    check.add_argument("--variant", required=True)
+    check.add_argument("--json", action="store_true")
+    build = sub.add_parser("build-tiny-model", help="write a random-weight Qwen3-VL checkpoint")
+    build.add_argument("dir", type=Path)
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--size", choices=["tiny", "medium"], default="tiny")
+    launchd.add_arguments(
+        sub.add_parser("launchd", help="write launchd plists: N workers of one variant (macOS)")
+    )
+    adapter = sub.add_parser("make-adapter", help="write a random LoRA adapter for a model dir")
+    adapter.add_argument("model_dir", type=Path)
+    adapter.add_argument("out_dir", type=Path)
+    adapter.add_argument("--format", choices=["mlx", "peft"], default="mlx")
+    adapter.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        settings = get_settings()
+        logging.basicConfig(
+            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        if args.command == "build-tiny-model":
+            from advisor_worker.tiny_model import build_tiny_model
+
+            path = build_tiny_model(args.dir, seed=args.seed, size=args.size)
+            print(path)
+            return 0
+        if args.command == "launchd":
+            return launchd.launchd_main(args)
+        if args.command == "make-adapter":
+            from advisor_worker.adapter_maker import write_random_adapter
+
+            print(
+                write_random_adapter(args.model_dir, args.out_dir, fmt=args.format, seed=args.seed)
+            )
+            return 0
+        if args.command == "check":
+            return _check(args.variant, args.json)
+        return _run(args.variant)
+    except AdvisorError as exc:
+        print(f"advisor-worker: {exc}", file=sys.stderr)
+        return 1
+
+
+def _provider_for(variant_name: str):  # type: ignore[no-untyped-def]
+    from advisor_worker import blas
+
+    # OpenBLAS must be loaded before mlx.core is imported (by the provider module).
+    blas_path = blas.load_openblas()
+    from advisor_worker.provider import ModelProvider
+    from jobs.variants import load_registry
+
+    settings = get_settings()
+    variant = load_registry(settings.registry, settings.base_model).get(variant_name)
+    if blas_path is None and sys.platform == "linux":
+        logger.warning(
+            "OpenBLAS not found: MLX uses its slow reference BLAS "
+            "(apt-get install libopenblas0-pthread)"
+        )
+    return ModelProvider(variant, max_image_side=settings.max_image_side)
+
+
+def _check(variant_name: str, as_json: bool) -> int:
+    provider = _provider_for(variant_name)
+    try:
+        loaded = provider.load()
+    finally:
+        provider.close()
+    info = {
+        "variant": loaded.variant,
+        "base_model": loaded.base_model,
+        "adapter_fingerprint": loaded.adapter_fingerprint,
+        "load_seconds": round(loaded.load_seconds, 3),
+        "warmup_seconds": round(loaded.warmup_seconds, 3),
+        **loaded.runtime,
+    }
+    if as_json:
+        print(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def _run(variant_name: str) -> int:
+    from advisor_worker.celery_app import app, bind_runtime
+    from advisor_worker.heartbeat import Heartbeat
+    from advisor_worker.runtime import WorkerRuntime
+    from jobs.contracts import queue_for
+    from jobs.db import engine_for
+    from jobs.repository import Repository
+
+    settings = get_settings()
+    repo = Repository(engine_for(settings.resolved_database_url))
+    provider = _provider_for(variant_name)
+    loaded = provider.load()
+    queue = queue_for(variant_name)
+    name = f"{variant_name}-{os.getpid()}@{socket.gethostname()}"
+    logger.info(
+        "Worker %s serving %s (base %s, adapter %s): loaded in %.2fs, warm-up %.2fs; "
+        "device=%s dtype=%s blas=%s; broker %s; database %s",
+        name, queue, loaded.base_model, loaded.adapter_fingerprint or "none",
+        loaded.load_seconds, loaded.warmup_seconds, loaded.runtime.get("device"),
+        loaded.runtime.get("dtype"), loaded.runtime.get("blas"),
+        mask_url(settings.resolved_broker_url), mask_url(settings.resolved_database_url),
+    )  # fmt: skip
+    heartbeat = Heartbeat(
+        repo,
+        {
+            "worker": name,
+            "variant": variant_name,
+            "queue": queue,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "base_model": loaded.base_model,
+            "adapter_fingerprint": loaded.adapter_fingerprint,
+            "load_seconds": loaded.load_seconds,
+        },
+        interval=settings.heartbeat_interval,
+        lease_seconds=settings.worker_live_window,
+    )
+    heartbeat.start()
+    bind_runtime(WorkerRuntime(settings, repo, provider, loaded, heartbeat))
+    try:
+        # Solo pool: MLX state must not cross a fork, and one process serves one model.
+        app.worker_main(
+            ["worker", "--pool=solo", "-Q", queue, "-n", name, "-l", settings.log_level,
+             "--without-gossip", "--without-mingle", "-E"]
+        )  # fmt: skip
+    finally:
+        bind_runtime(None)
+        heartbeat.stop()
+        provider.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""The model provider: one (base model, adapter) pair per process, all MLX work on one thread."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx_vlm import load as mlx_vlm_load
+from PIL import Image
+
+from advisor_worker import blas, generation
+from advisor_worker.errors import ModelLoadFailed
+from jobs.analysis import generation_schema
+from jobs.variants import Variant
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class LoadedVariant:
+    variant: str
+    base_model: str
+    adapter_fingerprint: str | None
+    load_seconds: float
+    warmup_seconds: float
+    runtime: dict[str, Any]
+
+
+class ModelProvider:
+    """Owns the model. MLX streams are thread-local, so every MLX call goes through `_mlx`."""
+
+    def __init__(self, variant: Variant, *, max_image_side: int) -> None:
+        self.variant = variant
+        self.max_image_side = max_image_side
+        self._mlx = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlx")
+        self.model: nn.Module | None = None
+        self.processor: Any = None
+        self.loaded: LoadedVariant | None = None
+
+    def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return self._mlx.submit(fn, *args, **kwargs).result()
+
+    def load(self, *, warmup: bool = True) -> LoadedVariant:
+        """Load, verify the adapter (if any) and warm up, before the worker takes work."""
+        self.loaded = self.run(self._load, warmup)
+        return self.loaded
+
+    def _load(self, warmup: bool) -> LoadedVariant:
+        started = time.perf_counter()
+        try:
+            model, processor = mlx_vlm_load(self.variant.base_model)
+        except Exception as exc:  # noqa: BLE001 - any loader failure means we must not start
+            raise ModelLoadFailed(
+                f"Cannot load base model {self.variant.base_model!r}: {exc}. Check "
+                "ADVISOR_BASE_MODEL (a local directory or a cached hub id)"
+            ) from exc
+        if not blas.describe_runtime().get("metal"):
+            # Only fp32 is fast on the CPU backend; quantized layers keep their packing.
+            model.set_dtype(mx.float32)
+        fingerprint = None
+        if self.variant.adapter_dir is not None:
+            from advisor_worker import lora
+
+            fingerprint = lora.apply_verified(model, processor, self.variant)
+        self.model, self.processor = model, processor
+        load_seconds = time.perf_counter() - started
+        warm = 0.0
+        if warmup:
+            # First generation JIT-compiles kernels; pay that before the first real job.
+            t0 = time.perf_counter()
+            self._generate(
+                Image.new("RGB", (64, 64), (128, 96, 64)),
+                "Warm up.",
+                "Describe the image.",
+                8,
+                generation_schema(16),
+                None,
+                None,
+            )
+            warm = time.perf_counter() - t0
+        return LoadedVariant(
+            self.variant.name,
+            self.variant.base_model,
+            fingerprint,
+            load_seconds,
+            warm,
+            blas.describe_runtime(),
+        )
+
+    def generate(
+        self,
+        image: Image.Image,
+        system: str,
+        user: str,
+        *,
+        schema: dict[str, Any] | None,
+        max_tokens: int,
+        temperature: float,
+        seed: int | None,
+        on_progress: Callable[[int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> generation.GenerationResult:
+        return self.run(
+            self._generate, image, system, user, max_tokens, schema, on_progress, should_stop,
+            temperature=temperature, seed=seed,
+        )  # fmt: skip
+
+    def _generate(
+        self,
+        image: Image.Image,
+        system: str,
+        user: str,
+        max_tokens: int,
+        schema: dict[str, Any] | None,
+        on_progress: Callable[[int], None] | None,
+        should_stop: Callable[[], bool] | None,
+        *,
+        temperature: float = 0.0,
+        seed: int | None = 0,
+    ) -> generation.GenerationResult:
+        if self.model is None:
+            raise ModelLoadFailed("generate() before load()")
+        # should_stop (the soft time limit) is not enforced by generate_json yet.
+        return generation.generate_json(
+            self.model,
+            self.processor,
+            image,
+            system,
+            user,
+            schema or generation_schema(),
+            max_tokens=max_tokens,
+            temperature=temperature,
+            seed=seed,
+            on_progress=on_progress,
+        )
+
+    def close(self) -> None:
+        """Release MLX streams on their own thread, else the process aborts at exit."""
+        try:
+            self.run(mx.clear_streams)
+        finally:
+            self._mlx.shutdown(wait=True)

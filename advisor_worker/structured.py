@@ -1,0 +1,154 @@
+"""Constrained decoding to a JSON schema with llguidance; its token mask also runs without Metal."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import TYPE_CHECKING, Any, cast
+
+import llguidance
+import llguidance.hf
+import llguidance.numpy
+import mlx.core as mx
+from mlx_vlm.structured import _apply_llguidance_mask as _metal_apply_mask
+
+from advisor_worker.errors import InvalidOutput
+
+if TYPE_CHECKING:
+    # Declared only in llguidance's type stub, not at runtime.
+    from llguidance._lib import JsonCompileOptions
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "JsonSchemaConstraint",
+    "JsonSchemaLogitsProcessor",
+    "apply_token_bitmask",
+    "json_schema_constraint",
+]
+
+# The separators mlx-vlm uses: what chat models are used to writing, with no free whitespace
+# (free whitespace lets a weak model pad its answer until max_tokens).
+_JSON_OPTIONS: JsonCompileOptions = {
+    "item_separator": ", ",
+    "key_separator": ": ",
+    "whitespace_flexible": False,
+}
+
+
+def apply_token_bitmask(logits: mx.array, bitmask: mx.array) -> mx.array:
+    """Set every logit whose bit is clear in llguidance's packed int32 mask to -inf.
+
+    Portable MLX ops (shift, and, where), so it runs on the CPU as well as on Metal. Token ids
+    past the mask's end (padded model vocabularies) are disallowed, as in mlx-vlm's kernel.
+    """
+    squeeze = logits.ndim == 1
+    if squeeze:
+        logits = logits[None]
+    if bitmask.ndim == 1:
+        bitmask = bitmask[None]
+    # Built per call, not at import: no MLX array may be created outside the MLX thread.
+    shifts = mx.arange(32, dtype=mx.int32)
+    bits = mx.right_shift(bitmask[:, :, None], shifts) & 1
+    allowed = bits.reshape(bitmask.shape[0], -1).astype(mx.bool_)
+    vocab = logits.shape[-1]
+    if allowed.shape[-1] >= vocab:
+        allowed = allowed[:, :vocab]
+    else:
+        allowed = mx.pad(allowed, [(0, 0), (0, vocab - allowed.shape[-1])])
+    masked = mx.where(allowed, logits, mx.array(-mx.inf, dtype=logits.dtype))
+    return masked[0] if squeeze else masked
+
+
+class JsonSchemaConstraint:
+    """A JSON schema compiled for one tokenizer; hands out one fresh processor per request."""
+
+    def __init__(self, tokenizer: Any, schema: dict[str, Any] | str) -> None:
+        self.tokenizer = tokenizer
+        self.schema_text = schema if isinstance(schema, str) else json.dumps(schema)
+        # Walks the whole vocabulary (~1.5 s at 152k tokens): done once per constraint.
+        self.llg_tokenizer = llguidance.hf.from_tokenizer(tokenizer)
+        self.grammar = llguidance.LLMatcher.grammar_from_json_schema(
+            self.schema_text, overrides=_JSON_OPTIONS
+        )
+        is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(
+            self.grammar, self.llg_tokenizer
+        )
+        if is_error or messages:
+            # A schema feature llguidance ignores would silently loosen the constraint.
+            raise ValueError(f"JSON schema not fully supported by llguidance: {messages}")
+
+    def new_processor(self) -> JsonSchemaLogitsProcessor:
+        """A processor holding the grammar state of one generation; never share it."""
+        return JsonSchemaLogitsProcessor(self)
+
+
+class JsonSchemaLogitsProcessor:
+    """mlx-vlm logits processor: masks each step's logits to the schema's valid continuations.
+
+    mlx-vlm calls it as `processor(tokens, logits)` once per step, before sampling. The first
+    call sees the prompt and consumes nothing; every later call first feeds the token sampled
+    in the previous step to the matcher. Once the JSON is complete only EOS stays allowed.
+    """
+
+    def __init__(self, constraint: JsonSchemaConstraint) -> None:
+        self._matcher = llguidance.LLMatcher(constraint.llg_tokenizer, constraint.grammar)
+        self._bitmask = llguidance.numpy.allocate_token_bitmask(
+            1, constraint.llg_tokenizer.vocab_size
+        )
+        self._started = False
+        self._use_metal = mx.metal.is_available() and mx.default_device() == mx.gpu
+
+    @property
+    def is_accepting(self) -> bool:
+        """Whether the tokens consumed so far form a complete document."""
+        return bool(self._matcher.is_accepting())
+
+    def __call__(self, tokens: mx.array, logits: mx.array) -> mx.array:
+        if self._started:
+            self._consume(cast(int, tokens.reshape(-1)[-1].item()))
+        self._started = True
+        return self._masked(logits)
+
+    def process_last_token(self, last_token: int, logits: mx.array) -> mx.array:
+        """The same step, for mlx-vlm's batch generator, which passes only the last token."""
+        if self._started:
+            self._consume(int(last_token))
+        self._started = True
+        return self._masked(logits)
+
+    def _consume(self, token: int) -> None:
+        if not self._matcher.consume_token(token):
+            raise InvalidOutput(
+                f"constrained decoding rejected token {token}: {self._matcher.get_error()}"
+            )
+
+    def _masked(self, logits: mx.array) -> mx.array:
+        llguidance.numpy.fill_next_token_bitmask(self._matcher, self._bitmask, 0)
+        if self._matcher.is_error():
+            raise InvalidOutput(f"constrained decoding failed: {self._matcher.get_error()}")
+        # A copy: the lazy graph may read the mask after the next step refills the buffer.
+        mask = mx.array(self._bitmask)
+        if self._use_metal:
+            out = _metal_apply_mask(logits, mask)
+            return out.reshape(logits.shape)
+        return apply_token_bitmask(logits, mask)
+
+
+_cache: dict[tuple[int, str], JsonSchemaConstraint] = {}
+_cache_lock = threading.Lock()
+
+
+def json_schema_constraint(tokenizer: Any, schema: dict[str, Any]) -> JsonSchemaConstraint:
+    """The compiled constraint for (tokenizer, schema), built once per process."""
+    # Not sorted: property order in the schema is the order the model must write.
+    key = (id(tokenizer), json.dumps(schema))
+    with _cache_lock:
+        cached = _cache.get(key)
+        # id() can be reused after a tokenizer is freed; the identity check catches that.
+        if cached is None or cached.tokenizer is not tokenizer:
+            cached = JsonSchemaConstraint(tokenizer, key[1])
+            _cache[key] = cached
+            logger.debug("Compiled JSON schema constraint (%d bytes)", len(key[1]))
+        return cached

@@ -1,0 +1,33 @@
+"""Worker fixtures: the seeded tiny Qwen3-VL checkpoint, built and loaded once per test session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Nothing can be downloaded here; fail fast instead of trying the Hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TINY_SEED = 0
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from advisor_worker.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen3-vl"), seed=TINY_SEED)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir: Path) -> Iterator[tuple[Any, Any]]:
+    """(model, processor) from mlx_vlm.load; all MLX work stays on pytest's main thread."""
+    import mlx.core as mx
+    from mlx_vlm import load
+
+    yield load(str(tiny_model_dir))
+    # MLX aborts at exit if streams outlive the thread that made them.
+    mx.clear_streams()
