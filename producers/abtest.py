@@ -1,0 +1,115 @@
+"""A/B statistics over plain numbers: score summaries, the Welch comparison, score copying."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+from scipy import stats
+
+MIN_SAMPLES_PER_ARM = 20
+ALPHA = 0.05
+# Upstream, 36 of 43 outputs copied the prompt's numbers; half copied is clearly broken.
+COPY_SUSPICIOUS_SHARE = 0.5
+
+NOT_ENOUGH_DATA = "not enough data"
+NO_DIFFERENCE = "no significant difference"
+
+
+@dataclass(frozen=True)
+class ScoreSummary:
+    """Mean with a two-sided 95% t-interval."""
+
+    n: int
+    mean: float | None
+    std: float | None
+    ci_low: float | None
+    ci_high: float | None
+
+
+def summarise(values: Sequence[float]) -> ScoreSummary:
+    n = len(values)
+    if n == 0:
+        return ScoreSummary(0, None, None, None, None)
+    arr = np.asarray(values, dtype=float)
+    mean = float(arr.mean())
+    if n < 2:
+        return ScoreSummary(1, mean, None, None, None)
+    std = float(arr.std(ddof=1))
+    half = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
+    return ScoreSummary(n, mean, std, mean - half, mean + half)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """`variant - base` on overall_score for one advisor's split traffic."""
+
+    advisor: str
+    variant: str
+    n_base: int
+    n_variant: int
+    mean_base: float | None
+    mean_variant: float | None
+    difference: float | None
+    ci_low: float | None
+    ci_high: float | None
+    t: float | None
+    p: float | None
+    verdict: str
+
+
+def compare_scores(
+    advisor: str,
+    variant: str,
+    variant_scores: Sequence[float],
+    base_scores: Sequence[float],
+    *,
+    min_samples: int = MIN_SAMPLES_PER_ARM,
+    alpha: float = ALPHA,
+) -> Comparison:
+    """Welch's t-test (unequal variances) and a plain-language verdict."""
+    nv, nb = len(variant_scores), len(base_scores)
+    mean_v = float(np.mean(variant_scores)) if nv else None
+    mean_b = float(np.mean(base_scores)) if nb else None
+    diff = mean_v - mean_b if mean_v is not None and mean_b is not None else None
+    no_test = Comparison(advisor, variant, nb, nv, mean_b, mean_v, diff, None, None, None, None, "")
+    if min(nv, nb) < min_samples:
+        return replace(no_test, verdict=NOT_ENOUGH_DATA)
+    if np.var(variant_scores) == 0 and np.var(base_scores) == 0:
+        # Welch's statistic is undefined with no variance in either arm.
+        return replace(no_test, verdict=NOT_ENOUGH_DATA + " (no variance in either arm)")
+    res = stats.ttest_ind(variant_scores, base_scores, equal_var=False)
+    ci = res.confidence_interval(1 - alpha)
+    t, p = float(res.statistic), float(res.pvalue)
+    verdict = f"{variant} better" if t > 0 else f"{variant} worse"
+    if p >= alpha:
+        verdict = NO_DIFFERENCE
+    return Comparison(
+        advisor, variant, nb, nv, mean_b, mean_v, diff, float(ci.low), float(ci.high), t, p,
+        verdict,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ScoreCopy:
+    """How many outputs share their exact dimension scores with another output."""
+
+    scope: str
+    outputs: int
+    copied: int
+    share: float | None
+    most_common: tuple[tuple[tuple[int, ...], int], ...]
+    is_suspicious: bool
+
+
+def score_copy(scope: str, score_tuples: Sequence[tuple[int, ...]], top: int = 3) -> ScoreCopy:
+    counts = Counter(score_tuples)
+    copied = sum(n for n in counts.values() if n > 1)
+    n = len(score_tuples)
+    share = copied / n if n else None
+    repeated = tuple((scores, k) for scores, k in counts.most_common(top) if k > 1)
+    suspicious = share is not None and share >= COPY_SUSPICIOUS_SHARE
+    return ScoreCopy(scope, n, copied, share, repeated, suspicious)

@@ -1,0 +1,277 @@
+"""Capacity planning: workers each queue needs for the current split and the next rollout step."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from jobs.contracts import BASE_VARIANT, FINE_TUNED_VARIANT, Status
+from jobs.db import engine_for
+from jobs.errors import AdvisorError
+from jobs.models import Job
+from jobs.repository import utcnow
+from jobs.rollouts import RolloutStore
+from jobs.settings import get_settings
+from jobs.variants import Registry, load_registry
+from producers.opscli import fraction, one_line, positive
+
+# The fine-tuned weight's rollout steps.
+LADDER = (0.10, 0.25, 0.50, 1.0)
+# The 4-bit 4B: ~2.5 GB of weights plus activations and KV cache for one request.
+DEFAULT_MODEL_MEMORY_GB = 3.0
+DEFAULT_HOST_MEMORY_GB = 16.0
+# Upstream measured 30-100 s per analysis on an M1 Pro; used only when a variant has no data.
+DEFAULT_SERVICE_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class AdvisorLoad:
+    advisor: str
+    jobs: int  # queued in the window
+    rate_per_hour: float
+    weights: dict[str, float]
+    next_weights: dict[str, float]
+
+
+@dataclass(frozen=True)
+class VariantCapacity:
+    variant: str
+    service_seconds: float
+    service_samples: int
+    service_is_default: bool  # no succeeded job in the window: DEFAULT_SERVICE_SECONDS
+    rate_per_hour: float
+    workers: int
+    next_rate_per_hour: float
+    next_workers: int
+    memory_gb_per_worker: float
+
+
+@dataclass(frozen=True)
+class CapacityPlan:
+    window_hours: float
+    target_utilisation: float
+    advisors: tuple[AdvisorLoad, ...]
+    variants: tuple[VariantCapacity, ...]
+    processes: int
+    memory_gb: float
+    next_processes: int
+    next_memory_gb: float
+    host_memory_gb: float
+    warnings: tuple[str, ...]
+
+    @property
+    def fits(self) -> bool:
+        return self.memory_gb <= self.host_memory_gb
+
+    @property
+    def next_fits(self) -> bool:
+        return self.next_memory_gb <= self.host_memory_gb
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "fits": self.fits, "next_fits": self.next_fits}
+
+
+def next_weights(
+    weights: Mapping[str, float], candidate: str | None, step: float | None = None
+) -> dict[str, float]:
+    """`candidate` at the next ladder rung (or `step`); the others share the rest pro rata."""
+    current = dict(weights)
+    if candidate is None:
+        return current
+    now = current.get(candidate, 0.0)
+    target = step if step is not None else next((r for r in LADDER if r > now + 1e-9), now)
+    others = {v: w for v, w in current.items() if v != candidate}
+    rest = sum(others.values())
+    shared = (
+        {v: w / rest * (1 - target) for v, w in others.items()}
+        if rest > 0
+        else {BASE_VARIANT: 1 - target}
+    )
+    return {**shared, candidate: target}
+
+
+def _candidate(registry: Registry, advisor: str, weights: Mapping[str, float]) -> str | None:
+    """The variant being rolled out: the heaviest non-base one, else one the registry offers."""
+    weighted = [(w, v) for v, w in weights.items() if v != BASE_VARIANT and w > 0]
+    if weighted:
+        return max(weighted)[1]
+    offered = sorted(v.name for v in registry.variants_for(advisor) if not v.is_base)
+    if FINE_TUNED_VARIANT in offered:
+        return FINE_TUNED_VARIANT
+    return offered[0] if offered else None
+
+
+def plan_capacity(
+    engine: Engine,
+    registry: Registry,
+    rollouts: RolloutStore,
+    *,
+    window_hours: float,
+    target_utilisation: float = 0.7,
+    memory_per_worker_gb: float | Mapping[str, float] = DEFAULT_MODEL_MEMORY_GB,
+    host_memory_gb: float = DEFAULT_HOST_MEMORY_GB,
+    next_step: float | None = None,
+    default_service_seconds: float = DEFAULT_SERVICE_SECONDS,
+    now: datetime | None = None,
+) -> CapacityPlan:
+    """workers_v = ceil(arrivals_v * service_v / target_utilisation), at least 1 when weighted."""
+    if not 0 < target_utilisation <= 1:
+        raise ValueError(f"target_utilisation must be in (0, 1], got {target_utilisation}")
+    now = now or utcnow()
+    since = now - timedelta(hours=window_hours)
+    window = (Job.queued_at >= since, Job.queued_at <= now)
+    with engine.connect() as conn:
+        arrivals = dict(
+            conn.execute(
+                select(Job.advisor, func.count()).where(*window).group_by(Job.advisor)
+            ).all()
+        )
+        service = {
+            v: (float(ms), int(n))
+            for v, ms, n in conn.execute(
+                select(Job.variant, func.avg(Job.inference_ms), func.count())
+                .where(*window, Job.status == Status.SUCCEEDED, Job.inference_ms.is_not(None))
+                .group_by(Job.variant)
+            )
+        }
+    hours = window_hours
+    advisors = []
+    rate_now: dict[str, float] = defaultdict(float)
+    rate_next: dict[str, float] = defaultdict(float)
+    for advisor in sorted(set(arrivals) | {w.advisor for w in rollouts.all()}):
+        weights = rollouts.get(advisor).weights
+        upcoming = next_weights(weights, _candidate(registry, advisor, weights), next_step)
+        rate = arrivals.get(advisor, 0) / hours
+        advisors.append(AdvisorLoad(advisor, arrivals.get(advisor, 0), rate, weights, upcoming))
+        for v, w in weights.items():
+            rate_now[v] += rate * w
+        for v, w in upcoming.items():
+            rate_next[v] += rate * w
+    weighted_now = {v for a in advisors for v, w in a.weights.items() if w > 0}
+    weighted_next = {v for a in advisors for v, w in a.next_weights.items() if w > 0}
+    variants, warnings = [], []
+    for v in sorted(weighted_now | weighted_next, key=lambda v: (v != BASE_VARIANT, v)):
+        ms, samples = service.get(v, (default_service_seconds * 1000, 0))
+        seconds = ms / 1000
+        if not samples:
+            warnings.append(
+                f"{v}: no succeeded job in the last {window_hours:g}h; "
+                f"assumed {default_service_seconds:g}s per job"
+            )
+        memory = (
+            memory_per_worker_gb.get(v, DEFAULT_MODEL_MEMORY_GB)
+            if isinstance(memory_per_worker_gb, Mapping)
+            else memory_per_worker_gb
+        )
+        variants.append(
+            VariantCapacity(
+                variant=v,
+                service_seconds=seconds,
+                service_samples=samples,
+                service_is_default=not samples,
+                rate_per_hour=rate_now[v],
+                workers=_workers(rate_now[v], seconds, target_utilisation, v in weighted_now),
+                next_rate_per_hour=rate_next[v],
+                next_workers=_workers(
+                    rate_next[v], seconds, target_utilisation, v in weighted_next
+                ),
+                memory_gb_per_worker=memory,
+            )
+        )
+    processes = sum(v.workers for v in variants)
+    next_processes = sum(v.next_workers for v in variants)
+    memory_gb = sum(v.workers * v.memory_gb_per_worker for v in variants)
+    next_memory_gb = sum(v.next_workers * v.memory_gb_per_worker for v in variants)
+    for label, procs, gb in (
+        ("now", processes, memory_gb),
+        ("next step", next_processes, next_memory_gb),
+    ):
+        if gb > host_memory_gb:
+            warnings.append(
+                f"{label}: {procs} worker processes need {gb:.1f} GB (one model each) "
+                f"but the host budget is {host_memory_gb:g} GB; add a host or lower the split"
+            )
+    return CapacityPlan(
+        window_hours, target_utilisation, tuple(advisors), tuple(variants), processes, memory_gb,
+        next_processes, next_memory_gb, host_memory_gb, tuple(warnings),
+    )  # fmt: skip
+
+
+def _workers(rate_per_hour: float, service_seconds: float, target: float, weighted: bool) -> int:
+    needed = math.ceil(rate_per_hour / 3600 * service_seconds / target - 1e-9)
+    return max(needed, 1 if weighted else 0)
+
+
+def render_plan(plan: CapacityPlan) -> str:
+    lines = [
+        f"Capacity at {plan.target_utilisation:.0%} target utilisation "
+        f"(arrivals over the last {plan.window_hours:g}h)",
+        "",
+    ]
+    for a in plan.advisors:
+        now = " ".join(f"{v} {w:.2f}" for v, w in a.weights.items())
+        upcoming = " ".join(f"{v} {w:.2f}" for v, w in a.next_weights.items())
+        lines.append(
+            f"  {a.advisor:<12}{a.rate_per_hour:8.1f} jobs/h  split {now}  next {upcoming}"
+        )
+    lines += [
+        "",
+        f"{'queue':<22}{'service s':>10}{'jobs/h':>9}{'workers':>9}{'next jobs/h':>13}{'next':>6}",
+    ]
+    for v in plan.variants:
+        service = f"{v.service_seconds:.1f}" + ("*" if v.service_is_default else "")
+        lines.append(
+            f"advisor.{v.variant:<14}{service:>10}{v.rate_per_hour:>9.1f}{v.workers:>9}"
+            f"{v.next_rate_per_hour:>13.1f}{v.next_workers:>6}"
+        )
+    lines += [
+        "",
+        f"Memory: now {plan.processes} processes = {plan.memory_gb:.1f} GB, next step "
+        f"{plan.next_processes} = {plan.next_memory_gb:.1f} GB; "
+        f"host budget {plan.host_memory_gb:g} GB",
+    ]
+    lines += [f"WARNING: {w}" for w in plan.warnings]
+    return "\n".join(lines)
+
+
+def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("capacity", help="workers each queue needs for the split")
+    parser.add_argument("--window-hours", type=positive, default=24.0, help="arrival window")
+    parser.add_argument("--target-utilisation", type=fraction, default=0.7)
+    parser.add_argument("--memory-gb", type=positive, default=DEFAULT_MODEL_MEMORY_GB,
+                        help="memory of one worker process (one model)")  # fmt: skip
+    parser.add_argument("--host-memory-gb", type=positive, default=DEFAULT_HOST_MEMORY_GB)
+    parser.add_argument("--next-step", type=fraction, help="plan this fine-tuned weight next")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(handler=handle_capacity)
+
+
+def handle_capacity(args: argparse.Namespace) -> int:
+    try:
+        settings = get_settings()
+        engine = engine_for(settings.resolved_database_url)
+        plan = plan_capacity(
+            engine,
+            load_registry(settings.registry, settings.base_model),
+            RolloutStore(engine),
+            window_hours=args.window_hours,
+            target_utilisation=args.target_utilisation,
+            memory_per_worker_gb=args.memory_gb,
+            host_memory_gb=args.host_memory_gb,
+            next_step=args.next_step,
+        )
+    except (AdvisorError, SQLAlchemyError) as exc:
+        print(f"advisor capacity: {one_line(exc)}", file=sys.stderr)
+        return 1
+    print(json.dumps(plan.to_dict(), indent=2) if args.json else render_plan(plan))
+    return 0

@@ -1,0 +1,77 @@
+"""The `advisor` command: a thin main() over subcommands registered in COMMANDS."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from jobs.errors import AdvisorError
+from jobs.settings import get_settings
+from producers import capacity, guard, report
+from producers.commands import db, jobs, rollout
+from producers.commands.output import EXIT_FAILED, EXIT_TIMEOUT, EXIT_USAGE, Subparsers
+from producers.errors import JobTimeout
+
+# Every subcommand group registers here; `demo`, `report`, `guard` and `capacity` join it
+# as producers/commands/<name>.py modules with a `register(sub)`.
+COMMANDS: list[Callable[[Subparsers], None]] = [
+    db.register,
+    jobs.register,
+    rollout.register,
+    report.add_cli,
+    guard.add_cli,
+    capacity.add_cli,
+]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, not argparse's usage block: the reason and the way to more help.
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="advisor", description="Photo critique jobs: submit, watch, roll out.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in COMMANDS:
+        register(sub)
+    return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        logging.basicConfig(
+            level=get_settings().log_level,
+            stream=sys.stderr,
+            format="%(levelname)s %(name)s: %(message)s",
+        )
+        return int(args.handler(args))
+    except JobTimeout as exc:
+        print(f"advisor: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_TIMEOUT
+    except AdvisorError as exc:
+        print(f"advisor: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    except SQLAlchemyError as exc:
+        reason = _one_line(getattr(exc, "orig", None) or exc).split(" [SQL:")[0]
+        print(
+            f"advisor: database error: {reason} (a new database? run `advisor db upgrade`)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

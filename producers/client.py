@@ -1,0 +1,208 @@
+"""The client library upstream apps use: submit, submit_many, wait, status, republish."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from types import TracebackType
+from typing import Any
+
+from jobs.contracts import FINAL_STATUSES, Assignment, Status
+from jobs.db import engine_for
+from jobs.models import Job
+from jobs.repository import NewJob, Repository, as_utc, utcnow
+from jobs.rollouts import RolloutStore
+from jobs.settings import Settings, get_settings
+from jobs.variants import Registry, load_registry
+from producers.errors import JobTimeout, PublishFailed
+from producers.inputs import ImageInput, SubmitItem, as_item, check_item
+from producers.publisher import Publisher, PublishResult
+from producers.router import Router
+
+logger = logging.getLogger(__name__)
+
+# A never-published row younger than this may still be mid-submit in another producer;
+# the sweep leaves it alone so a healthy submit is not published twice.
+REPUBLISH_GRACE_SECONDS = 30.0
+DEFAULT_WAIT_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class JobHandle:
+    """A submitted job as the producer wrote it; `wait()` blocks until it finishes."""
+
+    id: str
+    advisor: str
+    variant: str
+    assignment: Assignment
+    model_used: str
+    weights_version: int
+    subject: str
+    image_ref: str
+    created: bool  # False: an earlier submit with the same idempotency key made it
+    published: bool
+    publish_error: str | None
+    client: Client = field(repr=False, compare=False)
+
+    def wait(
+        self,
+        timeout: float = DEFAULT_WAIT_SECONDS,
+        *,
+        on_update: Callable[[Job], None] | None = None,
+    ) -> Job:
+        return self.client.wait(self.id, timeout, on_update=on_update)
+
+    def status(self) -> Job:
+        return self.client.status(self.id)
+
+
+class Client:
+    """Producer-side entry point; one per process is plenty (it holds a broker pool)."""
+
+    def __init__(self, settings: Settings | None = None, *, registry: Registry | None = None):
+        self.settings = settings or get_settings()
+        self.registry = registry or load_registry(self.settings.registry, self.settings.base_model)
+        self.engine = engine_for(self.settings.resolved_database_url)
+        self.repository = Repository(self.engine)
+        self.rollouts = RolloutStore(self.engine)
+        self.router = Router(self.settings, self.registry, self.rollouts, self.repository)
+        self._publisher: Publisher | None = None
+
+    @property
+    def publisher(self) -> Publisher:
+        # Lazy: status and wait need no broker.
+        if self._publisher is None:
+            self._publisher = Publisher(self.settings)
+        return self._publisher
+
+    # -- submitting ----------------------------------------------------------------
+
+    def submit(
+        self,
+        image: ImageInput,
+        advisor: str,
+        *,
+        subject: str | None = None,
+        variant: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> JobHandle:
+        item = SubmitItem(image, advisor, subject, variant, idempotency_key)
+        return self.submit_many([item])[0]
+
+    def submit_many(self, items: Iterable[SubmitItem | Mapping[str, Any]]) -> list[JobHandle]:
+        """Validate and route all, write all rows in one transaction, then publish them."""
+        checked = [check_item(as_item(raw), self.settings) for raw in items]
+        decisions = [self.router.decide(c.item.advisor, c.subject, c.item.variant) for c in checked]
+        new_jobs: list[NewJob] = []
+        images: dict[str, bytes] = {}
+        for c, decision in zip(checked, decisions, strict=True):
+            if c.image.is_stored:
+                images[c.image.sha256] = c.image.data
+            new_jobs.append(
+                NewJob(
+                    advisor=c.item.advisor,
+                    image_sha256=c.image.sha256,
+                    image_ref=c.image.ref,
+                    subject=c.subject,
+                    variant=decision.variant,
+                    assignment=decision.assignment,
+                    weights_version=decision.weights_version,
+                    base_model=self.registry.get(decision.variant).base_model,
+                    idempotency_key=c.item.idempotency_key,
+                    model_used=decision.model_used,
+                )
+            )
+        stored = self.repository.create_jobs(new_jobs, images)
+        # Only rows this call created are published: a repeated idempotency key publishes once.
+        result = self.publish([job for job, created in stored if created])
+        unsent = set(result.unsent)
+        return [self._handle(job, created, unsent, result.error) for job, created in stored]
+
+    def _handle(self, job: Job, created: bool, unsent: set[str], error: str | None) -> JobHandle:
+        published = job.id not in unsent if created else job.published_at is not None
+        return JobHandle(
+            id=job.id,
+            advisor=job.advisor,
+            variant=job.variant,
+            assignment=Assignment(job.assignment),
+            model_used=job.model_used,
+            weights_version=job.weights_version,
+            subject=job.subject,
+            image_ref=job.image_ref,
+            created=created,
+            published=published,
+            publish_error=error if created and not published else job.publish_error,
+            client=self,
+        )
+
+    def publish(self, jobs: Sequence[Job]) -> PublishResult:
+        """Send the jobs and record the outcome on their rows (published, or publish_error)."""
+        result = self.publisher.publish(jobs)
+        self.repository.mark_published(result.sent)
+        if result.unsent:
+            self.repository.mark_publish_failed(result.unsent, result.error or "not sent")
+        return result
+
+    def republish(self, limit: int = 500, *, grace: float = REPUBLISH_GRACE_SECONDS) -> int:
+        """Send queued jobs that were never published (or were drained/handed back); a count."""
+        cutoff = utcnow() - timedelta(seconds=grace)
+        due = [
+            job
+            for job in self.repository.unpublished(limit)
+            if job.publish_attempts > 0 or (as_utc(job.queued_at) or cutoff) <= cutoff
+        ]
+        result = self.publish(due)
+        if result.unsent:
+            raise PublishFailed(
+                f"Republished {len(result.sent)} of {len(due)} job(s); {result.error}"
+            )
+        if due:
+            logger.info("Republished %d job(s)", len(due))
+        return len(result.sent)
+
+    # -- reading -------------------------------------------------------------------
+
+    def status(self, job_id: str) -> Job:
+        return self.repository.get(job_id)
+
+    def wait(
+        self,
+        job_id: str,
+        timeout: float = DEFAULT_WAIT_SECONDS,
+        *,
+        poll: float = 0.25,
+        on_update: Callable[[Job], None] | None = None,
+    ) -> Job:
+        """Poll the row until it succeeds or fails; JobTimeout (a TimeoutError) otherwise."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.repository.get(job_id)
+            if on_update is not None:
+                on_update(job)
+            if Status(job.status) in FINAL_STATUSES:
+                return job
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise JobTimeout(job_id, job.status, timeout)
+            time.sleep(min(poll, remaining))
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._publisher is not None:
+            self._publisher.close()
+            self._publisher = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

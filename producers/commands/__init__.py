@@ -1,0 +1,1 @@
+"""Subcommands of `advisor`: one module per group, each with a `register(sub)`."""

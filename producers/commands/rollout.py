@@ -1,0 +1,85 @@
+"""`advisor rollout show | set | rollback`: the per-advisor split, audited."""
+
+from __future__ import annotations
+
+import argparse
+
+from producers import rollout
+from producers.commands.output import Subparsers, client, emit_json
+from producers.errors import InvalidSubmission
+from producers.views import weights_to_dict
+
+
+def parse_weights(pairs: list[str]) -> dict[str, float]:
+    weights: dict[str, float] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        bad = InvalidSubmission(f"Weight {pair!r}: expected VARIANT=NUMBER, e.g. base=0.9")
+        if not sep or not name.strip():
+            raise bad
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise bad from None
+    return weights
+
+
+def _format(weights: dict[str, float]) -> str:
+    return " ".join(f"{name}={weight:.3g}" for name, weight in sorted(weights.items()))
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    with client() as producer:
+        rows = rollout.show(producer)
+    if args.json:
+        emit_json([weights_to_dict(r.weights) | {"variants": r.variants, "live": r.live_variants}
+                   for r in rows])  # fmt: skip
+        return 0
+    for r in rows:
+        w = r.weights
+        print(f"{w.advisor:<12} v{w.version:<3} {_format(w.weights):<32} "
+              f"serving={','.join(r.variants)} live={','.join(r.live_variants) or '-'} "
+              f"by {w.updated_by}: {w.reason}")  # fmt: skip
+    return 0
+
+
+def cmd_set(args: argparse.Namespace) -> int:
+    weights = parse_weights(args.weights)
+    with client() as producer:
+        result = rollout.set_weights(
+            producer, args.advisor, weights, reason=args.reason, actor=rollout.default_actor()
+        )
+    print(f"{result.advisor} v{result.version}: {_format(result.weights)}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    with client() as producer:
+        result = rollout.rollback(
+            producer, args.advisor, drain=args.drain, reason=args.reason,
+            actor=rollout.default_actor(),
+        )  # fmt: skip
+    w = result.weights
+    print(f"{w.advisor} v{w.version}: {_format(w.weights)}")
+    if args.drain:
+        print(f"Drained {len(result.drained)} queued job(s) to base; "
+              f"{result.republished} republished")  # fmt: skip
+    return 0
+
+
+def register(sub: Subparsers) -> None:
+    p = sub.add_parser("rollout", help="per-advisor traffic split")
+    r_sub = p.add_subparsers(dest="rollout_command", required=True, metavar="ACTION")
+    show = r_sub.add_parser("show", help="current weights of every advisor")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=cmd_show)
+    set_ = r_sub.add_parser("set", help="set an advisor's weights")
+    set_.add_argument("advisor")
+    set_.add_argument("weights", nargs="+", metavar="VARIANT=WEIGHT")
+    set_.add_argument("--reason", required=True)
+    set_.set_defaults(handler=cmd_set)
+    back = r_sub.add_parser("rollback", help="send all of an advisor's traffic to base")
+    back.add_argument("advisor")
+    back.add_argument("--drain", action="store_true", help="also move queued jobs to base")
+    back.add_argument("--reason", required=True)
+    back.set_defaults(handler=cmd_rollback)

@@ -1,0 +1,30 @@
+"""Errors of the producer side; every one derives from ProducerError (an AdvisorError)."""
+
+from __future__ import annotations
+
+from jobs.errors import AdvisorError
+
+
+class ProducerError(AdvisorError):
+    """Root of every error the producer side raises on purpose."""
+
+
+class InvalidSubmission(ProducerError):
+    """A submit argument other than the image or advisor is unusable (subject, key, item)."""
+
+
+class PublishFailed(ProducerError):
+    """The broker did not take the message; the job row stays queued for the republisher."""
+
+
+class JobTimeout(ProducerError, TimeoutError):
+    """A job did not finish within the wait; it keeps running and can be waited on again."""
+
+    def __init__(self, job_id: str, status: str, timeout: float) -> None:
+        super().__init__(
+            f"Job {job_id} is still {status} after {timeout:g}s; "
+            f"wait again with `advisor wait {job_id}`"
+        )
+        self.job_id = job_id
+        self.status = status
+        self.timeout = timeout

@@ -1,0 +1,147 @@
+"""Prometheus exposition: queue depths, jobs by status and variant, inference time, live workers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import timedelta
+
+import redis
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+from sqlalchemy import Engine, case, func, select
+
+from jobs.contracts import Status, queue_for
+from jobs.models import Job, Rollout, WorkerHeartbeat
+from jobs.repository import utcnow
+from jobs.settings import Settings
+
+# Analyses take ~30-100 s on the real model and 1-10 s on dev models; buckets cover both.
+INFERENCE_BUCKETS_SECONDS = (
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    20.0,
+    30.0,
+    45.0,
+    60.0,
+    90.0,
+    120.0,
+    150.0,
+    200.0,
+    300.0,
+)
+# kombu's Redis transport keeps one list per priority step: NAME, NAME\x06\x163, ...
+_KOMBU_PRIORITY_SEP = "\x06\x16"
+_KOMBU_PRIORITY_STEPS = (3, 6, 9)
+
+
+class JobsCollector(Collector):
+    """Reads the database on every scrape; nothing is cached between scrapes."""
+
+    def __init__(
+        self, engine: Engine, settings: Settings, queue_depths: Mapping[str, int] | None = None
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.queue_depths = dict(queue_depths or {})
+
+    def collect(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily(
+            "advisor_queue_depth", "Messages waiting in the broker queue", labels=["queue"]
+        )
+        for queue, n in sorted(self.queue_depths.items()):
+            depth.add_metric([queue], n)
+        yield depth
+
+        with self.engine.connect() as conn:
+            counts = conn.execute(
+                select(Job.variant, Job.status, func.count()).group_by(Job.variant, Job.status)
+            ).all()
+            buckets = [
+                func.sum(case((Job.inference_ms <= int(b * 1000), 1), else_=0))
+                for b in INFERENCE_BUCKETS_SECONDS
+            ]
+            timing = conn.execute(
+                select(Job.variant, func.count(), func.sum(Job.inference_ms), *buckets)
+                .where(Job.status == Status.SUCCEEDED, Job.inference_ms.is_not(None))
+                .group_by(Job.variant)
+            ).all()
+            since = utcnow() - timedelta(seconds=self.settings.worker_live_window)
+            live = conn.execute(
+                select(WorkerHeartbeat.variant, func.count())
+                .where(WorkerHeartbeat.last_seen >= since, WorkerHeartbeat.stopped_at.is_(None))
+                .group_by(WorkerHeartbeat.variant)
+            ).all()
+            rollouts = conn.execute(select(Rollout.advisor, Rollout.weights)).all()
+
+        jobs = GaugeMetricFamily(
+            "advisor_jobs",
+            "Jobs in the database by variant and status",
+            labels=["variant", "status"],
+        )
+        queued_db = GaugeMetricFamily(
+            "advisor_db_queued_jobs",
+            "Jobs the database holds as queued, per queue (compare with advisor_queue_depth)",
+            labels=["queue"],
+        )
+        for variant, status, n in sorted(counts):
+            jobs.add_metric([variant, status], n)
+            if status == Status.QUEUED:
+                queued_db.add_metric([queue_for(variant)], n)
+        yield jobs
+        yield queued_db
+
+        hist = HistogramMetricFamily(
+            "advisor_inference_seconds",
+            "Inference time of succeeded jobs",
+            labels=["variant"],
+        )
+        for variant, n, total_ms, *cumulative in sorted(timing):
+            points = [
+                (floatToGoString(b), float(c or 0))
+                for b, c in zip(INFERENCE_BUCKETS_SECONDS, cumulative, strict=True)
+            ]
+            hist.add_metric([variant], [*points, ("+Inf", float(n))], float(total_ms or 0) / 1000)
+        yield hist
+
+        workers = GaugeMetricFamily(
+            "advisor_live_workers",
+            "Worker processes with a heartbeat inside the live window",
+            labels=["variant"],
+        )
+        for variant, n in sorted(live):
+            workers.add_metric([variant], n)
+        yield workers
+
+        weights = GaugeMetricFamily(
+            "advisor_rollout_weight", "Current routing weight", labels=["advisor", "variant"]
+        )
+        for advisor, split in sorted(rollouts, key=lambda r: r[0]):
+            for variant, w in sorted(split.items()):
+                weights.add_metric([advisor, variant], float(w))
+        yield weights
+
+
+def render_metrics(
+    engine: Engine, settings: Settings, queue_depths: Mapping[str, int] | None = None
+) -> bytes:
+    """The Prometheus text format (0.0.4) of everything above, for a /metrics endpoint."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(JobsCollector(engine, settings, queue_depths))
+    return generate_latest(registry)
+
+
+def redis_queue_depths(client: redis.Redis, queues: Iterable[str]) -> dict[str, int]:
+    """LLEN of each queue on a Redis broker, summed over kombu's priority lists."""
+    names = list(queues)
+    pipe = client.pipeline(transaction=False)
+    for queue in names:
+        pipe.llen(queue)
+        for step in _KOMBU_PRIORITY_STEPS:
+            pipe.llen(f"{queue}{_KOMBU_PRIORITY_SEP}{step}")
+    lengths = pipe.execute()
+    per_queue = 1 + len(_KOMBU_PRIORITY_STEPS)
+    return {q: int(sum(lengths[i * per_queue : (i + 1) * per_queue])) for i, q in enumerate(names)}

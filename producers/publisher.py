@@ -1,0 +1,108 @@
+"""Publishing analyze messages: one broker connection per batch, a bounded retry, fail fast."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kombu.exceptions import KombuError
+
+from jobs.broker import analyze_queue, make_celery
+from jobs.contracts import ANALYZE_TASK, AnalyzeRequest, queue_for
+from jobs.models import Job
+from jobs.settings import Settings, mask_url
+
+logger = logging.getLogger(__name__)
+
+# A dead broker must fail a submit in seconds, not hang it: ~1.7 s of retries in all.
+RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0}
+# Redis: bound connect and reads so a black-holed broker host fails fast as well.
+REDIS_SOCKET_OPTIONS = {"socket_connect_timeout": 3.0, "socket_timeout": 10.0}
+
+
+@dataclass
+class PublishResult:
+    sent: list[str] = field(default_factory=list)
+    unsent: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+def request_for(job: Job) -> AnalyzeRequest:
+    """The message body; the worker trusts the row, and drops a message whose variant differs."""
+    return AnalyzeRequest(
+        job_id=job.id, advisor=job.advisor, variant=job.variant, image_ref=job.image_ref
+    )
+
+
+class Publisher:
+    """Sends `advisor.analyze` to each job's variant queue over the producer's Celery app."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.app = make_celery(settings, "advisor-producer")
+        if settings.resolved_broker_url.startswith(("redis", "rediss")):
+            self.app.conf.broker_transport_options = {
+                **self.app.conf.broker_transport_options,
+                **REDIS_SOCKET_OPTIONS,
+            }
+        # The transport's own exception types (redis-py's are not OSErrors), learnt unconnected.
+        probe = self.app.connection_for_write()
+        self._errors: tuple[type[BaseException], ...] = (
+            KombuError,
+            OSError,
+            *probe.connection_errors,
+            *probe.channel_errors,
+        )
+        probe.release()
+
+    def publish(self, jobs: Sequence[Job]) -> PublishResult:
+        """Send each job once; after the first failure the rest are left for the republisher."""
+        result = PublishResult()
+        if not jobs:
+            return result
+        started = time.perf_counter()
+        try:
+            with self.app.producer_or_acquire() as producer:
+                for index, job in enumerate(jobs):
+                    try:
+                        self._send(job, producer)
+                    except self._errors as exc:
+                        result.unsent = [j.id for j in jobs[index:]]
+                        result.error = self._describe(exc)
+                        break
+                    result.sent.append(job.id)
+        except self._errors as exc:
+            # Acquiring or releasing the producer failed: whatever was not sent is left over.
+            sent = set(result.sent)
+            result.unsent = [j.id for j in jobs if j.id not in sent]
+            result.error = self._describe(exc)
+        if result.error:
+            logger.warning(
+                "Published %d of %d job(s): %s", len(result.sent), len(jobs), result.error
+            )
+        else:
+            logger.debug(
+                "Published %d job(s) in %.1f ms", len(jobs), (time.perf_counter() - started) * 1e3
+            )
+        return result
+
+    def _send(self, job: Job, producer: Any) -> None:
+        self.app.send_task(
+            ANALYZE_TASK,
+            kwargs=request_for(job).model_dump(),
+            queue=analyze_queue(job.variant),
+            routing_key=queue_for(job.variant),
+            producer=producer,
+            retry=True,
+            retry_policy=RETRY_POLICY,
+        )
+
+    def _describe(self, exc: BaseException) -> str:
+        broker = mask_url(self.settings.resolved_broker_url)
+        return f"broker {broker} unreachable ({type(exc).__name__}: {exc})"
+
+    def close(self) -> None:
+        self.app.close()

@@ -1,0 +1,256 @@
+"""The A/B report over the jobs table: per-variant outcomes, score statistics, data checks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, fields, is_dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from jobs.analysis import DIMENSIONS
+from jobs.contracts import BASE_VARIANT, Assignment, ErrorKind, ModelUsed, Status
+from jobs.db import engine_for
+from jobs.errors import AdvisorError
+from jobs.models import Job
+from jobs.repository import utcnow
+from jobs.settings import get_settings
+from producers.abtest import (
+    Comparison,
+    ScoreCopy,
+    ScoreSummary,
+    compare_scores,
+    score_copy,
+    summarise,
+)
+from producers.opscli import one_line, positive
+from producers.report_text import render_report
+from producers.srm import SrmCheck, srm_checks
+
+logger = logging.getLogger(__name__)
+
+ModelPerformance = tuple[str, int, float | None, float | None]
+
+
+@dataclass(frozen=True)
+class Spread:
+    n: int
+    p50: float | None
+    p95: float | None
+
+
+@dataclass(frozen=True)
+class VariantStats:
+    variant: str
+    routed: int
+    started: int
+    finished: int  # succeeded
+    in_flight: int  # still queued or running
+    failed: dict[str, int]  # by error_kind
+    failure_rate: float | None  # failed / (succeeded + failed)
+    invalid_output_rate: float | None  # invalid_output failures / (succeeded + failed)
+    score: ScoreSummary
+    dimension_means: dict[str, float]
+    queue_wait_ms: Spread
+    inference_ms: Spread
+    tokens_per_second: float | None  # sum(output_tokens) / sum(inference seconds), succeeded
+
+
+@dataclass(frozen=True)
+class Report:
+    generated_at: datetime
+    since: datetime
+    days: float
+    advisor: str | None
+    total_jobs: int
+    variants: tuple[VariantStats, ...]
+    comparisons: tuple[Comparison, ...]
+    srm: tuple[SrmCheck, ...]
+    score_copy: tuple[ScoreCopy, ...]
+    model_performance: tuple[ModelPerformance, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
+
+
+def _jsonable(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(asdict(value))
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+_COLUMNS = (
+    Job.advisor, Job.variant, Job.reassigned_from, Job.assignment, Job.weights_version,
+    Job.status, Job.started_at, Job.error_kind, Job.queue_wait_ms, Job.inference_ms,
+    Job.output_tokens, Job.llm_outputs,
+)  # fmt: skip
+
+
+def build_report(
+    engine: Engine, *, days: float, advisor: str | None, now: datetime | None = None
+) -> Report:
+    """Everything over jobs queued in the last `days` (optionally one advisor's)."""
+    now = now or utcnow()
+    since = now - timedelta(days=days)
+    stmt = select(*_COLUMNS).where(Job.queued_at >= since, Job.queued_at <= now)
+    if advisor is not None:
+        stmt = stmt.where(Job.advisor == advisor)
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    logger.debug("report over %d jobs since %s", len(rows), since)
+    by_variant: dict[str, list[Any]] = defaultdict(list)
+    for row in rows:
+        by_variant[row.variant].append(row)
+    variants = tuple(_variant_stats(v, by_variant[v]) for v in _ordered(by_variant))
+    succeeded = [r for r in rows if r.status == Status.SUCCEEDED and r.llm_outputs]
+    copies = [score_copy("all", [_score_tuple(r) for r in succeeded])]
+    copies += [
+        score_copy(v, [_score_tuple(r) for r in succeeded if r.variant == v])
+        for v in _ordered(by_variant)
+    ]
+    return Report(
+        generated_at=now,
+        since=since,
+        days=days,
+        advisor=advisor,
+        total_jobs=len(rows),
+        variants=variants,
+        comparisons=tuple(_comparisons(rows)),
+        srm=tuple(srm_checks(engine, rows)),
+        score_copy=tuple(copies),
+        model_performance=tuple(compare_model_performance(engine, days=days, now=now)),
+    )
+
+
+def _ordered(variants: Iterable[str]) -> list[str]:
+    return sorted(variants, key=lambda v: (v != BASE_VARIANT, v))
+
+
+def _variant_stats(variant: str, rows: Sequence[Any]) -> VariantStats:
+    ok = [r for r in rows if r.status == Status.SUCCEEDED]
+    failed_rows = [r for r in rows if r.status == Status.FAILED]
+    failed: dict[str, int] = defaultdict(int)
+    for r in failed_rows:
+        failed[r.error_kind or "unknown"] += 1
+    completed = len(ok) + len(failed_rows)
+    scored = [r for r in ok if r.llm_outputs]
+    dims: dict[str, list[int]] = defaultdict(list)
+    for r in scored:
+        for d in r.llm_outputs.get("dimensions", []):
+            dims[d["name"]].append(d["score"])
+    timed = [r for r in ok if r.inference_ms and r.output_tokens is not None]
+    infer_s = sum(r.inference_ms for r in timed) / 1000
+    return VariantStats(
+        variant=variant,
+        routed=len(rows),
+        started=sum(1 for r in rows if r.started_at is not None),
+        finished=len(ok),
+        in_flight=sum(1 for r in rows if r.status in (Status.QUEUED, Status.RUNNING)),
+        failed=dict(sorted(failed.items())),
+        failure_rate=len(failed_rows) / completed if completed else None,
+        invalid_output_rate=failed.get(ErrorKind.INVALID_OUTPUT, 0) / completed
+        if completed
+        else None,
+        score=summarise([float(r.llm_outputs["overall_score"]) for r in scored]),
+        dimension_means={n: float(np.mean(dims[n])) for n in DIMENSIONS if dims[n]},
+        queue_wait_ms=_spread([r.queue_wait_ms for r in rows]),
+        inference_ms=_spread([r.inference_ms for r in ok]),
+        tokens_per_second=sum(r.output_tokens for r in timed) / infer_s if infer_s else None,
+    )
+
+
+def _spread(values: Iterable[int | None]) -> Spread:
+    present = [v for v in values if v is not None]
+    if not present:
+        return Spread(0, None, None)
+    p50, p95 = np.percentile(present, [50, 95])
+    return Spread(len(present), float(p50), float(p95))
+
+
+def _score_tuple(row: Any) -> tuple[int, ...]:
+    return tuple(int(d["score"]) for d in row.llm_outputs.get("dimensions", []))
+
+
+def _comparisons(rows: Sequence[Any]) -> list[Comparison]:
+    # Only split traffic is randomised, and per advisor, so arms differ only by the variant.
+    scores: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r.assignment == Assignment.SPLIT and r.status == Status.SUCCEEDED and r.llm_outputs:
+            scores[r.advisor][r.variant].append(float(r.llm_outputs["overall_score"]))
+    out = []
+    for advisor in sorted(scores):
+        arms = scores[advisor]
+        for variant in sorted(v for v in arms if v != BASE_VARIANT):
+            out.append(compare_scores(advisor, variant, arms[variant], arms.get(BASE_VARIANT, [])))
+    return out
+
+
+def compare_model_performance(
+    engine: Engine, days: float = 7, *, now: datetime | None = None
+) -> list[ModelPerformance]:
+    """The seed's query: per model_used, jobs completed in the last `days`, their average
+    overall_score and average (completed_at - started_at) in seconds."""
+    now = now or utcnow()
+    if engine.dialect.name == "sqlite":
+        duration = (func.julianday(Job.completed_at) - func.julianday(Job.started_at)) * 86400.0
+    else:
+        duration = func.extract("epoch", Job.completed_at - Job.started_at)
+    stmt = (
+        select(
+            Job.model_used,
+            func.count(),
+            func.avg(Job.llm_outputs["overall_score"].as_float()),
+            func.avg(duration),
+        )
+        .where(
+            Job.model_used.in_([m.value for m in ModelUsed]),
+            Job.completed_at > now - timedelta(days=days),
+            Job.completed_at <= now,
+        )
+        .group_by(Job.model_used)
+        .order_by(Job.model_used)
+    )
+    with engine.connect() as conn:
+        return [
+            (m, int(n), _float(score), _float(secs)) for m, n, score, secs in conn.execute(stmt)
+        ]
+
+
+def _float(value: Any) -> float | None:
+    # PostgreSQL's extract() returns numeric (Decimal).
+    return None if value is None else float(value)
+
+
+def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "report", help="A/B report: outcomes, scores, Welch test, SRM and score-copy checks"
+    )
+    parser.add_argument("--days", type=positive, default=7.0, help="window (default 7)")
+    parser.add_argument("--advisor", help="only this advisor's jobs")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(handler=handle_report)
+
+
+def handle_report(args: argparse.Namespace) -> int:
+    try:
+        engine = engine_for(get_settings().resolved_database_url)
+        report = build_report(engine, days=args.days, advisor=args.advisor)
+    except (AdvisorError, SQLAlchemyError) as exc:
+        print(f"advisor report: {one_line(exc)}", file=sys.stderr)
+        return 1
+    print(json.dumps(report.to_dict(), indent=2) if args.json else render_report(report))
+    return 0

@@ -1,0 +1,108 @@
+"""Capacity: workers per queue from a crafted arrival rate and service time, now and one step on."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from jobs.db import engine_for
+from jobs.repository import utcnow
+from jobs.rollouts import RolloutStore
+from jobs.variants import load_registry
+from producers import capacity as capacity_module
+from producers.capacity import next_weights, plan_capacity
+from tests.producers.conftest import make_settings
+from tests.producers.crafted_jobs import Crafter
+
+
+def rollout(url: str, weights: dict[str, float]) -> RolloutStore:
+    store = RolloutStore(engine_for(url))
+    store.set("ansel", weights, known_variants={"base", "fine_tuned"}, actor="op", reason="test")
+    return store
+
+
+def test_workers_follow_arrival_rate_service_time_and_the_next_ladder_step(
+    migrated_url: str, registry_file: Path
+) -> None:
+    store = rollout(migrated_url, {"base": 0.75, "fine_tuned": 0.25})
+    crafter = Crafter(store.engine)
+    # 36 arrivals in a 6-minute window: 360 jobs/h, i.e. 0.1 jobs/s.
+    base = crafter.queue(27, variant="base")
+    ft = crafter.queue(9, variant="fine_tuned")
+    for job_id, ms in zip(base, (30_000, 40_000, 50_000), strict=False):
+        crafter.succeed(job_id, inference_ms=ms)
+    for job_id in ft[:3]:
+        crafter.succeed(job_id, inference_ms=60_000)
+    old = crafter.queue(10, variant="base")
+    crafter.set_times(old, queued_at=utcnow() - timedelta(hours=2))
+
+    plan = plan_capacity(
+        store.engine, load_registry(registry_file, "m"), store, window_hours=0.1,
+        memory_per_worker_gb={"base": 3.0, "fine_tuned": 3.5}, host_memory_gb=26.0,
+    )  # fmt: skip
+
+    [ansel] = plan.advisors
+    assert (ansel.jobs, ansel.rate_per_hour) == (36, pytest.approx(360.0))
+    assert ansel.next_weights == pytest.approx({"base": 0.5, "fine_tuned": 0.5})
+    rows = {v.variant: v for v in plan.variants}
+    assert rows["base"].service_seconds == pytest.approx(40.0)
+    assert rows["fine_tuned"].service_seconds == pytest.approx(60.0)
+    # base: ceil(0.1 * .75 * 40 / .7) = ceil(4.29); fine_tuned: ceil(.1 * .25 * 60 / .7) = 3.
+    assert (rows["base"].workers, rows["fine_tuned"].workers) == (5, 3)
+    # At 50/50: base ceil(2.86) = 3, fine_tuned ceil(4.29) = 5.
+    assert (rows["base"].next_workers, rows["fine_tuned"].next_workers) == (3, 5)
+    assert (plan.memory_gb, plan.next_memory_gb) == pytest.approx((25.5, 26.5))
+    assert plan.fits and not plan.next_fits
+    assert [w.split(":")[0] for w in plan.warnings] == ["next step"]
+
+
+def test_a_variant_without_data_gets_the_default_service_time_a_flag_and_one_worker(
+    sqlite_db: str, registry_file: Path
+) -> None:
+    store = rollout(sqlite_db, {"base": 0.9, "fine_tuned": 0.1})
+    crafter = Crafter(store.engine)
+    for job_id in crafter.queue(4, variant="base"):
+        crafter.succeed(job_id, inference_ms=20_000)
+
+    plan = plan_capacity(store.engine, load_registry(registry_file, "m"), store, window_hours=24)
+
+    ft = next(v for v in plan.variants if v.variant == "fine_tuned")
+    assert (ft.service_is_default, ft.service_samples, ft.service_seconds) == (True, 0, 60.0)
+    assert ft.workers == 1  # weighted, so at least one process even at a trickle
+    assert any(w.startswith("fine_tuned: no succeeded job") for w in plan.warnings)
+
+
+def test_next_weights_climb_the_ladder_and_stop_at_full() -> None:
+    assert next_weights({"base": 1.0}, "fine_tuned") == pytest.approx(
+        {"base": 0.9, "fine_tuned": 0.1}
+    )
+    assert next_weights({"base": 0.9, "fine_tuned": 0.1}, "fine_tuned")["fine_tuned"] == 0.25
+    assert next_weights({"base": 0.5, "fine_tuned": 0.5}, "fine_tuned") == pytest.approx(
+        {"base": 0.0, "fine_tuned": 1.0}
+    )
+    assert next_weights({"base": 0.0, "fine_tuned": 1.0}, "fine_tuned")["fine_tuned"] == 1.0
+    assert next_weights({"base": 0.9, "fine_tuned": 0.1}, "fine_tuned", 0.4)["base"] == 0.6
+    assert next_weights({"base": 1.0}, None) == {"base": 1.0}
+
+
+def test_capacity_command_prints_the_plan_as_json(
+    sqlite_db: str, tmp_path: Path, registry_file: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    rollout(sqlite_db, {"base": 0.5, "fine_tuned": 0.5})
+    settings = make_settings(tmp_path, sqlite_db, registry_file)
+    monkeypatch.setattr(capacity_module, "get_settings", lambda: settings)
+    args = argparse.Namespace(
+        window_hours=24.0, target_utilisation=0.7, memory_gb=3.0, host_memory_gb=16.0,
+        next_step=None, json=True,
+    )  # fmt: skip
+
+    assert capacity_module.handle_capacity(args) == 0
+
+    plan = json.loads(capsys.readouterr().out)
+    assert [v["variant"] for v in plan["variants"]] == ["base", "fine_tuned"]
+    assert plan["processes"] == 2 and plan["fits"] is True

@@ -1,0 +1,159 @@
+"""The `advisor` command: exit codes, one-line reasons, JSON output, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jobs.contracts import BASE_VARIANT, FINE_TUNED_VARIANT
+from jobs.db import engine_for
+from jobs.repository import Outcome, Repository, StartOutcome
+from tests.conftest import free_port
+from tests.producers.conftest import FINE_TUNED_ADVISOR, make_settings, photo, settings_env
+
+
+class Advisor:
+    """Runs `python -m producers.cli` against one test's database and broker."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+
+    def __call__(self, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+        out = subprocess.run(
+            [sys.executable, "-m", "producers.cli", *args],
+            env=self.env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert "Traceback" not in out.stderr, out.stderr
+        assert out.returncode == code, (out.returncode, out.stdout, out.stderr)
+        return out
+
+
+def one_error_line(out: subprocess.CompletedProcess[str]) -> str:
+    """The reason line; log and progress lines around it are allowed."""
+    lines = [line for line in out.stderr.splitlines() if line.startswith("advisor")]
+    assert len(lines) == 1, out.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def fresh_advisor(tmp_path: Path, sqlite_url: str, registry_file: Path, redis_url: str) -> Advisor:
+    """Against a database no migration has touched yet."""
+    settings = make_settings(tmp_path, sqlite_url, registry_file, redis_url)
+    return Advisor(settings_env(settings))
+
+
+@pytest.fixture
+def advisor(tmp_path: Path, sqlite_db: str, registry_file: Path, redis_url: str) -> Advisor:
+    settings = make_settings(tmp_path, sqlite_db, registry_file, redis_url)
+    return Advisor(settings_env(settings))
+
+
+@pytest.fixture
+def photo_file(tmp_path: Path) -> Path:
+    path = tmp_path / "outside-the-roots.png"
+    path.write_bytes(photo(1))
+    return path
+
+
+def test_a_new_database_is_reported_with_the_command_that_fixes_it(
+    fresh_advisor: Advisor, photo_file: Path
+) -> None:
+    args = ["submit", str(photo_file), "--advisor", FINE_TUNED_ADVISOR]
+    assert "advisor db upgrade" in one_error_line(fresh_advisor(*args, code=1))
+    fresh_advisor("db", "upgrade")
+    fresh_advisor(*args)
+
+
+def test_submit_prints_the_job_and_an_idempotent_resubmit_prints_the_same_one(
+    advisor: Advisor, photo_file: Path
+) -> None:
+    args = ["submit", str(photo_file), "--advisor", FINE_TUNED_ADVISOR, "--json"]
+    first = json.loads(advisor(*args, "--idempotency-key", "k1").stdout)
+    again = json.loads(advisor(*args, "--idempotency-key", "k1").stdout)
+    assert again["id"] == first["id"]
+    assert (first["status"], first["variant"], first["assignment"]) == ("queued", "base", "split")
+    assert first["image_ref"].startswith("sha256:")  # outside the roots: sent inline
+    assert first["published_at"] is not None
+    shown = json.loads(advisor("status", first["id"], "--json").stdout)
+    assert shown["id"] == first["id"]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (["submit", "PHOTO", "--advisor", "nobody"], 1, "Unknown advisor 'nobody'"),
+        (["submit", "PHOTO"], 2, "required: --advisor"),
+        (["submit", "/no/such.png", "--advisor", "ansel"], 1, "not found"),
+        (["submit", "PHOTO", "--advisor", "ansel", "--variant", "nope"], 1, "Unknown variant"),
+        (["status", "no-such-job"], 1, "No job 'no-such-job'"),
+        (["rollout", "set", "ansel", "base=x", "--reason", "r"], 1, "expected VARIANT=NUMBER"),
+        (["rollout", "set", "ansel", "other=1", "--reason", "r"], 1, "Unknown variant(s)"),
+        (["rollout", "set", "ansel", "base=1"], 2, "required: --reason"),
+        (["rollout", "rollback", "nobody", "--reason", "r"], 1, "Unknown advisor"),
+        (["frobnicate"], 2, "invalid choice"),
+    ],
+)
+def test_bad_input_exits_non_zero_with_a_one_line_reason(
+    advisor: Advisor, photo_file: Path, args: list[str], code: int, says: str
+) -> None:
+    args = [str(photo_file) if a == "PHOTO" else a for a in args]
+    assert says in one_error_line(advisor(*args, code=code))
+
+
+def test_wait_times_out_with_exit_code_three_and_the_status(
+    advisor: Advisor, photo_file: Path
+) -> None:
+    job = json.loads(advisor("submit", str(photo_file), "--advisor", "okeefe", "--json").stdout)
+    out = advisor("wait", job["id"], "--timeout", "0.3", code=3)
+    assert "still queued" in one_error_line(out)
+    assert f"{job['id'][:8]} queued" in out.stderr  # the progress line
+
+
+def test_rollout_set_show_and_rollback_round_trip(advisor: Advisor) -> None:
+    advisor("rollout", "set", "ansel", "base=0.9", "fine_tuned=0.1", "--reason", "canary")
+    advisor("rollout", "rollback", "ansel", "--drain", "--reason", "regression")
+    shown = {r["advisor"]: r for r in json.loads(advisor("rollout", "show", "--json").stdout)}
+    ansel = shown[FINE_TUNED_ADVISOR]
+    assert (ansel["version"], ansel["reason"]) == (2, "regression")
+    assert ansel["weights"] == {BASE_VARIANT: 1.0, FINE_TUNED_VARIANT: 0.0}
+    assert "@" in ansel["updated_by"]
+    assert shown["weston"]["variants"] == [BASE_VARIANT]
+
+
+def test_wait_draws_the_rows_progress_and_prints_the_finished_job(
+    advisor: Advisor, photo_file: Path, sqlite_db: str
+) -> None:
+    job = json.loads(advisor("submit", str(photo_file), "--advisor", "okeefe", "--json").stdout)
+    repo = Repository(engine_for(sqlite_db))
+    with subprocess.Popen(
+        [sys.executable, "-m", "producers.cli", "wait", job["id"], "--json", "--timeout", "30"],
+        env=advisor.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    ) as proc:  # fmt: skip
+        assert proc.stderr is not None
+        # Off a terminal the bar writes one line per status change: read them as they come.
+        assert f"{job['id'][:8]} queued" in proc.stderr.readline()
+        assert repo.start(job["id"], "w1", lease_seconds=60, max_attempts=3) is StartOutcome.STARTED
+        repo.record_progress(job["id"], "w1", 42, lease_seconds=60)
+        assert "running" in proc.stderr.readline()
+        repo.succeed(job["id"], "w1", Outcome({"overall_score": 6.5}, "{}", 3, 50, 900, "1"))
+        stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    finished = json.loads(stdout)
+    assert (finished["status"], finished["llm_outputs"]) == ("succeeded", {"overall_score": 6.5})
+    assert "succeeded" in stderr
+
+
+def test_a_dead_broker_keeps_the_job_and_republish_says_why_it_cannot_send(
+    tmp_path: Path, sqlite_db: str, registry_file: Path, photo_file: Path
+) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    advisor = Advisor(settings_env(make_settings(tmp_path, sqlite_db, registry_file, dead)))
+    out = advisor("submit", str(photo_file), "--advisor", "okeefe")
+    assert "queued but not published" in out.stderr and "advisor republish" in out.stderr
+    assert "unreachable" in one_error_line(advisor("republish", code=1))
+    job_id = out.stdout.split()[0]
+    assert json.loads(advisor("status", job_id, "--json").stdout)["status"] == "queued"

@@ -1,0 +1,216 @@
+"""The client: validated submits, rows before messages, idempotency, waits, lossless publishes."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from sqlalchemy import func, select
+
+from jobs.contracts import BASE_VARIANT, FINE_TUNED_VARIANT, Assignment, Status
+from jobs.errors import InvalidImage, UnknownAdvisor, UnknownVariant
+from jobs.models import Job, StoredImage
+from jobs.repository import NewJob, Outcome, StartOutcome
+from producers import Client, JobTimeout, SubmitItem
+from producers.errors import InvalidSubmission
+from tests.producers.conftest import (
+    FINE_TUNED_ADVISOR,
+    RedisServer,
+    beat,
+    make_settings,
+    photo,
+    queued_requests,
+)
+
+
+@pytest.fixture
+def client(tmp_path: Path, sqlite_db: str, registry_file: Path, redis_url: str) -> Iterator[Client]:
+    with Client(make_settings(tmp_path, sqlite_db, registry_file, redis_url)) as producer:
+        yield producer
+
+
+def row_count(client: Client, table: type[Job] | type[StoredImage] = Job) -> int:
+    with client.engine.connect() as conn:
+        return int(conn.scalar(select(func.count()).select_from(table)) or 0)
+
+
+def test_an_inline_image_is_stored_and_its_job_published_once_to_its_variant_queue(
+    client: Client, redis_url: str
+) -> None:
+    handle = client.submit(photo(1), FINE_TUNED_ADVISOR)
+    job = client.status(handle.id)
+    assert job.image_ref == f"sha256:{job.image_sha256}"
+    assert job.subject == job.image_sha256
+    assert client.repository.image_bytes(job.image_sha256) == photo(1)
+    assert (job.status, job.publish_attempts, job.publish_error) == (Status.QUEUED, 1, None)
+    assert job.published_at is not None
+    assert queued_requests(redis_url, job.variant) == [
+        {"job_id": job.id, "advisor": FINE_TUNED_ADVISOR, "variant": job.variant,
+         "image_ref": job.image_ref}
+    ]  # fmt: skip
+
+
+def test_a_path_job_references_the_resolved_file_and_stores_no_bytes(
+    client: Client, image_root: Path
+) -> None:
+    (image_root / "a.png").write_bytes(photo(2))
+    handle = client.submit("a.png", FINE_TUNED_ADVISOR, subject="user-7")
+    job = client.status(handle.id)
+    assert job.image_ref == f"path:{(image_root / 'a.png').resolve()}"
+    assert job.subject == "user-7"
+    assert row_count(client, StoredImage) == 0
+
+
+def test_a_pil_image_is_accepted_and_stored_as_png(client: Client) -> None:
+    handle = client.submit(Image.new("RGB", (20, 10), (1, 2, 3)), FINE_TUNED_ADVISOR)
+    assert client.status(handle.id).image_ref.startswith("sha256:")
+
+
+@pytest.mark.parametrize(
+    ("item", "error"),
+    [
+        (SubmitItem(photo(3), "nobody"), UnknownAdvisor),
+        (SubmitItem(b"not an image", FINE_TUNED_ADVISOR), InvalidImage),
+        (SubmitItem(b"", FINE_TUNED_ADVISOR), InvalidImage),
+        (SubmitItem(photo(3, size=(300, 300)), FINE_TUNED_ADVISOR), InvalidImage),
+        (SubmitItem("/etc/hostname", FINE_TUNED_ADVISOR), InvalidImage),
+        (SubmitItem("../outside.png", FINE_TUNED_ADVISOR), InvalidImage),
+        (SubmitItem(photo(3), FINE_TUNED_ADVISOR, subject=""), InvalidSubmission),
+        (SubmitItem(photo(3), FINE_TUNED_ADVISOR, idempotency_key="k" * 201), InvalidSubmission),
+        (SubmitItem(photo(3), FINE_TUNED_ADVISOR, variant="nope"), UnknownVariant),
+        (SubmitItem(photo(3), "weston", variant=FINE_TUNED_VARIANT), UnknownVariant),
+    ],
+)
+def test_an_invalid_item_anywhere_in_a_batch_writes_nothing_and_sends_nothing(
+    tmp_path: Path, sqlite_db: str, registry_file: Path, redis_url: str,
+    item: SubmitItem, error: type[Exception],
+) -> None:  # fmt: skip
+    settings = make_settings(tmp_path, sqlite_db, registry_file, redis_url, max_image_pixels=10_000)
+    with Client(settings) as client:
+        with pytest.raises(error):
+            client.submit_many([SubmitItem(photo(4), FINE_TUNED_ADVISOR), item])
+        assert (row_count(client), row_count(client, StoredImage)) == (0, 0)
+    assert queued_requests(redis_url, BASE_VARIANT) == []
+
+
+def test_the_same_idempotency_key_returns_the_same_job_and_publishes_once(
+    client: Client, redis_url: str
+) -> None:
+    first = client.submit(photo(5), FINE_TUNED_ADVISOR, idempotency_key="upload-5")
+    again = client.submit(photo(5), FINE_TUNED_ADVISOR, idempotency_key="upload-5")
+    assert (again.id, first.created, again.created) == (first.id, True, False)
+    assert again.published
+    assert row_count(client) == 1
+    assert [r["job_id"] for r in queued_requests(redis_url, first.variant)] == [first.id]
+
+
+def test_a_batch_lands_each_job_on_the_queue_its_row_names(
+    client: Client, redis_url: str, sqlite_db: str
+) -> None:
+    beat(sqlite_db, FINE_TUNED_VARIANT)
+    client.rollouts.set(
+        FINE_TUNED_ADVISOR, {BASE_VARIANT: 0.5, FINE_TUNED_VARIANT: 0.5},
+        known_variants=client.registry.names, actor="t", reason="t",
+    )  # fmt: skip
+    items = [{"image": photo(i), "advisor": FINE_TUNED_ADVISOR} for i in range(40)]
+    handles = client.submit_many(items)
+    by_variant = {
+        v: {h.id for h in handles if h.variant == v} for v in (BASE_VARIANT, FINE_TUNED_VARIANT)
+    }
+    assert all(by_variant.values()), "a 50/50 split of 40 jobs used one variant only"
+    for variant, ids in by_variant.items():
+        requests = queued_requests(redis_url, variant)
+        assert sorted(r["job_id"] for r in requests) == sorted(ids)
+        assert {r["variant"] for r in requests} == {variant}
+    assert {h.assignment for h in handles} == {Assignment.SPLIT}
+
+
+def test_wait_times_out_with_the_job_status_named(client: Client) -> None:
+    handle = client.submit(photo(6), FINE_TUNED_ADVISOR)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="still queued") as info:
+        handle.wait(timeout=0.3)
+    assert isinstance(info.value, JobTimeout) and info.value.status == Status.QUEUED
+    assert time.monotonic() - started < 2
+
+
+def test_wait_follows_progress_until_the_job_succeeds(client: Client) -> None:
+    handle = client.submit(photo(7), FINE_TUNED_ADVISOR)
+
+    def play_worker() -> None:
+        repo = client.repository
+        assert repo.start(handle.id, "w1", lease_seconds=30, max_attempts=3) is StartOutcome.STARTED
+        for tokens in (10, 20, 30):
+            time.sleep(0.15)
+            repo.record_progress(handle.id, "w1", tokens, lease_seconds=30)
+        repo.succeed(handle.id, "w1", Outcome({"overall_score": 7.0}, "{}", 5, 30, 450, "1"))
+
+    seen: list[tuple[str, int]] = []
+    worker = threading.Thread(target=play_worker)
+    worker.start()
+    job = client.wait(
+        handle.id, timeout=10, poll=0.05, on_update=lambda j: seen.append((j.status, j.progress))
+    )
+    worker.join()
+    assert job.status == Status.SUCCEEDED and job.llm_outputs == {"overall_score": 7.0}
+    assert (Status.RUNNING, 20) in seen
+
+
+def test_jobs_submitted_while_the_broker_is_down_are_all_published_once_after_recovery(
+    tmp_path: Path, sqlite_db: str, registry_file: Path, own_redis: RedisServer
+) -> None:
+    with Client(make_settings(tmp_path, sqlite_db, registry_file, own_redis.url)) as client:
+        client.submit(photo(100), FINE_TUNED_ADVISOR)  # a warm pool: the outage hits a live one
+        own_redis.stop()
+        started = time.monotonic()
+        handles = client.submit_many([SubmitItem(photo(i), FINE_TUNED_ADVISOR) for i in range(5)])
+        assert time.monotonic() - started < 8, "a dead broker must fail the publish fast"
+        assert not any(h.published for h in handles)
+        rows = [client.status(h.id) for h in handles]
+        assert {(r.status, r.published_at) for r in rows} == {(Status.QUEUED, None)}
+        assert all(r.publish_error and "unreachable" in r.publish_error for r in rows)
+
+        own_redis.start()  # an empty Redis: the earlier message is gone with the old process
+        assert client.republish() == 5
+        assert client.republish() == 0
+        requests = queued_requests(own_redis.url, BASE_VARIANT)
+        assert sorted(r["job_id"] for r in requests) == sorted(h.id for h in handles)
+        assert all(client.status(h.id).published_at is not None for h in handles)
+
+
+def test_the_sweep_leaves_a_fresh_unpublished_row_to_its_producer_but_takes_an_old_one(
+    client: Client, redis_url: str
+) -> None:
+    new = NewJob(FINE_TUNED_ADVISOR, "0" * 64, "sha256:" + "0" * 64, "s", BASE_VARIANT,
+                 Assignment.SPLIT, 0)  # fmt: skip
+    [(job, _)] = client.repository.create_jobs([new])  # a producer that died before publishing
+    assert client.republish() == 0
+    assert client.republish(grace=0) == 1
+    assert [r["job_id"] for r in queued_requests(redis_url, BASE_VARIANT)] == [job.id]
+
+
+@pytest.mark.filterwarnings(
+    # kombu's SQLAlchemy transport uses the `noload` strategy SQLAlchemy 2.1 deprecates.
+    "ignore:The ``noload`` loader strategy is deprecated:sqlalchemy.exc.SADeprecationWarning"
+)
+def test_the_embedded_broker_needs_no_server(
+    tmp_path: Path, sqlite_db: str, registry_file: Path
+) -> None:
+    settings = make_settings(tmp_path, sqlite_db, registry_file)  # broker_url "" -> embedded
+    assert settings.is_embedded
+    with Client(settings) as client:
+        handle = client.submit(photo(8), FINE_TUNED_ADVISOR)
+    broker_db = settings.resolved_broker_url.removeprefix("sqla+sqlite:///")
+    assert os.path.exists(broker_db)
+    with sqlite3.connect(broker_db) as conn:
+        rows = conn.execute(
+            "SELECT q.name, m.payload FROM kombu_message m JOIN kombu_queue q ON m.queue_id = q.id"
+        ).fetchall()
+    assert [name for name, _ in rows] == ["advisor.base"]
+    assert handle.id in rows[0][1]

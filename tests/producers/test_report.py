@@ -1,0 +1,238 @@
+"""The A/B report: statistics agree with scipy on the same rows, SRM and score-copy checks bite."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from jobs.analysis import DIMENSIONS
+from jobs.contracts import Assignment, ErrorKind
+from jobs.db import engine_for
+from jobs.repository import utcnow
+from jobs.rollouts import RolloutStore
+from jobs.settings import Settings
+from producers import report as report_module
+from producers.abtest import compare_scores, score_copy
+from producers.report import build_report, compare_model_performance, render_report
+from producers.srm import srm_check
+from tests.producers.crafted_jobs import Crafter
+
+VARIANTS = {"base", "fine_tuned"}
+
+
+def scores_around(rng: random.Random, centre: float) -> list[int]:
+    return [min(10, max(1, round(rng.gauss(centre, 1.3)))) for _ in DIMENSIONS]
+
+
+def set_weights(url: str, advisor: str, weights: dict[str, float]) -> int:
+    store = RolloutStore(engine_for(url))
+    return store.set(advisor, weights, known_variants=VARIANTS, actor="test", reason="test").version
+
+
+def test_report_statistics_match_scipy_computed_on_the_same_rows(migrated_url: str) -> None:
+    crafter = Crafter(engine_for(migrated_url))
+    rng = random.Random(11)
+    split: dict[str, list[float]] = {"base": [], "fine_tuned": []}
+    dims: dict[str, list[list[int]]] = {"base": [], "fine_tuned": []}
+    times: dict[str, list[int]] = {"base": [], "fine_tuned": []}
+    tokens: dict[str, list[int]] = {"base": [], "fine_tuned": []}
+    for variant, n, centre in (("base", 24, 6.0), ("fine_tuned", 26, 7.2)):
+        ids = crafter.queue(n + 3, variant=variant)
+        for job_id in ids[:n]:
+            scores = scores_around(rng, centre)
+            ms, toks = rng.randint(20_000, 90_000), rng.randint(600, 1000)
+            crafter.succeed(job_id, scores, inference_ms=ms, output_tokens=toks)
+            split[variant].append(round(sum(scores) / len(scores), 2))
+            dims[variant].append(scores)
+            times[variant].append(ms)
+            tokens[variant].append(toks)
+        crafter.fail(ids[n], ErrorKind.INVALID_OUTPUT)
+        crafter.fail(ids[n + 1], ErrorKind.TIMEOUT)
+    # A forced job counts in the variant's own numbers but never in the randomised comparison.
+    [forced] = crafter.queue(1, variant="fine_tuned", assignment=Assignment.FORCED)
+    crafter.succeed(forced, [1] * 7, inference_ms=10_000, output_tokens=100)
+
+    report = build_report(crafter.engine, days=1, advisor=None)
+
+    by_name = {v.variant: v for v in report.variants}
+    assert [v.variant for v in report.variants] == ["base", "fine_tuned"]
+    base, ft = by_name["base"], by_name["fine_tuned"]
+    assert (base.routed, base.started, base.finished, base.in_flight) == (27, 26, 24, 1)
+    assert (ft.routed, ft.started, ft.finished, ft.in_flight) == (30, 29, 27, 1)
+    assert ft.failed == {"invalid_output": 1, "timeout": 1}
+    assert ft.invalid_output_rate == pytest.approx(1 / 29)
+    assert ft.failure_rate == pytest.approx(2 / 29)
+
+    ft_all = [*split["fine_tuned"], 1.0]
+    mean, sem = np.mean(ft_all), stats.sem(ft_all)
+    low, high = stats.t.interval(0.95, len(ft_all) - 1, loc=mean, scale=sem)
+    assert ft.score.n == 27
+    assert (ft.score.mean, ft.score.ci_low, ft.score.ci_high) == pytest.approx((mean, low, high))
+    for i, name in enumerate(DIMENSIONS):
+        expected = np.mean([s[i] for s in dims["base"]])
+        assert base.dimension_means[name] == pytest.approx(expected)
+    assert (base.inference_ms.p50, base.inference_ms.p95) == pytest.approx(
+        tuple(np.percentile(times["base"], [50, 95]))
+    )
+    assert base.tokens_per_second == pytest.approx(
+        sum(tokens["base"]) / (sum(times["base"]) / 1000)
+    )
+
+    [comparison] = report.comparisons
+    welch = stats.ttest_ind(split["fine_tuned"], split["base"], equal_var=False)
+    assert (comparison.n_variant, comparison.n_base) == (26, 24)
+    assert comparison.difference == pytest.approx(
+        np.mean(split["fine_tuned"]) - np.mean(split["base"])
+    )
+    assert (comparison.t, comparison.p) == pytest.approx((welch.statistic, welch.pvalue))
+    assert welch.pvalue < 0.05 and comparison.verdict == "fine_tuned better"
+    ci = welch.confidence_interval(0.95)
+    assert (comparison.ci_low, comparison.ci_high) == pytest.approx((ci.low, ci.high))
+
+    text = render_report(report)
+    assert "fine_tuned better" in text and "Sample ratio" in text and "Score copy" in text
+    assert (
+        json.loads(json.dumps(report.to_dict()))["comparisons"][0]["verdict"] == "fine_tuned better"
+    )
+
+
+def test_verdicts_say_not_enough_data_no_difference_or_worse() -> None:
+    rng = np.random.default_rng(3)
+    base = list(rng.normal(6.5, 1.0, 40))
+    assert compare_scores("a", "ft", base[:19], base).verdict == "not enough data"
+    assert compare_scores("a", "ft", list(base), base).verdict == "no significant difference"
+    lower = [s - 1.5 for s in base]
+    assert compare_scores("a", "ft", lower, base).verdict == "ft worse"
+    assert compare_scores("a", "ft", [7.0] * 25, [7.0] * 25).verdict.startswith("not enough data")
+
+
+def test_srm_flags_a_60_40_outcome_of_a_50_50_split_and_passes_a_fair_draw() -> None:
+    skewed = srm_check(
+        "ansel", 1, "routed", {"base": 600, "fine_tuned": 400}, {"base": 0.5, "fine_tuned": 0.5}
+    )
+    assert skewed.is_mismatch and skewed.p is not None and skewed.p < 1e-9
+    draw = int(np.random.default_rng(7).binomial(1000, 0.5))
+    fair = srm_check(
+        "ansel",
+        1,
+        "routed",
+        {"base": draw, "fine_tuned": 1000 - draw},
+        {"base": 0.5, "fine_tuned": 0.5},
+    )
+    assert not fair.is_mismatch and fair.p is not None and fair.p > 0.001
+    stray = srm_check(
+        "ansel", 1, "routed", {"base": 10, "fine_tuned": 1}, {"base": 1.0, "fine_tuned": 0.0}
+    )
+    assert stray.is_mismatch
+
+
+def test_srm_uses_each_versions_own_weights_from_the_audit_trail(migrated_url: str) -> None:
+    engine = engine_for(migrated_url)
+    crafter = Crafter(engine)
+    v1 = set_weights(migrated_url, "ansel", {"base": 0.5, "fine_tuned": 0.5})
+    v2 = set_weights(migrated_url, "ansel", {"base": 0.8, "fine_tuned": 0.2})
+    set_weights(migrated_url, "ansel", {"base": 0.5, "fine_tuned": 0.5})  # current: v3
+    crafter.queue(300, variant="base", weights_version=v1)
+    crafter.queue(200, variant="fine_tuned", weights_version=v1)
+    crafter.queue(400, variant="base", weights_version=v2)
+    crafter.queue(100, variant="fine_tuned", weights_version=v2)
+    # Forced jobs are not part of the split and must not disturb the check.
+    crafter.queue(50, variant="fine_tuned", weights_version=v2, assignment=Assignment.FORCED)
+
+    checks = {
+        (c.weights_version, c.stage): c for c in build_report(engine, days=1, advisor="ansel").srm
+    }
+
+    assert checks[(v1, "routed")].is_mismatch
+    assert checks[(v1, "routed")].observed == {"base": 300, "fine_tuned": 200}
+    assert not checks[(v2, "routed")].is_mismatch
+    assert checks[(v2, "routed")].weights == {"base": 0.8, "fine_tuned": 0.2}
+
+
+def test_srm_catches_a_variant_that_starts_too_few_of_its_jobs(migrated_url: str) -> None:
+    crafter = Crafter(engine_for(migrated_url))
+    version = set_weights(migrated_url, "ansel", {"base": 0.5, "fine_tuned": 0.5})
+    base = crafter.queue(100, variant="base", weights_version=version)
+    ft = crafter.queue(100, variant="fine_tuned", weights_version=version)
+    for job_id in base + ft[:50]:
+        crafter.start(job_id)
+
+    checks = {c.stage: c for c in build_report(crafter.engine, days=1, advisor=None).srm}
+
+    assert not checks["routed"].is_mismatch
+    assert checks["started"].is_mismatch
+    assert checks["started"].observed == {"base": 100, "fine_tuned": 50}
+
+
+def test_score_copy_finds_outputs_that_share_their_seven_scores(migrated_url: str) -> None:
+    crafter = Crafter(engine_for(migrated_url))
+    for job_id in crafter.queue(8, variant="fine_tuned"):
+        crafter.succeed(job_id, (8, 7, 9, 8, 7, 8, 9))
+    for i, job_id in enumerate(crafter.queue(4, variant="base")):
+        crafter.succeed(job_id, (1 + i, 5, 5, 5, 5, 5, 5))
+
+    copies = {c.scope: c for c in build_report(crafter.engine, days=1, advisor=None).score_copy}
+
+    assert (copies["fine_tuned"].copied, copies["fine_tuned"].outputs) == (8, 8)
+    assert copies["fine_tuned"].is_suspicious
+    assert copies["fine_tuned"].most_common == (((8, 7, 9, 8, 7, 8, 9), 8),)
+    assert (copies["base"].copied, copies["base"].is_suspicious) == (0, False)
+    assert copies["all"].share == pytest.approx(8 / 12)
+    assert score_copy("x", [(1,) * 7, (2,) * 7, (1,) * 7]).copied == 2
+
+
+def test_compare_model_performance_matches_hand_computed_values(migrated_url: str) -> None:
+    crafter = Crafter(engine_for(migrated_url))
+    now = utcnow()
+    a, b, c = crafter.queue(3, variant="base")
+    crafter.succeed(a, [5] * 7)
+    crafter.succeed(b, [7] * 7)
+    crafter.fail(c, ErrorKind.TIMEOUT)
+    start = now - timedelta(minutes=5)
+    for job_id, seconds in ((a, 10), (b, 30), (c, 2)):
+        crafter.set_times(
+            [job_id], started_at=start, completed_at=start + timedelta(seconds=seconds)
+        )
+    [forced] = crafter.queue(1, variant="fine_tuned", assignment=Assignment.FORCED)
+    crafter.succeed(forced, [8] * 7)
+    crafter.set_times(
+        [forced], started_at=now - timedelta(seconds=50), completed_at=now - timedelta(seconds=10)
+    )
+    [old] = crafter.queue(1, variant="fine_tuned")
+    crafter.succeed(old, [9] * 7)
+    crafter.set_times([old], completed_at=now - timedelta(days=10))
+    crafter.queue(1, variant="base", assignment=Assignment.FALLBACK)  # never completed
+
+    rows = compare_model_performance(crafter.engine, days=7)
+
+    assert [(m, n) for m, n, _, _ in rows] == [("ab_test_base", 3), ("fine_tuned", 1)]
+    assert rows[0][2:] == pytest.approx((6.0, 14.0), abs=1e-3)
+    assert rows[1][2:] == pytest.approx((8.0, 40.0), abs=1e-3)
+
+
+def test_report_command_prints_json_and_fails_in_one_line_without_a_database(
+    sqlite_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = argparse.Namespace(days=7.0, advisor=None, json=True)
+    monkeypatch.setattr(
+        report_module, "get_settings", lambda: Settings(data_dir=tmp_path, database_url=sqlite_url)
+    )
+    assert report_module.handle_report(args) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "database error" in err
+
+    from jobs import migrate
+
+    migrate.upgrade(sqlite_url)
+    assert report_module.handle_report(args) == 0
+    assert json.loads(capsys.readouterr().out)["total_jobs"] == 0
