@@ -61,13 +61,13 @@ def start_worker(
 ) -> WorkerProcess:
     """Start `advisor-worker run --variant V` and wait until its heartbeat row appears."""
     log = log_dir / f"worker-{variant}-{time.monotonic_ns()}.log"
-    handle = log.open("wb")
-    proc = subprocess.Popen(
-        [*WORKER_BIN, "run", "--variant", variant],
-        env=env.full(),
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-    )
+    with log.open("wb") as handle:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [*WORKER_BIN, "run", "--variant", variant],
+            env=env.full(),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
     worker = WorkerProcess(variant, proc, log)
     repo = Repository(engine_for(env.values["ADVISOR_DATABASE_URL"]))
     deadline = time.monotonic() + ready_timeout
