@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from jobs.errors import AdvisorError
 from jobs.settings import get_settings
 from producers import capacity, guard, report
-from producers.commands import db, jobs, rollout
+from producers.commands import db, demo, jobs, rollout
 from producers.commands.output import EXIT_FAILED, EXIT_TIMEOUT, EXIT_USAGE, Subparsers
 from producers.errors import JobTimeout
 
@@ -23,6 +23,7 @@ COMMANDS: list[Callable[[Subparsers], None]] = [
     db.register,
     jobs.register,
     rollout.register,
+    demo.register,
     report.add_cli,
     guard.add_cli,
     capacity.add_cli,

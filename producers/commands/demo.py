@@ -1,0 +1,213 @@
+"""`advisor demo`: the main job end to end on the embedded default (SQLite, no broker server)."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from jobs import migrate
+from jobs.contracts import FINAL_STATUSES, Status
+from jobs.errors import AdvisorError
+from jobs.models import Job
+from jobs.settings import Settings, get_settings, mask_url
+from producers.client import Client
+from producers.commands.output import Subparsers
+from producers.inputs import SubmitItem
+from producers.rollout import default_actor, set_weights
+
+ADVISOR = "ansel"
+WORKER = [sys.executable, "-m", "advisor_worker.cli"]
+# The tiny random model writes every string to its length cap; short caps keep the demo quick.
+DEMO_TEXT_LIMIT = "24"
+
+
+class DemoFailed(AdvisorError):
+    """The demo could not set up or run its workers."""
+
+
+@dataclass
+class DemoPlan:
+    settings: Settings
+    env: dict[str, str]
+    registry: Path
+
+
+def _worker_tool(args: list[str], env: dict[str, str]) -> str:
+    try:
+        out = subprocess.run([*WORKER, *args], env=env, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise DemoFailed(f"cannot run advisor-worker: {exc}") from exc
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        if "No module named" in out.stderr:
+            last += " (install the worker side: pip install 'mondrian-advisor[worker]')"
+        raise DemoFailed(f"advisor-worker {args[0]} failed: {last}")
+    return out.stdout.strip()
+
+
+def prepare(settings: Settings) -> DemoPlan:
+    """Tiny model (unless ADVISOR_BASE_MODEL is set), a random adapter for ansel, a registry."""
+    data = settings.data_dir
+    data.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    base_model = settings.base_model
+    if "base_model" not in settings.model_fields_set:
+        model_dir = data / "models" / "tiny-qwen3-vl"
+        if not (model_dir / "config.json").exists():
+            print(f"Building the tiny random-weight Qwen3-VL in {model_dir} ...", file=sys.stderr)
+            _worker_tool(["build-tiny-model", str(model_dir)], env)
+        base_model = str(model_dir)
+    adapter = data / "adapters" / "demo-ansel"
+    if not (adapter / "adapter_config.json").exists():
+        print(f"Writing a random LoRA adapter for {ADVISOR} in {adapter} ...", file=sys.stderr)
+        _worker_tool(["make-adapter", base_model, str(adapter), "--format", "peft"], env)
+    registry = data / "demo-registry.json"
+    entry = {"adapter": "adapters/demo-ansel", "advisors": [ADVISOR], "description": "demo"}
+    registry.write_text(json.dumps({"variants": {"fine_tuned": entry}}, indent=2))
+    env.update(
+        ADVISOR_BASE_MODEL=base_model,
+        ADVISOR_REGISTRY=str(registry),
+        ADVISOR_DATA_DIR=str(data),
+        ADVISOR_DATABASE_URL=settings.resolved_database_url,
+        ADVISOR_BROKER_URL=settings.resolved_broker_url,
+        ADVISOR_TEXT_LIMIT=os.environ.get("ADVISOR_TEXT_LIMIT", DEMO_TEXT_LIMIT),
+    )
+    demo_settings = settings.model_copy(
+        update={"base_model": base_model, "registry": registry,
+                "text_limit": int(env["ADVISOR_TEXT_LIMIT"])}
+    )  # fmt: skip
+    return DemoPlan(demo_settings, env, registry)
+
+
+def photo(seed: int) -> bytes:
+    """A generated 'photograph': a sky gradient, a horizon and a few shapes."""
+    rng = random.Random(seed)
+    img = Image.new("RGB", (320, 240))
+    draw = ImageDraw.Draw(img)
+    top = (rng.randrange(40, 120), rng.randrange(80, 160), rng.randrange(150, 255))
+    for y in range(240):
+        shade = tuple(int(c * (1 - y / 400)) for c in top)
+        draw.line([(0, y), (320, y)], fill=shade)
+    horizon = rng.randrange(120, 200)
+    draw.rectangle([0, horizon, 320, 240], fill=(rng.randrange(20, 90), rng.randrange(60, 120), 40))
+    for _ in range(rng.randrange(2, 6)):
+        x, y, r = rng.randrange(320), rng.randrange(horizon), rng.randrange(8, 40)
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=(rng.randrange(256),) * 3)
+    buffer = io.BytesIO()
+    img.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def start_workers(plan: DemoPlan, log_dir: Path) -> list[tuple[str, subprocess.Popen[bytes]]]:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for variant in ("base", "fine_tuned"):
+        with (log_dir / f"worker-{variant}.log").open("wb") as log:
+            proc = subprocess.Popen(
+                [*WORKER, "run", "--variant", variant], env=plan.env, stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        procs.append((variant, proc))
+    return procs
+
+
+def wait_live(
+    client: Client, procs: list[tuple[str, subprocess.Popen[bytes]]], log_dir: Path
+) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        for variant, proc in procs:
+            if proc.poll() is not None:
+                tail = (log_dir / f"worker-{variant}.log").read_text(errors="replace")[-800:]
+                raise DemoFailed(f"the {variant} worker exited {proc.returncode}: {tail.strip()}")
+        window = client.settings.worker_live_window
+        pids = {hb.pid for hb in client.repository.live_workers(window)}
+        if all(proc.pid in pids for _, proc in procs):
+            return
+        time.sleep(0.5)
+    raise DemoFailed(f"workers not live after 300 s; see logs in {log_dir}")
+
+
+def stop_workers(procs: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+    for _, proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # warm shutdown: a running task finishes first
+    for _, proc in procs:
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def table(jobs: list[Job]) -> str:
+    lines = [f"{'variant':<11} {'jobs':>4} {'ok':>4} {'failed':>6} {'mean score':>10} "
+             f"{'mean ms':>8} {'tok/s':>7}  adapter"]  # fmt: skip
+    for variant in sorted({j.variant for j in jobs}):
+        rows = [j for j in jobs if j.variant == variant]
+        ok = [j for j in rows if j.status == Status.SUCCEEDED and j.llm_outputs]
+        score = sum(j.llm_outputs["overall_score"] for j in ok) / len(ok) if ok else float("nan")
+        ms = sum(j.inference_ms or 0 for j in ok) / len(ok) if ok else float("nan")
+        secs = sum((j.inference_ms or 0) for j in ok) / 1000
+        tps = sum(j.output_tokens or 0 for j in ok) / secs if secs else float("nan")
+        fp = next((j.adapter_fingerprint[:12] for j in ok if j.adapter_fingerprint), "-")
+        lines.append(f"{variant:<11} {len(rows):>4} {len(ok):>4} {len(rows) - len(ok):>6} "
+                     f"{score:>10.2f} {ms:>8.0f} {tps:>7.0f}  {fp}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    if not 0 <= args.split <= 1:
+        raise DemoFailed("--split must be between 0 and 1")
+    plan = prepare(get_settings())
+    settings = plan.settings
+    migrate.upgrade(settings.resolved_database_url)
+    print(f"Database {mask_url(settings.resolved_database_url)}; broker "
+          f"{mask_url(settings.resolved_broker_url)}", file=sys.stderr)  # fmt: skip
+    log_dir = settings.data_dir / "demo-logs"
+    with Client(settings) as client:
+        weights = {"base": 1 - args.split, "fine_tuned": args.split}
+        set_weights(client, ADVISOR, weights, reason="advisor demo", actor=default_actor())
+        procs = start_workers(plan, log_dir)
+        try:
+            print("Starting one base and one fine-tuned worker ...", file=sys.stderr)
+            wait_live(client, procs, log_dir)
+            run_id = f"{time.time():.0f}"
+            items = [SubmitItem(photo(i), ADVISOR, subject=f"demo-{run_id}-{i}")
+                     for i in range(args.jobs)]  # fmt: skip
+            handles = client.submit_many(items)
+            ids = [h.id for h in handles]
+            started = time.monotonic()
+            while True:
+                jobs = [client.status(i) for i in ids]
+                done = sum(Status(j.status) in FINAL_STATUSES for j in jobs)
+                bar = "#" * (30 * done // len(ids))
+                print(f"\r[{bar:<30}] {done}/{len(ids)} jobs", end="", file=sys.stderr)
+                if done == len(ids) or time.monotonic() - started > args.timeout:
+                    break
+                time.sleep(0.5)
+            print(file=sys.stderr)
+        finally:
+            stop_workers(procs)
+    print(table(jobs))
+    took = time.monotonic() - started
+    print(f"{done}/{len(ids)} jobs finished in {took:.1f}s; worker logs in {log_dir}")
+    return 0 if done == len(ids) and all(j.status == Status.SUCCEEDED for j in jobs) else 1
+
+
+def register(sub: Subparsers) -> None:
+    demo = sub.add_parser("demo", help="run the main job end to end on the embedded default")
+    demo.add_argument("--jobs", type=int, default=20, help="photos to submit (default 20)")
+    demo.add_argument("--split", type=float, default=0.5, help="fine-tuned share (default 0.5)")
+    demo.add_argument("--timeout", type=float, default=600, help="seconds to wait for all jobs")
+    demo.set_defaults(handler=cmd_demo)
