@@ -156,7 +156,8 @@ def table(jobs: list[Job]) -> str:
     for variant in sorted({j.variant for j in jobs}):
         rows = [j for j in jobs if j.variant == variant]
         ok = [j for j in rows if j.status == Status.SUCCEEDED and j.llm_outputs]
-        score = sum(j.llm_outputs["overall_score"] for j in ok) / len(ok) if ok else float("nan")
+        scores = [float(j.llm_outputs["overall_score"]) for j in ok if j.llm_outputs]
+        score = sum(scores) / len(scores) if scores else float("nan")
         ms = sum(j.inference_ms or 0 for j in ok) / len(ok) if ok else float("nan")
         secs = sum((j.inference_ms or 0) for j in ok) / 1000
         tps = sum(j.output_tokens or 0 for j in ok) / secs if secs else float("nan")
