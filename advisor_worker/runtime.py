@@ -70,19 +70,13 @@ class WorkerRuntime:
                 self.loaded.variant,
             )
             return "wrong_queue"
-        job = self.repo.find_one(job_id)
-        if job is None:
-            logger.warning("Job %s not found in the database: dropped", job_id)
-            return "missing"
-        if job.variant != self.loaded.variant:
-            # Drained or reassigned after publishing; the job's current queue has its message.
-            logger.info("Job %s was moved to %r; stale message dropped", job_id, job.variant)
-            return "reassigned"
         outcome = self.repo.start(
             job_id,
             self.worker,
             lease_seconds=self.settings.worker_live_window,
             max_attempts=self.settings.max_attempts,
+            # Checked inside the same UPDATE: a drain to base between read and write can't slip in.
+            variant=request.variant,
         )
         if outcome is not StartOutcome.STARTED:
             logger.info("Job %s not started: %s", job_id, outcome.value)

@@ -130,12 +130,6 @@ class Repository:
             raise JobNotFound(f"No job {job_id!r}")
         return _job_from_row(row)
 
-    def find_one(self, job_id: str) -> Job | None:
-        try:
-            return self.get(job_id)
-        except JobNotFound:
-            return None
-
     def find(self, *criteria: Any, limit: int | None = None) -> list[Job]:
         stmt = select(Job).where(*criteria).order_by(Job.queued_at)
         if limit is not None:
