@@ -70,19 +70,25 @@ def start_worker(
         )
     worker = WorkerProcess(variant, proc, log)
     repo = Repository(engine_for(env.values["ADVISOR_DATABASE_URL"]))
-    deadline = time.monotonic() + ready_timeout
+    return wait_until_ready(worker, repo, ready_timeout)
+
+
+def wait_until_ready(worker: WorkerProcess, repo: Repository, timeout: float) -> WorkerProcess:
+    """Until the process has a heartbeat row and Celery logged `ready`; killed if it never does."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if worker.proc.poll() is not None:
             raise AssertionError(
-                f"worker {variant} exited {proc.returncode}:\n{worker.output()[-3000:]}"
+                f"worker {worker.variant} exited {worker.proc.returncode}:\n"
+                f"{worker.output()[-3000:]}"
             )
-        live = [hb for hb in repo.live_workers(60, variant) if hb.pid == proc.pid]
+        live = [hb for hb in repo.live_workers(60, worker.variant) if hb.pid == worker.proc.pid]
         if live and "ready" in worker.output():
             return worker
         time.sleep(0.3)
     worker.kill()
     raise AssertionError(
-        f"worker {variant} not ready in {ready_timeout}s:\n{worker.output()[-3000:]}"
+        f"worker {worker.variant} not ready in {timeout}s:\n{worker.output()[-3000:]}"
     )
 
 
