@@ -26,12 +26,7 @@ SCRIPTS: dict[str, str] = PROJECT["scripts"]
 AWAITING_MODULES = {"advisor-gateway": ("producers/gateway/app.py", "issue 8 (gateway)")}
 # A subcommand that its CLI still rejects as an invalid choice is xfailed; once the CLI knows
 # the name, every flag is checked. Delete the entry when its issue lands.
-AWAITING_SUBCOMMANDS = {
-    ("advisor", "capacity"): "issue 7 (operations)",
-    ("advisor", "report"): "issue 7 (operations)",
-    ("advisor", "guard"): "issue 7 (operations)",
-    ("advisor-worker", "launchd"): "issue 10: wire advisor_worker/launchd.py into the CLI",
-}
+AWAITING_SUBCOMMANDS: dict[tuple[str, str], str] = {}
 
 
 # Imports the console script's module, replaces argparse's parse_args so that it raises once
