@@ -1,0 +1,147 @@
+"""Job endpoints: POST /analyze, GET /jobs/{id}, GET /jobs/{id}/events (server-sent events)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from jobs.errors import InvalidImage
+from producers.client import JobHandle
+from producers.gateway.errors import BrokerUnavailable, JobUnknown
+from producers.gateway.events import is_final, job_events, wait_for
+from producers.gateway.intake import read_submission
+from producers.gateway.schemas import (
+    MAX_WAIT_SECONDS,
+    AnalyzeSubmission,
+    JobAccepted,
+    JobPublic,
+    SubmissionFields,
+    error_responses,
+    job_public,
+    job_urls,
+)
+from producers.gateway.service import GatewayDep
+
+router = APIRouter(tags=["jobs"])
+
+_JOB_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def _multipart_schema() -> dict[str, Any]:
+    fields = SubmissionFields.model_json_schema()
+    properties = {
+        "file": {"type": "string", "format": "binary", "description": "the image file"},
+        "image": {"type": "string", "description": "or: a path under ADVISOR_IMAGE_ROOTS"},
+        **fields["properties"],
+    }
+    return {"type": "object", "properties": properties, "required": fields.get("required", [])}
+
+
+ANALYZE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": AnalyzeSubmission.model_json_schema()},
+            "multipart/form-data": {"schema": _multipart_schema()},
+        },
+    }
+}
+
+
+def checked_job_id(job_id: str) -> str:
+    if not _JOB_ID.match(job_id):
+        raise JobUnknown(
+            f"No job {job_id[:80]!r}: job ids are UUIDs such as those POST /analyze returns"
+        )
+    return job_id
+
+
+def _accepted(handle: JobHandle) -> JobAccepted:
+    status_url, events_url = job_urls(handle.id)
+    return JobAccepted(
+        job_id=handle.id, status="queued", advisor=handle.advisor, variant=handle.variant,
+        assignment=handle.assignment.value, model_used=handle.model_used,
+        weights_version=handle.weights_version, created=handle.created,
+        status_url=status_url, events_url=events_url,
+    )  # fmt: skip
+
+
+@router.post(
+    "/analyze",
+    status_code=202,
+    response_model=JobAccepted,
+    summary="Submit a photo for critique",
+    responses={
+        200: {"model": JobPublic, "description": "finished within `wait` seconds"},
+        **error_responses(400, 413, 415, 422, 503),
+    },
+    openapi_extra=ANALYZE_BODY,
+)
+async def analyze(
+    gateway: GatewayDep,
+    request: Request,
+    response: Response,
+    wait: float = Query(
+        default=0,
+        ge=0,
+        le=MAX_WAIT_SECONDS,
+        description="seconds to wait for the analysis; 200 with it if it finished in time",
+    ),  # fmt: skip
+) -> Any:
+    """A JSON body (`image` path or `image_base64`) or a multipart upload (`file`)."""
+    item = await read_submission(request, gateway.settings)
+    try:
+        handle = await run_in_threadpool(
+            gateway.client.submit, item.image, item.advisor, subject=item.subject,
+            variant=item.variant, idempotency_key=item.idempotency_key,
+        )  # fmt: skip
+    except OSError as exc:
+        # Only the path case reads files here (e.g. a name too long for the filesystem).
+        raise InvalidImage(f"Image {str(item.image)[:200]!r} cannot be read: {exc}") from exc
+    accepted = _accepted(handle)
+    if not handle.published:
+        raise BrokerUnavailable(
+            f"Job {handle.id} is stored but the broker did not take it ({handle.publish_error}); "
+            "it is sent when the broker is back (`advisor republish`)",
+            job_id=handle.id,
+            status_url=accepted.status_url,
+        )
+    if wait > 0:
+        job = await wait_for(gateway.client, handle.id, wait)
+        if is_final(job):
+            public = job_public(job, gateway.settings.max_output_tokens)
+            return JSONResponse(jsonable_encoder(public), status_code=200)
+        accepted.status = job.status
+    response.headers["Location"] = accepted.status_url
+    return accepted
+
+
+@router.get("/jobs/{job_id}", response_model=JobPublic, responses=error_responses(404, 503))
+def get_job(job_id: str, gateway: GatewayDep) -> JobPublic:
+    job = gateway.client.status(checked_job_id(job_id))
+    return job_public(job, gateway.settings.max_output_tokens)
+
+
+@router.get(
+    "/jobs/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "`status`, `progress` and finally one `final` event (the job)",
+        },
+        **error_responses(404, 503),
+    },
+)
+def job_event_stream(job_id: str, gateway: GatewayDep) -> StreamingResponse:
+    gateway.client.status(checked_job_id(job_id))  # 404 before the stream starts
+    return StreamingResponse(
+        job_events(gateway.client, job_id, gateway.settings.max_output_tokens),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,82 @@
+"""The `advisor-gateway` HTTP service: the app factory and its thin main()."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from jobs.errors import AdvisorError
+from jobs.settings import Settings, get_settings
+from jobs.variants import Registry
+from producers.client import Client
+from producers.gateway import api, dashboard, ops, problems
+from producers.gateway.limits import BodyLimit
+from producers.gateway.service import Gateway
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """Photo critique jobs over HTTP. `POST /analyze` queues a job (202) or, with
+`?wait=SECONDS`, returns the finished analysis (200); follow a job with `GET /jobs/{id}` or
+its server-sent events. Errors are `{"error": "<code>", "message": "..."}`."""
+
+
+def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
+    """The ASGI app over one Client; nothing connects until the first request."""
+    settings = settings or get_settings()
+    client = Client(settings, registry=registry)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        client.close()
+
+    app = FastAPI(
+        title="mondrian-advisor gateway", version="1", description=DESCRIPTION, lifespan=lifespan
+    )
+    app.state.gateway = Gateway(settings, client)
+    problems.install(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.gateway_max_body_bytes)
+    app.include_router(api.router)
+    app.include_router(ops.router)
+    app.include_router(dashboard.router)
+    app.mount("/static", StaticFiles(directory=dashboard.STATIC_DIR), name="static")
+    return app
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="advisor-gateway",
+        description="HTTP gateway: POST /analyze, GET /jobs/{id} (+ /events), /health, "
+        "/rollouts, /report, /metrics, /dashboard. Configured by ADVISOR_* variables.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import uvicorn
+
+    try:
+        settings = get_settings()
+        logging.basicConfig(
+            level=settings.log_level, stream=sys.stderr,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )  # fmt: skip
+        app = create_app(settings)
+    except AdvisorError as exc:
+        print(f"advisor-gateway: error: {exc}", file=sys.stderr)
+        return 1
+    uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level.lower())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

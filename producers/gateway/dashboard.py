@@ -1,0 +1,98 @@
+"""The dashboard: an HTML page (static, Chart.js vendored) and the JSON it refreshes from."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse
+from sqlalchemy import select
+
+from jobs.contracts import Status
+from jobs.models import Job
+from jobs.repository import as_utc, utcnow
+from producers import rollout
+from producers.client import Client
+from producers.gateway.ops import finite
+from producers.gateway.schemas import error_responses
+from producers.gateway.service import GatewayDep
+from producers.gateway.status import health
+from producers.report import build_report
+
+STATIC_DIR = Path(__file__).parent / "static"
+SCORE_BINS = [str(n) for n in range(1, 11)]  # bin k holds overall scores in [k, k+1); 10 is 10
+MAX_TIMING_POINTS = 500
+
+router = APIRouter(tags=["dashboard"])
+
+
+def _score_bin(score: float) -> int:
+    return min(10, max(1, math.floor(score))) - 1
+
+
+def dashboard_data(client: Client, broker_app: Celery, hours: float) -> dict[str, Any]:
+    """Split, queues and workers, and the series the charts draw, over the last `hours`."""
+    now = utcnow()
+    since = now - timedelta(hours=hours)
+    state = health(client, broker_app)
+    split = [
+        {"advisor": r.weights.advisor, "weights": dict(r.weights.weights),
+         "version": r.weights.version, "variants": r.variants, "live": r.live_variants}
+        for r in rollout.show(client)
+    ]  # fmt: skip
+    stmt = (
+        select(Job.variant, Job.completed_at, Job.inference_ms, Job.llm_outputs)
+        .where(Job.status == Status.SUCCEEDED, Job.completed_at >= since)
+        .order_by(Job.completed_at.desc())
+        .limit(MAX_TIMING_POINTS)
+    )
+    with client.engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    scores: dict[str, list[int]] = defaultdict(lambda: [0] * len(SCORE_BINS))
+    timing: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for variant, completed_at, inference_ms, outputs in reversed(rows):
+        overall = (outputs or {}).get("overall_score")
+        if isinstance(overall, int | float):
+            scores[variant][_score_bin(float(overall))] += 1
+        done = as_utc(completed_at)
+        if inference_ms is not None and done is not None:
+            timing[variant].append(
+                {"minutes_ago": round((done - now).total_seconds() / 60, 2),
+                 "seconds": inference_ms / 1000, "at": done.isoformat()}
+            )  # fmt: skip
+    report = build_report(client.engine, days=hours / 24, advisor=None, now=now)
+    failures = [
+        {"variant": v.variant, "succeeded": v.finished, "failed": sum(v.failed.values()),
+         "in_flight": v.in_flight, "failure_rate": v.failure_rate, "by_kind": v.failed}
+        for v in report.variants
+    ]  # fmt: skip
+    return finite(
+        {
+            "generated_at": now.isoformat(),
+            "hours": hours,
+            "health": state.model_dump(mode="json"),
+            "split": split,
+            "scores": {"bins": SCORE_BINS, "variants": dict(scores)},
+            "inference": dict(timing),
+            "failures": failures,
+        }
+    )
+
+
+@router.get("/dashboard", response_class=FileResponse, include_in_schema=False)
+def get_dashboard() -> FileResponse:
+    return FileResponse(STATIC_DIR / "dashboard.html", media_type="text/html")
+
+
+@router.get("/dashboard/data", responses=error_responses(422, 503))
+def get_dashboard_data(
+    gateway: GatewayDep,
+    hours: float = Query(default=24.0, gt=0, le=24 * 90, description="window in hours"),
+) -> dict[str, Any]:
+    """What the dashboard page draws; it fetches this every few seconds."""
+    return dashboard_data(gateway.client, gateway.client.publisher.app, hours)

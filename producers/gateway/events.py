@@ -1,0 +1,90 @@
+"""Following a job from the event loop: waiting for it, and its server-sent events."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+
+from jobs.contracts import FINAL_STATUSES, Status
+from jobs.models import Job
+from producers.client import Client
+from producers.gateway.schemas import job_public
+
+logger = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.25
+# A comment line now and then keeps proxies from closing a quiet stream.
+KEEPALIVE_SECONDS = 15.0
+
+
+def is_final(job: Job) -> bool:
+    return Status(job.status) in FINAL_STATUSES
+
+
+async def wait_for(client: Client, job_id: str, timeout: float) -> Job:
+    """The job once final, or as it stands when `timeout` runs out; never blocks the loop."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = await run_in_threadpool(client.status, job_id)
+        remaining = deadline - time.monotonic()
+        if is_final(job) or remaining <= 0:
+            return job
+        await anyio.sleep(min(POLL_SECONDS, remaining))
+
+
+def sse(event: str, data: Any) -> str:
+    """One server-sent event; `data` is JSON on a single line."""
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'), default=str)}\n\n"
+
+
+def _brief(job: Job, max_output_tokens: int) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "status": job.status,
+        "variant": job.variant,
+        "progress": job.progress or 0,
+        "max_output_tokens": max_output_tokens,
+    }
+
+
+async def job_events(client: Client, job_id: str, max_output_tokens: int) -> AsyncIterator[str]:
+    """`status` on every status change, `progress` on every new token count while running,
+    then one `final` event carrying the whole job; the stream ends there."""
+    yield "retry: 2000\n\n"
+    status: str | None = None
+    progress: int | None = None
+    quiet_since = time.monotonic()
+    while True:
+        try:
+            job = await run_in_threadpool(client.status, job_id)
+        except SQLAlchemyError as exc:
+            logger.warning("events for %s: database error %s", job_id, type(exc).__name__)
+            yield sse("error", {"error": "database_unavailable", "message": str(exc)[:300]})
+            return
+        if is_final(job):
+            yield sse("final", job_public(job, max_output_tokens).model_dump(mode="json"))
+            return
+        sent = False
+        if job.status != status:
+            status = job.status
+            yield sse("status", _brief(job, max_output_tokens))
+            sent = True
+        if job.status == Status.RUNNING and (job.progress or 0) != progress:
+            progress = job.progress or 0
+            if progress > 0:
+                yield sse("progress", _brief(job, max_output_tokens))
+                sent = True
+        now = time.monotonic()
+        if sent:
+            quiet_since = now
+        elif now - quiet_since >= KEEPALIVE_SECONDS:
+            quiet_since = now
+            yield ": keep-alive\n\n"
+        await anyio.sleep(POLL_SECONDS)

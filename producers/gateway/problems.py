@@ -1,0 +1,109 @@
+"""The one place exceptions become HTTP answers: `{"error": "<code>", "message": "..."}`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException
+
+from jobs.errors import InvalidImage, InvalidWeights, JobNotFound, UnknownAdvisor, UnknownVariant
+from producers.errors import InvalidSubmission, PublishFailed
+from producers.gateway.errors import GatewayError, Unauthorized
+
+logger = logging.getLogger(__name__)
+
+# Foreign exceptions (raised below the gateway) and what each means to an HTTP client.
+FOREIGN: tuple[tuple[type[Exception], int, str], ...] = (
+    (JobNotFound, 404, "job_not_found"),
+    (InvalidImage, 400, "invalid_image"),
+    (UnknownAdvisor, 422, "unknown_advisor"),
+    (UnknownVariant, 422, "unknown_variant"),
+    (InvalidSubmission, 422, "invalid_submission"),
+    (InvalidWeights, 422, "invalid_weights"),
+    (PublishFailed, 503, "broker_unavailable"),
+    (OperationalError, 503, "database_unavailable"),
+    (InterfaceError, 503, "database_unavailable"),
+    (PoolTimeout, 503, "database_unavailable"),
+)
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
+RETRY_AFTER_SECONDS = "5"
+
+
+def problem(
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    """The error body every endpoint answers with."""
+    return JSONResponse(
+        {"error": code, "message": message, **extra}, status_code=status, headers=headers
+    )
+
+
+def _one_line(exc: BaseException) -> str:
+    # SQLAlchemy's text carries the SQL and its parameters; the driver's first line is enough.
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return (text.splitlines() or [type(exc).__name__])[0]
+
+
+def _headers_for(status: int, exc: BaseException) -> dict[str, str] | None:
+    if isinstance(exc, Unauthorized):
+        return {"WWW-Authenticate": "Bearer"}
+    if status == 503:
+        return {"Retry-After": RETRY_AFTER_SECONDS}
+    return None
+
+
+async def _gateway_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, GatewayError)
+    return problem(exc.status, exc.code, exc.message, _headers_for(exc.status, exc), **exc.extra)
+
+
+async def _foreign(_request: Request, exc: Exception) -> JSONResponse:
+    for kind, status, code in FOREIGN:
+        if isinstance(exc, kind):
+            message = _one_line(exc)
+            if code == "database_unavailable":
+                logger.warning("database error: %s", message)
+                message = f"Database unavailable or not migrated: {message}"
+            return problem(status, code, message, _headers_for(status, exc))
+    return await _internal(_request, exc)
+
+
+async def _validation(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = [
+        {"loc": [str(part) for part in err.get("loc", ())], "msg": str(err.get("msg", ""))}
+        for err in exc.errors()
+    ]
+    summary = "; ".join(f"{'.'.join(d['loc'][1:]) or d['loc'][0]}: {d['msg']}" for d in details)
+    return problem(422, "validation_error", summary or "Invalid request", details=details)
+
+
+async def _http(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+    return problem(exc.status_code, code, str(exc.detail), dict(exc.headers or {}) or None)
+
+
+async def _internal(_request: Request, exc: Exception) -> JSONResponse:
+    logger.error("Unhandled %s", type(exc).__name__, exc_info=exc)
+    return problem(500, "internal_error", f"Internal error ({type(exc).__name__}); see the log")
+
+
+def install(app: FastAPI) -> None:
+    """Register every mapping above on `app`."""
+    app.add_exception_handler(GatewayError, _gateway_error)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(HTTPException, _http)
+    for kind, _status, _code in FOREIGN:
+        app.add_exception_handler(kind, _foreign)
+    app.add_exception_handler(Exception, _internal)

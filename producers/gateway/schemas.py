@@ -1,0 +1,204 @@
+"""The gateway's request and response bodies, named by role."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from jobs.models import Job
+from jobs.rollouts import Weights
+
+# No control characters: they have no place in paths, names or keys (PostgreSQL refuses NUL).
+PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+MAX_WAIT_SECONDS = 600.0
+
+
+class ErrorBody(BaseModel):
+    """Every error answer; some carry extra fields (`details`, `job_id`, `limit`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str = Field(description="stable machine-readable code, e.g. unknown_advisor")
+    message: str = Field(description="what went wrong and the way out, for people")
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for these error statuses."""
+    return {code: {"model": ErrorBody} for code in codes}
+
+
+class SubmissionFields(BaseModel):
+    """What every POST /analyze names besides the image (multipart: these form fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    advisor: str = Field(min_length=1, max_length=64, pattern=PRINTABLE, examples=["ansel"])
+    subject: str | None = Field(
+        default=None, min_length=1, max_length=200, pattern=PRINTABLE,
+        description="sticky routing key (default: the image's sha256)",
+    )  # fmt: skip
+    variant: str | None = Field(
+        default=None, min_length=1, max_length=63, pattern=PRINTABLE,
+        description="force a variant, bypassing the split",
+    )  # fmt: skip
+    idempotency_key: str | None = Field(
+        default=None, min_length=1, max_length=200, pattern=PRINTABLE,
+        description="resubmitting with the same key returns the same job",
+    )  # fmt: skip
+
+
+class AnalyzeSubmission(SubmissionFields):
+    """POST /analyze as JSON: an image path under the allowed roots, or the image's bytes."""
+
+    image: str | None = Field(
+        default=None, min_length=1, max_length=4096, pattern=PRINTABLE,
+        description="a path under ADVISOR_IMAGE_ROOTS (relative to a root, or absolute)",
+    )  # fmt: skip
+    image_base64: str | None = Field(default=None, description="the image file, base64")
+
+    @model_validator(mode="after")
+    def _one_image(self) -> AnalyzeSubmission:
+        if (self.image is None) == (self.image_base64 is None):
+            raise ValueError("give exactly one of `image` (a path) and `image_base64`")
+        return self
+
+
+class JobAccepted(BaseModel):
+    """A job that was queued (202): where to follow it."""
+
+    job_id: str
+    status: str
+    advisor: str
+    variant: str
+    assignment: str
+    model_used: str
+    weights_version: int
+    created: bool = Field(description="false: an earlier submit with this idempotency key")
+    status_url: str
+    events_url: str
+
+
+class JobPublic(BaseModel):
+    """A job as clients see it; `analysis` is the validated Analysis once it succeeded."""
+
+    id: str
+    status: str
+    advisor: str
+    variant: str
+    assignment: str
+    model_used: str
+    weights_version: int
+    subject: str
+    attempts: int
+    progress: int = Field(description="output tokens generated so far")
+    max_output_tokens: int
+    published: bool
+    publish_error: str | None
+    queued_at: datetime | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    queue_wait_ms: int | None
+    inference_ms: int | None
+    prompt_tokens: int | None
+    output_tokens: int | None
+    base_model: str | None
+    adapter_fingerprint: str | None
+    error_kind: str | None
+    error: str | None
+    analysis: dict[str, Any] | None
+    status_url: str
+    events_url: str
+
+
+def job_urls(job_id: str) -> tuple[str, str]:
+    return f"/jobs/{job_id}", f"/jobs/{job_id}/events"
+
+
+def job_public(job: Job, max_output_tokens: int) -> JobPublic:
+    status_url, events_url = job_urls(job.id)
+    return JobPublic(
+        id=job.id, status=job.status, advisor=job.advisor, variant=job.variant,
+        assignment=job.assignment, model_used=job.model_used,
+        weights_version=job.weights_version, subject=job.subject, attempts=job.attempts,
+        progress=job.progress or 0, max_output_tokens=max_output_tokens,
+        published=job.published_at is not None, publish_error=job.publish_error,
+        queued_at=job.queued_at, started_at=job.started_at, completed_at=job.completed_at,
+        queue_wait_ms=job.queue_wait_ms, inference_ms=job.inference_ms,
+        prompt_tokens=job.prompt_tokens, output_tokens=job.output_tokens,
+        base_model=job.base_model, adapter_fingerprint=job.adapter_fingerprint,
+        error_kind=job.error_kind, error=job.error, analysis=job.llm_outputs,
+        status_url=status_url, events_url=events_url,
+    )  # fmt: skip
+
+
+class DependencyHealth(BaseModel):
+    ok: bool
+    detail: str
+
+
+class QueueHealth(BaseModel):
+    queue: str
+    variant: str
+    live_workers: int | None = Field(description="workers with a fresh heartbeat (null: unknown)")
+    depth: int | None = Field(description="messages waiting in the broker (null: unknown)")
+
+
+class HealthReport(BaseModel):
+    """`down` (503) when the database or the broker is unreachable."""
+
+    status: Literal["ok", "degraded", "down"]
+    database: DependencyHealth
+    broker: DependencyHealth
+    queues: list[QueueHealth]
+
+
+class RolloutPublic(BaseModel):
+    advisor: str
+    weights: dict[str, float]
+    version: int
+    updated_at: datetime | None
+    updated_by: str
+    reason: str
+    variants: list[str] = Field(description="variants that may serve this advisor")
+    live: list[str] = Field(description="of those, the ones with a live worker")
+
+
+def rollout_public(weights: Weights, variants: list[str], live: list[str]) -> RolloutPublic:
+    return RolloutPublic(
+        advisor=weights.advisor, weights=dict(weights.weights), version=weights.version,
+        updated_at=weights.updated_at, updated_by=weights.updated_by, reason=weights.reason,
+        variants=variants, live=live,
+    )  # fmt: skip
+
+
+class RolloutUpdate(BaseModel):
+    """PUT /rollouts/{advisor}: the new weights (normalised to sum 1) and why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weights: dict[str, float] = Field(examples=[{"base": 0.9, "fine_tuned": 0.1}])
+    reason: str = Field(min_length=1, max_length=2000, pattern=PRINTABLE)
+    actor: str | None = Field(
+        default=None, min_length=1, max_length=120, pattern=PRINTABLE,
+        description="who asks, for the audit trail (default: gateway@HOST)",
+    )  # fmt: skip
+
+
+class RollbackRequest(BaseModel):
+    """POST /rollouts/{advisor}/rollback: every non-base weight to 0, optionally draining."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=2000, pattern=PRINTABLE)
+    drain: bool = Field(default=False, description="also move queued jobs to base")
+    actor: str | None = Field(default=None, min_length=1, max_length=120, pattern=PRINTABLE)
+
+
+class RollbackPublic(BaseModel):
+    advisor: str
+    weights: dict[str, float]
+    version: int
+    drained: list[str] = Field(description="ids of queued jobs moved to base")
+    republished: int
