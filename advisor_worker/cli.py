@@ -110,6 +110,7 @@ def _run(variant_name: str) -> int:
     from advisor_worker.celery_app import app, bind_runtime
     from advisor_worker.heartbeat import Heartbeat
     from advisor_worker.runtime import WorkerRuntime
+    from advisor_worker.watchdog import Watchdog
     from jobs.contracts import queue_for
     from jobs.db import engine_for
     from jobs.repository import Repository
@@ -144,7 +145,10 @@ def _run(variant_name: str) -> int:
         lease_seconds=settings.worker_live_window,
     )
     heartbeat.start()
-    bind_runtime(WorkerRuntime(settings, repo, provider, loaded, heartbeat))
+    # Solo pool: Celery's own hard limit needs a child process, so a thread enforces it.
+    watchdog = Watchdog(settings.task_time_limit)
+    watchdog.start()
+    bind_runtime(WorkerRuntime(settings, repo, provider, loaded, heartbeat, watchdog))
     try:
         # Solo pool: MLX state must not cross a fork, and one process serves one model.
         app.worker_main(
@@ -153,6 +157,7 @@ def _run(variant_name: str) -> int:
         )  # fmt: skip
     finally:
         bind_runtime(None)
+        watchdog.stop()
         heartbeat.stop()
         provider.close()
     return 0

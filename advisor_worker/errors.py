@@ -26,3 +26,7 @@ class GenerationTimeout(WorkerError):
         super().__init__(message)
         self.partial = partial
         self.output_tokens = output_tokens
+
+
+class DatabaseUnavailable(WorkerError):
+    """The database stayed unreachable past the retry deadline; the job's lease will expire."""

@@ -16,7 +16,7 @@ from mlx_vlm.prompt_utils import apply_chat_template
 from mlx_vlm.utils import prepare_inputs
 from PIL import Image
 
-from advisor_worker.errors import WorkerError
+from advisor_worker.errors import GenerationTimeout, WorkerError
 from advisor_worker.structured import json_schema_constraint
 
 logger = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ def generate_json(
     temperature: float,
     seed: int | None = None,
     on_progress: Callable[[int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     top_p: float | None = None,
     top_k: int | None = None,
@@ -76,6 +77,8 @@ def generate_json(
     is required so the checkpoint's generation_config cannot choose it silently; `top_p` and
     `top_k` left at None do come from there. `on_progress` gets the output token count after
     each token: keep it cheap. "length" means `max_tokens` ran out before the JSON closed.
+    `should_stop` is asked before decoding and after every token; when it says so,
+    GenerationTimeout carries the partial text out.
     """
     prompt = build_prompt(model, processor, system_prompt, user_text)
     constraint = json_schema_constraint(processor.tokenizer, schema)
@@ -100,12 +103,27 @@ def generate_json(
     reported = 0
     # mlx-vlm annotates `image` as paths but takes PIL images too (utils.process_image).
     images: list[Any] = [cap_pixels(image, max_pixels)]
-    for response in stream_generate(model, processor, prompt, image=images, **options):
-        pieces.append(response.text)
-        last = response
-        if on_progress is not None and response.generation_tokens > reported:
-            reported = response.generation_tokens
-            on_progress(reported)
+    if should_stop is not None and should_stop():
+        raise GenerationTimeout("Time ran out before decoding started", "", 0)
+    stream = stream_generate(model, processor, prompt, image=images, **options)
+    try:
+        for response in stream:
+            pieces.append(response.text)
+            last = response
+            if on_progress is not None and response.generation_tokens > reported:
+                reported = response.generation_tokens
+                on_progress(reported)
+            if should_stop is not None and should_stop():
+                tokens = int(response.generation_tokens)
+                raise GenerationTimeout(
+                    f"Time ran out after {tokens} output tokens "
+                    f"({time.perf_counter() - started:.1f}s)",
+                    "".join(pieces),
+                    tokens,
+                )
+    finally:
+        # Closing the generator now (not at garbage collection) ends mlx-vlm's decoding loop.
+        stream.close()
     seconds = time.perf_counter() - started
     if last is None:
         raise WorkerError("mlx-vlm's stream_generate yielded nothing")

@@ -127,7 +127,6 @@ class ModelProvider:
     ) -> generation.GenerationResult:
         if self.model is None:
             raise ModelLoadFailed("generate() before load()")
-        # should_stop (the soft time limit) is not enforced by generate_json yet.
         return generation.generate_json(
             self.model,
             self.processor,
@@ -139,6 +138,7 @@ class ModelProvider:
             temperature=temperature,
             seed=seed,
             on_progress=on_progress,
+            should_stop=should_stop,
         )
 
     def close(self) -> None:

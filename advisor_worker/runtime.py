@@ -6,15 +6,20 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from advisor_worker import prompts
+from advisor_worker.backoff import call_with_backoff
 from advisor_worker.errors import GenerationTimeout, InvalidOutput
 from advisor_worker.heartbeat import Heartbeat
 from advisor_worker.provider import LoadedVariant, ModelProvider
+from advisor_worker.watchdog import Watchdog
 from jobs.advisors import get_persona
 from jobs.analysis import SCHEMA_VERSION, Analysis, GeneratedAnalysis, generation_schema
 from jobs.contracts import AnalyzeRequest, ErrorKind
@@ -24,8 +29,11 @@ from jobs.repository import Outcome, Repository, StartOutcome
 from jobs.settings import Settings
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PROGRESS_EVERY_SECONDS = 1.0
+# Database retries give up this long before the hard limit, so the task ends on its own terms.
+RETRY_MARGIN_SECONDS = 1.0
 
 
 class BadRequest(Exception):
@@ -45,6 +53,9 @@ class WorkerRuntime:
     provider: ModelProvider
     loaded: LoadedVariant
     heartbeat: Heartbeat
+    # The hard time limit; None (tests, `check`) leaves only the soft one.
+    watchdog: Watchdog | None = None
+    _retry_until: float = field(default=0.0, init=False, repr=False)
 
     @property
     def worker(self) -> str:
@@ -55,8 +66,26 @@ class WorkerRuntime:
         s = self.settings
         return Limits(s.max_image_bytes, s.max_image_pixels, s.max_image_side)
 
-    def handle(self, payload: dict[str, Any]) -> str:
+    def handle(self, payload: Any) -> str:
         """Process one message and say what happened; bad input fails the job, never the worker."""
+        job_id = payload.get("job_id") if isinstance(payload, dict) else None
+        with self._armed(str(job_id)) as deadline:
+            self._retry_until = deadline - RETRY_MARGIN_SECONDS
+            return self._handle(payload)
+
+    @contextmanager
+    def _armed(self, label: str) -> Iterator[float]:
+        if self.watchdog is None:
+            yield time.monotonic() + self.settings.task_time_limit
+            return
+        with self.watchdog.armed(label) as deadline:
+            yield deadline
+
+    def _db(self, what: str, fn: Callable[[], T]) -> T:
+        """A repository call that waits out a database outage until just before the hard limit."""
+        return call_with_backoff(fn, what=what, deadline=self._retry_until)
+
+    def _handle(self, payload: Any) -> str:
         try:
             request = AnalyzeRequest.model_validate(payload)
         except ValidationError as exc:
@@ -70,41 +99,52 @@ class WorkerRuntime:
                 self.loaded.variant,
             )
             return "wrong_queue"
-        outcome = self.repo.start(
-            job_id,
-            self.worker,
-            lease_seconds=self.settings.worker_live_window,
-            max_attempts=self.settings.max_attempts,
-            # Checked inside the same UPDATE: a drain to base between read and write can't slip in.
-            variant=request.variant,
+        outcome = self._db(
+            f"Starting job {job_id}",
+            lambda: self.repo.start(
+                job_id,
+                self.worker,
+                lease_seconds=self.settings.worker_live_window,
+                max_attempts=self.settings.max_attempts,
+                # Checked inside the same UPDATE: a drain to base between read and write can't
+                # slip in.
+                variant=request.variant,
+            ),
         )
         if outcome is not StartOutcome.STARTED:
             logger.info("Job %s not started: %s", job_id, outcome.value)
             return outcome.value
-        self.repo.attach_variant_identity(
-            job_id, self.worker, self.loaded.base_model, self.loaded.adapter_fingerprint
+        self._db(
+            f"Recording the variant of job {job_id}",
+            lambda: self.repo.attach_variant_identity(
+                job_id, self.worker, self.loaded.base_model, self.loaded.adapter_fingerprint
+            ),
         )
-        self.repo.set_queue_wait(job_id, self.worker)
+        self._db(
+            f"Recording the queue wait of job {job_id}",
+            lambda: self.repo.set_queue_wait(job_id, self.worker),
+        )
         self.heartbeat.current_job, self.heartbeat.current_tokens = job_id, 0
         try:
             return self._run(job_id, request)
         finally:
             self.heartbeat.current_job = None
-            self.repo.count_done(self.worker)
+            try:
+                self.repo.count_done(self.worker)
+            except SQLAlchemyError as exc:
+                # A statistic only; it must not hide how the job itself ended.
+                logger.warning("Could not count job %s as done: %s", job_id, type(exc).__name__)
 
     def _run(self, job_id: str, request: AnalyzeRequest) -> str:
         try:
             image = load_for_model(self._image_bytes(request.image_ref), self.limits)
             persona = get_persona(request.advisor)
         except InvalidImage as exc:
-            self.repo.fail(job_id, ErrorKind.INVALID_IMAGE, str(exc), worker=self.worker)
-            return ErrorKind.INVALID_IMAGE.value
+            return self._fail(job_id, ErrorKind.INVALID_IMAGE, str(exc))
         except UnknownAdvisor as exc:
-            self.repo.fail(job_id, ErrorKind.UNKNOWN_ADVISOR, str(exc), worker=self.worker)
-            return ErrorKind.UNKNOWN_ADVISOR.value
+            return self._fail(job_id, ErrorKind.UNKNOWN_ADVISOR, str(exc))
         except BadRequest as exc:
-            self.repo.fail(job_id, exc.kind, str(exc), worker=self.worker)
-            return exc.kind.value
+            return self._fail(job_id, exc.kind, str(exc))
         deadline = time.monotonic() + self.settings.soft_time_limit
         last = [0.0]
 
@@ -113,9 +153,14 @@ class WorkerRuntime:
             now = time.monotonic()
             if now - last[0] >= PROGRESS_EVERY_SECONDS:
                 last[0] = now
-                self.repo.record_progress(
-                    job_id, self.worker, tokens, lease_seconds=self.settings.worker_live_window
-                )
+                try:
+                    self.repo.record_progress(
+                        job_id, self.worker, tokens, lease_seconds=self.settings.worker_live_window
+                    )
+                except SQLAlchemyError as exc:
+                    # Progress is advisory: a database blip must not abort the generation.
+                    logger.warning("Progress of job %s not recorded: %s", job_id,
+                                   type(exc).__name__)  # fmt: skip
 
         started = time.perf_counter()
         try:
@@ -131,37 +176,59 @@ class WorkerRuntime:
                 should_stop=lambda: time.monotonic() > deadline,
             )
         except GenerationTimeout as exc:
-            self.repo.fail(
-                job_id, ErrorKind.TIMEOUT, str(exc), worker=self.worker,
-                raw_output=exc.partial, output_tokens=exc.output_tokens,
-                inference_ms=_ms_since(started),
+            message = (
+                f"Soft time limit of {self.settings.soft_time_limit}s reached: {exc}; the partial "
+                "output is kept in raw_output. Raise ADVISOR_TASK_TIME_LIMIT or lower "
+                "ADVISOR_MAX_OUTPUT_TOKENS"
+            )
+            return self._fail(
+                job_id, ErrorKind.TIMEOUT, message, raw_output=exc.partial,
+                output_tokens=exc.output_tokens, inference_ms=_ms_since(started),
             )  # fmt: skip
-            return ErrorKind.TIMEOUT.value
         inference_ms = _ms_since(started)
         try:
             analysis = parse_analysis(
                 result.text, result.finish_reason, self.settings.max_output_tokens
             )
         except InvalidOutput as exc:
-            self.repo.fail(
-                job_id, ErrorKind.INVALID_OUTPUT, str(exc), worker=self.worker,
-                raw_output=result.text, output_tokens=result.output_tokens,
-                inference_ms=inference_ms,
+            return self._fail(
+                job_id, ErrorKind.INVALID_OUTPUT, str(exc), raw_output=result.text,
+                output_tokens=result.output_tokens, inference_ms=inference_ms,
             )  # fmt: skip
-            return ErrorKind.INVALID_OUTPUT.value
-        recorded = self.repo.succeed(
-            job_id,
-            self.worker,
-            Outcome(
-                llm_outputs=analysis.model_dump(mode="json"),
-                raw_output=result.text,
-                prompt_tokens=result.prompt_tokens,
-                output_tokens=result.output_tokens,
-                inference_ms=inference_ms,
-                schema_version=SCHEMA_VERSION,
-            ),
+        outcome = Outcome(
+            llm_outputs=analysis.model_dump(mode="json"),
+            raw_output=result.text,
+            prompt_tokens=result.prompt_tokens,
+            output_tokens=result.output_tokens,
+            inference_ms=inference_ms,
+            schema_version=SCHEMA_VERSION,
         )
-        return "succeeded" if recorded else "lost_lease"
+        recorded = self._db(
+            f"Recording the analysis of job {job_id}",
+            lambda: self.repo.succeed(job_id, self.worker, outcome),
+        )
+        if not recorded:
+            return self._lost(job_id, "succeeded")
+        return "succeeded"
+
+    def _fail(self, job_id: str, kind: ErrorKind, message: str, **details: Any) -> str:
+        """Record a failure, waiting out a database outage; returns the error kind."""
+        recorded = self._db(
+            f"Recording the failure of job {job_id}",
+            lambda: self.repo.fail(job_id, kind, message, worker=self.worker, **details),
+        )
+        return kind.value if recorded else self._lost(job_id, kind.value)
+
+    def _lost(self, job_id: str, result: str) -> str:
+        # The guarded write refused: the lease expired and the job went elsewhere (or finished).
+        logger.warning(
+            "Job %s %s here but was no longer held by %s (lease lost); outcome discarded, "
+            "the job's current holder decides it",
+            job_id,
+            result,
+            self.worker,
+        )
+        return "lost_lease"
 
     def _image_bytes(self, ref: str) -> bytes:
         if ref.startswith(STORED_PREFIX):
@@ -184,7 +251,13 @@ class WorkerRuntime:
         job_id = payload.get("job_id") if isinstance(payload, dict) else None
         logger.error("Malformed analyze payload (job %s): %s", job_id, problems)
         if isinstance(job_id, str) and job_id:
-            self.repo.fail(job_id, ErrorKind.INVALID_REQUEST, f"Malformed task payload: {problems}")
+            message = f"Malformed task payload: {problems}"
+            recorded = self._db(
+                f"Recording the malformed payload of job {job_id}",
+                lambda: self.repo.fail(job_id, ErrorKind.INVALID_REQUEST, message),
+            )
+            if not recorded:
+                logger.error("Job %s of the malformed payload is unknown or already final", job_id)
         return "malformed"
 
 

@@ -1,0 +1,77 @@
+"""The hard time limit: the solo pool has none, so a thread ends a process whose task overruns."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+logger = logging.getLogger(__name__)
+
+# EX_SOFTWARE: the supervisor (launchd, systemd, compose) sees a failure and restarts us.
+EXIT_HARD_LIMIT = 70
+
+
+class Watchdog:
+    """Arm it around a task; past `limit_seconds` the process exits at once (os._exit).
+
+    The unacknowledged message is then redelivered (acks late, reject on worker lost) or
+    recovered by the sweep, and the job's attempts count the lost run.
+    """
+
+    def __init__(self, limit_seconds: float, *, poll_seconds: float = 0.5) -> None:
+        self.limit_seconds = limit_seconds
+        self.poll_seconds = poll_seconds
+        self._lock = threading.Lock()
+        self._deadline: float | None = None
+        self._label = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="watchdog", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.poll_seconds + 1)
+
+    @property
+    def deadline(self) -> float | None:
+        """When the armed task will be killed (time.monotonic()), or None when idle."""
+        return self._deadline
+
+    @contextmanager
+    def armed(self, label: str) -> Iterator[float]:
+        """Guard one task; yields its deadline."""
+        deadline = time.monotonic() + self.limit_seconds
+        with self._lock:
+            self._deadline, self._label = deadline, label
+        try:
+            yield deadline
+        finally:
+            with self._lock:
+                self._deadline, self._label = None, ""
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            with self._lock:
+                deadline, label = self._deadline, self._label
+            if deadline is not None and time.monotonic() > deadline:
+                self._expire(label)
+
+    def _expire(self, label: str) -> None:
+        logger.critical(
+            "Task %s ran past the hard time limit of %gs (ADVISOR_TASK_TIME_LIMIT); exiting so "
+            "it is redelivered, this attempt counting toward ADVISOR_MAX_ATTEMPTS",
+            label,
+            self.limit_seconds,
+        )
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        sys.stderr.flush()
+        # No cleanup: the stuck thread may hold locks that a normal exit would wait on.
+        os._exit(EXIT_HARD_LIMIT)
