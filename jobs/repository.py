@@ -367,6 +367,30 @@ class Repository:
     def expired_running(self, limit: int = 500) -> list[Job]:
         return self.find(Job.status == Status.RUNNING, Job.lease_until < utcnow(), limit=limit)
 
+    def give_up(self, job_id: str, max_attempts: int) -> bool:
+        """running with an expired lease and no attempts left -> failed as poison."""
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(Job)
+                .where(
+                    Job.id == job_id,
+                    Job.status == Status.RUNNING,
+                    Job.lease_until < utcnow(),
+                    Job.attempts >= max_attempts,
+                )
+                .values(
+                    status=Status.FAILED,
+                    completed_at=utcnow(),
+                    error_kind=ErrorKind.POISON,
+                    error=(
+                        f"Gave up after {max_attempts} attempts that never finished "
+                        "(each killed or lost its worker); inspect the input and resubmit"
+                    ),
+                    lease_until=None,
+                )
+            )
+        return res.rowcount == 1
+
     def _update_running(self, job_id: str, worker: str, **values: Any) -> bool:
         with self.engine.begin() as conn:
             res = conn.execute(
