@@ -1,0 +1,203 @@
+"""The recovery sweep: jobs of dead workers re-queued (or given up as poison), lost messages resent.
+
+The database is the source of truth; the broker only carries wake-ups. A round:
+1. a `running` job whose lease expired (its worker's heartbeat stopped) goes back to `queued`,
+   or fails as poison once it has used ADVISOR_MAX_ATTEMPTS;
+2. a `queued` job published longer ago than the live window, while its variant's broker
+   queue is empty, lost its message (a broker restart without persistence, a consumed
+   message whose worker died on the embedded broker): it is published again;
+3. queued jobs never published (publish failed, re-queued, drained) are published.
+A duplicate message is harmless: the worker's guarded start drops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from celery import Celery
+from kombu.exceptions import KombuError
+from sqlalchemy.exc import SQLAlchemyError
+
+from jobs.contracts import SWEEP_TASK, Status, queue_for
+from jobs.errors import AdvisorError
+from jobs.models import Job
+from jobs.repository import utcnow
+from jobs.settings import Settings, get_settings
+from producers.client import Client
+from producers.errors import PublishFailed
+from producers.opscli import one_line, positive
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepReport:
+    requeued: list[str] = field(default_factory=list)
+    poisoned: list[str] = field(default_factory=list)
+    resent: list[str] = field(default_factory=list)  # queued, but their message was lost
+    republished: int = 0  # every publish of this round, the resent ones included
+    publish_error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        text = (
+            f"requeued {len(self.requeued)}, poison {len(self.poisoned)}, "
+            f"lost messages {len(self.resent)}, published {self.republished}"
+        )
+        return text + (f"; publish failed: {self.publish_error}" if self.publish_error else "")
+
+
+def sweep(client: Client, *, limit: int = 500) -> SweepReport:
+    """One recovery round; see the module docstring."""
+    settings, repo = client.settings, client.repository
+    report = SweepReport()
+    for job in repo.expired_running(limit):
+        if job.attempts >= settings.max_attempts:
+            if repo.give_up(job.id, settings.max_attempts):
+                logger.warning("Job %s is poison: %d attempts lost their worker (last %s)",
+                               job.id, job.attempts, job.worker)  # fmt: skip
+                report.poisoned.append(job.id)
+        elif repo.requeue(job.id, f"lease of worker {job.worker} expired; re-queued by the sweep"):
+            logger.warning("Job %s re-queued: worker %s stopped renewing its lease",
+                           job.id, job.worker)  # fmt: skip
+            report.requeued.append(job.id)
+    try:
+        lost = lost_messages(client, limit=limit)
+        if lost:
+            result = client.publish(lost)
+            report.resent = result.sent
+            report.republished += len(result.sent)
+            logger.warning("Resent %d job(s) whose broker message was lost", len(result.sent))
+            if result.error:
+                raise PublishFailed(result.error)
+        report.republished += client.republish(limit)
+    except PublishFailed as exc:
+        # The rows stay queued; the next round tries again.
+        report.publish_error = str(exc)
+        logger.warning("Sweep could not publish: %s", exc)
+    return report
+
+
+def lost_messages(client: Client, *, limit: int = 500) -> list[Job]:
+    """Queued jobs published over a live window ago whose variant's queue is empty."""
+    cutoff = utcnow() - timedelta(seconds=client.settings.worker_live_window)
+    stale = client.repository.find(
+        Job.status == Status.QUEUED, Job.published_at < cutoff, limit=limit
+    )
+    if not stale:
+        return []
+    depths = queue_depths(client.publisher.app, {job.variant for job in stale})
+    return [job for job in stale if depths.get(job.variant) == 0]
+
+
+def queue_depths(app: Celery, variants: Iterable[str]) -> dict[str, int | None]:
+    """Ready messages per variant's queue (a missing queue is empty); None if unknown."""
+    depths: dict[str, int | None] = {}
+    with app.connection_for_read() as conn:
+        for variant in sorted(variants):
+            channel = conn.channel()
+            try:
+                depths[variant] = int(channel.queue_declare(queue_for(variant), passive=True)[1])
+            except conn.channel_errors:
+                depths[variant] = 0  # never declared, or emptied away by the broker
+            except (KombuError, OSError, *conn.connection_errors) as exc:
+                logger.warning("Depth of %s unknown: %s", queue_for(variant), exc)
+                depths[variant] = None
+            finally:
+                _close_quietly(channel, conn)
+    return depths
+
+
+def _close_quietly(channel: Any, conn: Any) -> None:
+    try:
+        channel.close()
+    except (KombuError, OSError, *conn.connection_errors, *conn.channel_errors):
+        pass  # a channel the broker already closed (passive declare of a missing queue)
+
+
+def run_loop(
+    client: Client,
+    *,
+    interval: float,
+    limit: int = 500,
+    stop: threading.Event | None = None,
+    on_round: Callable[[SweepReport], None] | None = None,
+    delay_first: bool = False,
+) -> int:
+    """Sweep every `interval` seconds until `stop` is set; returns the rounds run."""
+    stop = stop or threading.Event()
+    rounds = 0
+    if delay_first and stop.wait(interval):
+        return rounds
+    while True:
+        try:
+            report = sweep(client, limit=limit)
+        except (SQLAlchemyError, KombuError, OSError):
+            # A database or broker blip must not end the sweep; the next round retries.
+            logger.exception("Sweep round failed; retrying in %.0fs", interval)
+        else:
+            if on_round is not None:
+                on_round(report)
+        rounds += 1
+        if stop.wait(interval):
+            return rounds
+
+
+def register_sweep_task(app: Celery, settings: Settings) -> Any:
+    """Register SWEEP_TASK on `app`; schedule it with `beat_schedule()`."""
+
+    @app.task(name=SWEEP_TASK, ignore_result=True)
+    def sweep_task() -> dict[str, Any]:
+        with Client(settings) as client:
+            return sweep(client).to_dict()
+
+    return sweep_task
+
+
+def beat_schedule(interval_seconds: float, *, queue: str | None = None) -> dict[str, Any]:
+    """The entry for `app.conf.beat_schedule`; a run older than one interval is dropped."""
+    options: dict[str, Any] = {"expires": interval_seconds}
+    if queue is not None:
+        options["queue"] = queue
+    return {"advisor-sweep": {"task": SWEEP_TASK, "schedule": interval_seconds, "options": options}}
+
+
+def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "sweep", help="re-queue jobs of dead workers, resend lost and unpublished jobs"
+    )
+    parser.add_argument("--loop", type=positive, metavar="SECONDS", help="sweep every SECONDS")
+    parser.add_argument("--limit", type=int, default=500, help="jobs per step of a round")
+    parser.add_argument("--json", action="store_true", help="one JSON line per round")
+    parser.set_defaults(handler=handle_sweep)
+
+
+def handle_sweep(args: argparse.Namespace) -> int:
+    def show(report: SweepReport) -> None:
+        print(json.dumps(report.to_dict()) if args.json else report.summary(), flush=True)
+
+    try:
+        with Client(get_settings()) as client:
+            # The first round runs here so a bad database fails the command instead of the loop.
+            first = sweep(client, limit=args.limit)
+            show(first)
+            if args.loop is None:
+                return 1 if first.publish_error else 0
+            run_loop(client, interval=args.loop, limit=args.limit, on_round=show,
+                     delay_first=True)  # fmt: skip
+    except (AdvisorError, SQLAlchemyError) as exc:
+        print(f"advisor sweep: {one_line(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0
