@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -23,6 +23,8 @@ from jobs.contracts import (
 )
 from jobs.errors import JobNotFound
 from jobs.models import Job, StoredImage, WorkerHeartbeat
+
+_KEY_CHUNK = 500
 
 
 def utcnow() -> datetime:
@@ -92,26 +94,46 @@ class Repository:
         Returns (job, created) per input; an existing idempotency key returns the stored job.
         """
         now = utcnow()
-        results: list[tuple[Job, bool]] = []
+        keys = [new.idempotency_key for new in jobs if new.idempotency_key]
         with self.engine.begin() as conn:
-            for sha, data in (images or {}).items():
+            if images:
+                # One executemany each: a batch of n jobs costs a few statements, not n.
                 conn.execute(
-                    self._insert_ignore(StoredImage, "sha256").values(
-                        sha256=sha, data=data, size=len(data), created_at=now
-                    )
+                    self._insert_ignore(StoredImage, "sha256"),
+                    [
+                        {"sha256": sha, "data": data, "size": len(data), "created_at": now}
+                        for sha, data in images.items()
+                    ],
                 )
+            known = self._jobs_by_key(conn, keys) if keys else {}
+            results: list[tuple[Job, bool]] = []
+            rows: list[dict[str, Any]] = []
             for new in jobs:
-                if new.idempotency_key:
-                    row = conn.execute(
-                        select(Job).where(Job.idempotency_key == new.idempotency_key)
-                    ).first()
-                    if row is not None:
-                        results.append((_job_from_row(row), False))
-                        continue
+                key = new.idempotency_key
+                if key and key in known:
+                    results.append((known[key], False))
+                    continue
                 values = _new_job_values(new, now)
-                conn.execute(insert(Job).values(**values))
-                results.append((Job(**values), True))
+                job = Job(**values)
+                if key:
+                    known[key] = job  # a key repeated within the batch makes one job
+                rows.append(values)
+                results.append((job, True))
+            if rows:
+                conn.execute(insert(Job), rows)
         return results
+
+    @staticmethod
+    def _jobs_by_key(conn: Connection, keys: Sequence[str]) -> dict[str, Job]:
+        found: dict[str, Job] = {}
+        unique = list(dict.fromkeys(keys))
+        # Chunked: SQLite caps bound parameters per statement.
+        for start in range(0, len(unique), _KEY_CHUNK):
+            chunk = unique[start : start + _KEY_CHUNK]
+            for row in conn.execute(select(Job).where(Job.idempotency_key.in_(chunk))):
+                job = _job_from_row(row)
+                found[job.idempotency_key or ""] = job
+        return found
 
     def _insert_ignore(self, table: type[StoredImage], key: str) -> Any:
         builder = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert

@@ -148,6 +148,25 @@ def test_an_idempotency_key_returns_the_stored_job(repo: Repository) -> None:
     assert second.id == first.id and second.subject == "user-1"
 
 
+def test_a_key_repeated_within_one_batch_makes_one_job(repo: Repository) -> None:
+    stored = repo.create_jobs([new_job(idempotency_key="k-2"), new_job(idempotency_key="k-2")])
+    [(first, created), (second, again)] = stored
+    assert (created, again, second.id) == (True, False, first.id)
+    assert [j.id for j in repo.find()] == [first.id]
+
+
+def test_a_large_batch_is_stored_whole_and_its_keys_all_found_again(repo: Repository) -> None:
+    # More keys than one lookup statement takes, so the chunked lookup is exercised.
+    batch = [new_job(idempotency_key=f"bulk-{i}", subject=f"s-{i}") for i in range(1201)]
+    stored = repo.create_jobs(batch)
+    assert all(created for _, created in stored)
+    assert len(repo.find()) == 1201
+    again = repo.create_jobs(batch)
+    assert [job.id for job, _ in again] == [job.id for job, _ in stored]
+    assert not any(created for _, created in again)
+    assert repo.get(stored[700][0].id).subject == "s-700"
+
+
 def test_inline_images_are_stored_once_by_digest(repo: Repository) -> None:
     sha = "b" * 64
     repo.create_jobs([new_job(image_sha256=sha)], images={sha: b"png-bytes"})

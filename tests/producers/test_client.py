@@ -19,6 +19,7 @@ from jobs.models import Job, StoredImage
 from jobs.repository import NewJob, Outcome, StartOutcome
 from producers import Client, JobTimeout, SubmitItem
 from producers.errors import InvalidSubmission
+from producers.publisher import BATCH_JOBS
 from tests.producers.conftest import (
     FINE_TUNED_ADVISOR,
     RedisServer,
@@ -129,6 +130,16 @@ def test_a_batch_lands_each_job_on_the_queue_its_row_names(
         assert sorted(r["job_id"] for r in requests) == sorted(ids)
         assert {r["variant"] for r in requests} == {variant}
     assert {h.assignment for h in handles} == {Assignment.SPLIT}
+
+
+def test_a_batch_larger_than_one_broker_pipeline_is_published_whole(
+    client: Client, redis_url: str
+) -> None:
+    count = BATCH_JOBS * 2 + 1
+    handles = client.submit_many([SubmitItem(photo(i), FINE_TUNED_ADVISOR) for i in range(count)])
+    assert all(h.published for h in handles)
+    requests = queued_requests(redis_url, BASE_VARIANT)
+    assert sorted(r["job_id"] for r in requests) == sorted(h.id for h in handles)
 
 
 def test_wait_times_out_with_the_job_status_named(client: Client) -> None:
