@@ -1,0 +1,38 @@
+"""Redis restarted without persistence mid-run: every queued message is gone, no job is."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from jobs.contracts import Status
+from jobs.models import Job
+from tests.faults.conftest import Stack, Tally, sweeping, tally, wait_final
+from tests.faults.servers import RedisServer
+
+JOBS = 50
+
+
+def test_fifty_jobs_succeed_once_each_across_a_redis_restart_that_loses_every_message(
+    make_stack: Callable[..., Stack], redis_server: RedisServer, sqlite_url: str
+) -> None:
+    stack = make_stack(sqlite_url, redis_server.url)
+    workers = stack.start_workers(2)
+    with sweeping(stack.settings) as reports:
+        ids = stack.submit(JOBS)
+        deadline = time.monotonic() + 120
+        while len(stack.repo.find(Job.id.in_(ids), Job.status == Status.SUCCEEDED)) < 4:
+            assert time.monotonic() < deadline, "no progress before the restart"
+            time.sleep(0.2)
+        redis_server.restart()
+        queued_at_restart = len(stack.repo.find(Job.id.in_(ids), Job.status == Status.QUEUED))
+        jobs = wait_final(stack.repo, ids, timeout=300)
+    result = tally(stack.repo, ids, workers)
+    print(result.line("redis restart"), f"queued_at_restart={queued_at_restart}",
+          f"resent={sum(len(r.resent) for r in reports)}")  # fmt: skip
+    assert result == Tally(sent=JOBS, finished=JOBS, succeeded=JOBS, lost=0, duplicated=0)
+    # The restart really lost messages, and the sweep is what brought them back.
+    assert queued_at_restart > 0
+    assert sum(len(r.resent) for r in reports) >= queued_at_restart
+    assert all(job.attempts == 1 for job in jobs.values())
+    assert all(worker.proc.poll() is None for worker in workers)

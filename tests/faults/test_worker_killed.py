@@ -1,0 +1,53 @@
+"""A worker killed with SIGKILL mid-generation: another worker takes the job over, once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from jobs.contracts import Status
+from jobs.models import Job
+from tests.faults.conftest import Stack, Tally, sweeping, tally, wait_final
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker_url(request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+def wait_generating(stack: Stack, ids: list[str], timeout: float = 60) -> Job:
+    """The first job seen running with at least one output token recorded."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for job in stack.repo.find(Job.id.in_(ids), Job.status == Status.RUNNING):
+            if job.progress > 0:
+                return job
+        time.sleep(0.05)
+    raise AssertionError(f"no job started generating in {timeout}s")
+
+
+def test_a_job_whose_worker_is_killed_mid_generation_succeeds_once_on_another_worker(
+    make_stack: Callable[..., Stack], broker_url: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    # Long outputs (~1000 tokens) so the kill lands mid-generation.
+    stack = make_stack(sqlite_url, broker_url, text_limit="160", max_output_tokens="1800")
+    [first] = stack.start_workers(1)
+    with sweeping(stack.settings):
+        ids = stack.submit(2)
+        victim = wait_generating(stack, ids)
+        assert victim.worker is not None and f"-{first.proc.pid}@" in victim.worker
+        first.kill()
+        [second] = stack.start_workers(1)
+        jobs = wait_final(stack.repo, ids, timeout=150)
+    result = tally(stack.repo, ids, [first, second])
+    print(result.line(f"kill -9 mid-generation ({broker_url.split(':')[0]})"))
+    assert result == Tally(sent=2, finished=2, succeeded=2, lost=0, duplicated=0)
+    assert first.proc.returncode == -9
+    taken_over = jobs[victim.id]
+    assert taken_over.attempts == 2
+    assert taken_over.worker is not None and f"-{second.proc.pid}@" in taken_over.worker
+    [other] = [jobs[i] for i in ids if i != victim.id]
+    assert other.attempts == 1
