@@ -109,7 +109,6 @@ def _check(variant_name: str, as_json: bool) -> int:
 def _run(variant_name: str) -> int:
     from advisor_worker.celery_app import app, bind_runtime
     from advisor_worker.heartbeat import Heartbeat
-    from advisor_worker.runtime import WorkerRuntime
     from advisor_worker.watchdog import Watchdog
     from jobs.contracts import queue_for
     from jobs.db import engine_for
@@ -118,6 +117,9 @@ def _run(variant_name: str) -> int:
     settings = get_settings()
     repo = Repository(engine_for(settings.resolved_database_url))
     provider = _provider_for(variant_name)
+    # Only now: the runtime imports mlx, which must come after OpenBLAS is loaded.
+    from advisor_worker.runtime import WorkerRuntime
+
     loaded = provider.load()
     queue = queue_for(variant_name)
     name = f"{variant_name}-{os.getpid()}@{socket.gethostname()}"
