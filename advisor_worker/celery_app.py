@@ -26,7 +26,8 @@ def bind_runtime(runtime: WorkerRuntime | None) -> None:
     _runtime = runtime
 
 
-@app.task(name=ANALYZE_TASK, bind=True)
+# A malformed message is refused and logged before Celery builds a request from it.
+@app.task(name=ANALYZE_TASK, bind=True, Strategy="advisor_worker.messages:checked_strategy")
 def analyze(self: Task, *args: Any, **kwargs: Any) -> str:
     if _runtime is None:
         raise RuntimeError("advisor.analyze ran in a process without a loaded model")
