@@ -102,27 +102,28 @@ def lost_messages(client: Client, *, limit: int = 500) -> list[Job]:
 
 def queue_depths(app: Celery, variants: Iterable[str]) -> dict[str, int | None]:
     """Ready messages per variant's queue (a missing queue is empty); None if unknown."""
-    depths: dict[str, int | None] = {}
-    with app.connection_for_read() as conn:
-        for variant in sorted(variants):
-            channel = conn.channel()
-            try:
-                depths[variant] = int(channel.queue_declare(queue_for(variant), passive=True)[1])
-            except conn.channel_errors:
-                depths[variant] = 0  # never declared, or emptied away by the broker
-            except (KombuError, OSError, *conn.connection_errors) as exc:
-                logger.warning("Depth of %s unknown: %s", queue_for(variant), exc)
-                depths[variant] = None
-            finally:
-                _close_quietly(channel, conn)
-    return depths
-
-
-def _close_quietly(channel: Any, conn: Any) -> None:
+    names = sorted(variants)
+    conn = app.connection_for_read()
     try:
-        channel.close()
-    except (KombuError, OSError, *conn.connection_errors, *conn.channel_errors):
-        pass  # a channel the broker already closed (passive declare of a missing queue)
+        return {variant: _depth(conn, queue_for(variant)) for variant in names}
+    except (KombuError, OSError, *conn.connection_errors) as exc:
+        logger.warning("Broker queue depths unknown (%s); the next round looks again", exc)
+        return dict.fromkeys(names)
+    finally:
+        conn.release()
+
+
+def _depth(conn: Any, queue: str) -> int:
+    channel = conn.channel()
+    try:
+        return int(channel.queue_declare(queue, passive=True)[1])
+    except conn.channel_errors:
+        return 0  # never declared, or gone with a broker restart
+    finally:
+        try:
+            channel.close()
+        except (*conn.connection_errors, *conn.channel_errors):
+            pass  # the broker already closed it (a passive declare of a missing queue)
 
 
 def run_loop(
