@@ -1,0 +1,159 @@
+// The dashboard: fetches /dashboard/data every few seconds and redraws tables and charts.
+"use strict";
+
+const REFRESH_MS = 5000;
+const PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2"];
+const charts = {};
+const variantColors = {};
+let refreshes = 0;
+
+function colorOf(variant) {
+  if (!(variant in variantColors)) {
+    const known = { base: PALETTE[0], fine_tuned: PALETTE[1] };
+    variantColors[variant] = known[variant] || PALETTE[2 + (Object.keys(variantColors).length % 4)];
+  }
+  return variantColors[variant];
+}
+
+// After each draw, the canvas carries how many observations the chart shows (tests read it).
+Chart.register({
+  id: "renderedMarker",
+  afterRender(chart, _args, options) {
+    chart.canvas.dataset.rendered = String(options.count || 0);
+  },
+});
+
+function drawChart(id, type, data, count, options) {
+  const config = {
+    type: type,
+    data: data,
+    options: Object.assign(
+      { animation: false, maintainAspectRatio: false, responsive: true,
+        plugins: { renderedMarker: { count: count }, legend: { position: "bottom" } } },
+      options,
+    ),
+  };
+  if (charts[id]) {
+    charts[id].data = data;
+    charts[id].options.plugins.renderedMarker.count = count;
+    charts[id].update();
+  } else {
+    charts[id] = new Chart(document.getElementById(id), config);
+  }
+}
+
+function cell(row, text) {
+  const td = document.createElement("td");
+  if (text instanceof Node) td.appendChild(text); else td.textContent = text;
+  row.appendChild(td);
+}
+
+function weightsBar(weights) {
+  const bar = document.createElement("div");
+  bar.className = "weights";
+  for (const [variant, weight] of Object.entries(weights)) {
+    if (weight <= 0) continue;
+    const part = document.createElement("span");
+    part.style.width = (weight * 100).toFixed(1) + "%";
+    part.style.background = colorOf(variant);
+    part.textContent = variant + " " + Math.round(weight * 100) + "%";
+    part.title = part.textContent;
+    bar.appendChild(part);
+  }
+  return bar;
+}
+
+function renderTables(data) {
+  const split = document.querySelector("#split tbody");
+  split.replaceChildren();
+  for (const s of data.split) {
+    const row = split.insertRow();
+    cell(row, s.advisor);
+    cell(row, weightsBar(s.weights));
+    cell(row, "v" + s.version);
+    cell(row, s.live.join(", ") || "none");
+  }
+  const byVariant = Object.fromEntries(data.failures.map((f) => [f.variant, f]));
+  const queues = document.querySelector("#queues tbody");
+  queues.replaceChildren();
+  for (const q of data.health.queues) {
+    const f = byVariant[q.variant] || { succeeded: 0, failed: 0, in_flight: 0 };
+    const row = queues.insertRow();
+    row.dataset.queue = q.queue;
+    cell(row, q.queue);
+    cell(row, q.live_workers === null ? "?" : String(q.live_workers));
+    cell(row, q.depth === null ? "?" : String(q.depth));
+    cell(row, String(f.succeeded));
+    cell(row, String(f.failed));
+    cell(row, String(f.in_flight));
+  }
+  const h = data.health;
+  document.getElementById("dependencies").textContent =
+    "database: " + (h.database.ok ? "ok" : "DOWN") + " (" + h.database.detail + ") · broker: " +
+    (h.broker.ok ? "ok" : "DOWN") + " (" + h.broker.detail + ")";
+  const status = document.getElementById("status");
+  status.textContent = h.status;
+  status.className = "pill " + h.status;
+}
+
+function renderCharts(data) {
+  const scoreSets = Object.entries(data.scores.variants).map(([variant, counts]) => ({
+    label: variant, data: counts, backgroundColor: colorOf(variant),
+  }));
+  const scored = scoreSets.reduce((n, ds) => n + ds.data.reduce((a, b) => a + b, 0), 0);
+  drawChart("chart-scores", "bar", { labels: data.scores.bins, datasets: scoreSets }, scored, {
+    scales: { x: { title: { display: true, text: "overall score" } },
+              y: { beginAtZero: true, title: { display: true, text: "jobs" }, ticks: { precision: 0 } } },
+  });
+
+  const timingSets = Object.entries(data.inference).map(([variant, points]) => ({
+    label: variant, showLine: true, borderColor: colorOf(variant), backgroundColor: colorOf(variant),
+    data: points.map((p) => ({ x: p.minutes_ago, y: p.seconds })),
+  }));
+  const timed = timingSets.reduce((n, ds) => n + ds.data.length, 0);
+  drawChart("chart-inference", "scatter", { datasets: timingSets }, timed, {
+    scales: { x: { title: { display: true, text: "minutes ago" } },
+              y: { beginAtZero: true, title: { display: true, text: "inference seconds" } } },
+  });
+
+  const rated = data.failures.filter((f) => f.failure_rate !== null);
+  drawChart("chart-failures", "bar", {
+    labels: rated.map((f) => f.variant),
+    datasets: [{
+      label: "failed / finished", data: rated.map((f) => 100 * f.failure_rate),
+      backgroundColor: rated.map((f) => colorOf(f.variant)),
+    }],
+  }, rated.length, {
+    plugins: { renderedMarker: { count: rated.length }, legend: { display: false } },
+    scales: { y: { beginAtZero: true, suggestedMax: 10, title: { display: true, text: "% of finished jobs" } } },
+  });
+}
+
+async function refresh() {
+  const hours = document.getElementById("hours").value;
+  let data;
+  try {
+    const response = await fetch("/dashboard/data?hours=" + hours, { cache: "no-store" });
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      throw new Error("HTTP " + response.status + ": " + (body.message || response.statusText));
+    }
+    data = await response.json();
+  } catch (err) {
+    const status = document.getElementById("status");
+    status.textContent = "unreachable";
+    status.className = "pill unreachable";
+    console.error("dashboard refresh failed:", err.message);
+    return;
+  }
+  renderTables(data);
+  renderCharts(data);
+  refreshes += 1;
+  document.body.dataset.refreshes = String(refreshes);
+  document.getElementById("updated").textContent =
+    "updated " + new Date(data.generated_at).toLocaleTimeString();
+}
+
+document.getElementById("hours").addEventListener("change", refresh);
+refresh();
+setInterval(refresh, REFRESH_MS);

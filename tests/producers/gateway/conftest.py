@@ -1,0 +1,213 @@
+"""Gateway fixtures: a live stack (tiny model, two real workers, the real `advisor-gateway`)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from PIL import Image
+
+from jobs import migrate
+from jobs.db import engine_for
+from jobs.repository import Repository
+from jobs.settings import Settings
+from producers.gateway import create_app
+from tests.conftest import free_port
+from tests.support import Env, WorkerProcess, start_worker
+
+TOKEN = "gateway-test-token"
+# No worker serves this variant: jobs forced onto it stay queued (a deterministic "not yet").
+IDLE_VARIANT = "canary"
+# Small enough that tests exceed it with a few MB.
+MAX_BODY_BYTES = 2_000_000
+WORKER_BIN = [sys.executable, "-m", "advisor_worker.cli"]
+
+
+def jpeg(seed: int, size: tuple[int, int] = (96, 64)) -> bytes:
+    """A small photo-like JPEG, different for every seed."""
+    img = Image.effect_mandelbrot(size, (-2 + seed * 0.01, -1, 1, 1), 30).convert("RGB")
+    buffer = io.BytesIO()
+    img.save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def wait_for_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"gateway exited with {proc.returncode}")
+        try:
+            httpx.get(url, timeout=2)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} did not answer in {timeout}s")
+
+
+class ThreadGateway:
+    """create_app(settings) served by uvicorn on a thread of the test process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=self.port, log_level="warning",
+            ws="none", lifespan="on",
+        )  # fmt: skip
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="gateway", daemon=True)
+
+    def __enter__(self) -> ThreadGateway:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert self.thread.is_alive(), "the gateway thread died at start"
+            assert time.monotonic() < deadline, "the gateway did not start in 20 s"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+
+
+@dataclass
+class Stack:
+    """A migrated SQLite database, the embedded broker, base + fine_tuned workers, a gateway."""
+
+    root: Path
+    env: Env
+    settings: Settings
+    url: str
+    workers: list[WorkerProcess]
+    gateway_log: Path
+
+    @property
+    def repo(self) -> Repository:
+        return Repository(engine_for(self.settings.resolved_database_url))
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60)
+
+    def gateway_output(self) -> str:
+        return self.gateway_log.read_text(errors="replace")
+
+
+def _worker_tool(args: list[str], env: Env) -> None:
+    out = subprocess.run([*WORKER_BIN, *args], env=env.full(), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def stack_env(root: Path, model_dir: Path, database_url: str, broker_url: str) -> Env:
+    registry = root / "adapters" / "registry.json"
+    return Env(
+        {
+            "ADVISOR_DATA_DIR": str(root / "data"),
+            "ADVISOR_DATABASE_URL": database_url,
+            "ADVISOR_BROKER_URL": broker_url,
+            "ADVISOR_BASE_MODEL": str(model_dir),
+            "ADVISOR_REGISTRY": str(registry),
+            "ADVISOR_IMAGE_ROOTS": str(root / "images"),
+            "ADVISOR_TEXT_LIMIT": "64",
+            "ADVISOR_MAX_OUTPUT_TOKENS": "2400",
+            "ADVISOR_HEARTBEAT_INTERVAL": "1",
+            "ADVISOR_WORKER_LIVE_WINDOW": "10",
+            "ADVISOR_WEIGHTS_CACHE_SECONDS": "0",
+            "ADVISOR_GATEWAY_TOKEN": TOKEN,
+            "ADVISOR_GATEWAY_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+        }
+    )
+
+
+def settings_of(env: Env, **overrides: object) -> Settings:
+    """The Settings a process started with `env` reads (tests build them directly)."""
+    v = env.values
+    values: dict[str, object] = {
+        "data_dir": Path(v["ADVISOR_DATA_DIR"]),
+        "database_url": v["ADVISOR_DATABASE_URL"],
+        "broker_url": v["ADVISOR_BROKER_URL"],
+        "base_model": v["ADVISOR_BASE_MODEL"],
+        "registry": Path(v["ADVISOR_REGISTRY"]),
+        "image_roots": [Path(v["ADVISOR_IMAGE_ROOTS"])],
+        "max_output_tokens": int(v["ADVISOR_MAX_OUTPUT_TOKENS"]),
+        "heartbeat_interval": 1,
+        "worker_live_window": 10,
+        "weights_cache_seconds": 0,
+        "gateway_token": TOKEN,
+        "gateway_max_body_bytes": MAX_BODY_BYTES,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The tiny model and a random PEFT adapter, built by `advisor-worker` in subprocesses
+    (the test process itself stays MLX-free, like every producer)."""
+    root = tmp_path_factory.mktemp("gateway-model")
+    env = Env({})
+    _worker_tool(["build-tiny-model", str(root / "tiny")], env)
+    _worker_tool(
+        ["make-adapter", str(root / "tiny"), str(root / "adapter"), "--format", "peft"], env
+    )
+    return root / "tiny", root / "adapter"
+
+
+def write_registry(root: Path, adapter: Path) -> None:
+    registry = root / "adapters" / "registry.json"
+    registry.parent.mkdir(parents=True, exist_ok=True)
+    entry = {"adapter": str(adapter), "advisors": ["ansel"]}
+    variants = {"fine_tuned": entry, IDLE_VARIANT: {**entry, "description": "never served"}}
+    registry.write_text(json.dumps({"variants": variants}))
+
+
+@pytest.fixture(scope="package")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: tuple[Path, Path]
+) -> Iterator[Stack]:
+    model_dir, adapter = tiny_checkpoint
+    root = tmp_path_factory.mktemp("gateway-stack")
+    (root / "images").mkdir()
+    (root / "images" / "test.jpg").write_bytes(jpeg(0))
+    write_registry(root, adapter)
+    database_url = f"sqlite:///{root / 'advisor.db'}"
+    migrate.upgrade(database_url)
+    env = stack_env(root, model_dir, database_url, f"sqla+sqlite:///{root / 'broker.db'}")
+    port = free_port()
+    log = root / "gateway.log"
+    workers: list[WorkerProcess] = []
+    with log.open("wb") as handle:
+        gateway = subprocess.Popen(
+            [str(Path(sys.executable).parent / "advisor-gateway"), "--port", str(port)],
+            env=env.full(), stdout=handle, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        for variant in ("base", "fine_tuned"):
+            workers.append(start_worker(env, variant, root))
+        url = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{url}/openapi.json", 30, gateway)
+        yield Stack(root, env, settings_of(env), url, workers, log)
+    finally:
+        for worker in workers:
+            worker.terminate()
+        gateway.terminate()
+        try:
+            gateway.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            gateway.kill()
+            gateway.wait()
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
