@@ -1,0 +1,135 @@
+"""The recovery sweep: dead workers' jobs re-queued or given up, lost messages resent."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from celery import Celery
+
+from jobs.contracts import SWEEP_TASK, ErrorKind, Status, queue_for
+from jobs.repository import StartOutcome
+from producers import Client
+from producers.sweep import beat_schedule, register_sweep_task, sweep
+from tests.producers.conftest import (
+    FINE_TUNED_ADVISOR,
+    make_settings,
+    photo,
+    queued_requests,
+    settings_env,
+)
+
+
+@pytest.fixture
+def client(tmp_path: Path, sqlite_db: str, registry_file: Path, redis_url: str) -> Iterator[Client]:
+    settings = make_settings(tmp_path, sqlite_db, registry_file, redis_url, max_attempts=2,
+                             worker_live_window=1.0, heartbeat_interval=0.5)  # fmt: skip
+    with Client(settings) as producer:
+        yield producer
+
+
+def submit(client: Client, count: int) -> list[str]:
+    items = [{"image": photo(i), "advisor": FINE_TUNED_ADVISOR, "variant": "base"}
+             for i in range(count)]  # fmt: skip
+    return [handle.id for handle in client.submit_many(items)]
+
+
+def drain(redis_url: str, variant: str) -> None:
+    """The broker forgets the queue, as a restart without persistence does."""
+    server = redis.Redis.from_url(redis_url)
+    server.delete(queue_for(variant))
+    server.close()
+
+
+def test_an_expired_job_is_requeued_and_republished_while_a_leased_one_is_left_alone(
+    client: Client, redis_url: str
+) -> None:
+    dead, alive = submit(client, 2)
+    drain(redis_url, "base")  # both messages were consumed by their workers
+    repo = client.repository
+    assert repo.start(dead, "w-dead", lease_seconds=0.01, max_attempts=2) is StartOutcome.STARTED
+    assert repo.start(alive, "w-alive", lease_seconds=60, max_attempts=2) is StartOutcome.STARTED
+    time.sleep(0.05)
+    report = sweep(client)
+    assert (report.requeued, report.poisoned) == ([dead], [])
+    assert [r["job_id"] for r in queued_requests(redis_url, "base")] == [dead]
+    requeued = repo.get(dead)
+    assert (requeued.status, requeued.attempts) == (Status.QUEUED, 1)
+    assert (requeued.published_at is not None, requeued.publish_attempts) == (True, 2)
+    assert repo.get(alive).status == Status.RUNNING
+
+
+def test_an_expired_job_that_used_all_its_attempts_is_given_up_as_poison(
+    client: Client, redis_url: str
+) -> None:
+    [job_id] = submit(client, 1)
+    drain(redis_url, "base")
+    repo = client.repository
+    for attempt in (1, 2):
+        outcome = repo.start(job_id, f"w{attempt}", lease_seconds=0.01, max_attempts=2)
+        assert outcome is StartOutcome.STARTED
+        time.sleep(0.05)
+        report = sweep(client)
+    assert (report.requeued, report.poisoned) == ([], [job_id])
+    job = repo.get(job_id)
+    assert (job.status, job.error_kind, job.attempts) == (Status.FAILED, ErrorKind.POISON, 2)
+    assert job.error and "Gave up after 2 attempts" in job.error
+    assert queued_requests(redis_url, "base") == [
+        {
+            "job_id": job_id,
+            "advisor": FINE_TUNED_ADVISOR,
+            "variant": "base",
+            "image_ref": job.image_ref,
+        }
+    ]
+
+
+def test_queued_jobs_are_resent_as_lost_only_once_their_queue_is_empty_and_they_are_stale(
+    client: Client, redis_url: str
+) -> None:
+    ids = submit(client, 2)
+    assert sweep(client).resent == []  # fresh: still within the live window
+    time.sleep(client.settings.worker_live_window + 0.1)
+    assert sweep(client).resent == []  # stale, but their messages are still queued
+    drain(redis_url, "base")
+    report = sweep(client)
+    assert sorted(report.resent) == sorted(ids)
+    assert sorted(r["job_id"] for r in queued_requests(redis_url, "base")) == sorted(ids)
+    assert sweep(client).resent == []  # just resent: fresh again
+
+
+def test_advisor_sweep_prints_one_json_round_and_exits_zero(client: Client, redis_url: str) -> None:
+    [job_id] = submit(client, 1)
+    drain(redis_url, "base")
+    client.repository.start(job_id, "w-gone", lease_seconds=0.01, max_attempts=2)
+    time.sleep(0.05)
+    out = subprocess.run(
+        [sys.executable, "-m", "producers.cli", "sweep", "--json"],
+        env=settings_env(client.settings), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["requeued"] == [job_id] and report["publish_error"] is None
+
+
+def test_the_sweep_task_registers_under_its_name_and_is_scheduled_for_beat(
+    client: Client, redis_url: str
+) -> None:
+    app = Celery("ops")
+    register_sweep_task(app, client.settings)
+    assert app.tasks[SWEEP_TASK].name == SWEEP_TASK
+    [job_id] = submit(client, 1)
+    drain(redis_url, "base")
+    client.repository.start(job_id, "w-gone", lease_seconds=0.01, max_attempts=2)
+    time.sleep(0.05)
+    assert app.tasks[SWEEP_TASK]()["requeued"] == [job_id]
+    assert beat_schedule(30, queue="advisor.ops") == {
+        "advisor-sweep": {"task": SWEEP_TASK, "schedule": 30,
+                          "options": {"expires": 30, "queue": "advisor.ops"}},
+    }  # fmt: skip
