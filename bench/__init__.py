@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench.run` measures the service and writes docs/benchmarks.md."""

@@ -1,0 +1,144 @@
+"""Run the benchmarks and write docs/benchmarks.md: `python -m bench.run [--quick]`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import machine, report, submit
+from bench.stats import Section
+from bench.targets import DEFAULT_POSTGRES_ADMIN, DEFAULT_REDIS, Target
+
+SECTIONS = ("submit", "serving", "scaling", "decoding", "lora")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much of each benchmark a run does."""
+
+    submit_jobs: int
+    submit_repeats: int
+    serving: dict[str, int]  # model size -> jobs
+    scaling: dict[str, tuple[int, int]]  # model size -> (jobs, repeats)
+    decoding: list[str]
+    decoding_repeats: int
+    lora: list[str]
+    lora_rounds: int
+    lora_repeats: int
+    lora_tokens: int = 64
+    lora_rank: int = 16
+
+
+PLANS = {
+    "quick": Plan(200, 3, {"tiny": 5, "medium": 1}, {"tiny": (20, 2)}, ["tiny"], 3, ["tiny"], 2, 2),
+    "full": Plan(
+        1000,
+        5,
+        {"tiny": 10, "medium": 3},
+        {"tiny": (40, 3), "medium": (4, 1)},
+        ["tiny", "medium"],
+        3,
+        ["tiny", "medium"],
+        3,
+        2,
+    ),  # fmt: skip
+}
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a smaller run, under 5 minutes")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "advisor-bench",
+        help="models, adapters, databases and worker logs (models are reused across runs)",
+    )  # fmt: skip
+    parser.add_argument("--redis", default=DEFAULT_REDIS, help="a Redis database it may flush")
+    parser.add_argument(
+        "--postgres-admin", default=DEFAULT_POSTGRES_ADMIN,
+        help="a PostgreSQL URL allowed to drop and create the advisor_bench database",
+    )  # fmt: skip
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # OpenBLAS must be loaded before mlx.core is imported (see advisor_worker/blas.py), so the
+    # MLX-using benchmark modules are imported only after it.
+    from advisor_worker import blas
+
+    blas.load_openblas()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import mlx.core as mx
+
+    from bench import adapters, decoding, scaling, serving
+
+    mode = "quick" if args.quick else "full"
+    plan = PLANS[mode]
+    wanted = set(args.only or SECTIONS)
+    workdir: Path = args.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    served = Target("Redis + PostgreSQL", args.redis, args.postgres_admin)
+    embedded = Target("embedded: SQLite + sqla broker")
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    sections: list[Section] = []
+    load: list[tuple[str, str]] = []
+
+    def timed(name: str, make: Callable[[], list[Section]]) -> None:
+        if name not in wanted:
+            return
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        before, started = os.getloadavg()[0], time.monotonic()
+        made = make()
+        seconds = time.monotonic() - started
+        for section in made:
+            section.seconds = seconds / len(made)
+        load.append((name, f"{before:.2f} / {os.getloadavg()[0]:.2f}"))
+        sections.extend(made)
+        print(f"[bench] {name} took {seconds:.0f} s", file=sys.stderr, flush=True)
+
+    timed("submit", lambda: [submit.run([served, embedded], workdir, plan.submit_jobs,
+                                        plan.submit_repeats)])  # fmt: skip
+    timed("serving", lambda: list(serving.run(served, workdir, plan.serving)))
+    timed("scaling", lambda: [scaling.run(served, workdir, plan.scaling)])
+    timed("decoding", lambda: [decoding.run(workdir, plan.decoding, plan.decoding_repeats)])
+    timed(
+        "lora",
+        lambda: [
+            adapters.run(
+                workdir, plan.lora, tokens=plan.lora_tokens, rank=plan.lora_rank,
+                rounds=plan.lora_rounds, repeats=plan.lora_repeats,
+            )
+        ],
+    )  # fmt: skip
+    mx.clear_streams()  # on the thread that used MLX, else the process aborts at exit
+    command = "python -m bench.run" + (" --quick" if args.quick else "")
+    if args.only:
+        command += " --only " + " ".join(args.only)
+    text = report.render(
+        when=when,
+        mode=mode,
+        command=command,
+        machine=machine.describe(args.redis, args.postgres_admin),
+        load=load,
+        sections=sections,
+        skipped=[s for s in SECTIONS if s not in wanted],
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(f"[bench] wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
