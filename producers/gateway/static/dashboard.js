@@ -108,11 +108,13 @@ function renderCharts(data) {
 
   const timingSets = Object.entries(data.inference).map(([variant, points]) => ({
     label: variant, showLine: true, borderColor: colorOf(variant), backgroundColor: colorOf(variant),
-    data: points.map((p) => ({ x: p.minutes_ago, y: p.seconds })),
+    data: points.map((p) => ({ x: Date.parse(p.at), y: p.seconds })),
   }));
   const timed = timingSets.reduce((n, ds) => n + ds.data.length, 0);
+  const clock = (ms) => new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
   drawChart("chart-inference", "scatter", { datasets: timingSets }, timed, {
-    scales: { x: { title: { display: true, text: "minutes ago" } },
+    scales: { x: { title: { display: true, text: "completed at" },
+                   ticks: { maxTicksLimit: 6, callback: (value) => clock(value) } },
               y: { beginAtZero: true, title: { display: true, text: "inference seconds" } } },
   });
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -40,6 +41,16 @@ def jpeg(seed: int, size: tuple[int, int] = (96, 64)) -> bytes:
     buffer = io.BytesIO()
     img.save(buffer, format="JPEG")
     return buffer.getvalue()
+
+
+def follow(client: httpx.Client, job_id: str, timeout: float = 120) -> dict[str, Any]:
+    """GET /jobs/{id} until the job is final."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.get(f"/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed") or time.monotonic() > deadline:
+            return job
+        time.sleep(0.2)
 
 
 def wait_for_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:

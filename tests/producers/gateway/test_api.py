@@ -6,28 +6,16 @@ import base64
 import json
 import shutil
 import subprocess
-import time
 import uuid
 from typing import Any
 
-import httpx
 import pytest
 
 from jobs.rollouts import RolloutStore
 from tests.conftest import IN_CI
-from tests.producers.gateway.conftest import IDLE_VARIANT, TOKEN, Stack, jpeg
+from tests.producers.gateway.conftest import IDLE_VARIANT, TOKEN, Stack, follow, jpeg
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def follow(client: httpx.Client, job_id: str, timeout: float = 120) -> dict[str, Any]:
-    """GET /jobs/{id} until the job is final."""
-    deadline = time.monotonic() + timeout
-    while True:
-        job = client.get(f"/jobs/{job_id}").json()
-        if job["status"] in ("succeeded", "failed") or time.monotonic() > deadline:
-            return job
-        time.sleep(0.2)
 
 
 def assert_analysis(job: dict[str, Any]) -> None:
