@@ -71,6 +71,11 @@ def _depth(conn: object, queue: str) -> int:
     except conn.channel_errors:  # type: ignore[attr-defined]
         return 0  # never declared: nothing waits in it
     finally:
+        # kombu's SQLAlchemy channel keeps its ORM session, and so a pooled connection, past
+        # close(); without this every health check leaks one connection per queue.
+        session = getattr(channel, "_session", None)
+        if session is not None:
+            session.close()
         try:
             channel.close()
         except conn.channel_errors:  # type: ignore[attr-defined]
