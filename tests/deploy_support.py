@@ -21,9 +21,6 @@ PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 SCRIPTS: dict[str, str] = PROJECT["scripts"]
 
 # ---- Work in progress elsewhere: clearly marked, and strict from the moment it lands. ----
-# A script whose module file does not exist yet is xfailed; once the file exists, a broken or
-# missing entry point FAILS. Delete the entry when its issue lands.
-AWAITING_MODULES = {"advisor-gateway": ("producers/gateway/app.py", "issue 8 (gateway)")}
 # A subcommand that its CLI still rejects as an invalid choice is xfailed; once the CLI knows
 # the name, every flag is checked. Delete the entry when its issue lands.
 AWAITING_SUBCOMMANDS: dict[tuple[str, str], str] = {}
@@ -78,9 +75,6 @@ def parse_with_entry_point(script: str, argvs: list[list[str]]) -> list[ParseRes
     """Run each argv through the console script's own parser (pyproject), stopping there."""
     if script not in SCRIPTS:
         pytest.fail(f"{script!r} is not a console script of this project: {sorted(SCRIPTS)}")
-    awaiting = AWAITING_MODULES.get(script)
-    if awaiting and not (ROOT / awaiting[0]).exists():
-        pytest.xfail(f"{script}: {awaiting[0]} does not exist yet, awaiting {awaiting[1]}")
     proc = subprocess.run(
         [sys.executable, "-c", _PARSE_DRIVER, script, SCRIPTS[script], json.dumps(argvs)],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
