@@ -1,13 +1,26 @@
 #!/usr/bin/env bash
-# Optional system packages: OpenBLAS makes MLX's fp32 CPU matmuls fast on Linux.
+# Optional system packages: OpenBLAS makes MLX's fp32 CPU matmuls fast on Linux; Chromium
+# renders the gateway's dashboard in its test. Each is installed once, quietly, as root.
 set -euo pipefail
 [ "$(uname -s)" = Linux ] || exit 0
-if ls /usr/lib/*/openblas-pthread/libopenblas*.so* >/dev/null 2>&1; then exit 0; fi
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  echo "Installing libopenblas0-pthread (fast CPU BLAS for MLX workers)..."
-  (apt-get install -y -qq libopenblas0-pthread >/dev/null 2>&1 \
-    || (apt-get update -qq && apt-get install -y -qq libopenblas0-pthread >/dev/null)) \
-    || echo "warning: could not install libopenblas0-pthread; MLX will use its slow reference BLAS" >&2
-else
-  echo "note: install libopenblas0-pthread (sudo apt-get install libopenblas0-pthread) for fast CPU workers" >&2
+
+# install PACKAGE WHY WITHOUT: apt-get it (updating the index once if needed), else say why it matters.
+install() {
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "Installing $1 ($2)..."
+    (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null 2>&1 \
+      || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null)) \
+      || echo "warning: could not install $1; $3" >&2
+  else
+    echo "note: install $1 (sudo apt-get install $1) for $2" >&2
+  fi
+}
+
+if ! ls /usr/lib/*/openblas-pthread/libopenblas*.so* >/dev/null 2>&1; then
+  install libopenblas0-pthread "fast CPU BLAS for MLX workers" \
+    "MLX will use its slow reference BLAS"
+fi
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  install chromium "the dashboard test's headless browser" \
+    "the dashboard test skips locally and fails in CI"
 fi
