@@ -6,6 +6,7 @@ import base64
 import json
 import shutil
 import subprocess
+import sys
 import uuid
 from typing import Any
 
@@ -43,7 +44,7 @@ def test_the_seeds_json_request_queues_a_job_that_a_worker_finishes(stack: Stack
     assert stack.repo.get(job_id).image_ref == f"path:{stack.root / 'images' / 'test.jpg'}"
 
 
-def test_the_seeds_curl_command_works_as_written(stack: Stack) -> None:
+def test_the_seeds_curl_command_and_a_curl_upload_work_as_written(stack: Stack) -> None:
     if shutil.which("curl") is None:
         if IN_CI:
             pytest.fail("curl is not installed (CI=true)")
@@ -61,6 +62,15 @@ def test_the_seeds_curl_command_works_as_written(stack: Stack) -> None:
     job_id = json.loads(body)["job_id"]
     with stack.client() as client:
         assert_analysis(follow(client, job_id))
+    upload = subprocess.run(
+        ["curl", "-sS", "-X", "POST", f"{stack.url}/analyze?wait=120",
+         "-F", f"file=@{stack.root / 'images' / 'test.jpg'}", "-F", "advisor=ansel",
+         "-w", "\n%{http_code}"],
+        capture_output=True, text=True, timeout=150,
+    )  # fmt: skip
+    body, _, code = upload.stdout.rpartition("\n")
+    assert code == "200", upload.stdout + upload.stderr
+    assert_analysis(json.loads(body))
 
 
 def test_wait_answers_200_with_the_finished_analysis(stack: Stack) -> None:
@@ -289,3 +299,23 @@ def test_the_openapi_spec_and_docs_are_served(stack: Stack) -> None:
     body = spec["paths"]["/analyze"]["post"]["requestBody"]["content"]
     assert {"application/json", "multipart/form-data"} == set(body)
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+def test_the_gateway_loads_neither_mlx_nor_the_worker_package() -> None:
+    code = (
+        "import sys, producers.gateway.app; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mlx', 'mlx_vlm', "
+        "'advisor_worker')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+    assert (
+        "fastapi"
+        in subprocess.run(
+            [sys.executable, "-c", "import sys, producers.gateway.app; print(list(sys.modules))"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+    )  # the probe above did import the gateway
