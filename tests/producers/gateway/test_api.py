@@ -310,12 +310,3 @@ def test_the_gateway_loads_neither_mlx_nor_the_worker_package() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
-    assert (
-        "fastapi"
-        in subprocess.run(
-            [sys.executable, "-c", "import sys, producers.gateway.app; print(list(sys.modules))"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        ).stdout
-    )  # the probe above did import the gateway
