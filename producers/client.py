@@ -152,7 +152,10 @@ class Client:
         due = [
             job
             for job in self.repository.unpublished(limit)
-            if job.publish_attempts > 0 or (as_utc(job.queued_at) or cutoff) <= cutoff
+            # attempts > 0: a worker already had it (re-queued), so no producer is mid-submit.
+            if job.publish_attempts > 0
+            or job.attempts > 0
+            or (as_utc(job.queued_at) or cutoff) <= cutoff
         ]
         result = self.publish(due)
         if result.unsent:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -30,24 +29,26 @@ def wait_generating(stack: Stack, ids: list[str], timeout: float = 60) -> Job:
 
 
 def test_a_job_whose_worker_is_killed_mid_generation_succeeds_once_on_another_worker(
-    make_stack: Callable[..., Stack], broker_url: str, sqlite_url: str, tmp_path: Path
+    make_stack: Callable[..., Stack], broker_url: str, sqlite_url: str
 ) -> None:
     # Long outputs (~1000 tokens) so the kill lands mid-generation.
-    stack = make_stack(sqlite_url, broker_url, text_limit="160", max_output_tokens="1800")
-    [first] = stack.start_workers(1)
+    stack = make_stack(sqlite_url, broker_url, text_limit="160", max_output_tokens="1800",
+                       worker_live_window="5")  # fmt: skip
+    workers = stack.start_workers(2)
     with sweeping(stack.settings):
         ids = stack.submit(2)
         victim = wait_generating(stack, ids)
-        assert victim.worker is not None and f"-{first.proc.pid}@" in victim.worker
-        first.kill()
-        [second] = stack.start_workers(1)
+        [killed] = [w for w in workers if f"-{w.proc.pid}@" in (victim.worker or "")]
+        [survivor] = [w for w in workers if w is not killed]
+        killed.kill()
         jobs = wait_final(stack.repo, ids, timeout=150)
-    result = tally(stack.repo, ids, [first, second])
+    result = tally(stack.repo, ids, workers)
     print(result.line(f"kill -9 mid-generation ({broker_url.split(':')[0]})"))
     assert result == Tally(sent=2, finished=2, succeeded=2, lost=0, duplicated=0)
-    assert first.proc.returncode == -9
+    assert killed.proc.returncode == -9
     taken_over = jobs[victim.id]
     assert taken_over.attempts == 2
-    assert taken_over.worker is not None and f"-{second.proc.pid}@" in taken_over.worker
+    assert taken_over.worker is not None and f"-{survivor.proc.pid}@" in taken_over.worker
     [other] = [jobs[i] for i in ids if i != victim.id]
     assert other.attempts == 1
+    assert survivor.proc.poll() is None

@@ -13,8 +13,8 @@ import pytest
 import redis
 from celery import Celery
 
-from jobs.contracts import SWEEP_TASK, ErrorKind, Status, queue_for
-from jobs.repository import StartOutcome
+from jobs.contracts import SWEEP_TASK, Assignment, ErrorKind, Status, queue_for
+from jobs.repository import NewJob, StartOutcome
 from producers import Client
 from producers.sweep import beat_schedule, register_sweep_task, sweep
 from tests.producers.conftest import (
@@ -133,3 +133,18 @@ def test_the_sweep_task_registers_under_its_name_and_is_scheduled_for_beat(
         "advisor-sweep": {"task": SWEEP_TASK, "schedule": 30,
                           "options": {"expires": 30, "queue": "advisor.ops"}},
     }  # fmt: skip
+
+
+def test_a_job_started_before_its_publish_was_recorded_is_republished_without_the_grace(
+    client: Client, redis_url: str
+) -> None:
+    # A fast worker can start a job before the producer marks it published; the row then
+    # shows no publish at all, like a row still mid-submit, which republish leaves alone.
+    new = NewJob(FINE_TUNED_ADVISOR, "a" * 64, "sha256:" + "a" * 64, "s", "base",
+                 Assignment.FORCED, 0)  # fmt: skip
+    [(job, _)] = client.repository.create_jobs([new])
+    client.repository.start(job.id, "w-gone", lease_seconds=0.01, max_attempts=2)
+    time.sleep(0.05)
+    report = sweep(client)
+    assert (report.requeued, report.republished) == ([job.id], 1)
+    assert [r["job_id"] for r in queued_requests(redis_url, "base")] == [job.id]
