@@ -77,7 +77,7 @@ def _accepted(handle: JobHandle) -> JobAccepted:
     response_model=JobAccepted,
     summary="Submit a photo for critique",
     responses={
-        200: {"model": JobPublic, "description": "finished within `wait` seconds"},
+        200: {"model": JobPublic, "description": "succeeded or failed within `wait` seconds"},
         **error_responses(400, 413, 415, 422, 503),
     },
     openapi_extra=ANALYZE_BODY,

@@ -146,7 +146,8 @@ class QueueHealth(BaseModel):
 
 
 class HealthReport(BaseModel):
-    """`down` (503) when the database or the broker is unreachable."""
+    """`down` (503) when the database or the broker is unreachable; `degraded` (200) when no
+    live worker serves the base queue, so new jobs would wait."""
 
     status: Literal["ok", "degraded", "down"]
     database: DependencyHealth
