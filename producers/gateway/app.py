@@ -31,6 +31,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     """The ASGI app over one Client; nothing connects until the first request."""
     settings = settings or get_settings()
     client = Client(settings, registry=registry)
+    # Made now, not lazily by the first concurrent requests; it connects only when used.
+    client.publisher  # noqa: B018
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 
 from jobs.errors import InvalidImage, InvalidWeights, JobNotFound, UnknownAdvisor, UnknownVariant
 from producers.errors import InvalidSubmission, PublishFailed
-from producers.gateway.errors import GatewayError, Unauthorized
+from producers.gateway.errors import GatewayError, RolloutsDisabled, Unauthorized
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,8 @@ def _one_line(exc: BaseException) -> str:
 def _headers_for(status: int, exc: BaseException) -> dict[str, str] | None:
     if isinstance(exc, Unauthorized):
         return {"WWW-Authenticate": "Bearer"}
-    if status == 503:
+    if status == 503 and not isinstance(exc, RolloutsDisabled):
+        # A dependency outage passes; a missing token does not, so no retry hint for it.
         return {"Retry-After": RETRY_AFTER_SECONDS}
     return None
 

@@ -108,3 +108,4 @@ def test_rollout_endpoints_answer_503_until_a_token_is_set(tmp_path: Path) -> No
         assert response.status_code == 503, response.text
         assert response.json()["error"] == "rollouts_disabled"
         assert "ADVISOR_GATEWAY_TOKEN" in response.json()["message"]
+        assert "retry-after" not in response.headers
