@@ -107,7 +107,7 @@ async def analyze(
     if not handle.published:
         raise BrokerUnavailable(
             f"Job {handle.id} is stored but the broker did not take it ({handle.publish_error}); "
-            "it is sent when the broker is back (`advisor republish`)",
+            "it is sent once the broker is back (`advisor sweep` or `advisor republish`)",
             job_id=handle.id,
             status_url=accepted.status_url,
         )
