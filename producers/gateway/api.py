@@ -104,6 +104,9 @@ async def analyze(
         # Only the path case reads files here (e.g. a name too long for the filesystem).
         raise InvalidImage(f"Image {str(item.image)[:200]!r} cannot be read: {exc}") from exc
     accepted = _accepted(handle)
+    if not handle.created:
+        # An earlier submit with this idempotency key made the job; it may be further along.
+        accepted.status = (await run_in_threadpool(gateway.client.status, handle.id)).status
     if not handle.published:
         raise BrokerUnavailable(
             f"Job {handle.id} is stored but the broker did not take it ({handle.publish_error}); "

@@ -121,6 +121,12 @@ def test_an_idempotency_key_returns_the_first_job(stack: Stack) -> None:
     assert (first.status_code, again.status_code) == (202, 202)
     assert first.json()["job_id"] == again.json()["job_id"]
     assert (first.json()["created"], again.json()["created"]) == (True, False)
+    with stack.client() as client:
+        done = follow(client, first.json()["job_id"])
+        late = client.post("/analyze", json=body)
+        waited = client.post("/analyze", params={"wait": 5}, json=body)
+    assert late.status_code == 202 and late.json()["status"] == done["status"] == "succeeded"
+    assert waited.status_code == 200 and waited.json() == done
 
 
 BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str]] = [
