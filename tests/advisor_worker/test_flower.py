@@ -1,0 +1,141 @@
+"""Flower, started as docs/deploy.md says, sees both variants' workers, their queues and tasks."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from jobs.contracts import ANALYZE_TASK, queue_for
+from jobs.db import engine_for
+from jobs.repository import Repository
+from producers import Client, SubmitItem
+from tests.advisor_worker.test_worker_e2e import photo, settings_of, setup_env
+from tests.conftest import free_port
+from tests.support import Env, running_workers, wait_until_final
+
+USER, PASSWORD = "ops", "flower-test-secret"
+# The command docker-compose.yml and docs/deploy.md give; credentials come from the environment.
+FLOWER = [sys.executable, "-m", "celery", "--app=advisor_worker.flower_app", "flower"]
+
+
+@contextmanager
+def running_flower(env: Env, log_dir: Path) -> Iterator[str]:
+    port = free_port()
+    log = log_dir / "flower.log"
+    with log.open("wb") as handle:
+        proc = subprocess.Popen(
+            [*FLOWER, "--address=127.0.0.1", f"--port={port}"],
+            env=env.full(FLOWER_BASIC_AUTH=f"{USER}:{PASSWORD}"),
+            cwd=log_dir,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"flower exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/healthcheck", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"flower not answering in 60 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def api(url: str, path: str) -> Any:
+    response = httpx.get(f"{url}{path}", auth=(USER, PASSWORD), timeout=30)
+    assert response.status_code == 200, (path, response.status_code, response.text[:300])
+    return response.json()
+
+
+def poll(url: str, path: str, done: Any, timeout: float = 60) -> Any:
+    """GET path until done(body) holds; returns that body."""
+    deadline = time.monotonic() + timeout
+    body = api(url, path)
+    while not done(body):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} never matched: {json.dumps(body)[:2000]}")
+        time.sleep(0.5)
+        body = api(url, path)
+    return body
+
+
+@pytest.fixture
+def env(tmp_path: Path, tiny_model_dir: Path, redis_url: str) -> Env:
+    return setup_env(tmp_path, tiny_model_dir, f"sqlite:///{tmp_path / 'advisor.db'}", redis_url)
+
+
+def test_flower_shows_both_variants_workers_their_queues_and_the_analyze_tasks(
+    env: Env, tmp_path: Path
+) -> None:
+    settings = settings_of(env)
+    repo = Repository(engine_for(settings.resolved_database_url))
+    host = socket.gethostname()
+    with (
+        running_flower(env, tmp_path) as url,
+        running_workers(env, ["base", "fine_tuned"], tmp_path) as workers,
+    ):
+        names = {f"{w.variant}-{w.proc.pid}@{host}": w.variant for w in workers}
+        with Client(settings) as client:
+            handles = client.submit_many(
+                [SubmitItem(photo(i), "ansel", variant=v) for i, v in enumerate(names.values())]
+            )
+        variant_of = {h.id: v for h, v in zip(handles, names.values(), strict=True)}
+        wait_until_final(repo, list(variant_of), timeout=120)
+
+        # Task events: the producer's task-sent, then the worker's received/started/succeeded.
+        def finished(body: dict[str, Any]) -> bool:
+            states = [t["state"] for t in body.values()]
+            return len(body) == len(variant_of) and states == ["SUCCESS"] * len(states)
+
+        tasks = poll(url, "/api/tasks", finished)
+        # The workers answer Flower's inspect broadcast once they are idle.
+        listed = poll(url, "/api/workers?refresh=1", lambda b: set(names) <= set(b))
+        lengths = api(url, "/api/queues/length")
+
+    for name, variant in names.items():
+        queues = [q["name"] for q in listed[name]["active_queues"]]
+        assert queues == [queue_for(variant)], (name, queues)
+        assert ANALYZE_TASK in listed[name]["registered"]
+    for task in tasks.values():
+        job_id = next(j for j in variant_of if j in task["kwargs"])
+        variant = variant_of[job_id]
+        assert task["name"] == ANALYZE_TASK
+        assert names[task["worker"]] == variant
+        assert task["routing_key"] == queue_for(variant)
+    depths = {q["name"]: q["messages"] for q in lengths["active_queues"]}
+    assert depths == {queue_for("base"): 0, queue_for("fine_tuned"): 0}
+
+
+def test_flower_refuses_requests_without_the_right_basic_auth(env: Env, tmp_path: Path) -> None:
+    with running_flower(env, tmp_path) as url:
+        anonymous = httpx.get(f"{url}/api/workers", timeout=10)
+        wrong = httpx.get(f"{url}/api/workers", auth=(USER, "guess"), timeout=10)
+        page = httpx.get(f"{url}/tasks", timeout=10)
+        allowed = httpx.get(f"{url}/api/workers", auth=(USER, PASSWORD), timeout=10)
+    assert anonymous.status_code == 401
+    assert wrong.status_code == 401
+    assert page.status_code == 401
+    assert allowed.status_code == 200
