@@ -116,8 +116,12 @@ def verify(data: bytes, limits: Limits, ref: str | None = None) -> CheckedImage:
             f"Image has too many pixels ({exc}); the limit is {limits.max_pixels} "
             "(ADVISOR_MAX_IMAGE_PIXELS)"
         ) from exc
+    except UnidentifiedImageError as exc:
+        # Pillow's own message names the BytesIO object's address: no use to the sender.
+        raise InvalidImage(
+            f"Image format not recognised ({len(data)} bytes); send a JPEG, PNG or WebP"
+        ) from exc
     except (
-        UnidentifiedImageError,
         OSError,
         SyntaxError,
         ValueError,
