@@ -10,6 +10,8 @@ from contextlib import asynccontextmanager
 
 import uvicorn
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from jobs.errors import AdvisorError
@@ -39,9 +41,20 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         yield
         client.close()
 
+    # /docs from the vendored Swagger UI: FastAPI's default page loads it from a CDN.
     app = FastAPI(
-        title="mondrian-advisor gateway", version="1", description=DESCRIPTION, lifespan=lifespan
-    )
+        title="mondrian-advisor gateway", version="1", description=DESCRIPTION,
+        lifespan=lifespan, docs_url=None, redoc_url=None,
+    )  # fmt: skip
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json", title="mondrian-advisor gateway",
+            swagger_js_url="/static/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger-ui.css", swagger_favicon_url="",
+        )  # fmt: skip
+
     app.state.gateway = Gateway(settings, client)
     problems.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.gateway_max_body_bytes)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -299,12 +300,17 @@ def test_the_openapi_spec_and_docs_are_served(stack: Stack) -> None:
     with stack.client() as client:
         spec = client.get("/openapi.json").json()
         docs = client.get("/docs")
+        assets = [client.get(f"/static/swagger-ui{name}") for name in ("-bundle.js", ".css")]
     assert {"/analyze", "/jobs/{job_id}", "/jobs/{job_id}/events", "/health", "/rollouts",
             "/rollouts/{advisor}", "/rollouts/{advisor}/rollback", "/report", "/metrics",
             "/dashboard/data"} <= set(spec["paths"])  # fmt: skip
     body = spec["paths"]["/analyze"]["post"]["requestBody"]["content"]
     assert {"application/json", "multipart/form-data"} == set(body)
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    # Served by the gateway itself: a closed network has no CDN.
+    assert not re.findall(r"(?:src|href)=[\"']https?://", docs.text), docs.text
+    assert [a.status_code for a in assets] == [200, 200]
+    assert "SwaggerUIBundle" in assets[0].text
 
 
 def test_the_gateway_loads_neither_mlx_nor_the_worker_package() -> None:
