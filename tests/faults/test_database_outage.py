@@ -8,17 +8,17 @@ from collections.abc import Callable
 from jobs.contracts import Status
 from jobs.models import Job
 from tests.faults.conftest import Stack, Tally, sweeping, tally, wait_final
-from tests.faults.servers import PostgresCluster
+from tests.faults.servers import PostgresCluster, RedisServer
 
 JOBS = 6
 OUTAGE_SECONDS = 4
 
 
 def test_no_finished_analysis_is_lost_while_postgresql_is_down_for_a_few_seconds(
-    make_stack: Callable[..., Stack], pg_cluster: PostgresCluster, redis_url: str
+    make_stack: Callable[..., Stack], pg_cluster: PostgresCluster, redis_server: RedisServer
 ) -> None:
     # ~2 s analyses, so the outage begins mid-generation and spans the outcome write.
-    stack = make_stack(pg_cluster.url, redis_url, text_limit="64")
+    stack = make_stack(pg_cluster.url, redis_server.url, text_limit="64")
     [worker] = stack.start_workers(1)
     with sweeping(stack.settings):
         ids = stack.submit(JOBS)

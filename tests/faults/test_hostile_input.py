@@ -19,6 +19,7 @@ from jobs.repository import NewJob
 from producers import Client
 from producers.sweep import sweep
 from tests.faults.conftest import Stack, Tally, photo, tally, wait_final
+from tests.faults.servers import RedisServer
 
 
 class TouchOnUnpickle:
@@ -52,9 +53,11 @@ def new_job(stack: Stack, ref: str, name: str, images: dict[str, bytes] | None =
 
 
 def test_pickles_broken_messages_and_escaping_or_oversize_images_are_refused_by_a_live_worker(
-    make_stack: Callable[..., Stack], sqlite_url: str, redis_url: str, tmp_path: Path
+    make_stack: Callable[..., Stack], sqlite_url: str, redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    stack = make_stack(sqlite_url, redis_url, max_image_bytes="100000", worker_live_window="3")
+    stack = make_stack(
+        sqlite_url, redis_server.url, max_image_bytes="100000", worker_live_window="3"
+    )
     roots, marker = tmp_path / "images", tmp_path / "unpickled"
     outside = tmp_path / "secret.jpg"
     outside.write_bytes(photo(1))

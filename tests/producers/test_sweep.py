@@ -19,11 +19,18 @@ from producers import Client
 from producers.sweep import beat_schedule, register_sweep_task, sweep
 from tests.producers.conftest import (
     FINE_TUNED_ADVISOR,
+    RedisServer,
     make_settings,
     photo,
     queued_requests,
     settings_env,
 )
+
+
+@pytest.fixture
+def redis_url(own_redis: RedisServer) -> str:
+    """A private server: no other process's worker can consume these queues."""
+    return own_redis.url
 
 
 @pytest.fixture
