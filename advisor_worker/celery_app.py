@@ -26,6 +26,12 @@ def bind_runtime(runtime: WorkerRuntime | None) -> None:
     _runtime = runtime
 
 
+def record_refused(job_id: str, problem: str) -> None:
+    """A message refused before it became a request still leaves its reason on the job."""
+    if _runtime is not None:
+        _runtime.record_malformed(job_id, problem)
+
+
 # A malformed message is refused and logged before Celery builds a request from it.
 @app.task(name=ANALYZE_TASK, bind=True, Strategy="advisor_worker.messages:checked_strategy")
 def analyze(self: Task, *args: Any, **kwargs: Any) -> str:

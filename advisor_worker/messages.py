@@ -36,8 +36,17 @@ def body_problem(headers: Any, payload: Any) -> str | None:
     return None
 
 
+def readable_job_id(payload: Any) -> str | None:
+    """The job id a decoded, refused body names: `{"job_id": ..}` or `[.., {"job_id": ..}, ..]`."""
+    kwargs = payload[1] if isinstance(payload, list | tuple) and len(payload) >= 2 else payload
+    job_id = kwargs.get("job_id") if isinstance(kwargs, dict) else None
+    return job_id if isinstance(job_id, str) and job_id else None
+
+
 def checked_strategy(task: Any, app: Any, consumer: Any, **options: Any) -> Callable[..., Any]:
     """Celery's default strategy behind body_problem(); set as the task's `Strategy`."""
+    from advisor_worker.celery_app import record_refused as on_refused
+
     handler = default_strategy(task, app, consumer, **options)
 
     def handle(message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **kw: Any) -> Any:
@@ -49,6 +58,9 @@ def checked_strategy(task: Any, app: Any, consumer: Any, **options: Any) -> Call
             else body_problem(message.headers, message.payload)
         )
         if problem is not None:
+            job_id = readable_job_id(message.payload) if body is None else None
+            if job_id is not None:
+                on_refused(job_id, problem)
             raise InvalidTaskError(f"Refused a {task.name} message: {problem}")
         return handler(message, body, ack, reject, callbacks, **kw)
 

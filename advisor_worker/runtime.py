@@ -251,14 +251,18 @@ class WorkerRuntime:
         job_id = payload.get("job_id") if isinstance(payload, dict) else None
         logger.error("Malformed analyze payload (job %s): %s", job_id, problems)
         if isinstance(job_id, str) and job_id:
-            message = f"Malformed task payload: {problems}"
-            recorded = self._db(
-                f"Recording the malformed payload of job {job_id}",
-                lambda: self.repo.fail(job_id, ErrorKind.INVALID_REQUEST, message),
-            )
-            if not recorded:
-                logger.error("Job %s of the malformed payload is unknown or already final", job_id)
+            self.record_malformed(job_id, problems)
         return "malformed"
+
+    def record_malformed(self, job_id: str, problem: str) -> None:
+        """Fail the job a refused message names, so its row says what happened."""
+        message = f"Malformed task payload: {problem}"
+        recorded = self._db(
+            f"Recording the malformed payload of job {job_id}",
+            lambda: self.repo.fail(job_id, ErrorKind.INVALID_REQUEST, message),
+        )
+        if not recorded:
+            logger.error("Job %s of the malformed payload is unknown or already final", job_id)
 
 
 def parse_analysis(text: str, finish_reason: str, max_tokens: int) -> Analysis:

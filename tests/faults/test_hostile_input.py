@@ -132,29 +132,33 @@ def test_pickles_broken_messages_and_escaping_or_oversize_images_are_refused_by_
             "job_id": job_id, "advisor": "ansel", "variant": stack.variant,
             "image_ref": images[name][0]})  # fmt: skip
     app.close()
-    unreadable = [pickled_job, garbled_job]
-    stack.repo.mark_published([typed_job, *image_jobs.values(), *unreadable])
+    unreadable = [pickled_job]
+    stack.repo.mark_published([typed_job, garbled_job, *image_jobs.values(), *unreadable])
 
     [worker] = stack.start_workers(1)
-    jobs = wait_final(stack.repo, [typed_job, *image_jobs.values()], timeout=90)
+    jobs = wait_final(stack.repo, [typed_job, garbled_job, *image_jobs.values()], timeout=90)
     good = stack.submit(1, first_seed=5)
     jobs.update(wait_final(stack.repo, good, timeout=90))
     assert worker.proc.poll() is None
     assert not marker.exists()
-    # Unreadable bodies name no job the worker could trust: those rows stay queued until the
-    # sweep finds their queue empty and resends them as lost messages.
+    # An undecodable body names no job the worker could trust: its row stays queued until the
+    # sweep finds the queue empty and resends it as a lost message.
     assert {stack.repo.get(j).status for j in unreadable} == {Status.QUEUED}
     time.sleep(stack.settings.worker_live_window)
     with Client(stack.settings) as client:
         assert sorted(sweep(client).resent) == sorted(unreadable)
     jobs.update(wait_final(stack.repo, unreadable, timeout=60))
-    sent = [*unreadable, typed_job, *image_jobs.values(), *good]
+    sent = [*unreadable, garbled_job, typed_job, *image_jobs.values(), *good]
     result = tally(stack.repo, sent, [worker])
     print(result.line("hostile input"))
 
     assert worker.proc.poll() is None
     for job_id in unreadable:  # resent well-formed; their (fake) stored image is missing
         assert jobs[job_id].error_kind == ErrorKind.INVALID_IMAGE, jobs[job_id].error
+    # A decodable body that Celery cannot run is refused, and the job it names says why.
+    garbled = jobs[garbled_job]
+    assert (garbled.status, garbled.error_kind) == (Status.FAILED, ErrorKind.INVALID_REQUEST)
+    assert garbled.error and "its body is a dict, not [args, kwargs, embed]" in garbled.error
     typed = jobs[typed_job]
     assert (typed.status, typed.error_kind) == (Status.FAILED, ErrorKind.INVALID_REQUEST)
     assert typed.error and "advisor" in typed.error and "image_ref" in typed.error
