@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from jobs.errors import AdvisorError
 from jobs.settings import get_settings
 from producers import capacity, guard, report, sweep
-from producers.commands import db, demo, jobs, rollout
+from producers.commands import db, demo, jobs, metrics, rollout
 from producers.commands.output import EXIT_FAILED, EXIT_TIMEOUT, EXIT_USAGE, Subparsers
 from producers.errors import JobTimeout
 
@@ -28,6 +28,7 @@ COMMANDS: list[Callable[[Subparsers], None]] = [
     guard.add_cli,
     capacity.add_cli,
     sweep.add_cli,
+    metrics.register,
 ]
 
 
