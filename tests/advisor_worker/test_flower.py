@@ -106,11 +106,14 @@ def test_flower_shows_both_variants_workers_their_queues_and_the_analyze_tasks(
         wait_until_final(repo, list(variant_of), timeout=120)
 
         # Task events: the producer's task-sent, then the worker's received/started/succeeded.
-        def finished(body: dict[str, Any]) -> bool:
-            states = [t["state"] for t in body.values()]
-            return len(body) == len(variant_of) and states == ["SUCCESS"] * len(states)
+        def ours(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+            return {j: t for t in body.values() for j in variant_of if j in (t["kwargs"] or "")}
 
-        tasks = poll(url, "/api/tasks", finished)
+        def finished(body: dict[str, Any]) -> bool:
+            states = [t["state"] for t in ours(body).values()]
+            return len(states) == len(variant_of) and set(states) == {"SUCCESS"}
+
+        tasks = ours(poll(url, "/api/tasks", finished))
         # The workers answer Flower's inspect broadcast once they are idle.
         listed = poll(url, "/api/workers?refresh=1", lambda b: set(names) <= set(b))
         lengths = api(url, "/api/queues/length")
@@ -119,8 +122,7 @@ def test_flower_shows_both_variants_workers_their_queues_and_the_analyze_tasks(
         queues = [q["name"] for q in listed[name]["active_queues"]]
         assert queues == [queue_for(variant)], (name, queues)
         assert ANALYZE_TASK in listed[name]["registered"]
-    for task in tasks.values():
-        job_id = next(j for j in variant_of if j in task["kwargs"])
+    for job_id, task in tasks.items():
         variant = variant_of[job_id]
         assert task["name"] == ANALYZE_TASK
         assert names[task["worker"]] == variant
