@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ def load_variant(model_dir: Path, adapter: Path, mode: str) -> tuple[Any, Any, f
 
 
 def run(
-    workdir: Path, sizes: list[str], *, tokens: int, rank: int, rounds: int, repeats: int
+    workdir: Path, sizes: list[str], *, tokens: int, rank: int, rounds: int, loads: int
 ) -> Section:
     from advisor_worker.generation import probe_image
 
@@ -40,9 +39,11 @@ def run(
         "LoRA adapters",
         f"A random PEFT adapter (rank {rank}, alpha {2 * rank}, on {', '.join(TARGETS)} of every "
         "language-model layer), verified and applied as a worker does (`lora.verify_and_apply`: "
-        "probe logits before and after). Each round loads each mode fresh, interleaved, then "
-        f"decodes {tokens} tokens greedily (EOS masked) {repeats} times; a round's figure is "
-        f"the median of its repeats, and ratios are paired per round ({rounds} rounds).",
+        f"probe logits before and after). Each mode is loaded fresh {loads}x, interleaved "
+        "(load time). Then the three models, all in memory, take turns: each round decodes "
+        f"{tokens} tokens greedily (EOS masked) on each, in a rotating order, so a busy moment "
+        f"of the shared machine hits all three alike; ratios are paired per round ({rounds} "
+        "rounds).",
     )
     image = probe_image()
     rows = []
@@ -55,16 +56,24 @@ def run(
         load_s: dict[str, list[float]] = {m: [] for m in MODES}
         adapter_s: dict[str, list[float]] = {m: [] for m in MODES}
         rate: dict[str, list[float]] = {m: [] for m in MODES}
-        for _ in range(rounds):
+        loaded: dict[str, tuple[Any, Any]] = {}
+        for _ in range(loads):
             for mode in MODES:
+                loaded.pop(mode, None)
+                mx.clear_cache()
                 model, processor, seconds, applied = load_variant(model_dir, adapter, mode)
-                free_rate(model, processor, image, 4)  # JIT warm-up
-                runs = [free_rate(model, processor, image, tokens) for _ in range(repeats)]
                 load_s[mode].append(seconds)
                 adapter_s[mode].append(applied)
-                rate[mode].append(statistics.median(runs))
-                del model, processor
-                mx.clear_cache()
+                loaded[mode] = (model, processor)
+        for model, processor in loaded.values():
+            free_rate(model, processor, image, 4)  # JIT warm-up
+        for round_no in range(rounds):
+            shift = round_no % len(MODES)
+            for mode in MODES[shift:] + MODES[:shift]:
+                model, processor = loaded[mode]
+                rate[mode].append(free_rate(model, processor, image, tokens))
+        loaded.clear()
+        mx.clear_cache()
         label = models.label(model_dir, size)
         for mode in MODES:
             rows.append([

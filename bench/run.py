@@ -32,23 +32,34 @@ class Plan:
     decoding_repeats: int
     lora: list[str]
     lora_rounds: int
-    lora_repeats: int
-    lora_tokens: int = 64
-    lora_rank: int = 16
+    lora_loads: int
+    lora_tokens: int
 
 
 PLANS = {
-    "quick": Plan(200, 3, {"tiny": 5, "medium": 1}, {"tiny": (20, 2)}, ["tiny"], 3, ["tiny"], 2, 2),
+    "quick": Plan(
+        200,
+        3,
+        {"tiny": 5, "medium": 1},
+        {"tiny": (20, 2)},
+        ["tiny"],
+        3,
+        ["tiny"],
+        4,
+        1,
+        64,
+    ),  # fmt: skip
     "full": Plan(
         1000,
         5,
-        {"tiny": 10, "medium": 3},
+        {"tiny": 10, "medium": 4},
         {"tiny": (40, 3), "medium": (4, 1)},
         ["tiny", "medium"],
-        3,
+        4,
         ["tiny", "medium"],
-        3,
+        8,
         2,
+        32,
     ),  # fmt: skip
 }
 
@@ -116,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         "lora",
         lambda: [
             adapters.run(
-                workdir, plan.lora, tokens=plan.lora_tokens, rank=plan.lora_rank,
-                rounds=plan.lora_rounds, repeats=plan.lora_repeats,
+                workdir, plan.lora, tokens=plan.lora_tokens, rank=16,
+                rounds=plan.lora_rounds, loads=plan.lora_loads,
             )
         ],
     )  # fmt: skip

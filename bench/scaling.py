@@ -10,6 +10,7 @@ from bench.serving import ADVISOR, settings_for
 from bench.stats import Figure, Section, ratios, table
 from bench.targets import Target, worker_env
 from jobs.contracts import FINAL_STATUSES, Status
+from jobs.models import Job
 from jobs.repository import as_utc
 from producers import Client, SubmitItem
 from producers.commands.demo import photo
@@ -21,12 +22,13 @@ def drain(client: Client, jobs: int, tag: str) -> float:
     ids = [h.id for h in client.submit_many(items)]
     deadline = time.monotonic() + 60 * jobs
     while True:
-        rows = [client.status(i) for i in ids]
+        # One query per poll, a few polls a second: the cores stay with the workers.
+        rows = client.repository.find(Job.id.in_(ids))
         if all(Status(r.status) in FINAL_STATUSES for r in rows):
             break
         if time.monotonic() > deadline:
             raise TimeoutError(f"{tag}: jobs not final in time")
-        time.sleep(0.05)
+        time.sleep(0.25)
     failed = [r for r in rows if r.status != Status.SUCCEEDED]
     if failed:
         raise RuntimeError(f"{tag}: {len(failed)} jobs failed: {failed[0].error}")
@@ -97,7 +99,9 @@ def run(target: Target, workdir: Path, plan: dict[str, tuple[int, int]]) -> Sect
     section.notes.append(
         "This machine has two cores, shared with other work: a second worker can at most double "
         "throughput when a job leaves a core idle, and MLX's CPU matmuls already use both cores, "
-        "so on the compute-bound model the pair mostly splits the same cores. On a Mac each "
-        "worker gets the GPU's time-slices instead; the ratio here is no forecast for that."
+        "so on the compute-bound model the pair splits the same cores, and each worker's "
+        "OpenBLAS pool (one thread per core) then oversubscribes them. With several workers on "
+        "one CPU host, give each `OPENBLAS_NUM_THREADS` = cores / workers. On a Mac each worker "
+        "gets the GPU's time-slices instead; the ratio here is no forecast for that."
     )
     return section

@@ -61,7 +61,8 @@ def wait_final(repo: Repository, job_id: str, timeout: float = 900) -> None:
     while time.monotonic() < deadline:
         if Status(repo.get(job_id).status) in FINAL_STATUSES:
             return
-        time.sleep(0.01)
+        # Timing comes from the row's own stamps; slow polling keeps the cores for the worker.
+        time.sleep(0.2)
     raise TimeoutError(f"job {job_id} not final after {timeout:.0f}s")
 
 
@@ -167,14 +168,30 @@ def run(target: Target, workdir: Path, sizes: dict[str, int]) -> tuple[Section, 
             Figure.of([e - w for e, w in zip(e2e, in_worker, strict=True)]).show(0),
         ])  # fmt: skip
         if size != "tiny":
+            outside = [e - w for e, w in zip(e2e, in_worker, strict=True)]
+            inside = [w - d for w, d in zip(in_worker, s.direct_ms, strict=True)]
+            share = statistics.median(outside) / statistics.median(e2e)
+            direct_spread = Figure.of(s.direct_ms)
             overhead.goals.append(
                 Goal(
                     f"worker overhead share of job time ({s.label})",
                     ratios(over, e2e),
                     0.05,
                     at_least=False,
-                    why="per-job database round trips and broker delivery outweigh generation",
-                    fix="fold the start, identity and queue-wait updates into one statement",
+                    why=(
+                        f"the work outside the generate call (database updates, image load, "
+                        f"delivery) is only {statistics.median(outside):.0f} ms, "
+                        f"{share:.2%} of the job; the gap is the generate call itself running "
+                        f"{statistics.median(inside):.0f} ms longer in the worker than in the "
+                        "benchmark process, on a shared 2-core machine where the same direct "
+                        f"call alone ranged {direct_spread.low:.0f}-{direct_spread.high:.0f} ms"
+                    ),
+                    fix=(
+                        "rerun on a quiet machine to separate noise from cost; if the in-worker "
+                        "slowdown stays, profile the worker's MLX thread against the Celery, "
+                        "heartbeat and watchdog threads competing for the two cores (e.g. "
+                        "pin OpenBLAS to one thread fewer than the cores)"
+                    ),
                 )
             )
     overhead.tables.append(

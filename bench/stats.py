@@ -68,8 +68,11 @@ class Goal:
     @property
     def shortfall(self) -> str:
         """How far the median is from the target, in percent of the target."""
+        if self.is_met:
+            return "met"
         gap = abs(self.ratio.median - self.target) / self.target * 100
-        return "met" if self.is_met else f"missed by {gap:.1f}%"
+        spans = self.ratio.low <= self.target <= self.ratio.high
+        return f"missed by {gap:.1f}%" + (" (the runs' range spans the target)" if spans else "")
 
 
 @dataclass

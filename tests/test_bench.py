@@ -1,0 +1,36 @@
+"""The benchmark runner: never run as a test, but its entry point and verdicts must hold."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.stats import Figure, Goal
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_benchmark_runner_parses_its_options_without_loading_mlx() -> None:
+    code = (
+        "import sys\n"
+        "from bench import run\n"
+        "args = run.parse(['--quick', '--only', 'submit', '--out', 'x.md'])\n"
+        "assert args.quick and args.only == ['submit'], args\n"
+        "assert not any(m.startswith('mlx') for m in sys.modules), 'mlx imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+    shown = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--help"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert shown.returncode == 0 and "--quick" in shown.stdout
+
+
+def test_a_goal_is_judged_on_its_median_and_a_miss_says_by_how_much() -> None:
+    met = Goal("fused / base", Figure.of([0.97, 0.99, 1.01]), 0.98, at_least=True)
+    missed = Goal("overhead", Figure.of([0.08, 0.10, 0.12]), 0.05, at_least=False)
+    noisy = Goal("ratio", Figure.of([0.85, 0.95, 1.0]), 0.98, at_least=True)
+    assert (met.is_met, missed.is_met) == (True, False)
+    assert missed.shortfall == "missed by 100.0%"
+    assert noisy.shortfall == "missed by 3.1% (the runs' range spans the target)"
+    assert Figure.of([3.0, 1.0, 2.0], "ms").show(1) == "2.0 (1.0-3.0) ms"
