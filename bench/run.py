@@ -38,29 +38,29 @@ class Plan:
 
 PLANS = {
     "quick": Plan(
-        200,
-        3,
-        {"tiny": 5, "medium": 1},
-        {"tiny": (20, 2)},
-        ["tiny"],
-        3,
-        ["tiny"],
-        4,
-        1,
-        64,
-    ),  # fmt: skip
+        submit_jobs=200,
+        submit_repeats=3,
+        serving={"tiny": 5, "medium": 1},
+        scaling={"tiny": (20, 2)},
+        decoding=["tiny"],
+        decoding_repeats=3,
+        lora=["tiny"],
+        lora_rounds=8,
+        lora_loads=1,
+        lora_tokens=64,
+    ),
     "full": Plan(
-        1000,
-        5,
-        {"tiny": 10, "medium": 4},
-        {"tiny": (40, 3), "medium": (4, 1)},
-        ["tiny", "medium"],
-        4,
-        ["tiny", "medium"],
-        8,
-        2,
-        32,
-    ),  # fmt: skip
+        submit_jobs=1000,
+        submit_repeats=5,
+        serving={"tiny": 10, "medium": 4},
+        scaling={"tiny": (40, 3), "medium": (4, 1)},
+        decoding=["tiny", "medium"],
+        decoding_repeats=4,
+        lora=["tiny", "medium"],
+        lora_rounds=8,
+        lora_loads=2,
+        lora_tokens=32,
+    ),
 }
 
 
