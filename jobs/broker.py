@@ -59,3 +59,13 @@ def analyze_queue(variant: str) -> Queue:
     """A durable direct queue per variant; its routing key equals its name."""
     name = queue_for(variant)
     return Queue(name, Exchange(name, type="direct"), routing_key=name)
+
+
+def beat_entry(
+    key: str, task: str, interval_seconds: float, *, queue: str | None = None
+) -> dict[str, Any]:
+    """An `app.conf.beat_schedule` entry; a run older than one interval is dropped."""
+    options: dict[str, Any] = {"expires": interval_seconds}
+    if queue is not None:
+        options["queue"] = queue
+    return {key: {"task": task, "schedule": interval_seconds, "options": options}}

@@ -19,6 +19,7 @@ from celery import Celery
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from jobs.broker import beat_entry
 from jobs.contracts import BASE_VARIANT, GUARD_TASK, ErrorKind, Status
 from jobs.db import engine_for
 from jobs.errors import AdvisorError
@@ -222,10 +223,7 @@ def register_guard_task(
 
 def beat_schedule(interval_seconds: float, *, queue: str | None = None) -> dict[str, Any]:
     """The entry for `app.conf.beat_schedule`; a run older than one interval is dropped."""
-    options: dict[str, Any] = {"expires": interval_seconds}
-    if queue is not None:
-        options["queue"] = queue
-    return {"advisor-guard": {"task": GUARD_TASK, "schedule": interval_seconds, "options": options}}
+    return beat_entry("advisor-guard", GUARD_TASK, interval_seconds, queue=queue)
 
 
 def run_loop(

@@ -26,6 +26,7 @@ from celery import Celery
 from kombu.exceptions import KombuError
 from sqlalchemy.exc import SQLAlchemyError
 
+from jobs.broker import beat_entry
 from jobs.contracts import SWEEP_TASK, Status, queue_for
 from jobs.errors import AdvisorError
 from jobs.models import Job
@@ -167,10 +168,7 @@ def register_sweep_task(app: Celery, settings: Settings) -> Any:
 
 def beat_schedule(interval_seconds: float, *, queue: str | None = None) -> dict[str, Any]:
     """The entry for `app.conf.beat_schedule`; a run older than one interval is dropped."""
-    options: dict[str, Any] = {"expires": interval_seconds}
-    if queue is not None:
-        options["queue"] = queue
-    return {"advisor-sweep": {"task": SWEEP_TASK, "schedule": interval_seconds, "options": options}}
+    return beat_entry("advisor-sweep", SWEEP_TASK, interval_seconds, queue=queue)
 
 
 def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
