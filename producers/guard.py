@@ -28,7 +28,7 @@ from jobs.repository import utcnow
 from jobs.rollouts import RolloutStore
 from jobs.settings import Settings, get_settings
 from jobs.variants import Registry, load_registry
-from producers.opscli import one_line, positive
+from producers.opscli import one_line, positive, run_rounds
 
 logger = logging.getLogger(__name__)
 
@@ -237,22 +237,10 @@ def run_loop(
     delay_first: bool = False,
 ) -> int:
     """Enforce every `interval` seconds until `stop` is set; returns the rounds run."""
-    stop = stop or threading.Event()
-    rounds = 0
-    if delay_first and stop.wait(interval):
-        return rounds
-    while True:
-        try:
-            decisions = enforce(engine, registry, thresholds=thresholds)
-        except SQLAlchemyError:
-            # A database blip must not end the guard; the next round retries.
-            logger.exception("guard round failed; retrying in %.0fs", interval)
-        else:
-            if on_round is not None:
-                on_round(decisions)
-        rounds += 1
-        if stop.wait(interval):
-            return rounds
+    return run_rounds(
+        "Guard", lambda: enforce(engine, registry, thresholds=thresholds), interval=interval,
+        transient=(SQLAlchemyError,), stop=stop, on_round=on_round, delay_first=delay_first,
+    )  # fmt: skip
 
 
 def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def positive(text: str) -> float:
@@ -32,3 +39,34 @@ def one_line(exc: BaseException) -> str:
     if isinstance(exc, SQLAlchemyError):
         return f"database error: {first} (is ADVISOR_DATABASE_URL right and migrated?)"
     return first
+
+
+def run_rounds(
+    name: str,
+    round_: Callable[[], T],
+    *,
+    interval: float,
+    transient: tuple[type[BaseException], ...],
+    stop: threading.Event | None = None,
+    on_round: Callable[[T], None] | None = None,
+    delay_first: bool = False,
+) -> int:
+    """Call `round_` every `interval` seconds until `stop` is set; returns the rounds run.
+
+    A `transient` error (a database or broker blip) is logged and the next round retries.
+    """
+    stop = stop or threading.Event()
+    rounds = 0
+    if delay_first and stop.wait(interval):
+        return rounds
+    while True:
+        try:
+            result = round_()
+        except transient:
+            logger.exception("%s round failed; retrying in %.0fs", name, interval)
+        else:
+            if on_round is not None:
+                on_round(result)
+        rounds += 1
+        if stop.wait(interval):
+            return rounds

@@ -34,7 +34,7 @@ from jobs.repository import utcnow
 from jobs.settings import Settings, get_settings
 from producers.client import Client
 from producers.errors import PublishFailed
-from producers.opscli import one_line, positive
+from producers.opscli import one_line, positive, run_rounds
 
 logger = logging.getLogger(__name__)
 
@@ -137,22 +137,11 @@ def run_loop(
     delay_first: bool = False,
 ) -> int:
     """Sweep every `interval` seconds until `stop` is set; returns the rounds run."""
-    stop = stop or threading.Event()
-    rounds = 0
-    if delay_first and stop.wait(interval):
-        return rounds
-    while True:
-        try:
-            report = sweep(client, limit=limit)
-        except (SQLAlchemyError, KombuError, OSError):
-            # A database or broker blip must not end the sweep; the next round retries.
-            logger.exception("Sweep round failed; retrying in %.0fs", interval)
-        else:
-            if on_round is not None:
-                on_round(report)
-        rounds += 1
-        if stop.wait(interval):
-            return rounds
+    return run_rounds(
+        "Sweep", lambda: sweep(client, limit=limit), interval=interval,
+        transient=(SQLAlchemyError, KombuError, OSError), stop=stop, on_round=on_round,
+        delay_first=delay_first,
+    )  # fmt: skip
 
 
 def register_sweep_task(app: Celery, settings: Settings) -> Any:
