@@ -49,7 +49,8 @@ def package_versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
-            found[name] = metadata.version(name)
+            # The client library, told apart from the Redis server below.
+            found["redis-py" if name == "redis" else name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
     return found
