@@ -22,7 +22,7 @@ def render(
         "# Benchmarks",
         "",
         f"Measured {when} by `{command}` ({mode} run); regenerate the page with `make bench` "
-        "(`python -m bench.run`, about 30 minutes here; `--quick` takes under 5). The bench code "
+        "(`python -m bench.run`, 20-30 minutes here; `--quick` takes under 5). The bench code "
         "lives in `bench/`; nothing here is edited by hand.",
         "",
         "Every figure is `median (min-max)` over repeated runs, and every ratio is taken "

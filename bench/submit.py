@@ -142,6 +142,9 @@ def run(targets: list[Target], workdir: Path, jobs: int, repeats: int) -> Sectio
         "`submit_many` publishes in pipelined chunks (kombu's `Producer.batch()`: one Redis "
         "round trip per 200 jobs, task message and task-sent event together) and writes its "
         "rows with one executemany; a plain `send_task` loop pays a round trip per message and "
-        "per event. `submit` pays two transactions and a publish per call."
+        "per event. `submit` pays two transactions and a publish per call. Before this, "
+        "`create_jobs` inserted row by row and each message was its own round trip: "
+        "`submit_many` then cost 1.7 ms/job on Redis + SQLite and 3.0 ms/job on Redis + "
+        "PostgreSQL, against 0.9 ms/job for raw `send_task`."
     )
     return section
