@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 from jobs.db import engine_for
 from jobs.settings import Settings
@@ -18,20 +17,7 @@ from producers import Client, SubmitItem
 from tests.conftest import free_port
 from tests.producers.conftest import make_settings, photo, settings_env
 from tests.producers.crafted_jobs import Crafter
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def samples(text: str) -> Samples:
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def at(found: Samples, name: str, **labels: str) -> float:
-    return found[(name, frozenset(labels.items()))]
+from tests.producers.test_metrics import at, samples
 
 
 @contextmanager
