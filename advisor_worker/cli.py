@@ -10,7 +10,7 @@ import socket
 import sys
 from pathlib import Path
 
-from advisor_worker import launchd
+from advisor_worker.devtools import launchd
 from jobs.errors import AdvisorError
 from jobs.settings import get_settings, mask_url
 
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
         if args.command == "build-tiny-model":
-            from advisor_worker.tiny_model import build_tiny_model
+            from advisor_worker.devtools.tiny_model import build_tiny_model
 
             path = build_tiny_model(args.dir, seed=args.seed, size=args.size)
             print(path)
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "launchd":
             return launchd.launchd_main(args)
         if args.command == "make-adapter":
-            from advisor_worker.adapter_maker import write_random_adapter
+            from advisor_worker.devtools.adapter_maker import write_random_adapter
 
             print(
                 write_random_adapter(args.model_dir, args.out_dir, fmt=args.format, seed=args.seed)

@@ -9,7 +9,7 @@ from typing import Any
 import mlx.core as mx
 
 from advisor_worker import lora
-from advisor_worker.adapter_maker import write_random_adapter
+from advisor_worker.devtools.adapter_maker import write_random_adapter
 from bench import models
 from bench.decoding import free_rate, load_fp32
 from bench.stats import Figure, Goal, Section, ratios, table

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from advisor_worker.tiny_model import build_tiny_model, parameter_count
+from advisor_worker.devtools.tiny_model import build_tiny_model, parameter_count
 
 
 def ensure_model(workdir: Path, size: str) -> Path:

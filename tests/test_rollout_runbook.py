@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from advisor_worker import launchd
+from advisor_worker.devtools import launchd
 from tests.deploy_support import (
     RUNBOOK,
     SCRIPTS,

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from advisor_worker.adapter_maker import write_random_adapter
-from advisor_worker.tiny_model import build_tiny_model
+from advisor_worker.devtools.adapter_maker import write_random_adapter
+from advisor_worker.devtools.tiny_model import build_tiny_model
 from jobs.contracts import Assignment, Status
 from jobs.db import engine_for
 from jobs.repository import Repository

@@ -17,7 +17,7 @@ TINY_SEED = 0
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from advisor_worker.tiny_model import build_tiny_model
+    from advisor_worker.devtools.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen3-vl"), seed=TINY_SEED)
 

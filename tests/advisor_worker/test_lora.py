@@ -19,7 +19,7 @@ from mlx_vlm import load  # noqa: E402
 from safetensors.numpy import load_file, save_file  # noqa: E402
 
 from advisor_worker import generation, lora  # noqa: E402
-from advisor_worker.adapter_maker import write_random_adapter  # noqa: E402
+from advisor_worker.devtools.adapter_maker import write_random_adapter  # noqa: E402
 from advisor_worker.errors import AdapterInvalid  # noqa: E402
 from jobs.variants import Variant  # noqa: E402
 

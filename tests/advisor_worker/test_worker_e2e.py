@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import text
 
-from advisor_worker.adapter_maker import write_random_adapter
+from advisor_worker.devtools.adapter_maker import write_random_adapter
 from jobs import migrate
 from jobs.broker import analyze_queue, make_celery
 from jobs.contracts import ANALYZE_TASK, Assignment, ErrorKind, Status

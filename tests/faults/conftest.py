@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 from sqlalchemy.exc import OperationalError
 
-from advisor_worker.adapter_maker import write_random_adapter
+from advisor_worker.devtools.adapter_maker import write_random_adapter
 from jobs import migrate
 from jobs.broker import make_celery
 from jobs.contracts import FINAL_STATUSES, Status, queue_for

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from advisor_worker import launchd
+from advisor_worker.devtools import launchd
 from jobs.errors import ConfigError, UnknownVariant
 from jobs.settings import Settings, get_settings
 from tests.deploy_support import SCRIPTS, assert_parses, parse_with_entry_point

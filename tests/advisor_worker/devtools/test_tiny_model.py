@@ -17,8 +17,8 @@ from safetensors.numpy import load_file
 from tokenizers import pre_tokenizers
 from transformers import AutoConfig, AutoTokenizer
 
+from advisor_worker.devtools.tiny_model import ADDED_TOKENS, build_tiny_model, parameter_count
 from advisor_worker.generation import build_prompt
-from advisor_worker.tiny_model import ADDED_TOKENS, build_tiny_model, parameter_count
 
 
 def file_digests(directory: Path) -> dict[str, str]:

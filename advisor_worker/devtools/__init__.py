@@ -1,0 +1,1 @@
+"""Development and deployment tools: the tiny test model, random adapters, launchd plists."""
