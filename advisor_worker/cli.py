@@ -81,7 +81,7 @@ def _provider_for(variant_name: str):  # type: ignore[no-untyped-def]
             "OpenBLAS not found: MLX uses its slow reference BLAS "
             "(apt-get install libopenblas0-pthread)"
         )
-    return ModelProvider(variant, max_image_side=settings.max_image_side)
+    return ModelProvider(variant)
 
 
 def _check(variant_name: str, as_json: bool) -> int:

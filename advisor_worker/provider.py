@@ -36,9 +36,8 @@ class LoadedVariant:
 class ModelProvider:
     """Owns the model. MLX streams are thread-local, so every MLX call goes through `_mlx`."""
 
-    def __init__(self, variant: Variant, *, max_image_side: int) -> None:
+    def __init__(self, variant: Variant) -> None:
         self.variant = variant
-        self.max_image_side = max_image_side
         self._mlx = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlx")
         self.model: nn.Module | None = None
         self.processor: Any = None
