@@ -25,6 +25,8 @@ COPY pyproject.toml README.md ./
 COPY jobs ./jobs
 COPY producers ./producers
 COPY advisor_worker ./advisor_worker
+# The migrations: the wheel carries them as jobs/_alembic, for `advisor db upgrade`.
+COPY alembic ./alembic
 RUN pip install ".[${EXTRAS}]"
 # The registry and adapters are data, mounted at run time (ADVISOR_REGISTRY); none: base only.
 RUN mkdir -p /app/adapters

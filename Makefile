@@ -19,6 +19,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy alembic  # the migration scripts: a directory, not a package
 	ADVISOR_DATABASE_URL=sqlite:///$(CHECK_DB) $(VENV)/bin/alembic upgrade head
 	ADVISOR_DATABASE_URL=sqlite:///$(CHECK_DB) $(VENV)/bin/alembic check
 	rm -f $(CHECK_DB)

@@ -31,3 +31,7 @@ class InvalidImage(AdvisorError):
 
 class InvalidWeights(AdvisorError):
     """Rollout weights are malformed: unknown variants, negative, or summing to zero."""
+
+
+class MigrationScriptsMissing(AdvisorError):
+    """The installation has no Alembic scripts where `jobs.migrate` looks for them."""

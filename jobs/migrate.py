@@ -7,13 +7,31 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+from jobs.errors import MigrationScriptsMissing
+
+# The repo's top-level alembic/ is installed from the wheel as jobs/_alembic (pyproject's
+# package-dir); a source checkout or an editable install reads alembic/ where it is.
+_PACKAGE = Path(__file__).resolve().parent
+INSTALLED_SCRIPTS = _PACKAGE / "_alembic"
+CHECKOUT_SCRIPTS = _PACKAGE.parent / "alembic"
+
+
+def script_location() -> Path:
+    """The directory holding env.py and versions/ for this installation of `jobs`."""
+    for path in (INSTALLED_SCRIPTS, CHECKOUT_SCRIPTS):
+        # env.py and versions/ tell our scripts from the Alembic library's own directory.
+        if (path / "env.py").is_file() and (path / "versions").is_dir():
+            return path
+    raise MigrationScriptsMissing(
+        f"No migration scripts in {INSTALLED_SCRIPTS} (wheel) or {CHECKOUT_SCRIPTS} (source "
+        "checkout); reinstall mondrian-advisor"
+    )
 
 
 def alembic_config(url: str) -> Config:
     """An Alembic config bound to `url`, independent of the working directory."""
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("script_location", str(script_location()))
     config.attributes["url"] = url
     return config
 
