@@ -28,5 +28,9 @@ class GenerationTimeout(WorkerError):
         self.output_tokens = output_tokens
 
 
+class GenerationCancelled(GenerationTimeout):
+    """The job was cancelled while generating; partial output is kept on the job."""
+
+
 class DatabaseUnavailable(WorkerError):
     """The database stayed unreachable past the retry deadline; the job's lease will expire."""

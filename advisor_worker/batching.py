@@ -1,0 +1,394 @@
+"""Continuous batching: up to B constrained generations share one model on the MLX thread.
+
+Requests come in through a queue and results go out through per-request futures, as in
+mlx-lm's server. A job joins the running batch as soon as a slot is free and leaves when it
+ends, so nobody waits for a batch to fill or for its slowest row. Each row carries its own
+grammar state, token cap, seed, soft deadline and cancel flag.
+
+Each job's image is encoded and its prompt prefilled alone (prefill batch of one), then its
+row joins the shared decode batch. mlx-vlm 0.7.10 merges a multi-row prefill's per-row
+kwargs with `_merge_prefill_prompt_kwargs`, which keeps only the first row's
+`deepstack_visual_embeds` (a list, not an array); Qwen3-VL's `_deepstack_process` then
+finds too few features for the other rows and silently skips their deepstack injection, so
+rows of different image sizes changed each other's text. Prefilling alone avoids that path;
+decoding rows together is exact (tests compare every row with the same job run alone).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx_vlm.sample_utils import apply_top_k, apply_top_p
+from mlx_vlm.tokenizer_utils import make_streaming_detokenizer
+from mlx_vlm.utils import prepare_inputs
+from PIL import Image
+
+from advisor_worker.errors import GenerationCancelled, GenerationTimeout, WorkerError
+from advisor_worker.generation import GenerationResult, build_prompt, cap_pixels
+from advisor_worker.structured import json_schema_constraint
+
+# `mlx_vlm.generate` is also a function re-exported by the package, so import the module.
+_ar = importlib.import_module("mlx_vlm.generate.ar")
+BatchGenerator = _ar.BatchGenerator
+resolve_sampling_defaults = importlib.import_module(
+    "mlx_vlm.generate.common"
+).resolve_sampling_defaults
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BatchScheduler", "GenerationJob", "Ticket"]
+
+# How long the idle MLX thread waits for a request before looking at its stop flag again.
+IDLE_WAIT_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class GenerationJob:
+    """One analysis's generation inputs; everything per job is here, nothing on the runtime."""
+
+    job_id: str
+    image: Image.Image
+    system_prompt: str
+    user_text: str
+    schema: dict[str, Any]
+    max_tokens: int
+    temperature: float
+    seed: int
+    # time.monotonic() past which the row ends with GenerationTimeout (the soft limit).
+    deadline: float | None = None
+
+
+@dataclass
+class Ticket:
+    """A submitted job's handle: its result future, its live token count and its cancel flag."""
+
+    job: GenerationJob
+    future: Future[GenerationResult] = field(default_factory=Future)
+    # Written by the MLX thread only; read by the heartbeat (an int store is atomic).
+    tokens: int = 0
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    def result(self) -> GenerationResult:
+        return self.future.result()
+
+
+class _GuardedProcessor:
+    """A row's logits processor that records its failure instead of raising out of the step.
+
+    An exception inside BatchGenerator.next() would end every row; this confines a grammar
+    error to its own row, which the scheduler then fails alone.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.error: BaseException | None = None
+
+    def process_last_token(self, last_token: int, logits: mx.array) -> mx.array:
+        if self.error is not None:
+            return logits
+        try:
+            return self.inner.process_last_token(last_token, logits)
+        except Exception as exc:  # noqa: BLE001 - reported on this row by the scheduler
+            self.error = exc
+            return logits
+
+    def __call__(self, tokens: mx.array, logits: mx.array) -> mx.array:
+        if self.error is not None:
+            return logits
+        try:
+            return self.inner(tokens, logits)
+        except Exception as exc:  # noqa: BLE001 - reported on this row by the scheduler
+            self.error = exc
+            return logits
+
+
+class _GumbelSampling:
+    """Per-row seeded sampling as a logits processor: argmax(log p + Gumbel noise).
+
+    The batch's sampler is argmax, so adding Gumbel noise drawn from this row's own key
+    (seed, position) samples from the tempered, top-k/top-p filtered distribution
+    reproducibly per job, whatever else shares the batch. top_k and top_p come from the
+    checkpoint's generation_config, as on the single-job path.
+    """
+
+    def __init__(self, temperature: float, top_p: float, top_k: int, seed: int) -> None:
+        self.temperature = temperature
+        self.top_p = top_p
+        self.top_k = top_k
+        self.seed = seed
+        self.position = 0
+
+    def process_last_token(self, _last_token: int, logits: mx.array) -> mx.array:
+        key = mx.random.key((self.seed * 1_000_003 + self.position) & 0xFFFFFFFF)
+        self.position += 1
+        scores = logits.astype(mx.float32)
+        if 0 < self.top_k < scores.shape[-1]:
+            scores = apply_top_k(scores - mx.logsumexp(scores, axis=-1, keepdims=True), self.top_k)
+        scores = scores / self.temperature
+        scores = scores - mx.logsumexp(scores, axis=-1, keepdims=True)
+        if 0 < self.top_p < 1:
+            scores = apply_top_p(scores, self.top_p)
+        uniform = mx.random.uniform(low=1e-20, high=1.0, shape=scores.shape, key=key)
+        return scores - mx.log(-mx.log(uniform))
+
+    def __call__(self, tokens: mx.array, logits: mx.array) -> mx.array:
+        return self.process_last_token(0, logits)
+
+
+@dataclass
+class _Row:
+    ticket: Ticket
+    prompt_tokens: int
+    grammar: _GuardedProcessor
+    detokenizer: Any
+    started: float
+    pieces: list[str] = field(default_factory=list)
+    tokens: int = 0
+
+    def add(self, token: int, is_stop: bool) -> None:
+        self.tokens += 1
+        self.ticket.tokens = self.tokens
+        if not is_stop:
+            self.detokenizer.add_token(token)
+            self.pieces.append(self.detokenizer.last_segment)
+
+    def text(self) -> str:
+        self.detokenizer.finalize()
+        return "".join(self.pieces) + self.detokenizer.last_segment
+
+
+class BatchScheduler:
+    """Owns the MLX thread while it runs: admits, steps and finishes up to `slots` rows."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        processor: Any,
+        *,
+        slots: int,
+        max_pixels: int,
+        on_idle: Callable[[], None] | None = None,
+    ) -> None:
+        if slots < 1:
+            raise ValueError("slots must be at least 1")
+        self.model = model
+        self.processor = processor
+        self.slots = slots
+        self.max_pixels = max_pixels
+        self._on_idle = on_idle
+        self._requests: queue.SimpleQueue[Ticket | None] = queue.SimpleQueue()
+        self._stopping = threading.Event()
+        self._active: dict[int, _Row] = {}
+        self._generator: Any = None
+
+    # -- any thread ------------------------------------------------------------------
+
+    def submit(self, job: GenerationJob) -> Ticket:
+        """Queue a job for the next free slot; wait on `ticket.result()`."""
+        if self._stopping.is_set():
+            raise WorkerError("The batch scheduler is stopping and takes no new work")
+        ticket = Ticket(job)
+        self._requests.put(ticket)
+        return ticket
+
+    def stop(self) -> None:
+        """Let running rows finish, then end `run()`; queued tickets still get served."""
+        self._stopping.set()
+        self._requests.put(None)
+
+    @property
+    def rows_in_use(self) -> int:
+        return len(self._active)
+
+    # -- the MLX thread --------------------------------------------------------------
+
+    def run(self) -> None:
+        """The MLX thread's loop; returns once stopped and every admitted row has ended."""
+        waiting: list[Ticket] = []
+        try:
+            while True:
+                self._collect(waiting, block=not self._active and not waiting)
+                while waiting and len(self._active) < self.slots:
+                    self._admit(waiting.pop(0))
+                if self._active:
+                    self._step()
+                elif self._stopping.is_set() and not waiting and self._requests.empty():
+                    return
+        finally:
+            for ticket in waiting:
+                _settle(ticket, exc=WorkerError("The worker stopped before this job started"))
+            for row in self._active.values():
+                _settle(row.ticket, exc=WorkerError("The worker stopped mid-generation"))
+            self._active.clear()
+            if self._generator is not None:
+                self._generator.close()
+                self._generator = None
+
+    def _collect(self, waiting: list[Ticket], *, block: bool) -> None:
+        try:
+            item = self._requests.get(timeout=IDLE_WAIT_SECONDS) if block else None
+            if item is None and not block:
+                item = self._requests.get_nowait()
+            while True:
+                if item is not None:
+                    waiting.append(item)
+                item = self._requests.get_nowait()
+        except queue.Empty:
+            if block and not waiting and self._on_idle is not None:
+                self._on_idle()
+
+    def _ensure_generator(self) -> Any:
+        if self._generator is None:
+            self._generator = BatchGenerator(
+                self.model.language_model,
+                self.processor,
+                completion_batch_size=self.slots,
+                # One prompt per prefill: see the module docstring.
+                prefill_batch_size=1,
+                compute_logprobs=False,
+            )
+        return self._generator
+
+    def _admit(self, ticket: Ticket) -> None:
+        job = ticket.job
+        if ticket.cancel.is_set():
+            _settle(ticket, exc=GenerationCancelled("Cancelled before decoding started", "", 0))
+            return
+        if job.deadline is not None and time.monotonic() > job.deadline:
+            _settle(ticket, exc=GenerationTimeout("Time ran out before decoding started", "", 0))
+            return
+        try:
+            input_ids, prompt_kwargs = self._embed(job)
+            grammar = _GuardedProcessor(
+                json_schema_constraint(self.processor.tokenizer, job.schema).new_processor()
+            )
+            processors: list[Any] = [grammar]
+            if job.temperature > 0:
+                _t, top_p, top_k = resolve_sampling_defaults(
+                    getattr(self.model, "config", None), temperature=job.temperature
+                )
+                processors.append(_GumbelSampling(job.temperature, top_p, top_k, job.seed))
+            (uid,) = self._ensure_generator().insert(
+                [input_ids],
+                max_tokens=job.max_tokens,
+                prompt_kwargs=[prompt_kwargs],
+                logits_processors=[processors],
+            )
+        except Exception as exc:  # noqa: BLE001 - this job fails; the batch goes on
+            logger.warning("Job %s could not join the batch: %s", job.job_id, summary(exc))
+            _settle(ticket, exc=WorkerError(f"Could not start generation: {summary(exc)}"))
+            return
+        self._active[uid] = _Row(
+            ticket,
+            prompt_tokens=len(input_ids),
+            grammar=grammar,
+            detokenizer=make_streaming_detokenizer(self.processor),
+            started=time.perf_counter(),
+        )
+
+    def _embed(self, job: GenerationJob) -> tuple[list[int], dict[str, Any]]:
+        """Encode the image and embed the prompt for this job alone (no padding, no peers)."""
+        prompt = build_prompt(self.model, self.processor, job.system_prompt, job.user_text)
+        inputs = prepare_inputs(
+            self.processor,
+            images=[cap_pixels(job.image, self.max_pixels)],
+            prompts=prompt,
+            image_token_index=getattr(self.model.config, "image_token_index", None),
+        )
+        input_ids = inputs["input_ids"]
+        extra = {
+            key: value
+            for key, value in inputs.items()
+            if key not in ("input_ids", "pixel_values", "attention_mask")
+        }
+        features = self.model.get_input_embeddings(
+            input_ids, inputs["pixel_values"], mask=inputs.get("attention_mask"), **extra
+        )
+        kwargs = {**extra, **{k: v for k, v in features.to_dict().items() if v is not None}}
+        return [int(t) for t in input_ids.reshape(-1).tolist()], kwargs
+
+    def _step(self) -> None:
+        generator = self._ensure_generator()
+        try:
+            _prompt_stats, responses = generator.next()
+        except Exception as exc:  # noqa: BLE001 - a failed step ends this batch, not the worker
+            logger.error("Batch step failed; ending its %d row(s): %s", len(self._active),
+                         summary(exc))  # fmt: skip
+            for row in self._active.values():
+                _settle(row.ticket, exc=WorkerError(f"Generation failed: {summary(exc)}"))
+            self._active.clear()
+            generator.close()
+            self._generator = None
+            return
+        for response in responses:
+            held = self._active.get(response.uid)
+            if held is None:
+                continue
+            held.add(int(response.token), response.finish_reason == "stop")
+            if response.finish_reason is not None:
+                self._finish(response.uid, "stop" if response.finish_reason == "stop" else "length")
+        now = time.monotonic()
+        for uid, row in list(self._active.items()):
+            job = row.ticket.job
+            if row.grammar.error is not None:
+                self._end(uid, _grammar_failure(row))
+            elif row.ticket.cancel.is_set():
+                self._end(uid, GenerationCancelled(
+                    f"Cancelled after {row.tokens} output tokens", row.text(), row.tokens
+                ))  # fmt: skip
+            elif job.deadline is not None and now > job.deadline:
+                self._end(uid, GenerationTimeout(
+                    f"Time ran out after {row.tokens} output tokens "
+                    f"({time.perf_counter() - row.started:.1f}s)", row.text(), row.tokens,
+                ))  # fmt: skip
+
+    def _finish(self, uid: int, reason: Literal["stop", "length"]) -> None:
+        row = self._active.pop(uid)
+        seconds = time.perf_counter() - row.started
+        result = GenerationResult(
+            text=row.text(),
+            prompt_tokens=row.prompt_tokens,
+            output_tokens=row.tokens,
+            finish_reason=reason,
+            seconds=seconds,
+            tokens_per_second=row.tokens / seconds if seconds > 0 else 0.0,
+        )
+        _settle(row.ticket, result=result)
+
+    def _end(self, uid: int, exc: BaseException) -> None:
+        row = self._active.pop(uid)
+        self._ensure_generator().remove(uid)
+        _settle(row.ticket, exc=exc)
+
+
+def summary(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _grammar_failure(row: _Row) -> BaseException:
+    error = row.grammar.error
+    if isinstance(error, WorkerError):
+        return error
+    return WorkerError(f"Constrained decoding failed: {summary(error) if error else 'unknown'}")
+
+
+def _settle(
+    ticket: Ticket, *, result: GenerationResult | None = None, exc: BaseException | None = None
+) -> None:
+    if ticket.future.done():
+        return
+    if exc is not None:
+        ticket.future.set_exception(exc)
+    else:
+        ticket.future.set_result(result)  # type: ignore[arg-type]
