@@ -38,6 +38,8 @@ def analyze(self: Task, *args: Any, **kwargs: Any) -> str:
     if _runtime is None:
         raise RuntimeError("advisor.analyze ran in a process without a loaded model")
     payload: Any = kwargs if not args else {"args": list(args), **kwargs}
-    result = _runtime.handle(payload)
+    # A message's own soft limit (send_task(soft_time_limit=...)) can shorten the setting's.
+    soft_limit = (self.request.timelimit or (None, None))[1]
+    result = _runtime.handle(payload, soft_limit=float(soft_limit) if soft_limit else None)
     logger.info("advisor.analyze %s -> %s", kwargs.get("job_id"), result)
     return result

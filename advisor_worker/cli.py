@@ -107,11 +107,17 @@ def _check(variant_name: str, as_json: bool) -> int:
 
 
 def _run(variant_name: str) -> int:
+    from advisor_worker import prompts
     from advisor_worker.celery_app import app, bind_runtime
+    from advisor_worker.generation import DEFAULT_MAX_PIXELS
     from advisor_worker.heartbeat import Heartbeat
+    from advisor_worker.slots import MIB
     from advisor_worker.watchdog import Watchdog
+    from jobs.advisors import get_persona, personas
+    from jobs.analysis import generation_schema
     from jobs.contracts import queue_for
     from jobs.db import engine_for
+    from jobs.errors import ConfigError
     from jobs.repository import Repository
 
     settings = get_settings()
@@ -120,13 +126,34 @@ def _run(variant_name: str) -> int:
     # Only now: the runtime imports mlx, which must come after OpenBLAS is loaded.
     from advisor_worker.runtime import WorkerRuntime
 
-    loaded = provider.load()
+    batch = settings.worker_batch
+    loaded = provider.load(schema=generation_schema(settings.text_limit))
     queue = queue_for(variant_name)
     name = f"{variant_name}-{os.getpid()}@{socket.gethostname()}"
+    scheduler = None
+    if batch > 1:
+        plan = provider.plan_slots(
+            slots=batch,
+            prompts=[(prompts.system_prompt(get_persona(a)), prompts.user_prompt())
+                     for a in personas()],
+            max_pixels=DEFAULT_MAX_PIXELS,
+            output_tokens=settings.max_output_tokens,
+            memory_mb=settings.worker_memory_mb,
+        )  # fmt: skip
+        if not plan.fits:
+            provider.close()
+            raise ConfigError(plan.refusal())
+        scheduler = provider.start_batching(slots=batch, max_pixels=DEFAULT_MAX_PIXELS)
+        logger.info(
+            "Batching up to %d analyses at once: %.0f MiB of KV cache a row (%d tokens), "
+            "budget %.0f MiB (%s)",
+            batch, plan.bytes_per_row / MIB, plan.tokens_per_row, plan.budget_bytes / MIB,
+            plan.budget_source,
+        )  # fmt: skip
     logger.info(
-        "Worker %s serving %s (base %s, adapter %s): loaded in %.2fs, warm-up %.2fs; "
+        "Worker %s serving %s (base %s, adapter %s, batch %d): loaded in %.2fs, warm-up %.2fs; "
         "device=%s dtype=%s blas=%s; broker %s; database %s",
-        name, queue, loaded.base_model, loaded.adapter_fingerprint or "none",
+        name, queue, loaded.base_model, loaded.adapter_fingerprint or "none", batch,
         loaded.load_seconds, loaded.warmup_seconds, loaded.runtime.get("device"),
         loaded.runtime.get("dtype"), loaded.runtime.get("blas"),
         mask_url(settings.resolved_broker_url), mask_url(settings.resolved_database_url),
@@ -145,16 +172,19 @@ def _run(variant_name: str) -> int:
         },
         interval=settings.heartbeat_interval,
         lease_seconds=settings.worker_live_window,
+        slots=batch,
     )
     heartbeat.start()
-    # Solo pool: Celery's own hard limit needs a child process, so a thread enforces it.
+    # Solo and thread pools have no hard limit of their own (it needs a child process).
     watchdog = Watchdog(settings.task_time_limit)
     watchdog.start()
-    bind_runtime(WorkerRuntime(settings, repo, provider, loaded, heartbeat, watchdog))
+    bind_runtime(WorkerRuntime(settings, repo, provider, loaded, heartbeat, watchdog, scheduler))
+    # No prefork: MLX state must not cross a fork, and one process serves one model. B > 1:
+    # B threads each hold one unacknowledged message and feed its job to the MLX thread.
+    pool = ["--pool=solo"] if batch == 1 else ["--pool=threads", f"--concurrency={batch}"]
     try:
-        # Solo pool: MLX state must not cross a fork, and one process serves one model.
         app.worker_main(
-            ["worker", "--pool=solo", "-Q", queue, "-n", name, "-l", settings.log_level,
+            ["worker", *pool, "-Q", queue, "-n", name, "-l", settings.log_level,
              "--without-gossip", "--without-mingle", "-E"]
         )  # fmt: skip
     finally:

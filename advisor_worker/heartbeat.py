@@ -6,6 +6,9 @@ import logging
 import resource
 import sys
 import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -21,8 +24,25 @@ def peak_rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
+# Progress of a running job reaches its row at most this often (and at its first token).
+PROGRESS_EVERY_SECONDS = 1.0
+_TICK_SECONDS = 0.25
+
+
+@dataclass
+class _Tracked:
+    tokens: Callable[[], int]
+    written: int = 0
+    written_at: float = 0.0
+
+
 class Heartbeat:
-    """Upserts the worker's row every `interval` seconds and renews the lease of its job."""
+    """The worker's one database-writing background thread.
+
+    Every `interval` seconds it upserts the worker's row (slots in use included) and renews
+    the lease of every job it holds; between beats it writes each job's token progress,
+    read from a counter the MLX thread updates, so generation itself never waits on I/O.
+    """
 
     def __init__(
         self,
@@ -31,13 +51,15 @@ class Heartbeat:
         *,
         interval: float,
         lease_seconds: float,
+        slots: int = 1,
     ) -> None:
         self.repo = repo
         self.identity = identity
         self.interval = interval
         self.lease_seconds = lease_seconds
-        self.current_job: str | None = None
-        self.current_tokens = 0
+        self.slots = slots
+        self._jobs: dict[str, _Tracked] = {}
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
@@ -49,21 +71,62 @@ class Heartbeat:
         self.beat()
         self._thread.start()
 
+    def track(self, job_id: str, tokens: Callable[[], int]) -> None:
+        """Hold `job_id` (lease renewed each beat); `tokens()` reads its output count."""
+        with self._lock:
+            self._jobs[job_id] = _Tracked(tokens)
+
+    def untrack(self, job_id: str) -> None:
+        with self._lock:
+            self._jobs.pop(job_id, None)
+
+    @property
+    def job_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._jobs)
+
     def beat(self) -> None:
+        with self._lock:
+            held = dict(self._jobs)
         self.repo.beat(
-            {**self.identity, "current_job": self.current_job, "peak_rss_mb": peak_rss_mb()}
+            {
+                **self.identity,
+                "current_job": next(reversed(held), None),
+                "peak_rss_mb": peak_rss_mb(),
+                "slots": self.slots,
+                "slots_in_use": len(held),
+            }
         )
-        if self.current_job is not None:
-            self.repo.record_progress(
-                self.current_job, self.worker, self.current_tokens, lease_seconds=self.lease_seconds
-            )
+        for job_id, tracked in held.items():
+            self._write_progress(job_id, tracked)
+
+    def write_due_progress(self) -> None:
+        """Progress of each held job whose count moved, at most once per PROGRESS_EVERY_SECONDS."""
+        now = time.monotonic()
+        with self._lock:
+            held = list(self._jobs.items())
+        for job_id, tracked in held:
+            if tracked.tokens() != tracked.written and now - tracked.written_at >= (
+                PROGRESS_EVERY_SECONDS
+            ):
+                self._write_progress(job_id, tracked)
+
+    def _write_progress(self, job_id: str, tracked: _Tracked) -> None:
+        tokens = tracked.tokens()
+        self.repo.record_progress(job_id, self.worker, tokens, lease_seconds=self.lease_seconds)
+        tracked.written, tracked.written_at = tokens, time.monotonic()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        next_beat = time.monotonic() + self.interval
+        while not self._stop.wait(_TICK_SECONDS):
             try:
-                self.beat()
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + self.interval
+                    self.beat()
+                else:
+                    self.write_due_progress()
             except SQLAlchemyError as exc:
-                # The database may be briefly away; the next beat tries again.
+                # The database may be briefly away; the next tick tries again.
                 logger.warning(
                     "Heartbeat failed (%s); retrying in %.1fs",
                     exc.__class__.__name__,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -15,7 +15,10 @@ from mlx_vlm import load as mlx_vlm_load
 from PIL import Image
 
 from advisor_worker import blas, generation
+from advisor_worker import slots as slots_module
+from advisor_worker.batching import BatchScheduler
 from advisor_worker.errors import ModelLoadFailed
+from advisor_worker.slots import SlotPlan
 from jobs.analysis import generation_schema
 from jobs.variants import Variant
 
@@ -42,16 +45,76 @@ class ModelProvider:
         self.model: nn.Module | None = None
         self.processor: Any = None
         self.loaded: LoadedVariant | None = None
+        self._scheduler: BatchScheduler | None = None
+        self._batch_loop: Future[None] | None = None
 
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return self._mlx.submit(fn, *args, **kwargs).result()
 
-    def load(self, *, warmup: bool = True) -> LoadedVariant:
-        """Load, verify the adapter (if any) and warm up, before the worker takes work."""
-        self.loaded = self.run(self._load, warmup)
+    def load(self, *, warmup: bool = True, schema: dict[str, Any] | None = None) -> LoadedVariant:
+        """Load, verify the adapter (if any) and warm up, before the worker takes work.
+
+        Warm-up generates against `schema`, the one real jobs use, so the first job pays
+        neither the kernels' JIT compile nor the grammar's compile.
+        """
+        self.loaded = self.run(self._load, warmup, schema or generation_schema())
         return self.loaded
 
-    def _load(self, warmup: bool) -> LoadedVariant:
+    def start_batching(self, *, slots: int, max_pixels: int) -> BatchScheduler:
+        """Hand the MLX thread to a continuous-batch scheduler until close()."""
+        if self.model is None:
+            raise ModelLoadFailed("start_batching() before load()")
+        scheduler = BatchScheduler(self.model, self.processor, slots=slots, max_pixels=max_pixels)
+        self._scheduler = scheduler
+        self._batch_loop = self._mlx.submit(scheduler.run)
+        return scheduler
+
+    def plan_slots(
+        self,
+        *,
+        slots: int,
+        prompts: list[tuple[str, str]],
+        max_pixels: int,
+        output_tokens: int,
+        memory_mb: int | None,
+    ) -> SlotPlan:
+        """The KV-cache budget for `slots` rows at the longest (system, user) prompt."""
+        return self.run(self._plan_slots, slots, prompts, max_pixels, output_tokens, memory_mb)
+
+    def _plan_slots(
+        self,
+        slots: int,
+        prompts: list[tuple[str, str]],
+        max_pixels: int,
+        output_tokens: int,
+        memory_mb: int | None,
+    ) -> SlotPlan:
+        if self.model is None:
+            raise ModelLoadFailed("plan_slots() before load()")
+        tokenizer = self.processor.tokenizer
+        text_tokens = max(
+            len(tokenizer.encode(generation.build_prompt(self.model, self.processor, sys_, user)))
+            for sys_, user in prompts
+        )
+        image = getattr(self.processor, "image_processor", None)
+        pixels_per_token = (getattr(image, "patch_size", 16) * getattr(image, "merge_size", 2)) ** 2
+        metal_free = None
+        if blas.describe_runtime().get("metal"):
+            info = mx.metal.device_info()
+            metal_free = int(info["max_recommended_working_set_size"]) - mx.get_active_memory()
+        budget, source = slots_module.memory_budget(memory_mb, metal_free_bytes=metal_free)
+        dtype_bytes = self.model.language_model.model.embed_tokens.weight.dtype.size
+        return slots_module.plan_slots(
+            slots=slots,
+            text_config=self.model.config.text_config,
+            dtype_bytes=dtype_bytes,
+            prompt_tokens=text_tokens + max_pixels // pixels_per_token,
+            output_tokens=output_tokens,
+            budget_bytes=budget,
+            budget_source=source,
+        )
+
+    def _load(self, warmup: bool, schema: dict[str, Any]) -> LoadedVariant:
         started = time.perf_counter()
         try:
             model, processor = mlx_vlm_load(self.variant.base_model)
@@ -79,7 +142,7 @@ class ModelProvider:
                 "Warm up.",
                 "Describe the image.",
                 8,
-                generation_schema(16),
+                schema,
                 None,
                 None,
             )
@@ -142,6 +205,11 @@ class ModelProvider:
 
     def close(self) -> None:
         """Release MLX streams on their own thread, else the process aborts at exit."""
+        if self._scheduler is not None and self._batch_loop is not None:
+            # The scheduler finishes the rows it holds, then gives the MLX thread back.
+            self._scheduler.stop()
+            self._batch_loop.result()
+            self._scheduler = self._batch_loop = None
         try:
             self.run(mx.clear_streams)
         finally:

@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -16,7 +16,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from advisor_worker import prompts
 from advisor_worker.backoff import call_with_backoff
-from advisor_worker.errors import GenerationTimeout, InvalidOutput
+from advisor_worker.batching import BatchScheduler, GenerationJob, Ticket
+from advisor_worker.errors import GenerationCancelled, GenerationTimeout, InvalidOutput, WorkerError
+from advisor_worker.generation import GenerationResult
 from advisor_worker.heartbeat import Heartbeat
 from advisor_worker.provider import LoadedVariant, ModelProvider
 from advisor_worker.watchdog import Watchdog
@@ -25,13 +27,12 @@ from jobs.analysis import SCHEMA_VERSION, Analysis, GeneratedAnalysis, generatio
 from jobs.contracts import AnalyzeRequest, ErrorKind
 from jobs.errors import InvalidImage, UnknownAdvisor
 from jobs.images import PATH_PREFIX, STORED_PREFIX, Limits, load_for_model, read_path
-from jobs.repository import Outcome, Repository, StartOutcome
+from jobs.repository import Outcome, Repository, StartOutcome, VariantIdentity
 from jobs.settings import Settings
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-PROGRESS_EVERY_SECONDS = 1.0
 # Database retries give up this long before the hard limit, so the task ends on its own terms.
 RETRY_MARGIN_SECONDS = 1.0
 
@@ -44,9 +45,27 @@ class BadRequest(Exception):
         self.kind = kind
 
 
+class _Progress:
+    """A running job's output-token count, written on the MLX thread, read by the heartbeat."""
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.ticket: Ticket | None = None
+
+    def set(self, tokens: int) -> None:
+        self.tokens = tokens
+
+    def read(self) -> int:
+        return self.ticket.tokens if self.ticket is not None else self.tokens
+
+
 @dataclass
 class WorkerRuntime:
-    """Everything one worker process needs to serve its variant."""
+    """Everything one worker process needs to serve its variant.
+
+    Long-lived and shared by the B message threads of a batching worker: per-job state
+    (the job id, its retry deadline, its progress) is passed along explicitly, never kept here.
+    """
 
     settings: Settings
     repo: Repository
@@ -55,7 +74,8 @@ class WorkerRuntime:
     heartbeat: Heartbeat
     # The hard time limit; None (tests, `check`) leaves only the soft one.
     watchdog: Watchdog | None = None
-    _retry_until: float = field(default=0.0, init=False, repr=False)
+    # B > 1: the continuous batch on the MLX thread; None: one job at a time (solo pool).
+    scheduler: BatchScheduler | None = None
 
     @property
     def worker(self) -> str:
@@ -66,12 +86,19 @@ class WorkerRuntime:
         s = self.settings
         return Limits(s.max_image_bytes, s.max_image_pixels, s.max_image_side)
 
-    def handle(self, payload: Any) -> str:
-        """Process one message and say what happened; bad input fails the job, never the worker."""
+    def handle(self, payload: Any, *, soft_limit: float | None = None) -> str:
+        """Process one message and say what happened; bad input fails the job, never the worker.
+
+        `soft_limit` (seconds, from the message's own time limit) can only shorten the
+        configured ADVISOR_TASK_TIME_LIMIT-derived soft limit.
+        """
         job_id = payload.get("job_id") if isinstance(payload, dict) else None
         with self._armed(str(job_id)) as deadline:
-            self._retry_until = deadline - RETRY_MARGIN_SECONDS
-            return self._handle(payload)
+            retry_until = deadline - RETRY_MARGIN_SECONDS
+            soft = float(self.settings.soft_time_limit)
+            if soft_limit is not None and soft_limit > 0:
+                soft = min(soft, soft_limit)
+            return self._handle(payload, retry_until, soft)
 
     @contextmanager
     def _armed(self, label: str) -> Iterator[float]:
@@ -81,15 +108,11 @@ class WorkerRuntime:
         with self.watchdog.armed(label) as deadline:
             yield deadline
 
-    def _db(self, what: str, fn: Callable[[], T]) -> T:
-        """A repository call that waits out a database outage until just before the hard limit."""
-        return call_with_backoff(fn, what=what, deadline=self._retry_until)
-
-    def _handle(self, payload: Any) -> str:
+    def _handle(self, payload: Any, retry_until: float, soft_limit: float) -> str:
         try:
             request = AnalyzeRequest.model_validate(payload)
         except ValidationError as exc:
-            return self._reject_malformed(payload, exc)
+            return self._reject_malformed(payload, exc, retry_until)
         job_id = request.job_id
         if request.variant != self.loaded.variant:
             logger.warning(
@@ -99,8 +122,7 @@ class WorkerRuntime:
                 self.loaded.variant,
             )
             return "wrong_queue"
-        outcome = self._db(
-            f"Starting job {job_id}",
+        outcome = call_with_backoff(
             lambda: self.repo.start(
                 job_id,
                 self.worker,
@@ -109,82 +131,155 @@ class WorkerRuntime:
                 # Checked inside the same UPDATE: a drain to base between read and write can't
                 # slip in.
                 variant=request.variant,
+                identity=VariantIdentity(self.loaded.base_model, self.loaded.adapter_fingerprint),
             ),
+            what=f"Starting job {job_id}",
+            deadline=retry_until,
         )
         if outcome is not StartOutcome.STARTED:
             logger.info("Job %s not started: %s", job_id, outcome.value)
             return outcome.value
-        self._db(
-            f"Recording the variant of job {job_id}",
-            lambda: self.repo.attach_variant_identity(
-                job_id, self.worker, self.loaded.base_model, self.loaded.adapter_fingerprint
-            ),
-        )
-        self._db(
-            f"Recording the queue wait of job {job_id}",
-            lambda: self.repo.set_queue_wait(job_id, self.worker),
-        )
-        self.heartbeat.current_job, self.heartbeat.current_tokens = job_id, 0
+        progress = _Progress()
+        self.heartbeat.track(job_id, progress.read)
         try:
-            return self._run(job_id, request)
+            return _Job(self, job_id, request, retry_until, soft_limit, progress).run()
         finally:
-            self.heartbeat.current_job = None
+            self.heartbeat.untrack(job_id)
             try:
                 self.repo.count_done(self.worker)
             except SQLAlchemyError as exc:
                 # A statistic only; it must not hide how the job itself ended.
                 logger.warning("Could not count job %s as done: %s", job_id, type(exc).__name__)
 
-    def _run(self, job_id: str, request: AnalyzeRequest) -> str:
+    def generate(self, job: GenerationJob, progress: _Progress) -> GenerationResult:
+        """One job's generation: a row of the running batch, or alone on the MLX thread."""
+        if self.scheduler is not None:
+            progress.ticket = self.scheduler.submit(job)
+            return progress.ticket.result()
+        deadline = job.deadline
+        return self.provider.generate(
+            job.image,
+            job.system_prompt,
+            job.user_text,
+            schema=job.schema,
+            max_tokens=job.max_tokens,
+            temperature=job.temperature,
+            seed=job.seed,
+            on_progress=progress.set,
+            should_stop=None if deadline is None else (lambda: time.monotonic() > deadline),
+        )
+
+    def image_bytes(self, ref: str, retry_until: float) -> bytes:
+        if ref.startswith(STORED_PREFIX):
+            data = call_with_backoff(
+                lambda: self.repo.image_bytes(ref.removeprefix(STORED_PREFIX)),
+                what=f"Reading stored image {ref}",
+                deadline=retry_until,
+            )
+            if data is None:
+                raise InvalidImage(
+                    f"Stored image {ref} is missing from the images table; resubmit it"
+                )
+            return data
+        if ref.startswith(PATH_PREFIX):
+            return read_path(ref.removeprefix(PATH_PREFIX), self.settings.image_roots, self.limits)
+        raise BadRequest(
+            ErrorKind.INVALID_REQUEST, f"image_ref {ref[:80]!r} is neither path: nor sha256:"
+        )
+
+    def _reject_malformed(self, payload: Any, exc: ValidationError, retry_until: float) -> str:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}" for e in exc.errors()
+        )
+        job_id = payload.get("job_id") if isinstance(payload, dict) else None
+        logger.error("Malformed analyze payload (job %s): %s", job_id, problems)
+        if isinstance(job_id, str) and job_id:
+            self.record_malformed(job_id, problems, retry_until=retry_until)
+        return "malformed"
+
+    def record_malformed(
+        self, job_id: str, problem: str, *, retry_until: float | None = None
+    ) -> None:
+        """Fail the job a refused message names, so its row says what happened."""
+        message = f"Malformed task payload: {problem}"
+        until = retry_until if retry_until is not None else self._default_retry_until()
+        recorded = call_with_backoff(
+            lambda: self.repo.fail(job_id, ErrorKind.INVALID_REQUEST, message),
+            what=f"Recording the malformed payload of job {job_id}",
+            deadline=until,
+        )
+        if not recorded:
+            logger.error("Job %s of the malformed payload is unknown or already final", job_id)
+
+    def _default_retry_until(self) -> float:
+        return time.monotonic() + self.settings.task_time_limit - RETRY_MARGIN_SECONDS
+
+
+@dataclass
+class _Job:
+    """One started job's run: load the image, generate, validate, record; state is its own."""
+
+    runtime: WorkerRuntime
+    job_id: str
+    request: AnalyzeRequest
+    retry_until: float
+    soft_limit: float
+    progress: _Progress
+
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
+
+    def _db(self, what: str, fn: Callable[[], T]) -> T:
+        """A repository call that waits out a database outage until just before the hard limit."""
+        return call_with_backoff(fn, what=what, deadline=self.retry_until)
+
+    def run(self) -> str:
+        runtime, job_id, request = self.runtime, self.job_id, self.request
         try:
-            image = load_for_model(self._image_bytes(request.image_ref), self.limits)
+            image = load_for_model(
+                runtime.image_bytes(request.image_ref, self.retry_until), runtime.limits
+            )
             persona = get_persona(request.advisor)
         except InvalidImage as exc:
-            return self._fail(job_id, ErrorKind.INVALID_IMAGE, str(exc))
+            return self._fail(ErrorKind.INVALID_IMAGE, str(exc))
         except UnknownAdvisor as exc:
-            return self._fail(job_id, ErrorKind.UNKNOWN_ADVISOR, str(exc))
+            return self._fail(ErrorKind.UNKNOWN_ADVISOR, str(exc))
         except BadRequest as exc:
-            return self._fail(job_id, exc.kind, str(exc))
-        deadline = time.monotonic() + self.settings.soft_time_limit
-        last = [0.0]
-
-        def on_progress(tokens: int) -> None:
-            self.heartbeat.current_tokens = tokens
-            now = time.monotonic()
-            if now - last[0] >= PROGRESS_EVERY_SECONDS:
-                last[0] = now
-                try:
-                    self.repo.record_progress(
-                        job_id, self.worker, tokens, lease_seconds=self.settings.worker_live_window
-                    )
-                except SQLAlchemyError as exc:
-                    # Progress is advisory: a database blip must not abort the generation.
-                    logger.warning("Progress of job %s not recorded: %s", job_id,
-                                   type(exc).__name__)  # fmt: skip
-
+            return self._fail(exc.kind, str(exc))
+        job = GenerationJob(
+            job_id=job_id,
+            image=image,
+            system_prompt=prompts.system_prompt(persona),
+            user_text=prompts.user_prompt(),
+            schema=generation_schema(self.settings.text_limit),
+            max_tokens=self.settings.max_output_tokens,
+            temperature=self.settings.temperature,
+            seed=_seed_for(job_id),
+            deadline=time.monotonic() + self.soft_limit,
+        )
         started = time.perf_counter()
         try:
-            result = self.provider.generate(
-                image,
-                prompts.system_prompt(persona),
-                prompts.user_prompt(),
-                schema=generation_schema(self.settings.text_limit),
-                max_tokens=self.settings.max_output_tokens,
-                temperature=self.settings.temperature,
-                seed=_seed_for(job_id),
-                on_progress=on_progress,
-                should_stop=lambda: time.monotonic() > deadline,
-            )
+            result = runtime.generate(job, self.progress)
+        except GenerationCancelled as exc:
+            return self._fail(
+                ErrorKind.INTERNAL, f"Generation stopped: {exc}", raw_output=exc.partial,
+                output_tokens=exc.output_tokens, inference_ms=_ms_since(started),
+            )  # fmt: skip
         except GenerationTimeout as exc:
             message = (
-                f"Soft time limit of {self.settings.soft_time_limit}s reached: {exc}; the partial "
+                f"Soft time limit of {self.soft_limit:g}s reached: {exc}; the partial "
                 "output is kept in raw_output. Raise ADVISOR_TASK_TIME_LIMIT or lower "
                 "ADVISOR_MAX_OUTPUT_TOKENS"
             )
             return self._fail(
-                job_id, ErrorKind.TIMEOUT, message, raw_output=exc.partial,
+                ErrorKind.TIMEOUT, message, raw_output=exc.partial,
                 output_tokens=exc.output_tokens, inference_ms=_ms_since(started),
             )  # fmt: skip
+        except InvalidOutput as exc:
+            return self._fail(ErrorKind.INVALID_OUTPUT, str(exc), inference_ms=_ms_since(started))
+        except WorkerError as exc:
+            return self._fail(ErrorKind.INTERNAL, str(exc), inference_ms=_ms_since(started))
         inference_ms = _ms_since(started)
         try:
             analysis = parse_analysis(
@@ -192,7 +287,7 @@ class WorkerRuntime:
             )
         except InvalidOutput as exc:
             return self._fail(
-                job_id, ErrorKind.INVALID_OUTPUT, str(exc), raw_output=result.text,
+                ErrorKind.INVALID_OUTPUT, str(exc), raw_output=result.text,
                 output_tokens=result.output_tokens, inference_ms=inference_ms,
             )  # fmt: skip
         outcome = Outcome(
@@ -205,64 +300,31 @@ class WorkerRuntime:
         )
         recorded = self._db(
             f"Recording the analysis of job {job_id}",
-            lambda: self.repo.succeed(job_id, self.worker, outcome),
+            lambda: runtime.repo.succeed(job_id, runtime.worker, outcome),
         )
         if not recorded:
-            return self._lost(job_id, "succeeded")
+            return self._lost("succeeded")
         return "succeeded"
 
-    def _fail(self, job_id: str, kind: ErrorKind, message: str, **details: Any) -> str:
+    def _fail(self, kind: ErrorKind, message: str, **details: Any) -> str:
         """Record a failure, waiting out a database outage; returns the error kind."""
+        runtime, job_id = self.runtime, self.job_id
         recorded = self._db(
             f"Recording the failure of job {job_id}",
-            lambda: self.repo.fail(job_id, kind, message, worker=self.worker, **details),
+            lambda: runtime.repo.fail(job_id, kind, message, worker=runtime.worker, **details),
         )
-        return kind.value if recorded else self._lost(job_id, kind.value)
+        return kind.value if recorded else self._lost(kind.value)
 
-    def _lost(self, job_id: str, result: str) -> str:
+    def _lost(self, result: str) -> str:
         # The guarded write refused: the lease expired and the job went elsewhere (or finished).
         logger.warning(
             "Job %s %s here but was no longer held by %s (lease lost); outcome discarded, "
             "the job's current holder decides it",
-            job_id,
+            self.job_id,
             result,
-            self.worker,
+            self.runtime.worker,
         )
         return "lost_lease"
-
-    def _image_bytes(self, ref: str) -> bytes:
-        if ref.startswith(STORED_PREFIX):
-            data = self.repo.image_bytes(ref.removeprefix(STORED_PREFIX))
-            if data is None:
-                raise InvalidImage(
-                    f"Stored image {ref} is missing from the images table; resubmit it"
-                )
-            return data
-        if ref.startswith(PATH_PREFIX):
-            return read_path(ref.removeprefix(PATH_PREFIX), self.settings.image_roots, self.limits)
-        raise BadRequest(
-            ErrorKind.INVALID_REQUEST, f"image_ref {ref[:80]!r} is neither path: nor sha256:"
-        )
-
-    def _reject_malformed(self, payload: Any, exc: ValidationError) -> str:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}" for e in exc.errors()
-        )
-        job_id = payload.get("job_id") if isinstance(payload, dict) else None
-        logger.error("Malformed analyze payload (job %s): %s", job_id, problems)
-        if isinstance(job_id, str) and job_id:
-            self.record_malformed(job_id, problems)
-        return "malformed"
-
-    def record_malformed(self, job_id: str, problem: str) -> None:
-        """Fail the job a refused message names, so its row says what happened."""
-        message = f"Malformed task payload: {problem}"
-        recorded = self._db(
-            f"Recording the malformed payload of job {job_id}",
-            lambda: self.repo.fail(job_id, ErrorKind.INVALID_REQUEST, message),
-        )
-        if not recorded:
-            logger.error("Job %s of the malformed payload is unknown or already final", job_id)
 
 
 def parse_analysis(text: str, finish_reason: str, max_tokens: int) -> Analysis:

@@ -1,4 +1,4 @@
-"""The hard time limit: the solo pool has none, so a thread ends a process whose task overruns."""
+"""The hard time limit: solo and thread pools have none, so a thread ends an overrunning process."""
 
 from __future__ import annotations
 
@@ -27,8 +27,9 @@ class Watchdog:
         self.limit_seconds = limit_seconds
         self.poll_seconds = poll_seconds
         self._lock = threading.Lock()
-        self._deadline: float | None = None
-        self._label = ""
+        # One entry per task being served (B of them on a batching worker).
+        self._armed: dict[int, tuple[float, str]] = {}
+        self._serial = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="watchdog", daemon=True)
 
@@ -41,27 +42,31 @@ class Watchdog:
 
     @property
     def deadline(self) -> float | None:
-        """When the armed task will be killed (time.monotonic()), or None when idle."""
-        return self._deadline
+        """When the first armed task will be killed (time.monotonic()), or None when idle."""
+        with self._lock:
+            return min((d for d, _ in self._armed.values()), default=None)
 
     @contextmanager
     def armed(self, label: str) -> Iterator[float]:
         """Guard one task; yields its deadline."""
         deadline = time.monotonic() + self.limit_seconds
         with self._lock:
-            self._deadline, self._label = deadline, label
+            self._serial += 1
+            key = self._serial
+            self._armed[key] = (deadline, label)
         try:
             yield deadline
         finally:
             with self._lock:
-                self._deadline, self._label = None, ""
+                del self._armed[key]
 
     def _run(self) -> None:
         while not self._stop.wait(self.poll_seconds):
+            now = time.monotonic()
             with self._lock:
-                deadline, label = self._deadline, self._label
-            if deadline is not None and time.monotonic() > deadline:
-                self._expire(label)
+                overdue = [label for deadline, label in self._armed.values() if now > deadline]
+            if overdue:
+                self._expire(", ".join(overdue))
 
     def _expire(self, label: str) -> None:
         logger.critical(

@@ -146,3 +146,6 @@ class WorkerHeartbeat(Base):
     current_job: Mapped[str | None] = mapped_column(String(36))
     load_seconds: Mapped[float | None] = mapped_column(Float)
     peak_rss_mb: Mapped[float | None] = mapped_column(Float)
+    # ADVISOR_WORKER_BATCH of the worker, and how many of those rows hold a job now.
+    slots: Mapped[int | None] = mapped_column(Integer)
+    slots_in_use: Mapped[int | None] = mapped_column(Integer)

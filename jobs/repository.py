@@ -228,15 +228,18 @@ class Repository:
         lease_seconds: float,
         max_attempts: int,
         variant: str | None = None,
+        identity: VariantIdentity | None = None,
     ) -> StartOutcome:
         """queued -> running (attempts += 1), or take over a running job whose lease expired.
 
-        With `variant` (the message's), a row that names another variant is left alone.
+        With `variant` (the message's), a row that names another variant is left alone. The
+        one UPDATE that starts the job also records what serves it (`identity`) and how long
+        it waited in the queue.
         """
         now = utcnow()
         with self.engine.begin() as conn:
             row = conn.execute(
-                select(Job.status, Job.attempts, Job.lease_until, Job.variant).where(
+                select(Job.status, Job.attempts, Job.lease_until, Job.variant, Job.queued_at).where(
                     Job.id == job_id
                 )
             ).first()
@@ -279,18 +282,10 @@ class Repository:
                     started_at=now,
                     lease_until=now + timedelta(seconds=lease_seconds),
                     progress=0,
+                    **_start_details(now, as_utc(row.queued_at), identity),
                 )
             )
             return StartOutcome.STARTED if res.rowcount == 1 else StartOutcome.BUSY
-
-    def set_queue_wait(self, job_id: str, worker: str) -> None:
-        """queue_wait_ms = started_at - queued_at, computed in Python for both dialects."""
-        job = self.get(job_id)
-        started, queued = as_utc(job.started_at), as_utc(job.queued_at)
-        if started is None or queued is None:
-            return
-        wait_ms = max(0, int((started - queued).total_seconds() * 1000))
-        self._update_running(job_id, worker, queue_wait_ms=wait_ms)
 
     def record_progress(
         self, job_id: str, worker: str, output_tokens: int, *, lease_seconds: float
@@ -301,14 +296,6 @@ class Repository:
             worker,
             progress=output_tokens,
             lease_until=utcnow() + timedelta(seconds=lease_seconds),
-        )
-
-    def attach_variant_identity(
-        self, job_id: str, worker: str, base_model: str, adapter_fingerprint: str | None
-    ) -> bool:
-        """What actually served the job, written by the serving worker itself."""
-        return self._update_running(
-            job_id, worker, base_model=base_model, adapter_fingerprint=adapter_fingerprint
         )
 
     def succeed(self, job_id: str, worker: str, outcome: Outcome) -> bool:
@@ -439,7 +426,7 @@ class Repository:
             conn.execute(
                 update(WorkerHeartbeat)
                 .where(WorkerHeartbeat.worker == worker)
-                .values(stopped_at=utcnow(), current_job=None)
+                .values(stopped_at=utcnow(), current_job=None, slots_in_use=0)
             )
 
     def count_done(self, worker: str) -> None:
@@ -447,7 +434,7 @@ class Repository:
             conn.execute(
                 update(WorkerHeartbeat)
                 .where(WorkerHeartbeat.worker == worker)
-                .values(jobs_done=WorkerHeartbeat.jobs_done + 1, current_job=None)
+                .values(jobs_done=WorkerHeartbeat.jobs_done + 1)
             )
 
     def live_workers(
@@ -469,6 +456,26 @@ class Repository:
         stmt = select(Job.variant, Job.status, func.count()).group_by(Job.variant, Job.status)
         with self.engine.connect() as conn:
             return {(v, s): n for v, s, n in conn.execute(stmt)}
+
+
+@dataclass(frozen=True)
+class VariantIdentity:
+    """What actually serves a job, written by the serving worker when it starts the job."""
+
+    base_model: str
+    adapter_fingerprint: str | None
+
+
+def _start_details(
+    now: datetime, queued_at: datetime | None, identity: VariantIdentity | None
+) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if queued_at is not None:
+        values["queue_wait_ms"] = max(0, int((now - queued_at).total_seconds() * 1000))
+    if identity is not None:
+        values["base_model"] = identity.base_model
+        values["adapter_fingerprint"] = identity.adapter_fingerprint
+    return values
 
 
 def _new_job_values(new: NewJob, now: datetime) -> dict[str, Any]:

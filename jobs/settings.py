@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     text_limit: int = Field(default=320, ge=16, le=4000)
     temperature: float = Field(default=0.2, ge=0.0, le=2.0)
 
+    # Analyses one worker process generates at once (rows of one continuous batch);
+    # 1 is the single-job path. See README "Worker throughput".
+    worker_batch: int = Field(default=4, ge=1, le=64)
+    # KV-cache memory the worker may use for its B rows; None: derived from the machine.
+    worker_memory_mb: int | None = Field(default=None, gt=0)
+
     task_time_limit: int = Field(default=600, ge=5)
     max_attempts: int = Field(default=3, ge=1)
     heartbeat_interval: float = Field(default=5.0, gt=0)

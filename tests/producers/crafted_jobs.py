@@ -66,7 +66,6 @@ class Crafter:
         worker = f"worker-{job_id[:8]}"
         outcome = self.repo.start(job_id, worker, lease_seconds=600, max_attempts=3)
         assert outcome is StartOutcome.STARTED
-        self.repo.set_queue_wait(job_id, worker)
         return worker
 
     def succeed(
