@@ -10,7 +10,7 @@ from typing import NoReturn
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from jobs.errors import AdvisorError
+from jobs.errors import AdvisorError, summary
 from jobs.settings import get_settings
 from producers import capacity, guard, report, sweep
 from producers.commands import db, demo, jobs, metrics, rollout
@@ -46,10 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -60,15 +56,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         return int(args.handler(args))
     except JobTimeout as exc:
-        print(f"advisor: {_one_line(exc)}", file=sys.stderr)
+        print(f"advisor: {summary(exc)}", file=sys.stderr)
         return EXIT_TIMEOUT
     except AdvisorError as exc:
-        print(f"advisor: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"advisor: error: {summary(exc)}", file=sys.stderr)
         return EXIT_FAILED
     except SQLAlchemyError as exc:
-        reason = _one_line(getattr(exc, "orig", None) or exc).split(" [SQL:")[0]
         print(
-            f"advisor: database error: {reason} (a new database? run `advisor db upgrade`)",
+            f"advisor: database error: {summary(exc)} (a new database? run `advisor db upgrade`)",
             file=sys.stderr,
         )
         return EXIT_FAILED

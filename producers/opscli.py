@@ -10,6 +10,8 @@ from typing import TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from jobs.errors import summary
+
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -35,10 +37,9 @@ def fraction(text: str) -> float:
 
 def one_line(exc: BaseException) -> str:
     """A one-line reason for stderr; database errors point at the usual fix."""
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     if isinstance(exc, SQLAlchemyError):
-        return f"database error: {first} (is ADVISOR_DATABASE_URL right and migrated?)"
-    return first
+        return f"database error: {summary(exc)} (is ADVISOR_DATABASE_URL right and migrated?)"
+    return summary(exc)
 
 
 def run_rounds(

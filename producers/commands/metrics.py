@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from jobs.broker import make_celery
 from jobs.contracts import queue_for
 from jobs.db import engine_for
+from jobs.errors import summary
 from jobs.settings import Settings, get_settings, mask_url
 from jobs.variants import load_registry
 from producers.commands.output import Subparsers
@@ -53,7 +54,7 @@ class Exporter:
         try:
             body = self.scrape()
         except SQLAlchemyError as exc:
-            reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
+            reason = summary(exc, limit=300)
             logger.warning("Metrics scrape failed: database error: %s", reason)
             return _reply(start_response, "503 Service Unavailable", f"{reason}\n".encode())
         return _reply(start_response, "200 OK", body, CONTENT_TYPE_LATEST)

@@ -13,6 +13,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.contracts import BASE_VARIANT, queue_for
+from jobs.errors import summary
 from jobs.models import Job
 from jobs.settings import mask_url
 from producers.client import Client
@@ -37,8 +38,7 @@ def check_database(engine: Engine) -> DependencyHealth:
         with engine.connect() as conn:
             conn.execute(select(func.count()).select_from(Job)).scalar_one()
     except SQLAlchemyError as exc:
-        first = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or ["error"])[0]
-        return DependencyHealth(ok=False, detail=f"{type(exc).__name__}: {first}")
+        return DependencyHealth(ok=False, detail=summary(exc, typed=True))
     return DependencyHealth(ok=True, detail=engine.dialect.name)
 
 
@@ -99,7 +99,7 @@ def health(client: Client, broker_app: Celery) -> HealthReport:
             workers = client.repository.live_workers(client.settings.worker_live_window)
             live = Counter(w.variant for w in workers)
         except SQLAlchemyError as exc:
-            database = DependencyHealth(ok=False, detail=f"{type(exc).__name__}: {exc}"[:300])
+            database = DependencyHealth(ok=False, detail=summary(exc, typed=True, limit=300))
     queues = [
         QueueHealth(
             queue=queue,
