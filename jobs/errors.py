@@ -33,6 +33,10 @@ class InvalidWeights(AdvisorError):
     """Rollout weights are malformed: unknown variants, negative, or summing to zero."""
 
 
+class BrokerUnreachable(AdvisorError):
+    """The broker did not answer; the message names it (password masked) and the cause."""
+
+
 def summary(exc: BaseException, *, typed: bool = False, limit: int | None = None) -> str:
     """`exc` in one line, for stderr, a log line or an HTTP answer.
 

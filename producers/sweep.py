@@ -17,7 +17,7 @@ import json
 import logging
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -26,9 +26,9 @@ from celery import Celery
 from kombu.exceptions import KombuError
 from sqlalchemy.exc import SQLAlchemyError
 
-from jobs.broker import beat_entry
+from jobs.broker import beat_entry, queue_depths
 from jobs.contracts import SWEEP_TASK, Status, queue_for
-from jobs.errors import AdvisorError
+from jobs.errors import AdvisorError, BrokerUnreachable
 from jobs.models import Job
 from jobs.repository import utcnow
 from jobs.settings import Settings, get_settings
@@ -97,34 +97,12 @@ def lost_messages(client: Client, *, limit: int = 500) -> list[Job]:
     )
     if not stale:
         return []
-    depths = queue_depths(client.publisher.app, {job.variant for job in stale})
-    return [job for job in stale if depths.get(job.variant) == 0]
-
-
-def queue_depths(app: Celery, variants: Iterable[str]) -> dict[str, int | None]:
-    """Ready messages per variant's queue (a missing queue is empty); None if unknown."""
-    names = sorted(variants)
-    conn = app.connection_for_read()
     try:
-        return {variant: _depth(conn, queue_for(variant)) for variant in names}
-    except (KombuError, OSError, *conn.connection_errors) as exc:
-        logger.warning("Broker queue depths unknown (%s); the next round looks again", exc)
-        return dict.fromkeys(names)
-    finally:
-        conn.release()
-
-
-def _depth(conn: Any, queue: str) -> int:
-    channel = conn.channel()
-    try:
-        return int(channel.queue_declare(queue, passive=True)[1])
-    except conn.channel_errors:
-        return 0  # never declared, or gone with a broker restart
-    finally:
-        try:
-            channel.close()
-        except (*conn.connection_errors, *conn.channel_errors):
-            pass  # the broker already closed it (a passive declare of a missing queue)
+        depths = queue_depths(client.publisher.app, sorted({queue_for(j.variant) for j in stale}))
+    except BrokerUnreachable as exc:
+        logger.warning("Queue depths unknown (%s); the next round looks again", exc)
+        return []
+    return [job for job in stale if depths[queue_for(job.variant)] == 0]
 
 
 def run_loop(
