@@ -92,11 +92,13 @@ def rollback(
     drained: list[str] = []
     republished = 0
     if drain:
-        drained, republished = _drain(client, advisor, reason)
+        drained, republished = _drain(client, advisor, reason, result.weights)
     return RollbackResult(result, drained, republished)
 
 
-def _drain(client: Client, advisor: str, reason: str) -> tuple[list[str], int]:
+def _drain(
+    client: Client, advisor: str, reason: str, weights: dict[str, float]
+) -> tuple[list[str], int]:
     """Queued jobs of non-base variants -> base. Their stale messages become no-ops for workers."""
     pending = client.repository.find(
         Job.advisor == advisor, Job.status == Status.QUEUED, Job.variant != BASE_VARIANT
@@ -104,7 +106,7 @@ def _drain(client: Client, advisor: str, reason: str) -> tuple[list[str], int]:
     base_model = client.registry.get(BASE_VARIANT).base_model
     moved = client.repository.reassign_queued(
         [job.id for job in pending], BASE_VARIANT, f"rollback drain: {reason}",
-        base_model=base_model,
+        weights=weights, base_model=base_model,
     )  # fmt: skip
     if not moved:
         return [], 0

@@ -115,7 +115,10 @@ def test_a_drain_moves_queued_fine_tuned_jobs_to_base_and_leaves_running_ones(
             Status.QUEUED, BASE_VARIANT, FINE_TUNED_VARIANT,
         )  # fmt: skip
         assert job.reassigned_reason is not None and "bad outputs" in job.reassigned_reason
-        assert job.model_used == ModelUsed.AB_TEST_BASE.value
+        # Under the rolled-back split (all base) a freshly routed job is no A/B traffic.
+        fresh = client.router.decide(FINE_TUNED_ADVISOR, job.subject)
+        assert (fresh.variant, fresh.assignment) == (BASE_VARIANT, Assignment.SPLIT)
+        assert job.model_used == fresh.model_used.value == ModelUsed.BASE.value
         assert job.assignment == Assignment.SPLIT
     assert repo.get(running).variant == FINE_TUNED_VARIANT
     assert sorted(r["job_id"] for r in queued_requests(redis_url, BASE_VARIANT)) == queued
