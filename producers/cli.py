@@ -1,4 +1,4 @@
-"""The `advisor` command: a thin main() over subcommands registered in COMMANDS."""
+"""The `advisor` command: a thin main() over the subcommands of producers/commands/."""
 
 from __future__ import annotations
 
@@ -12,22 +12,21 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.errors import AdvisorError, summary
 from jobs.settings import get_settings
-from producers import capacity, guard, report, sweep
-from producers.commands import db, demo, jobs, metrics, rollout
+from producers.commands import capacity, db, demo, guard, jobs, metrics, report, rollout, sweep
 from producers.commands.output import EXIT_FAILED, EXIT_TIMEOUT, EXIT_USAGE, Subparsers
 from producers.errors import JobTimeout
 
-# Every subcommand group registers here; `demo`, `report`, `guard` and `capacity` join it
-# as producers/commands/<name>.py modules with a `register(sub)`.
+# Every subcommand group registers here; its handler lets errors reach main(), which turns
+# each into one line and an exit code.
 COMMANDS: list[Callable[[Subparsers], None]] = [
     db.register,
     jobs.register,
     rollout.register,
     demo.register,
-    report.add_cli,
-    guard.add_cli,
-    capacity.add_cli,
-    sweep.add_cli,
+    report.register,
+    guard.register,
+    capacity.register,
+    sweep.register,
     metrics.register,
 ]
 
@@ -63,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
     except SQLAlchemyError as exc:
         print(
-            f"advisor: database error: {summary(exc)} (a new database? run `advisor db upgrade`)",
+            f"advisor: database error: {summary(exc)} "
+            "(check ADVISOR_DATABASE_URL; a new database? run `advisor db upgrade`)",
             file=sys.stderr,
         )
         return EXIT_FAILED

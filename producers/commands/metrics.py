@@ -21,7 +21,7 @@ from jobs.errors import BrokerUnreachable, summary
 from jobs.settings import Settings, get_settings, mask_url
 from jobs.variants import load_registry
 from producers.commands.output import Subparsers
-from producers.metrics import render_metrics
+from producers.ops.metrics import render_metrics
 
 logger = logging.getLogger(__name__)
 

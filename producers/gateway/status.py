@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
@@ -16,10 +15,9 @@ from jobs.contracts import BASE_VARIANT, queue_for
 from jobs.errors import BrokerUnreachable, summary
 from jobs.models import Job
 from jobs.settings import mask_url
-from producers.client import Client
+from jobs.variants import Registry
 from producers.gateway.schemas import DependencyHealth, HealthReport, QueueHealth
-
-logger = logging.getLogger(__name__)
+from producers.gateway.service import Gateway
 
 
 @dataclass(frozen=True)
@@ -48,20 +46,21 @@ def check_broker(app: Celery, broker_url: str, queues: list[str]) -> BrokerState
     return BrokerState(True, mask_url(broker_url), depths)
 
 
-def queues_of(client: Client) -> list[tuple[str, str]]:
+def queues_of(registry: Registry) -> list[tuple[str, str]]:
     """(variant, queue) for every registered variant, base first."""
-    names = sorted(client.registry.names, key=lambda v: (v != BASE_VARIANT, v))
+    names = sorted(registry.names, key=lambda v: (v != BASE_VARIANT, v))
     return [(name, queue_for(name)) for name in names]
 
 
-def health(client: Client, broker_app: Celery) -> HealthReport:
-    database = check_database(client.engine)
-    pairs = queues_of(client)
-    broker = check_broker(broker_app, client.settings.resolved_broker_url, [q for _v, q in pairs])
+def health(gateway: Gateway) -> HealthReport:
+    settings = gateway.settings
+    database = check_database(gateway.engine)
+    pairs = queues_of(gateway.registry)
+    broker = check_broker(gateway.broker, settings.resolved_broker_url, [q for _v, q in pairs])
     live: Counter[str] | None = None
     if database.ok:
         try:
-            workers = client.repository.live_workers(client.settings.worker_live_window)
+            workers = gateway.repository.live_workers(settings.worker_live_window)
             live = Counter(w.variant for w in workers)
         except SQLAlchemyError as exc:
             database = DependencyHealth(ok=False, detail=summary(exc, typed=True, limit=300))

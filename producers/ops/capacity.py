@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import sys
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, func, select
-from sqlalchemy.exc import SQLAlchemyError
 
-from jobs.broker import make_celery, queue_depths
 from jobs.contracts import BASE_VARIANT, FINE_TUNED_VARIANT, Status, queue_for
-from jobs.db import engine_for
-from jobs.errors import AdvisorError, BrokerUnreachable
 from jobs.models import Job
 from jobs.repository import utcnow
 from jobs.rollouts import RolloutStore
-from jobs.settings import Settings, get_settings
-from jobs.variants import Registry, load_registry
-from producers.opscli import fraction, one_line, positive
+from jobs.variants import Registry
 
 # The fine-tuned weight's rollout steps.
 LADDER = (0.10, 0.25, 0.50, 1.0)
@@ -252,53 +243,3 @@ def render_plan(plan: CapacityPlan) -> str:
     ]
     lines += [f"WARNING: {w}" for w in plan.warnings]
     return "\n".join(lines)
-
-
-def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("capacity", help="workers each queue needs for the split")
-    parser.add_argument("--window-hours", type=positive, default=24.0, help="arrival window")
-    parser.add_argument("--target-utilisation", type=fraction, default=0.7)
-    parser.add_argument("--memory-gb", type=positive, default=DEFAULT_MODEL_MEMORY_GB,
-                        help="memory of one worker process (one model)")  # fmt: skip
-    parser.add_argument("--host-memory-gb", type=positive, default=DEFAULT_HOST_MEMORY_GB)
-    parser.add_argument("--next-step", type=fraction, help="plan this fine-tuned weight next")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.set_defaults(handler=handle_capacity)
-
-
-def handle_capacity(args: argparse.Namespace) -> int:
-    try:
-        settings = get_settings()
-        engine = engine_for(settings.resolved_database_url)
-        registry = load_registry(settings.registry, settings.base_model)
-        depths, note = _queue_depths(settings, registry)
-        plan = plan_capacity(
-            engine,
-            registry,
-            RolloutStore(engine),
-            window_hours=args.window_hours,
-            target_utilisation=args.target_utilisation,
-            memory_per_worker_gb=args.memory_gb,
-            host_memory_gb=args.host_memory_gb,
-            next_step=args.next_step,
-            queue_depths=depths,
-        )
-    except (AdvisorError, SQLAlchemyError) as exc:
-        print(f"advisor capacity: {one_line(exc)}", file=sys.stderr)
-        return 1
-    if note is not None:
-        plan = replace(plan, warnings=(*plan.warnings, note))
-    print(json.dumps(plan.to_dict(), indent=2) if args.json else render_plan(plan))
-    return 0
-
-
-def _queue_depths(
-    settings: Settings, registry: Registry
-) -> tuple[dict[str, int] | None, str | None]:
-    app = make_celery(settings, "advisor-capacity")
-    try:
-        return queue_depths(app, [queue_for(name) for name in sorted(registry.names)]), None
-    except BrokerUnreachable as exc:
-        return None, f"queue depths unknown: {exc}"
-    finally:
-        app.close()

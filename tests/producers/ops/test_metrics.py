@@ -14,7 +14,7 @@ from jobs.db import engine_for
 from jobs.models import WorkerHeartbeat
 from jobs.repository import utcnow
 from jobs.rollouts import RolloutStore
-from producers.metrics import render_metrics
+from producers.ops.metrics import render_metrics
 from tests.producers.conftest import beat, make_settings
 from tests.producers.crafted_jobs import Crafter
 
