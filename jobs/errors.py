@@ -13,10 +13,6 @@ class JobNotFound(AdvisorError):
     """No job has the given id."""
 
 
-class InvalidTransition(AdvisorError):
-    """A job state change that its current status forbids."""
-
-
 class UnknownAdvisor(AdvisorError):
     """The advisor persona is not one the service knows."""
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -476,11 +476,6 @@ class Repository:
 
     def live_variants(self, window_seconds: float) -> set[str]:
         return {hb.variant for hb in self.live_workers(window_seconds)}
-
-    def status_counts(self) -> dict[tuple[str, str], int]:
-        stmt = select(Job.variant, Job.status, func.count()).group_by(Job.variant, Job.status)
-        with self.engine.connect() as conn:
-            return {(v, s): n for v, s, n in conn.execute(stmt)}
 
 
 def _new_job_values(new: NewJob, now: datetime) -> dict[str, Any]:
