@@ -10,6 +10,7 @@ from typing import TypeVar
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from advisor_worker.errors import DatabaseUnavailable
+from jobs.errors import summary
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -45,7 +46,7 @@ def call_with_backoff(
             if not is_transient(exc):
                 raise
             remaining = deadline - time.monotonic()
-            reason = _one_line(exc)
+            reason = summary(exc, typed=True, limit=200)
             if remaining <= 0:
                 raise DatabaseUnavailable(
                     f"{what}: the database stayed unreachable through {retries} retries ({reason})"
@@ -62,8 +63,3 @@ def call_with_backoff(
             )
             time.sleep(pause)
             delay *= 2
-
-
-def _one_line(exc: DBAPIError) -> str:
-    text = " ".join(str(exc.orig or exc).split())
-    return f"{type(exc.orig or exc).__name__}: {text[:200]}"

@@ -36,6 +36,7 @@ from PIL import Image
 from advisor_worker.errors import GenerationCancelled, GenerationTimeout, WorkerError
 from advisor_worker.generation import GenerationResult, build_prompt, cap_pixels
 from advisor_worker.structured import json_schema_constraint
+from jobs.errors import summary
 
 # `mlx_vlm.generate` is also a function re-exported by the package, so import the module.
 _ar = importlib.import_module("mlx_vlm.generate.ar")
@@ -285,8 +286,9 @@ class BatchScheduler:
                 logits_processors=[processors],
             )
         except Exception as exc:  # noqa: BLE001 - this job fails; the batch goes on
-            logger.warning("Job %s could not join the batch: %s", job.job_id, summary(exc))
-            _settle(ticket, exc=WorkerError(f"Could not start generation: {summary(exc)}"))
+            reason = summary(exc, typed=True)
+            logger.warning("Job %s could not join the batch: %s", job.job_id, reason)
+            _settle(ticket, exc=WorkerError(f"Could not start generation: {reason}"))
             return
         self._active[uid] = _Row(
             ticket,
@@ -323,9 +325,10 @@ class BatchScheduler:
             _prompt_stats, responses = generator.next()
         except Exception as exc:  # noqa: BLE001 - a failed step ends this batch, not the worker
             logger.error("Batch step failed; ending its %d row(s): %s", len(self._active),
-                         summary(exc))  # fmt: skip
+                         summary(exc, typed=True))  # fmt: skip
+            reason = summary(exc, typed=True)
             for row in self._active.values():
-                _settle(row.ticket, exc=WorkerError(f"Generation failed: {summary(exc)}"))
+                _settle(row.ticket, exc=WorkerError(f"Generation failed: {reason}"))
             self._active.clear()
             generator.close()
             self._generator = None
@@ -371,16 +374,12 @@ class BatchScheduler:
         _settle(row.ticket, exc=exc)
 
 
-def summary(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-
-
 def _grammar_failure(row: _Row) -> BaseException:
     error = row.grammar.error
     if isinstance(error, WorkerError):
         return error
-    return WorkerError(f"Constrained decoding failed: {summary(error) if error else 'unknown'}")
+    reason = summary(error, typed=True) if error is not None else "unknown"
+    return WorkerError(f"Constrained decoding failed: {reason}")
 
 
 def _settle(

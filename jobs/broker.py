@@ -1,22 +1,35 @@
-"""The Celery configuration both sides share, derived from Settings."""
+"""The Celery configuration both sides share, derived from Settings, and the queue depths."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from kombu import Exchange, Queue
+from kombu import Connection, Exchange, Queue
+from kombu.exceptions import KombuError
 
 from jobs.contracts import ANALYZE_TASK, queue_for
-from jobs.settings import Settings
+from jobs.errors import BrokerUnreachable, summary
+from jobs.settings import Settings, mask_url
+
+logger = logging.getLogger(__name__)
+
+# A probe must answer quickly even when the broker host is black-holed.
+PROBE_TIMEOUT_SECONDS = 3.0
+
+
+def is_redis(url: str) -> bool:
+    return url.startswith(("redis", "rediss"))
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """JSON only, acks late, prefetch 1, and a visibility timeout that outlasts the hard limit."""
     transport_options: dict[str, Any] = {}
     broker = settings.resolved_broker_url
-    if broker.startswith(("redis", "rediss")):
+    if is_redis(broker):
         transport_options = {"visibility_timeout": settings.visibility_timeout}
 
     return {
@@ -69,3 +82,57 @@ def beat_entry(
     if queue is not None:
         options["queue"] = queue
     return {key: {"task": task, "schedule": interval_seconds, "options": options}}
+
+
+def unreachable(url: str, exc: BaseException) -> str:
+    """The reason a broker call failed, naming the broker (password masked)."""
+    return f"broker {mask_url(url)} unreachable ({summary(exc, typed=True)})"
+
+
+def queue_depths(
+    app: Celery, queues: Iterable[str], *, timeout: float = PROBE_TIMEOUT_SECONDS
+) -> dict[str, int]:
+    """Messages ready in each queue, by a passive declare; a queue never declared reads 0.
+
+    Redis counts every priority list of a queue (kombu's `_size` sums them). Raises
+    BrokerUnreachable when the broker does not answer within about `timeout` seconds;
+    callers that can go on without depths catch it. Every channel and connection opened
+    here is closed, on every transport.
+    """
+    names = list(dict.fromkeys(queues))
+    url = str(app.conf.broker_url)
+    # Redis reads its socket timeouts from the transport options; AMQP from connect_timeout.
+    options = (
+        {"socket_connect_timeout": timeout, "socket_timeout": timeout} if is_redis(url) else {}
+    )
+    conn = app.connection_for_read(connect_timeout=timeout, transport_options=options)
+    try:
+        errors = (KombuError, OSError, *conn.connection_errors)
+        try:
+            conn.ensure_connection(
+                max_retries=1, interval_start=0, interval_step=0, interval_max=0, timeout=timeout
+            )
+            return {queue: _depth(conn, queue) for queue in names}
+        except errors as exc:
+            raise BrokerUnreachable(unreachable(url, exc)) from exc
+    finally:
+        conn.release()
+
+
+def _depth(conn: Connection, queue: str) -> int:
+    channel = conn.channel()
+    try:
+        return int(channel.queue_declare(queue=queue, passive=True).message_count)
+    except conn.channel_errors:
+        return 0  # never declared, or gone with a broker restart: nothing waits in it
+    finally:
+        # kombu's SQLAlchemy channel keeps its ORM session, and so a pooled connection, past
+        # close(); without this every probe leaks one connection per queue.
+        session = getattr(channel, "_session", None)
+        if session is not None:
+            session.close()
+        try:
+            channel.close()
+        except (*conn.connection_errors, *conn.channel_errors):
+            # A failed passive declare closes AMQP channels itself.
+            logger.debug("channel for %s already closed", queue)

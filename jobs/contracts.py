@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -64,10 +65,22 @@ class ModelUsed(StrEnum):
     AB_TEST_FINE_TUNED = "ab_test_fine_tuned"
 
 
-def model_used_for(variant: str, assignment: Assignment) -> ModelUsed:
-    """Split assignments are A/B traffic; forced and fallback ones are plain."""
+def model_used_for(
+    variant: str, assignment: Assignment, weights: Mapping[str, float] | None = None
+) -> ModelUsed:
+    """The seed's label for a job on `variant`; the router and the drain both ask here.
+
+    `ab_test_base` / `ab_test_fine_tuned`: the split chose the variant (assignment `split`)
+    and the split it chose from, `weights`, gives more than one variant a weight > 0.
+    `base` / `fine_tuned`: everything else: forced, fallback, or a split that sends all of
+    the advisor's traffic to one variant (100% is no A/B test). Any non-base variant is
+    `fine_tuned`. Without `weights` (a row written without routing) a split counts as A/B.
+    """
     is_base = variant == BASE_VARIANT
-    if assignment is Assignment.SPLIT:
+    is_ab_test = assignment is Assignment.SPLIT and (
+        weights is None or sum(1 for w in weights.values() if w > 0) > 1
+    )
+    if is_ab_test:
         return ModelUsed.AB_TEST_BASE if is_base else ModelUsed.AB_TEST_FINE_TUNED
     return ModelUsed.BASE if is_base else ModelUsed.FINE_TUNED
 

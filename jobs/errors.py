@@ -13,10 +13,6 @@ class JobNotFound(AdvisorError):
     """No job has the given id."""
 
 
-class InvalidTransition(AdvisorError):
-    """A job state change that its current status forbids."""
-
-
 class UnknownAdvisor(AdvisorError):
     """The advisor persona is not one the service knows."""
 
@@ -35,3 +31,23 @@ class InvalidWeights(AdvisorError):
 
 class MigrationScriptsMissing(AdvisorError):
     """The installation has no Alembic scripts where `jobs.migrate` looks for them."""
+
+
+class BrokerUnreachable(AdvisorError):
+    """The broker did not answer; the message names it (password masked) and the cause."""
+
+
+def summary(exc: BaseException, *, typed: bool = False, limit: int | None = None) -> str:
+    """`exc` in one line, for stderr, a log line or an HTTP answer.
+
+    A wrapper that carries the driver's exception as `orig` (SQLAlchemy's DBAPIError, whose
+    own text adds the SQL and its parameters) speaks through it. All whitespace, newlines
+    included, becomes single spaces; an empty message gives the type's name. `typed` puts
+    the type's name in front; `limit` cuts the text to that many characters.
+    """
+    orig = getattr(exc, "orig", None)
+    inner = orig if isinstance(orig, BaseException) else exc
+    text = " ".join(str(inner).split("\n[SQL: ")[0].split()) or type(inner).__name__
+    if limit is not None:
+        text = text[:limit]
+    return f"{type(inner).__name__}: {text}" if typed else text

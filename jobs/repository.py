@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -52,8 +52,8 @@ class NewJob:
     base_model: str | None = None
     idempotency_key: str | None = None
     id: str = ""
-    # None: derived from variant and assignment. The router sets it when a "split" has
-    # only one variant with weight (not an A/B test), so the seed's labels stay truthful.
+    # The router's label (model_used_for with the split's weights); None: derived from
+    # variant and assignment alone, a split counting as A/B traffic.
     model_used: ModelUsed | None = None
 
 
@@ -188,9 +188,19 @@ class Repository:
         return self.find(Job.status == Status.QUEUED, Job.published_at.is_(None), limit=limit)
 
     def reassign_queued(
-        self, job_ids: Sequence[str], variant: str, reason: str, *, base_model: str | None = None
+        self,
+        job_ids: Sequence[str],
+        variant: str,
+        reason: str,
+        *,
+        weights: Mapping[str, float],
+        base_model: str | None = None,
     ) -> list[str]:
-        """Move not-yet-started jobs to `variant` (a drain); returns the ids actually moved."""
+        """Move not-yet-started jobs to `variant` (a drain); returns the ids actually moved.
+
+        `weights` is the advisor's split they now fall under; `model_used` follows it as it
+        would for a job routed now (see model_used_for).
+        """
         moved: list[str] = []
         with self.engine.begin() as conn:
             for job_id in job_ids:
@@ -206,7 +216,9 @@ class Repository:
                     )
                     .values(
                         variant=variant,
-                        model_used=model_used_for(variant, Assignment(row.assignment)).value,
+                        model_used=model_used_for(
+                            variant, Assignment(row.assignment), weights
+                        ).value,
                         reassigned_from=row.variant,
                         reassigned_reason=reason,
                         adapter_fingerprint=None,
@@ -451,11 +463,6 @@ class Repository:
 
     def live_variants(self, window_seconds: float) -> set[str]:
         return {hb.variant for hb in self.live_workers(window_seconds)}
-
-    def status_counts(self) -> dict[tuple[str, str], int]:
-        stmt = select(Job.variant, Job.status, func.count()).group_by(Job.variant, Job.status)
-        with self.engine.connect() as conn:
-            return {(v, s): n for v, s, n in conn.execute(stmt)}
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""Producer side: the client library, the router, rollout control and the `advisor` CLI."""
+"""The client library upstream apps import: Client (submit, wait, status), router, publisher.
+
+Operations live in producers.ops, the `advisor` CLI in producers.commands, HTTP in
+producers.gateway; nothing here imports them.
+"""
 
 from jobs.errors import InvalidImage, InvalidWeights, JobNotFound, UnknownAdvisor, UnknownVariant
 from producers.client import Client, JobHandle

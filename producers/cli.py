@@ -1,4 +1,4 @@
-"""The `advisor` command: a thin main() over subcommands registered in COMMANDS."""
+"""The `advisor` command: a thin main() over the subcommands of producers/commands/."""
 
 from __future__ import annotations
 
@@ -10,24 +10,23 @@ from typing import NoReturn
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from jobs.errors import AdvisorError
+from jobs.errors import AdvisorError, summary
 from jobs.settings import get_settings
-from producers import capacity, guard, report, sweep
-from producers.commands import db, demo, jobs, metrics, rollout
+from producers.commands import capacity, db, demo, guard, jobs, metrics, report, rollout, sweep
 from producers.commands.output import EXIT_FAILED, EXIT_TIMEOUT, EXIT_USAGE, Subparsers
 from producers.errors import JobTimeout
 
-# Every subcommand group registers here; `demo`, `report`, `guard` and `capacity` join it
-# as producers/commands/<name>.py modules with a `register(sub)`.
+# Every subcommand group registers here; its handler lets errors reach main(), which turns
+# each into one line and an exit code.
 COMMANDS: list[Callable[[Subparsers], None]] = [
     db.register,
     jobs.register,
     rollout.register,
     demo.register,
-    report.add_cli,
-    guard.add_cli,
-    capacity.add_cli,
-    sweep.add_cli,
+    report.register,
+    guard.register,
+    capacity.register,
+    sweep.register,
     metrics.register,
 ]
 
@@ -46,10 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -60,15 +55,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         return int(args.handler(args))
     except JobTimeout as exc:
-        print(f"advisor: {_one_line(exc)}", file=sys.stderr)
+        print(f"advisor: {summary(exc)}", file=sys.stderr)
         return EXIT_TIMEOUT
     except AdvisorError as exc:
-        print(f"advisor: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"advisor: error: {summary(exc)}", file=sys.stderr)
         return EXIT_FAILED
     except SQLAlchemyError as exc:
-        reason = _one_line(getattr(exc, "orig", None) or exc).split(" [SQL:")[0]
         print(
-            f"advisor: database error: {reason} (a new database? run `advisor db upgrade`)",
+            f"advisor: database error: {summary(exc)} "
+            "(check ADVISOR_DATABASE_URL; a new database? run `advisor db upgrade`)",
             file=sys.stderr,
         )
         return EXIT_FAILED

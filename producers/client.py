@@ -2,31 +2,25 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
 from jobs.contracts import FINAL_STATUSES, Assignment, Status
 from jobs.db import engine_for
 from jobs.models import Job
-from jobs.repository import NewJob, Repository, as_utc, utcnow
+from jobs.repository import NewJob, Repository
 from jobs.rollouts import RolloutStore
 from jobs.settings import Settings, get_settings
 from jobs.variants import Registry, load_registry
-from producers.errors import JobTimeout, PublishFailed
+from producers.errors import JobTimeout
 from producers.inputs import ImageInput, SubmitItem, as_item, check_item
+from producers.outbox import REPUBLISH_GRACE_SECONDS, Outbox
 from producers.publisher import Publisher, PublishResult
 from producers.router import Router
 
-logger = logging.getLogger(__name__)
-
-# A never-published row younger than this may still be mid-submit in another producer;
-# the sweep leaves it alone so a healthy submit is not published twice.
-REPUBLISH_GRACE_SECONDS = 30.0
 DEFAULT_WAIT_SECONDS = 600.0
 
 
@@ -70,6 +64,7 @@ class Client:
         self.rollouts = RolloutStore(self.engine)
         self.router = Router(self.settings, self.registry, self.rollouts, self.repository)
         self._publisher: Publisher | None = None
+        self._outbox: Outbox | None = None
 
     @property
     def publisher(self) -> Publisher:
@@ -77,6 +72,12 @@ class Client:
         if self._publisher is None:
             self._publisher = Publisher(self.settings)
         return self._publisher
+
+    @property
+    def outbox(self) -> Outbox:
+        if self._outbox is None:
+            self._outbox = Outbox(self.repository, self.publisher)
+        return self._outbox
 
     # -- submitting ----------------------------------------------------------------
 
@@ -140,31 +141,11 @@ class Client:
 
     def publish(self, jobs: Sequence[Job]) -> PublishResult:
         """Send the jobs and record the outcome on their rows (published, or publish_error)."""
-        result = self.publisher.publish(jobs)
-        self.repository.mark_published(result.sent)
-        if result.unsent:
-            self.repository.mark_publish_failed(result.unsent, result.error or "not sent")
-        return result
+        return self.outbox.publish(jobs)
 
     def republish(self, limit: int = 500, *, grace: float = REPUBLISH_GRACE_SECONDS) -> int:
         """Send queued jobs that were never published (or were drained/handed back); a count."""
-        cutoff = utcnow() - timedelta(seconds=grace)
-        due = [
-            job
-            for job in self.repository.unpublished(limit)
-            # attempts > 0: a worker already had it (re-queued), so no producer is mid-submit.
-            if job.publish_attempts > 0
-            or job.attempts > 0
-            or (as_utc(job.queued_at) or cutoff) <= cutoff
-        ]
-        result = self.publish(due)
-        if result.unsent:
-            raise PublishFailed(
-                f"Republished {len(result.sent)} of {len(due)} job(s); {result.error}"
-            )
-        if due:
-            logger.info("Republished %d job(s)", len(due))
-        return len(result.sent)
+        return self.outbox.republish(limit, grace=grace)
 
     # -- reading -------------------------------------------------------------------
 
@@ -198,6 +179,7 @@ class Client:
         if self._publisher is not None:
             self._publisher.close()
             self._publisher = None
+            self._outbox = None
 
     def __enter__(self) -> Client:
         return self

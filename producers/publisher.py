@@ -10,10 +10,10 @@ from typing import Any
 
 from kombu.exceptions import KombuError
 
-from jobs.broker import analyze_queue, make_celery
+from jobs.broker import analyze_queue, is_redis, make_celery, unreachable
 from jobs.contracts import ANALYZE_TASK, AnalyzeRequest, queue_for
 from jobs.models import Job
-from jobs.settings import Settings, mask_url
+from jobs.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class Publisher:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.app = make_celery(settings, "advisor-producer")
-        if settings.resolved_broker_url.startswith(("redis", "rediss")):
+        if is_redis(settings.resolved_broker_url):
             self.app.conf.broker_transport_options = {
                 **self.app.conf.broker_transport_options,
                 **REDIS_SOCKET_OPTIONS,
@@ -115,8 +115,7 @@ class Publisher:
         )
 
     def _describe(self, exc: BaseException) -> str:
-        broker = mask_url(self.settings.resolved_broker_url)
-        return f"broker {broker} unreachable ({type(exc).__name__}: {exc})"
+        return unreachable(self.settings.resolved_broker_url, exc)
 
     def close(self) -> None:
         self.app.close()

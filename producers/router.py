@@ -128,26 +128,22 @@ class Router:
                 logger.warning(
                     "%s: forced variant %s has no live worker; it waits", advisor, variant
                 )
-            return Decision(
-                variant, Assignment.FORCED, current.version, bucket,
-                model_used_for(variant, Assignment.FORCED),
-            )  # fmt: skip
+            return self._decision(variant, Assignment.FORCED, current, bucket)
         chosen = choose(current.weights, bucket)
-        is_ab_test = sum(1 for w in current.weights.values() if w > 0) > 1
         reason = self._unusable(advisor, chosen)
         if reason is not None:
             logger.info(
                 "%s: %s %s; sending to %s (fallback)", advisor, chosen, reason, BASE_VARIANT
             )
-            return Decision(
-                BASE_VARIANT, Assignment.FALLBACK, current.version, bucket, ModelUsed.BASE
-            )
-        used = (
-            model_used_for(chosen, Assignment.SPLIT)
-            if is_ab_test
-            else model_used_for(chosen, Assignment.FORCED)  # a 100% split is no A/B test
-        )
-        return Decision(chosen, Assignment.SPLIT, current.version, bucket, used)
+            return self._decision(BASE_VARIANT, Assignment.FALLBACK, current, bucket)
+        return self._decision(chosen, Assignment.SPLIT, current, bucket)
+
+    @staticmethod
+    def _decision(
+        variant: str, assignment: Assignment, weights: Weights, bucket: float
+    ) -> Decision:
+        used = model_used_for(variant, assignment, weights.weights)
+        return Decision(variant, assignment, weights.version, bucket, used)
 
     def _check_forced(self, advisor: str, variant: str) -> None:
         serving = self.serving(advisor)

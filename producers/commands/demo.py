@@ -23,8 +23,9 @@ from jobs.models import Job
 from jobs.settings import Settings, get_settings, mask_url
 from producers.client import Client
 from producers.commands.output import Subparsers
+from producers.commands.rollout import rollout_control
 from producers.inputs import SubmitItem
-from producers.rollout import default_actor, set_weights
+from producers.ops.rollout import default_actor
 
 ADVISOR = "ansel"
 WORKER = [sys.executable, "-m", "advisor_worker.cli"]
@@ -178,7 +179,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     log_dir = settings.data_dir / "demo-logs"
     with Client(settings) as client:
         weights = {"base": 1 - args.split, "fine_tuned": args.split}
-        set_weights(client, ADVISOR, weights, reason="advisor demo", actor=default_actor())
+        rollout_control(client).set_weights(
+            ADVISOR, weights, reason="advisor demo", actor=default_actor()
+        )
         procs = start_workers(plan, log_dir)
         try:
             print("Starting one base and one fine-tuned worker ...", file=sys.stderr)

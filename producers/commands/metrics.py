@@ -14,14 +14,14 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from jobs.broker import make_celery
+from jobs.broker import make_celery, queue_depths
 from jobs.contracts import queue_for
 from jobs.db import engine_for
+from jobs.errors import BrokerUnreachable, summary
 from jobs.settings import Settings, get_settings, mask_url
 from jobs.variants import load_registry
 from producers.commands.output import Subparsers
-from producers.metrics import render_metrics
-from producers.sweep import queue_depths
+from producers.ops.metrics import render_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +39,12 @@ class Exporter:
         self.variants: Iterable[str] = load_registry(settings.registry, settings.base_model).names
 
     def scrape(self) -> bytes:
-        # A queue whose depth the broker did not tell is left out, not reported as 0.
-        depths = {
-            queue_for(variant): n
-            for variant, n in queue_depths(self.app, self.variants).items()
-            if n is not None
-        }
+        try:
+            depths = queue_depths(self.app, [queue_for(variant) for variant in self.variants])
+        except BrokerUnreachable as exc:
+            # Depths the broker did not tell are left out, not reported as 0.
+            logger.warning("Metrics scrape without queue depths: %s", exc)
+            depths = {}
         return render_metrics(self.engine, self.settings, depths)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
@@ -53,7 +53,7 @@ class Exporter:
         try:
             body = self.scrape()
         except SQLAlchemyError as exc:
-            reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
+            reason = summary(exc, limit=300)
             logger.warning("Metrics scrape failed: database error: %s", reason)
             return _reply(start_response, "503 Service Unavailable", f"{reason}\n".encode())
         return _reply(start_response, "200 OK", body, CONTENT_TYPE_LATEST)

@@ -9,7 +9,7 @@ from jobs.contracts import Status
 from jobs.models import Job
 from jobs.settings import get_settings
 from producers.client import Client
-from producers.progress import ProgressBar
+from producers.commands.progress import ProgressBar
 from producers.views import job_to_dict
 
 EXIT_FAILED, EXIT_USAGE, EXIT_TIMEOUT = 1, 2, 3

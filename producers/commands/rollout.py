@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from producers import rollout
+from producers.client import Client
 from producers.commands.output import Subparsers, client, emit_json
 from producers.errors import InvalidSubmission
+from producers.ops.rollout import RolloutControl, default_actor
 from producers.views import weights_to_dict
+
+
+def rollout_control(producer: Client) -> RolloutControl:
+    """Rollout control over `producer`'s database, registry, router and broker."""
+    return RolloutControl(
+        producer.registry, producer.rollouts, producer.repository, producer.router,
+        producer.outbox, live_window=producer.settings.worker_live_window,
+    )  # fmt: skip
 
 
 def parse_weights(pairs: list[str]) -> dict[str, float]:
@@ -30,7 +39,7 @@ def _format(weights: dict[str, float]) -> str:
 
 def cmd_show(args: argparse.Namespace) -> int:
     with client() as producer:
-        rows = rollout.show(producer)
+        rows = rollout_control(producer).show()
     if args.json:
         emit_json([weights_to_dict(r.weights) | {"variants": r.variants, "live": r.live_variants}
                    for r in rows])  # fmt: skip
@@ -46,8 +55,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_set(args: argparse.Namespace) -> int:
     weights = parse_weights(args.weights)
     with client() as producer:
-        result = rollout.set_weights(
-            producer, args.advisor, weights, reason=args.reason, actor=rollout.default_actor()
+        result = rollout_control(producer).set_weights(
+            args.advisor, weights, reason=args.reason, actor=default_actor()
         )
     print(f"{result.advisor} v{result.version}: {_format(result.weights)}")
     return 0
@@ -55,10 +64,9 @@ def cmd_set(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     with client() as producer:
-        result = rollout.rollback(
-            producer, args.advisor, drain=args.drain, reason=args.reason,
-            actor=rollout.default_actor(),
-        )  # fmt: skip
+        result = rollout_control(producer).rollback(
+            args.advisor, drain=args.drain, reason=args.reason, actor=default_actor()
+        )
     w = result.weights
     print(f"{w.advisor} v{w.version}: {_format(w.weights)}")
     if args.drain:

@@ -33,8 +33,9 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     """The ASGI app over one Client; nothing connects until the first request."""
     settings = settings or get_settings()
     client = Client(settings, registry=registry)
-    # Made now, not lazily by the first concurrent requests; it connects only when used.
-    client.publisher  # noqa: B018
+    # The publisher is made now, not lazily by the first concurrent requests; it connects
+    # only when used.
+    gateway = Gateway.of(client)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -55,7 +56,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
             swagger_css_url="/static/swagger-ui.css", swagger_favicon_url="",
         )  # fmt: skip
 
-    app.state.gateway = Gateway(settings, client)
+    app.state.gateway = gateway
     problems.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.gateway_max_body_bytes)
     app.include_router(api.router)

@@ -8,7 +8,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from celery import Celery
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 from sqlalchemy import select
@@ -16,13 +15,11 @@ from sqlalchemy import select
 from jobs.contracts import Status
 from jobs.models import Job
 from jobs.repository import as_utc, utcnow
-from producers import rollout
-from producers.client import Client
 from producers.gateway.ops import finite
 from producers.gateway.schemas import error_responses
-from producers.gateway.service import GatewayDep
+from producers.gateway.service import Gateway, GatewayDep
 from producers.gateway.status import health
-from producers.report import build_report
+from producers.ops.report import build_report
 
 STATIC_DIR = Path(__file__).parent / "static"
 SCORE_BINS = [str(n) for n in range(1, 11)]  # bin k holds overall scores in [k, k+1); 10 is 10
@@ -35,15 +32,15 @@ def _score_bin(score: float) -> int:
     return min(10, max(1, math.floor(score))) - 1
 
 
-def dashboard_data(client: Client, broker_app: Celery, hours: float) -> dict[str, Any]:
+def dashboard_data(gateway: Gateway, hours: float) -> dict[str, Any]:
     """Split, queues and workers, and the series the charts draw, over the last `hours`."""
     now = utcnow()
     since = now - timedelta(hours=hours)
-    state = health(client, broker_app)
+    state = health(gateway)
     split = [
         {"advisor": r.weights.advisor, "weights": dict(r.weights.weights),
          "version": r.weights.version, "variants": r.variants, "live": r.live_variants}
-        for r in rollout.show(client)
+        for r in gateway.rollouts.show()
     ]  # fmt: skip
     stmt = (
         select(Job.variant, Job.completed_at, Job.inference_ms, Job.llm_outputs)
@@ -51,7 +48,7 @@ def dashboard_data(client: Client, broker_app: Celery, hours: float) -> dict[str
         .order_by(Job.completed_at.desc())
         .limit(MAX_TIMING_POINTS)
     )
-    with client.engine.connect() as conn:
+    with gateway.engine.connect() as conn:
         rows = conn.execute(stmt).all()
     scores: dict[str, list[int]] = defaultdict(lambda: [0] * len(SCORE_BINS))
     timing: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -64,7 +61,7 @@ def dashboard_data(client: Client, broker_app: Celery, hours: float) -> dict[str
             timing[variant].append(
                 {"at": done.isoformat(), "seconds": inference_ms / 1000}
             )  # fmt: skip
-    report = build_report(client.engine, days=hours / 24, advisor=None, now=now)
+    report = build_report(gateway.engine, days=hours / 24, advisor=None, now=now)
     failures = [
         {"variant": v.variant, "succeeded": v.finished, "failed": sum(v.failed.values()),
          "in_flight": v.in_flight, "failure_rate": v.failure_rate, "by_kind": v.failed}
@@ -94,4 +91,4 @@ def get_dashboard_data(
     hours: float = Query(default=24.0, gt=0, le=24 * 90, description="window in hours"),
 ) -> dict[str, Any]:
     """What the dashboard page draws; it fetches this every few seconds."""
-    return dashboard_data(gateway.client, gateway.client.publisher.app, hours)
+    return dashboard_data(gateway, hours)

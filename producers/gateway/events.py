@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from jobs.contracts import FINAL_STATUSES, Status
+from jobs.errors import summary
 from jobs.models import Job
 from producers.client import Client
 from producers.gateway.schemas import job_public
@@ -66,7 +67,8 @@ async def job_events(client: Client, job_id: str, max_output_tokens: int) -> Asy
             job = await run_in_threadpool(client.status, job_id)
         except SQLAlchemyError as exc:
             logger.warning("events for %s: database error %s", job_id, type(exc).__name__)
-            yield sse("error", {"error": "database_unavailable", "message": str(exc)[:300]})
+            message = summary(exc, limit=300)
+            yield sse("error", {"error": "database_unavailable", "message": message})
             return
         if is_final(job):
             yield sse("final", job_public(job, max_output_tokens).model_dump(mode="json"))

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from producers import rollout
 from producers.gateway.schemas import (
     PRINTABLE,
     HealthReport,
@@ -22,8 +21,9 @@ from producers.gateway.schemas import (
 )
 from producers.gateway.service import AuthorisedDep, GatewayDep
 from producers.gateway.status import check_broker, health, queues_of
-from producers.metrics import render_metrics
-from producers.report import build_report
+from producers.ops.metrics import render_metrics
+from producers.ops.report import build_report
+from producers.ops.rollout import AdvisorRollout, default_actor
 
 router = APIRouter()
 MAX_REPORT_DAYS = 3650.0
@@ -47,7 +47,7 @@ def finite(value: Any) -> Any:
     responses={503: {"model": HealthReport, "description": "database or broker down"}},
 )
 def get_health(response: Response, gateway: GatewayDep) -> HealthReport:
-    report = health(gateway.client, gateway.client.publisher.app)
+    report = health(gateway)
     if report.status == "down":
         response.status_code = 503
     return report
@@ -62,10 +62,10 @@ def get_health(response: Response, gateway: GatewayDep) -> HealthReport:
 )  # fmt: skip
 def get_metrics(gateway: GatewayDep) -> Response:
     """Prometheus text format; queue depths are left out while the broker is unreachable."""
-    client = gateway.client
-    queues = [queue for _variant, queue in queues_of(client)]
-    broker = check_broker(client.publisher.app, client.settings.resolved_broker_url, queues)
-    body = render_metrics(client.engine, client.settings, broker.depths if broker.ok else None)
+    settings = gateway.settings
+    queues = [queue for _variant, queue in queues_of(gateway.registry)]
+    broker = check_broker(gateway.broker, settings.resolved_broker_url, queues)
+    body = render_metrics(gateway.engine, settings, broker.depths if broker.ok else None)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
@@ -76,7 +76,7 @@ def get_report(
     advisor: str | None = Query(default=None, min_length=1, max_length=64, pattern=PRINTABLE),
 ) -> JSONResponse:
     """The A/B report (`advisor report --json`): outcomes, scores, Welch test, SRM checks."""
-    report = build_report(gateway.client.engine, days=days, advisor=advisor)
+    report = build_report(gateway.engine, days=days, advisor=advisor)
     return JSONResponse(finite(report.to_dict()))
 
 
@@ -87,13 +87,15 @@ def get_report(
     responses=error_responses(401, 503),
 )
 def get_rollouts(gateway: AuthorisedDep) -> list[RolloutPublic]:
-    return [
-        rollout_public(r.weights, r.variants, r.live_variants) for r in rollout.show(gateway.client)
-    ]
+    return [_public(row) for row in gateway.rollouts.show()]
+
+
+def _public(row: AdvisorRollout) -> RolloutPublic:
+    return rollout_public(row.weights, row.variants, row.live_variants)
 
 
 def _actor(given: str | None) -> str:
-    return given or f"gateway/{rollout.default_actor()}"
+    return given or f"gateway/{default_actor()}"
 
 
 @router.put(
@@ -104,13 +106,11 @@ def _actor(given: str | None) -> str:
 )
 def put_rollout(advisor: str, body: RolloutUpdate, gateway: AuthorisedDep) -> RolloutPublic:
     """Replace an advisor's weights (normalised, versioned, audited)."""
-    client = gateway.client
-    weights = rollout.set_weights(
-        client, advisor, body.weights, reason=body.reason, actor=_actor(body.actor)
+    control = gateway.rollouts
+    weights = control.set_weights(
+        advisor, body.weights, reason=body.reason, actor=_actor(body.actor)
     )
-    variants = sorted(rollout.serving_variants(client, advisor))
-    live = client.repository.live_variants(client.settings.worker_live_window)
-    return rollout_public(weights, variants, sorted(live & set(variants)))
+    return _public(control.describe(weights))
 
 
 @router.post(
@@ -121,8 +121,8 @@ def put_rollout(advisor: str, body: RolloutUpdate, gateway: AuthorisedDep) -> Ro
 )
 def post_rollback(advisor: str, body: RollbackRequest, gateway: AuthorisedDep) -> RollbackPublic:
     """Every non-base weight to 0; with `drain`, queued jobs move to base."""
-    result = rollout.rollback(
-        gateway.client, advisor, drain=body.drain, reason=body.reason, actor=_actor(body.actor)
+    result = gateway.rollouts.rollback(
+        advisor, drain=body.drain, reason=body.reason, actor=_actor(body.actor)
     )
     w = result.weights
     return RollbackPublic(

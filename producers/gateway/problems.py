@@ -12,7 +12,14 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
-from jobs.errors import InvalidImage, InvalidWeights, JobNotFound, UnknownAdvisor, UnknownVariant
+from jobs.errors import (
+    InvalidImage,
+    InvalidWeights,
+    JobNotFound,
+    UnknownAdvisor,
+    UnknownVariant,
+    summary,
+)
 from producers.errors import InvalidSubmission, PublishFailed
 from producers.gateway.errors import GatewayError, RolloutsDisabled, Unauthorized
 
@@ -48,12 +55,6 @@ def problem(
     )
 
 
-def _one_line(exc: BaseException) -> str:
-    # SQLAlchemy's text carries the SQL and its parameters; the driver's first line is enough.
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return (text.splitlines() or [type(exc).__name__])[0]
-
-
 def _headers_for(status: int, exc: BaseException) -> dict[str, str] | None:
     if isinstance(exc, Unauthorized):
         return {"WWW-Authenticate": "Bearer"}
@@ -71,7 +72,7 @@ async def _gateway_error(_request: Request, exc: Exception) -> JSONResponse:
 async def _foreign(_request: Request, exc: Exception) -> JSONResponse:
     for kind, status, code in FOREIGN:
         if isinstance(exc, kind):
-            message = _one_line(exc)
+            message = summary(exc)
             if code == "database_unavailable":
                 logger.warning("database error: %s", message)
                 message = f"Database unavailable or not migrated: {message}"

@@ -1,4 +1,4 @@
-"""The gateway's process-wide state: its settings and one Client (a broker pool, an engine)."""
+"""The gateway's process-wide state: one Client and the pieces the endpoints take from it."""
 
 from __future__ import annotations
 
@@ -6,20 +6,43 @@ import secrets
 from dataclasses import dataclass
 from typing import Annotated
 
+from celery import Celery
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
 
+from jobs.repository import Repository
 from jobs.settings import Settings
+from jobs.variants import Registry
 from producers.client import Client
 from producers.gateway.errors import RolloutsDisabled, Unauthorized
+from producers.ops.rollout import RolloutControl
 
 bearer = HTTPBearer(auto_error=False, description="the value of ADVISOR_GATEWAY_TOKEN")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Gateway:
     settings: Settings
-    client: Client
+    client: Client  # submit, status, wait
+    engine: Engine
+    repository: Repository
+    registry: Registry
+    rollouts: RolloutControl
+    broker: Celery  # the publisher's app, asked for queue depths
+
+    @classmethod
+    def of(cls, client: Client) -> Gateway:
+        """Everything from `client`, so the endpoints share its engine, router and broker."""
+        settings = client.settings
+        rollouts = RolloutControl(
+            client.registry, client.rollouts, client.repository, client.router, client.outbox,
+            live_window=settings.worker_live_window,
+        )  # fmt: skip
+        return cls(
+            settings, client, client.engine, client.repository, client.registry, rollouts,
+            client.publisher.app,
+        )  # fmt: skip
 
     def check_token(self, credentials: HTTPAuthorizationCredentials | None) -> None:
         expected = self.settings.gateway_token

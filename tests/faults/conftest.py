@@ -28,7 +28,8 @@ from jobs.models import Job
 from jobs.repository import Repository
 from jobs.settings import Settings
 from producers import Client
-from producers.sweep import SweepReport, run_loop
+from producers.commands.sweep import sweeper
+from producers.ops.sweep import SweepReport
 from tests.advisor_worker.conftest import tiny_model_dir  # noqa: F401 - a fixture, re-exported
 from tests.faults.servers import PostgresCluster, RedisServer
 from tests.support import WORKER_BIN, Env, WorkerProcess, wait_until_ready
@@ -160,8 +161,8 @@ def sweeping(settings: Settings, interval: float = 0.5) -> Iterator[list[SweepRe
     reports: list[SweepReport] = []
     client = Client(settings)
     thread = threading.Thread(
-        target=run_loop,
-        kwargs={"client": client, "interval": interval, "stop": stop, "on_round": reports.append},
+        target=sweeper(client).run_loop,
+        kwargs={"interval": interval, "stop": stop, "on_round": reports.append},
         daemon=True,
     )
     thread.start()

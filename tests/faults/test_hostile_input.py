@@ -17,7 +17,7 @@ from jobs.broker import analyze_queue, make_celery
 from jobs.contracts import ANALYZE_TASK, Assignment, ErrorKind, Status
 from jobs.repository import NewJob
 from producers import Client
-from producers.sweep import sweep
+from producers.commands.sweep import sweeper
 from tests.faults.conftest import Stack, Tally, photo, tally, wait_final
 from tests.faults.servers import RedisServer
 
@@ -146,7 +146,7 @@ def test_pickles_broken_messages_and_escaping_or_oversize_images_are_refused_by_
     assert {stack.repo.get(j).status for j in unreadable} == {Status.QUEUED}
     time.sleep(stack.settings.worker_live_window)
     with Client(stack.settings) as client:
-        assert sorted(sweep(client).resent) == sorted(unreadable)
+        assert sorted(sweeper(client).sweep().resent) == sorted(unreadable)
     jobs.update(wait_final(stack.repo, unreadable, timeout=60))
     sent = [*unreadable, garbled_job, typed_job, *image_jobs.values(), *good]
     result = tally(stack.repo, sent, [worker])

@@ -178,7 +178,8 @@ def test_drain_moves_only_jobs_that_have_not_started(repo: Repository) -> None:
     waiting = create(repo, variant="fine_tuned")
     running = create(repo, variant="fine_tuned")
     start(repo, running)
-    moved = repo.reassign_queued([waiting, running], "base", "rollback ansel")
+    split = {"base": 0.5, "fine_tuned": 0.5}
+    moved = repo.reassign_queued([waiting, running], "base", "rollback ansel", weights=split)
     assert moved == [waiting]
     job = repo.get(waiting)
     assert (job.variant, job.reassigned_from, job.model_used) == (
@@ -187,6 +188,18 @@ def test_drain_moves_only_jobs_that_have_not_started(repo: Repository) -> None:
         "ab_test_base",
     )
     assert repo.get(running).variant == "fine_tuned"
+
+
+def test_a_job_drained_under_an_all_base_split_is_no_longer_labelled_ab_traffic(
+    repo: Repository,
+) -> None:
+    split_job = create(repo, variant="fine_tuned")
+    forced_job = create(repo, variant="fine_tuned", assignment=Assignment.FORCED)
+    all_base = {"base": 1.0, "fine_tuned": 0.0}
+    assert repo.reassign_queued([split_job, forced_job], "base", "rollback", weights=all_base)
+    assert repo.get(split_job).model_used == ModelUsed.BASE
+    assert repo.get(forced_job).model_used == ModelUsed.BASE
+    assert repo.get(split_job).assignment == Assignment.SPLIT
 
 
 def test_heartbeats_tell_which_variants_are_live(repo: Repository) -> None:

@@ -17,7 +17,7 @@ from producers import Client, SubmitItem
 from tests.conftest import free_port
 from tests.producers.conftest import make_settings, photo, settings_env
 from tests.producers.crafted_jobs import Crafter
-from tests.producers.test_metrics import at, samples
+from tests.producers.ops.test_metrics import at, samples
 
 
 @contextmanager

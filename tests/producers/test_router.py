@@ -13,8 +13,8 @@ import pytest
 
 from jobs.contracts import BASE_VARIANT, FINE_TUNED_VARIANT, Assignment, ModelUsed
 from jobs.errors import InvalidWeights, UnknownVariant
-from producers import rollout
 from producers.client import Client
+from producers.commands.rollout import rollout_control
 from producers.router import choose
 from tests.producers.conftest import (
     FINE_TUNED_ADVISOR,
@@ -37,7 +37,7 @@ def client(tmp_path: Path, sqlite_db: str, registry_file: Path) -> Client:
 
 def set_split(client: Client, fine_tuned: float, advisor: str = FINE_TUNED_ADVISOR) -> None:
     weights = {BASE_VARIANT: 1 - fine_tuned, FINE_TUNED_VARIANT: fine_tuned}
-    rollout.set_weights(client, advisor, weights, reason="test", actor=ACTOR)
+    rollout_control(client).set_weights(advisor, weights, reason="test", actor=ACTOR)
 
 
 def fine_tuned_subjects(client: Client, subjects: list[str]) -> set[str]:

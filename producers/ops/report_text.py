@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from jobs.analysis import DIMENSIONS
-from producers.abtest import ALPHA
-from producers.srm import SRM_ALPHA
-
-if TYPE_CHECKING:
-    from producers.report import Report, Spread
+from producers.ops.report import Report, Spread
+from producers.ops.srm import SRM_ALPHA
+from producers.ops.stats import ALPHA
 
 
 def _num(value: float | None, fmt: str = ".2f") -> str:

@@ -13,8 +13,8 @@ from jobs.db import engine_for
 from jobs.repository import utcnow
 from jobs.rollouts import RolloutStore
 from jobs.variants import load_registry
-from producers import capacity as capacity_module
-from producers.capacity import next_weights, plan_capacity
+from producers.commands import capacity as capacity_command
+from producers.ops.capacity import next_weights, plan_capacity, render_plan
 from tests.producers.conftest import make_settings
 from tests.producers.crafted_jobs import Crafter
 
@@ -43,6 +43,7 @@ def test_workers_follow_arrival_rate_service_time_and_the_next_ladder_step(
     plan = plan_capacity(
         store.engine, load_registry(registry_file, "m"), store, window_hours=0.1,
         memory_per_worker_gb={"base": 3.0, "fine_tuned": 3.5}, host_memory_gb=26.0,
+        queue_depths={"advisor.base": 12, "advisor.fine_tuned": 0},
     )  # fmt: skip
 
     [ansel] = plan.advisors
@@ -55,6 +56,8 @@ def test_workers_follow_arrival_rate_service_time_and_the_next_ladder_step(
     assert (rows["base"].workers, rows["fine_tuned"].workers) == (5, 3)
     # At 50/50: base ceil(2.86) = 3, fine_tuned ceil(4.29) = 5.
     assert (rows["base"].next_workers, rows["fine_tuned"].next_workers) == (3, 5)
+    assert (rows["base"].queue_depth, rows["fine_tuned"].queue_depth) == (12, 0)
+    assert "advisor.base                12" in render_plan(plan)
     assert (plan.memory_gb, plan.next_memory_gb) == pytest.approx((25.5, 26.5))
     assert plan.fits and not plan.next_fits
     assert [w.split(":")[0] for w in plan.warnings] == ["next step"]
@@ -95,14 +98,15 @@ def test_capacity_command_prints_the_plan_as_json(
 ) -> None:  # fmt: skip
     rollout(sqlite_db, {"base": 0.5, "fine_tuned": 0.5})
     settings = make_settings(tmp_path, sqlite_db, registry_file)
-    monkeypatch.setattr(capacity_module, "get_settings", lambda: settings)
+    monkeypatch.setattr(capacity_command, "get_settings", lambda: settings)
     args = argparse.Namespace(
         window_hours=24.0, target_utilisation=0.7, memory_gb=3.0, host_memory_gb=16.0,
         next_step=None, json=True,
     )  # fmt: skip
 
-    assert capacity_module.handle_capacity(args) == 0
+    assert capacity_command.cmd_capacity(args) == 0
 
     plan = json.loads(capsys.readouterr().out)
     assert [v["variant"] for v in plan["variants"]] == ["base", "fine_tuned"]
     assert plan["processes"] == 2 and plan["fits"] is True
+    assert [v["queue_depth"] for v in plan["variants"]] == [0, 0]  # the embedded broker, empty

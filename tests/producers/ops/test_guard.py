@@ -11,7 +11,7 @@ from jobs.contracts import GUARD_TASK, ErrorKind
 from jobs.db import engine_for
 from jobs.rollouts import RolloutStore
 from jobs.variants import Registry, load_registry
-from producers.guard import (
+from producers.ops.guard import (
     Action,
     GuardDecision,
     GuardThresholds,
@@ -55,7 +55,7 @@ def test_a_failure_rate_breach_rolls_the_variant_back_and_records_why(
     outcomes(crafter, "base", 30, {})
     outcomes(crafter, "fine_tuned", 22, {ErrorKind.TIMEOUT: 5, ErrorKind.INTERNAL: 3})
 
-    [decision] = enforce(crafter.engine, registry(registry_file))
+    [decision] = enforce(crafter.engine, store, registry(registry_file))
 
     assert (decision.action, decision.applied) == (Action.ROLLBACK, True)
     assert store.get("ansel").weights == {"base": 1.0, "fine_tuned": 0.0}
@@ -65,7 +65,7 @@ def test_a_failure_rate_breach_rolls_the_variant_back_and_records_why(
     assert event.old_weights == {"base": 0.9, "fine_tuned": 0.1}
 
     # Already at 0: a second round holds and writes nothing.
-    [again] = enforce(crafter.engine, registry(registry_file))
+    [again] = enforce(crafter.engine, store, registry(registry_file))
     assert (again.action, again.applied) == (Action.HOLD, False)
     assert len(store.history("ansel")) == 2
 
@@ -76,7 +76,7 @@ def test_too_few_samples_hold_even_when_every_job_failed(
     crafter, store = canary(migrated_url)
     outcomes(crafter, "fine_tuned", 0, {ErrorKind.TIMEOUT: 5})
 
-    [decision] = enforce(crafter.engine, registry(registry_file))
+    [decision] = enforce(crafter.engine, store, registry(registry_file))
 
     assert decision.action is Action.HOLD and "inconclusive" in decision.reason
     assert store.get("ansel").weights == {"base": 0.9, "fine_tuned": 0.1}
@@ -84,11 +84,11 @@ def test_too_few_samples_hold_even_when_every_job_failed(
 
 
 def test_invalid_output_and_slow_p95_are_breaches_of_their_own(sqlite_db: str) -> None:
-    crafter, _ = canary(sqlite_db)
+    crafter, store = canary(sqlite_db)
     outcomes(crafter, "base", 30, {}, ms=40_000)
     outcomes(crafter, "fine_tuned", 28, {ErrorKind.INVALID_OUTPUT: 2}, ms=100_000)
 
-    [decision] = evaluate(crafter.engine, "ansel")
+    [decision] = evaluate(crafter.engine, store, "ansel")
 
     assert decision.action is Action.ROLLBACK
     assert decision.variant_stats.failed == 2  # 2/30 is under the 10% failure limit
@@ -97,11 +97,11 @@ def test_invalid_output_and_slow_p95_are_breaches_of_their_own(sqlite_db: str) -
 
 
 def test_bad_input_does_not_count_against_a_variant(sqlite_db: str) -> None:
-    crafter, _ = canary(sqlite_db)
+    crafter, store = canary(sqlite_db)
     outcomes(crafter, "base", 25, {})
     outcomes(crafter, "fine_tuned", 25, {ErrorKind.INVALID_IMAGE: 10})
 
-    [decision] = evaluate(crafter.engine, "ansel")
+    [decision] = evaluate(crafter.engine, store, "ansel")
 
     assert decision.action is Action.OK, decision.reason
     assert decision.variant_stats.completed == 25
@@ -131,7 +131,7 @@ def test_the_guard_task_registers_on_celery_and_rolls_back_when_called(
 def test_the_loop_evaluates_every_interval_until_stopped(
     sqlite_db: str, registry_file: Path
 ) -> None:
-    crafter, _ = canary(sqlite_db)
+    crafter, store = canary(sqlite_db)
     stop = threading.Event()
     seen: list[list[GuardDecision]] = []
 
@@ -141,7 +141,8 @@ def test_the_loop_evaluates_every_interval_until_stopped(
             stop.set()
 
     rounds = run_loop(
-        crafter.engine, registry(registry_file), interval=0.01, stop=stop, on_round=on_round,
+        crafter.engine, store, registry(registry_file), interval=0.01, stop=stop,
+        on_round=on_round,
         thresholds=GuardThresholds(min_samples=5),
     )  # fmt: skip
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import sys
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -22,13 +19,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from jobs.broker import beat_entry
 from jobs.contracts import BASE_VARIANT, GUARD_TASK, ErrorKind, Status
 from jobs.db import engine_for
-from jobs.errors import AdvisorError
 from jobs.models import Job
 from jobs.repository import utcnow
 from jobs.rollouts import RolloutStore
-from jobs.settings import Settings, get_settings
+from jobs.settings import Settings
 from jobs.variants import Registry, load_registry
-from producers.opscli import one_line, positive, run_rounds
+from producers.ops.rounds import run_rounds
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +86,7 @@ def _arm(rows: Sequence[Any]) -> ArmStats:
 
 def evaluate(
     engine: Engine,
+    rollouts: RolloutStore,
     advisor: str,
     *,
     thresholds: GuardThresholds | None = None,
@@ -110,7 +107,7 @@ def evaluate(
     by_variant: dict[str, list[Any]] = defaultdict(list)
     for row in rows:
         by_variant[row.variant].append(row)
-    weights = RolloutStore(engine).get(advisor).weights
+    weights = rollouts.get(advisor).weights
     base = _arm(by_variant.get(BASE_VARIANT, []))
     candidates = sorted((set(weights) | set(by_variant)) - {BASE_VARIANT})
     return [
@@ -171,6 +168,7 @@ def _breaches(
 
 def enforce(
     engine: Engine,
+    rollouts: RolloutStore,
     registry: Registry,
     *,
     thresholds: GuardThresholds | None = None,
@@ -178,13 +176,12 @@ def enforce(
     now: datetime | None = None,
 ) -> list[GuardDecision]:
     """Evaluate every advisor with a rollout and move a breaching variant's weight to base."""
-    store = RolloutStore(engine)
-    names = list(advisors) if advisors is not None else [w.advisor for w in store.all()]
+    names = list(advisors) if advisors is not None else [w.advisor for w in rollouts.all()]
     decisions: list[GuardDecision] = []
     for advisor in names:
-        for decision in evaluate(engine, advisor, thresholds=thresholds, now=now):
+        for decision in evaluate(engine, rollouts, advisor, thresholds=thresholds, now=now):
             if decision.action is Action.ROLLBACK:
-                decision = _roll_back(store, registry, decision)
+                decision = _roll_back(rollouts, registry, decision)
             logger.info("guard %s/%s: %s: %s", advisor, decision.variant, decision.action,
                         decision.reason)  # fmt: skip
             decisions.append(decision)
@@ -216,7 +213,8 @@ def register_guard_task(
     def guard() -> list[dict[str, Any]]:
         engine = engine_for(settings.resolved_database_url)
         registry = load_registry(settings.registry, settings.base_model)
-        return [d.to_dict() for d in enforce(engine, registry, thresholds=thresholds)]
+        decisions = enforce(engine, RolloutStore(engine), registry, thresholds=thresholds)
+        return [d.to_dict() for d in decisions]
 
     return guard
 
@@ -228,6 +226,7 @@ def beat_schedule(interval_seconds: float, *, queue: str | None = None) -> dict[
 
 def run_loop(
     engine: Engine,
+    rollouts: RolloutStore,
     registry: Registry,
     *,
     interval: float,
@@ -238,45 +237,7 @@ def run_loop(
 ) -> int:
     """Enforce every `interval` seconds until `stop` is set; returns the rounds run."""
     return run_rounds(
-        "Guard", lambda: enforce(engine, registry, thresholds=thresholds), interval=interval,
-        transient=(SQLAlchemyError,), stop=stop, on_round=on_round, delay_first=delay_first,
+        "Guard", lambda: enforce(engine, rollouts, registry, thresholds=thresholds),
+        interval=interval, transient=(SQLAlchemyError,), stop=stop, on_round=on_round,
+        delay_first=delay_first,
     )  # fmt: skip
-
-
-def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("guard", help="roll a breaching variant back to weight 0")
-    parser.add_argument("--once", action="store_true", help="one evaluation, then exit")
-    parser.add_argument("--interval", type=positive, default=60.0, help="seconds between rounds")
-    parser.add_argument("--window-hours", type=positive, default=GuardThresholds.window_hours)
-    parser.add_argument("--json", action="store_true", help="one JSON line per round")
-    parser.set_defaults(handler=handle_guard)
-
-
-def handle_guard(args: argparse.Namespace) -> int:
-    thresholds = GuardThresholds(window_hours=args.window_hours)
-
-    def show(decisions: list[GuardDecision]) -> None:
-        if args.json:
-            print(json.dumps([d.to_dict() for d in decisions]), flush=True)
-            return
-        for d in decisions:
-            applied = " (rolled back)" if d.applied else ""
-            print(f"{d.advisor}/{d.variant}: {d.action}{applied}: {d.reason}", flush=True)
-        if not decisions:
-            print("no non-base variant to judge", flush=True)
-
-    try:
-        settings = get_settings()
-        engine = engine_for(settings.resolved_database_url)
-        registry = load_registry(settings.registry, settings.base_model)
-        # The first round runs here so a bad database fails the command instead of the loop.
-        show(enforce(engine, registry, thresholds=thresholds))
-        if not args.once:
-            run_loop(engine, registry, interval=args.interval, thresholds=thresholds,
-                     on_round=show, delay_first=True)  # fmt: skip
-    except (AdvisorError, SQLAlchemyError) as exc:
-        print(f"advisor guard: {one_line(exc)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
-    return 0

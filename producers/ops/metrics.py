@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 
-import redis
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -33,9 +32,6 @@ INFERENCE_BUCKETS_SECONDS = (
     200.0,
     300.0,
 )
-# kombu's Redis transport keeps one list per priority step: NAME, NAME\x06\x163, ...
-_KOMBU_PRIORITY_SEP = "\x06\x16"
-_KOMBU_PRIORITY_STEPS = (3, 6, 9)
 
 
 class JobsCollector(Collector):
@@ -132,16 +128,3 @@ def render_metrics(
     registry = CollectorRegistry(auto_describe=False)
     registry.register(JobsCollector(engine, settings, queue_depths))
     return generate_latest(registry)
-
-
-def redis_queue_depths(client: redis.Redis, queues: Iterable[str]) -> dict[str, int]:
-    """LLEN of each queue on a Redis broker, summed over kombu's priority lists."""
-    names = list(queues)
-    pipe = client.pipeline(transaction=False)
-    for queue in names:
-        pipe.llen(queue)
-        for step in _KOMBU_PRIORITY_STEPS:
-            pipe.llen(f"{queue}{_KOMBU_PRIORITY_SEP}{step}")
-    lengths = pipe.execute()
-    per_queue = 1 + len(_KOMBU_PRIORITY_STEPS)
-    return {q: int(sum(lengths[i * per_queue : (i + 1) * per_queue])) for i, q in enumerate(names)}

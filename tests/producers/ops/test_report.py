@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 from datetime import timedelta
@@ -18,10 +17,12 @@ from jobs.db import engine_for
 from jobs.repository import utcnow
 from jobs.rollouts import RolloutStore
 from jobs.settings import Settings
-from producers import report as report_module
-from producers.abtest import compare_scores, score_copy
-from producers.report import build_report, compare_model_performance, render_report
-from producers.srm import srm_check
+from producers import cli
+from producers.commands import report as report_command
+from producers.ops.report import build_report, compare_model_performance
+from producers.ops.report_text import render_report
+from producers.ops.srm import srm_check
+from producers.ops.stats import compare_scores, score_copy
 from tests.producers.crafted_jobs import Crafter
 
 VARIANTS = {"base", "fine_tuned"}
@@ -223,16 +224,15 @@ def test_report_command_prints_json_and_fails_in_one_line_without_a_database(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    args = argparse.Namespace(days=7.0, advisor=None, json=True)
-    monkeypatch.setattr(
-        report_module, "get_settings", lambda: Settings(data_dir=tmp_path, database_url=sqlite_url)
-    )
-    assert report_module.handle_report(args) == 1
+    settings = Settings(data_dir=tmp_path, database_url=sqlite_url)
+    for module in (cli, report_command):
+        monkeypatch.setattr(module, "get_settings", lambda: settings)
+    assert cli.main(["report", "--json"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "database error" in err
 
     from jobs import migrate
 
     migrate.upgrade(sqlite_url)
-    assert report_module.handle_report(args) == 0
+    assert cli.main(["report", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["total_jobs"] == 0

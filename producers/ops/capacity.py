@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import sys
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -13,17 +10,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, func, select
-from sqlalchemy.exc import SQLAlchemyError
 
-from jobs.contracts import BASE_VARIANT, FINE_TUNED_VARIANT, Status
-from jobs.db import engine_for
-from jobs.errors import AdvisorError
+from jobs.contracts import BASE_VARIANT, FINE_TUNED_VARIANT, Status, queue_for
 from jobs.models import Job
 from jobs.repository import utcnow
 from jobs.rollouts import RolloutStore
-from jobs.settings import get_settings
-from jobs.variants import Registry, load_registry
-from producers.opscli import fraction, one_line, positive
+from jobs.variants import Registry
 
 # The fine-tuned weight's rollout steps.
 LADDER = (0.10, 0.25, 0.50, 1.0)
@@ -54,6 +46,7 @@ class VariantCapacity:
     next_rate_per_hour: float
     next_workers: int
     memory_gb_per_worker: float
+    queue_depth: int | None  # messages waiting in its queue now; None: not known
 
 
 @dataclass(frozen=True)
@@ -122,9 +115,14 @@ def plan_capacity(
     host_memory_gb: float = DEFAULT_HOST_MEMORY_GB,
     next_step: float | None = None,
     default_service_seconds: float = DEFAULT_SERVICE_SECONDS,
+    queue_depths: Mapping[str, int] | None = None,
     now: datetime | None = None,
 ) -> CapacityPlan:
-    """workers_v = ceil(arrivals_v * service_v / target_utilisation), at least 1 when weighted."""
+    """workers_v = ceil(arrivals_v * service_v / target_utilisation), at least 1 when weighted.
+
+    `queue_depths` (queue -> messages waiting, from jobs.broker.queue_depths) is shown with
+    each variant's row.
+    """
     if not 0 < target_utilisation <= 1:
         raise ValueError(f"target_utilisation must be in (0, 1], got {target_utilisation}")
     now = now or utcnow()
@@ -186,6 +184,7 @@ def plan_capacity(
                     rate_next[v], seconds, target_utilisation, v in weighted_next
                 ),
                 memory_gb_per_worker=memory,
+                queue_depth=(queue_depths or {}).get(queue_for(v)),
             )
         )
     processes = sum(v.workers for v in variants)
@@ -226,13 +225,15 @@ def render_plan(plan: CapacityPlan) -> str:
         )
     lines += [
         "",
-        f"{'queue':<22}{'service s':>10}{'jobs/h':>9}{'workers':>9}{'next jobs/h':>13}{'next':>6}",
+        f"{'queue':<22}{'waiting':>8}{'service s':>10}{'jobs/h':>9}{'workers':>9}"
+        f"{'next jobs/h':>13}{'next':>6}",
     ]
     for v in plan.variants:
         service = f"{v.service_seconds:.1f}" + ("*" if v.service_is_default else "")
+        waiting = "?" if v.queue_depth is None else str(v.queue_depth)
         lines.append(
-            f"advisor.{v.variant:<14}{service:>10}{v.rate_per_hour:>9.1f}{v.workers:>9}"
-            f"{v.next_rate_per_hour:>13.1f}{v.next_workers:>6}"
+            f"{queue_for(v.variant):<22}{waiting:>8}{service:>10}{v.rate_per_hour:>9.1f}"
+            f"{v.workers:>9}{v.next_rate_per_hour:>13.1f}{v.next_workers:>6}"
         )
     lines += [
         "",
@@ -242,36 +243,3 @@ def render_plan(plan: CapacityPlan) -> str:
     ]
     lines += [f"WARNING: {w}" for w in plan.warnings]
     return "\n".join(lines)
-
-
-def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("capacity", help="workers each queue needs for the split")
-    parser.add_argument("--window-hours", type=positive, default=24.0, help="arrival window")
-    parser.add_argument("--target-utilisation", type=fraction, default=0.7)
-    parser.add_argument("--memory-gb", type=positive, default=DEFAULT_MODEL_MEMORY_GB,
-                        help="memory of one worker process (one model)")  # fmt: skip
-    parser.add_argument("--host-memory-gb", type=positive, default=DEFAULT_HOST_MEMORY_GB)
-    parser.add_argument("--next-step", type=fraction, help="plan this fine-tuned weight next")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.set_defaults(handler=handle_capacity)
-
-
-def handle_capacity(args: argparse.Namespace) -> int:
-    try:
-        settings = get_settings()
-        engine = engine_for(settings.resolved_database_url)
-        plan = plan_capacity(
-            engine,
-            load_registry(settings.registry, settings.base_model),
-            RolloutStore(engine),
-            window_hours=args.window_hours,
-            target_utilisation=args.target_utilisation,
-            memory_per_worker_gb=args.memory_gb,
-            host_memory_gb=args.host_memory_gb,
-            next_step=args.next_step,
-        )
-    except (AdvisorError, SQLAlchemyError) as exc:
-        print(f"advisor capacity: {one_line(exc)}", file=sys.stderr)
-        return 1
-    print(json.dumps(plan.to_dict(), indent=2) if args.json else render_plan(plan))
-    return 0

@@ -6,17 +6,15 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import redis
-from celery import Celery
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
-from jobs.contracts import ANALYZE_TASK, ErrorKind
+from jobs.contracts import ErrorKind
 from jobs.db import engine_for
 from jobs.models import WorkerHeartbeat
 from jobs.repository import utcnow
 from jobs.rollouts import RolloutStore
-from producers.metrics import redis_queue_depths, render_metrics
+from producers.ops.metrics import render_metrics
 from tests.producers.conftest import beat, make_settings
 from tests.producers.crafted_jobs import Crafter
 
@@ -76,20 +74,3 @@ def test_metrics_carry_queue_depths_jobs_inference_histogram_and_live_workers(
     assert at(found, "advisor_live_workers", variant="base") == 2
     assert ("advisor_live_workers", frozenset({("variant", "fine_tuned")})) not in found
     assert at(found, "advisor_rollout_weight", advisor="ansel", variant="fine_tuned") == 0.1
-
-
-def test_redis_queue_depths_count_messages_of_every_priority(redis_url: str) -> None:
-    app = Celery("metrics-test", broker=redis_url, set_as_current=False)
-    try:
-        for priority in (None, None, 6, 9):
-            app.send_task(ANALYZE_TASK, kwargs={}, queue="advisor.base", priority=priority)
-        app.send_task(ANALYZE_TASK, kwargs={}, queue="advisor.fine_tuned")
-    finally:
-        app.close()
-    client = redis.Redis.from_url(redis_url)
-    try:
-        assert client.llen("advisor.base") < 4  # the prioritised ones live in lists of their own
-        depths = redis_queue_depths(client, ["advisor.base", "advisor.fine_tuned", "advisor.x"])
-    finally:
-        client.close()
-    assert depths == {"advisor.base": 4, "advisor.fine_tuned": 1, "advisor.x": 0}

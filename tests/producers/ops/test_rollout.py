@@ -10,7 +10,9 @@ import pytest
 from jobs.contracts import BASE_VARIANT, FINE_TUNED_VARIANT, Assignment, ModelUsed, Status
 from jobs.errors import InvalidWeights, UnknownAdvisor
 from jobs.repository import StartOutcome
-from producers import Client, rollout
+from producers import Client
+from producers.commands.rollout import rollout_control
+from producers.ops.rollout import RolloutControl
 from tests.producers.conftest import (
     FINE_TUNED_ADVISOR,
     beat,
@@ -30,13 +32,20 @@ def client(
         yield producer
 
 
-def test_every_weight_change_is_versioned_and_audited(client: Client) -> None:
+@pytest.fixture
+def rollout(client: Client) -> RolloutControl:
+    return rollout_control(client)
+
+
+def test_every_weight_change_is_versioned_and_audited(
+    client: Client, rollout: RolloutControl
+) -> None:
     first = rollout.set_weights(
-        client, FINE_TUNED_ADVISOR, {BASE_VARIANT: 9, FINE_TUNED_VARIANT: 1},
+        FINE_TUNED_ADVISOR, {BASE_VARIANT: 9, FINE_TUNED_VARIANT: 1},
         reason="start the canary", actor=ACTOR,
     )  # fmt: skip
     second = rollout.set_weights(
-        client, FINE_TUNED_ADVISOR, {BASE_VARIANT: 0.75, FINE_TUNED_VARIANT: 0.25},
+        FINE_TUNED_ADVISOR, {BASE_VARIANT: 0.75, FINE_TUNED_VARIANT: 0.25},
         reason="canary healthy", actor=ACTOR,
     )  # fmt: skip
     assert (first.version, second.version) == (1, 2)
@@ -45,7 +54,7 @@ def test_every_weight_change_is_versioned_and_audited(client: Client) -> None:
     assert (oldest.old_weights, oldest.new_weights) == (None, first.weights)
     assert (newest.old_weights, newest.new_weights) == (first.weights, second.weights)
     assert (newest.kind, newest.actor, newest.reason) == ("set", ACTOR, "canary healthy")
-    shown = {row.weights.advisor: row for row in rollout.show(client)}
+    shown = {row.weights.advisor: row for row in rollout.show()}
     assert shown[FINE_TUNED_ADVISOR].weights.version == 2
     assert shown[FINE_TUNED_ADVISOR].variants == [BASE_VARIANT, FINE_TUNED_VARIANT]
     assert shown["weston"].weights.version == 0  # default: no rollout set, all base
@@ -63,22 +72,22 @@ def test_every_weight_change_is_versioned_and_audited(client: Client) -> None:
     ],
 )
 def test_invalid_weights_are_refused_and_leave_no_trace(
-    client: Client, advisor: str, weights: dict[str, float], reason: str,
-    error: type[Exception],
+    client: Client, rollout: RolloutControl, advisor: str, weights: dict[str, float],
+    reason: str, error: type[Exception],
 ) -> None:  # fmt: skip
     with pytest.raises(error):
-        rollout.set_weights(client, advisor, weights, reason=reason, actor=ACTOR)
+        rollout.set_weights(advisor, weights, reason=reason, actor=ACTOR)
     assert client.rollouts.history() == []
 
 
-def test_rollback_zeroes_every_non_base_weight_and_records_it(client: Client) -> None:
+def test_rollback_zeroes_every_non_base_weight_and_records_it(
+    client: Client, rollout: RolloutControl
+) -> None:
     rollout.set_weights(
-        client, FINE_TUNED_ADVISOR, {BASE_VARIANT: 0.5, FINE_TUNED_VARIANT: 0.5},
+        FINE_TUNED_ADVISOR, {BASE_VARIANT: 0.5, FINE_TUNED_VARIANT: 0.5},
         reason="ramp", actor=ACTOR,
     )  # fmt: skip
-    result = rollout.rollback(
-        client, FINE_TUNED_ADVISOR, drain=False, reason="scores dropped", actor=ACTOR
-    )
+    result = rollout.rollback(FINE_TUNED_ADVISOR, drain=False, reason="scores dropped", actor=ACTOR)
     assert result.weights.weights == {BASE_VARIANT: 1.0, FINE_TUNED_VARIANT: 0.0}
     assert result.drained == []
     event = client.rollouts.history(FINE_TUNED_ADVISOR)[0]
@@ -89,11 +98,11 @@ def test_rollback_zeroes_every_non_base_weight_and_records_it(client: Client) ->
 
 
 def test_a_drain_moves_queued_fine_tuned_jobs_to_base_and_leaves_running_ones(
-    client: Client, migrated_url: str, redis_url: str
+    client: Client, rollout: RolloutControl, migrated_url: str, redis_url: str
 ) -> None:
     beat(migrated_url, FINE_TUNED_VARIANT)
     rollout.set_weights(
-        client, FINE_TUNED_ADVISOR, {BASE_VARIANT: 0.0, FINE_TUNED_VARIANT: 1.0},
+        FINE_TUNED_ADVISOR, {BASE_VARIANT: 0.0, FINE_TUNED_VARIANT: 1.0},
         reason="all in", actor=ACTOR,
     )  # fmt: skip
     handles = client.submit_many([{"image": photo(i), "advisor": FINE_TUNED_ADVISOR}
@@ -103,9 +112,7 @@ def test_a_drain_moves_queued_fine_tuned_jobs_to_base_and_leaves_running_ones(
     repo = client.repository
     assert repo.start(running, "ft-1", lease_seconds=60, max_attempts=3) is StartOutcome.STARTED
 
-    result = rollout.rollback(
-        client, FINE_TUNED_ADVISOR, drain=True, reason="bad outputs", actor=ACTOR
-    )
+    result = rollout.rollback(FINE_TUNED_ADVISOR, drain=True, reason="bad outputs", actor=ACTOR)
 
     queued = sorted(h.id for h in handles[1:])
     assert sorted(result.drained) == queued and result.republished == 3
@@ -115,7 +122,10 @@ def test_a_drain_moves_queued_fine_tuned_jobs_to_base_and_leaves_running_ones(
             Status.QUEUED, BASE_VARIANT, FINE_TUNED_VARIANT,
         )  # fmt: skip
         assert job.reassigned_reason is not None and "bad outputs" in job.reassigned_reason
-        assert job.model_used == ModelUsed.AB_TEST_BASE.value
+        # Under the rolled-back split (all base) a freshly routed job is no A/B traffic.
+        fresh = client.router.decide(FINE_TUNED_ADVISOR, job.subject)
+        assert (fresh.variant, fresh.assignment) == (BASE_VARIANT, Assignment.SPLIT)
+        assert job.model_used == fresh.model_used.value == ModelUsed.BASE.value
         assert job.assignment == Assignment.SPLIT
     assert repo.get(running).variant == FINE_TUNED_VARIANT
     assert sorted(r["job_id"] for r in queued_requests(redis_url, BASE_VARIANT)) == queued

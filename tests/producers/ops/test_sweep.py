@@ -16,7 +16,8 @@ from celery import Celery
 from jobs.contracts import SWEEP_TASK, Assignment, ErrorKind, Status, queue_for
 from jobs.repository import NewJob, StartOutcome
 from producers import Client
-from producers.sweep import beat_schedule, register_sweep_task, sweep
+from producers.commands.sweep import sweeper
+from producers.ops.sweep import SweepReport, beat_schedule, register_sweep_task
 from tests.producers.conftest import (
     FINE_TUNED_ADVISOR,
     RedisServer,
@@ -39,6 +40,10 @@ def client(tmp_path: Path, sqlite_db: str, registry_file: Path, redis_url: str) 
                              worker_live_window=1.0, heartbeat_interval=0.5)  # fmt: skip
     with Client(settings) as producer:
         yield producer
+
+
+def sweep(client: Client) -> SweepReport:
+    return sweeper(client).sweep()
 
 
 def submit(client: Client, count: int) -> list[str]:

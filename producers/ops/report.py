@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import sys
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields, is_dataclass
@@ -14,16 +11,13 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine, func, select
-from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.analysis import DIMENSIONS
 from jobs.contracts import BASE_VARIANT, Assignment, ErrorKind, ModelUsed, Status
-from jobs.db import engine_for
-from jobs.errors import AdvisorError
 from jobs.models import Job
 from jobs.repository import utcnow
-from jobs.settings import get_settings
-from producers.abtest import (
+from producers.ops.srm import SrmCheck, srm_checks
+from producers.ops.stats import (
     Comparison,
     ScoreCopy,
     ScoreSummary,
@@ -31,9 +25,6 @@ from producers.abtest import (
     score_copy,
     summarise,
 )
-from producers.opscli import one_line, positive
-from producers.report_text import render_report
-from producers.srm import SrmCheck, srm_checks
 
 logger = logging.getLogger(__name__)
 
@@ -233,24 +224,3 @@ def compare_model_performance(
 def _float(value: Any) -> float | None:
     # PostgreSQL's extract() returns numeric (Decimal).
     return None if value is None else float(value)
-
-
-def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "report", help="A/B report: outcomes, scores, Welch test, SRM and score-copy checks"
-    )
-    parser.add_argument("--days", type=positive, default=7.0, help="window (default 7)")
-    parser.add_argument("--advisor", help="only this advisor's jobs")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.set_defaults(handler=handle_report)
-
-
-def handle_report(args: argparse.Namespace) -> int:
-    try:
-        engine = engine_for(get_settings().resolved_database_url)
-        report = build_report(engine, days=args.days, advisor=args.advisor)
-    except (AdvisorError, SQLAlchemyError) as exc:
-        print(f"advisor report: {one_line(exc)}", file=sys.stderr)
-        return 1
-    print(json.dumps(report.to_dict(), indent=2) if args.json else render_report(report))
-    return 0

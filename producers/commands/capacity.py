@@ -1,0 +1,64 @@
+"""`advisor capacity`: workers each queue needs for the split, and each queue's backlog."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+
+from jobs.broker import make_celery, queue_depths
+from jobs.contracts import queue_for
+from jobs.db import engine_for
+from jobs.errors import BrokerUnreachable
+from jobs.rollouts import RolloutStore
+from jobs.settings import Settings, get_settings
+from jobs.variants import Registry, load_registry
+from producers.commands.arguments import fraction, positive
+from producers.commands.output import Subparsers
+from producers.ops.capacity import (
+    DEFAULT_HOST_MEMORY_GB,
+    DEFAULT_MODEL_MEMORY_GB,
+    plan_capacity,
+    render_plan,
+)
+
+
+def cmd_capacity(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    engine = engine_for(settings.resolved_database_url)
+    registry = load_registry(settings.registry, settings.base_model)
+    depths, note = _queue_depths(settings, registry)
+    plan = plan_capacity(
+        engine, registry, RolloutStore(engine), window_hours=args.window_hours,
+        target_utilisation=args.target_utilisation, memory_per_worker_gb=args.memory_gb,
+        host_memory_gb=args.host_memory_gb, next_step=args.next_step, queue_depths=depths,
+    )  # fmt: skip
+    if note is not None:
+        plan = replace(plan, warnings=(*plan.warnings, note))
+    print(json.dumps(plan.to_dict(), indent=2) if args.json else render_plan(plan))
+    return 0
+
+
+def _queue_depths(
+    settings: Settings, registry: Registry
+) -> tuple[dict[str, int] | None, str | None]:
+    """Each variant queue's depth, or None and why the broker did not tell."""
+    app = make_celery(settings, "advisor-capacity")
+    try:
+        return queue_depths(app, [queue_for(name) for name in sorted(registry.names)]), None
+    except BrokerUnreachable as exc:
+        return None, f"queue depths unknown: {exc}"
+    finally:
+        app.close()
+
+
+def register(sub: Subparsers) -> None:
+    p = sub.add_parser("capacity", help="workers each queue needs for the split")
+    p.add_argument("--window-hours", type=positive, default=24.0, help="arrival window")
+    p.add_argument("--target-utilisation", type=fraction, default=0.7)
+    p.add_argument("--memory-gb", type=positive, default=DEFAULT_MODEL_MEMORY_GB,
+                   help="memory of one worker process (one model)")  # fmt: skip
+    p.add_argument("--host-memory-gb", type=positive, default=DEFAULT_HOST_MEMORY_GB)
+    p.add_argument("--next-step", type=fraction, help="plan this fine-tuned weight next")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_capacity)

@@ -1,0 +1,44 @@
+"""`advisor sweep`: recover dead workers' jobs and lost or unpublished messages."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from producers.client import Client
+from producers.commands.arguments import positive
+from producers.commands.output import EXIT_FAILED, Subparsers, client
+from producers.ops.sweep import Sweeper, SweepReport
+
+
+def sweeper(producer: Client) -> Sweeper:
+    """The sweep over `producer`'s database and broker."""
+    return Sweeper(producer.settings, producer.repository, producer.outbox, producer.publisher.app)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    def show(report: SweepReport) -> None:
+        print(json.dumps(report.to_dict()) if args.json else report.summary(), flush=True)
+
+    with client() as producer:
+        sweep = sweeper(producer)
+        # The first round runs here so a bad database fails the command instead of the loop.
+        first = sweep.sweep(limit=args.limit)
+        show(first)
+        if args.loop is None:
+            return EXIT_FAILED if first.publish_error else 0
+        try:
+            sweep.run_loop(interval=args.loop, limit=args.limit, on_round=show, delay_first=True)
+        except KeyboardInterrupt:
+            return 0
+    return 0
+
+
+def register(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "sweep", help="re-queue jobs of dead workers, resend lost and unpublished jobs"
+    )
+    p.add_argument("--loop", type=positive, metavar="SECONDS", help="sweep every SECONDS")
+    p.add_argument("--limit", type=int, default=500, help="jobs per step of a round")
+    p.add_argument("--json", action="store_true", help="one JSON line per round")
+    p.set_defaults(handler=cmd_sweep)

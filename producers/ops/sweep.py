@@ -1,0 +1,151 @@
+"""The recovery sweep: jobs of dead workers re-queued (or given up as poison), lost messages resent.
+
+The database is the source of truth; the broker only carries wake-ups. A round:
+1. a `running` job whose lease expired (its worker's heartbeat stopped) goes back to `queued`,
+   or fails as poison once it has used ADVISOR_MAX_ATTEMPTS;
+2. a `queued` job published longer ago than the live window, while its variant's broker
+   queue is empty, lost its message (a broker restart without persistence, a consumed
+   message whose worker died on the embedded broker): it is published again;
+3. queued jobs never published (publish failed, re-queued, drained) are published.
+A duplicate message is harmless: the worker's guarded start drops it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from celery import Celery
+from kombu.exceptions import KombuError
+from sqlalchemy.exc import SQLAlchemyError
+
+from jobs.broker import beat_entry, queue_depths
+from jobs.contracts import SWEEP_TASK, Status, queue_for
+from jobs.db import engine_for
+from jobs.errors import BrokerUnreachable
+from jobs.models import Job
+from jobs.repository import Repository, utcnow
+from jobs.settings import Settings
+from producers.errors import PublishFailed
+from producers.ops.rounds import run_rounds
+from producers.outbox import Outbox
+from producers.publisher import Publisher
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepReport:
+    requeued: list[str] = field(default_factory=list)
+    poisoned: list[str] = field(default_factory=list)
+    resent: list[str] = field(default_factory=list)  # queued, but their message was lost
+    republished: int = 0  # every publish of this round, the resent ones included
+    publish_error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        text = (
+            f"requeued {len(self.requeued)}, poison {len(self.poisoned)}, "
+            f"lost messages {len(self.resent)}, published {self.republished}"
+        )
+        return text + (f"; publish failed: {self.publish_error}" if self.publish_error else "")
+
+
+@dataclass(frozen=True)
+class Sweeper:
+    """The sweep over one database and broker: `sweep()` is one round."""
+
+    settings: Settings  # max_attempts, worker_live_window
+    repository: Repository
+    outbox: Outbox
+    broker: Celery  # asked for queue depths
+
+    def sweep(self, *, limit: int = 500) -> SweepReport:
+        """One recovery round; see the module docstring."""
+        repo, max_attempts = self.repository, self.settings.max_attempts
+        report = SweepReport()
+        for job in repo.expired_running(limit):
+            if job.attempts >= max_attempts:
+                if repo.give_up(job.id, max_attempts):
+                    logger.warning("Job %s is poison: %d attempts lost their worker (last %s)",
+                                   job.id, job.attempts, job.worker)  # fmt: skip
+                    report.poisoned.append(job.id)
+            elif repo.requeue(
+                job.id, f"lease of worker {job.worker} expired; re-queued by the sweep"
+            ):
+                logger.warning("Job %s re-queued: worker %s stopped renewing its lease",
+                               job.id, job.worker)  # fmt: skip
+                report.requeued.append(job.id)
+        try:
+            lost = self.lost_messages(limit=limit)
+            if lost:
+                result = self.outbox.publish(lost)
+                report.resent = result.sent
+                report.republished += len(result.sent)
+                logger.warning("Resent %d job(s) whose broker message was lost", len(result.sent))
+                if result.error:
+                    raise PublishFailed(result.error)
+            report.republished += self.outbox.republish(limit)
+        except PublishFailed as exc:
+            # The rows stay queued; the next round tries again.
+            report.publish_error = str(exc)
+            logger.warning("Sweep could not publish: %s", exc)
+        return report
+
+    def lost_messages(self, *, limit: int = 500) -> list[Job]:
+        """Queued jobs published over a live window ago whose variant's queue is empty."""
+        cutoff = utcnow() - timedelta(seconds=self.settings.worker_live_window)
+        stale = self.repository.find(
+            Job.status == Status.QUEUED, Job.published_at < cutoff, limit=limit
+        )
+        if not stale:
+            return []
+        try:
+            depths = queue_depths(self.broker, sorted({queue_for(j.variant) for j in stale}))
+        except BrokerUnreachable as exc:
+            logger.warning("Queue depths unknown (%s); the next round looks again", exc)
+            return []
+        return [job for job in stale if depths[queue_for(job.variant)] == 0]
+
+    def run_loop(
+        self,
+        *,
+        interval: float,
+        limit: int = 500,
+        stop: threading.Event | None = None,
+        on_round: Callable[[SweepReport], None] | None = None,
+        delay_first: bool = False,
+    ) -> int:
+        """Sweep every `interval` seconds until `stop` is set; returns the rounds run."""
+        return run_rounds(
+            "Sweep", lambda: self.sweep(limit=limit), interval=interval,
+            transient=(SQLAlchemyError, KombuError, OSError), stop=stop, on_round=on_round,
+            delay_first=delay_first,
+        )  # fmt: skip
+
+
+def register_sweep_task(app: Celery, settings: Settings) -> Any:
+    """Register SWEEP_TASK on `app`; schedule it with `beat_schedule()`."""
+
+    @app.task(name=SWEEP_TASK, ignore_result=True)
+    def sweep_task() -> dict[str, Any]:
+        repository = Repository(engine_for(settings.resolved_database_url))
+        publisher = Publisher(settings)
+        try:
+            sweeper = Sweeper(settings, repository, Outbox(repository, publisher), publisher.app)
+            return sweeper.sweep().to_dict()
+        finally:
+            publisher.close()
+
+    return sweep_task
+
+
+def beat_schedule(interval_seconds: float, *, queue: str | None = None) -> dict[str, Any]:
+    """The entry for `app.conf.beat_schedule`; a run older than one interval is dropped."""
+    return beat_entry("advisor-sweep", SWEEP_TASK, interval_seconds, queue=queue)
