@@ -78,6 +78,12 @@ class Ticket:
     # Written by the MLX thread only; read by the heartbeat (an int store is atomic).
     tokens: int = 0
     cancel: threading.Event = field(default_factory=threading.Event)
+    # The soft deadline the MLX thread checks after every step; starts as the job's.
+    deadline: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.deadline is None:
+            self.deadline = self.job.deadline
 
     def result(self) -> GenerationResult:
         return self.future.result()
@@ -265,7 +271,7 @@ class BatchScheduler:
         if ticket.cancel.is_set():
             _settle(ticket, exc=GenerationCancelled("Cancelled before decoding started", "", 0))
             return
-        if job.deadline is not None and time.monotonic() > job.deadline:
+        if ticket.deadline is not None and time.monotonic() > ticket.deadline:
             _settle(ticket, exc=GenerationTimeout("Time ran out before decoding started", "", 0))
             return
         try:
@@ -342,14 +348,14 @@ class BatchScheduler:
                 self._finish(response.uid, "stop" if response.finish_reason == "stop" else "length")
         now = time.monotonic()
         for uid, row in list(self._active.items()):
-            job = row.ticket.job
+            deadline = row.ticket.deadline
             if row.grammar.error is not None:
                 self._end(uid, _grammar_failure(row))
             elif row.ticket.cancel.is_set():
                 self._end(uid, GenerationCancelled(
                     f"Cancelled after {row.tokens} output tokens", row.text(), row.tokens
                 ))  # fmt: skip
-            elif job.deadline is not None and now > job.deadline:
+            elif deadline is not None and now > deadline:
                 self._end(uid, GenerationTimeout(
                     f"Time ran out after {row.tokens} output tokens "
                     f"({time.perf_counter() - row.started:.1f}s)", row.text(), row.tokens,
