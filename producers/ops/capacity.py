@@ -38,9 +38,12 @@ class AdvisorLoad:
 @dataclass(frozen=True)
 class VariantCapacity:
     variant: str
-    service_seconds: float
+    service_seconds: float  # mean inference time of one job (its latency)
     service_samples: int
     service_is_default: bool  # no succeeded job in the window: DEFAULT_SERVICE_SECONDS
+    # Worker time each job costs: busy time / jobs per worker. A worker generating B jobs
+    # at once overlaps them, so this is below service_seconds; the plan uses it.
+    worker_seconds_per_job: float
     rate_per_hour: float
     workers: int
     next_rate_per_hour: float
@@ -118,7 +121,10 @@ def plan_capacity(
     queue_depths: Mapping[str, int] | None = None,
     now: datetime | None = None,
 ) -> CapacityPlan:
-    """workers_v = ceil(arrivals_v * service_v / target_utilisation), at least 1 when weighted.
+    """workers_v = ceil(arrivals_v * worker_seconds_per_job_v / target), at least 1 if weighted.
+
+    worker_seconds_per_job is measured from the window's jobs (see _measured_service), so a
+    queue served by B-row workers is planned at their measured rate, not B x one job's.
 
     `queue_depths` (queue -> messages waiting, from jobs.broker.queue_depths) is shown with
     each variant's row.
@@ -134,14 +140,15 @@ def plan_capacity(
                 select(Job.advisor, func.count()).where(*window).group_by(Job.advisor)
             ).all()
         )
-        service = {
-            v: (float(ms), int(n))
-            for v, ms, n in conn.execute(
-                select(Job.variant, func.avg(Job.inference_ms), func.count())
-                .where(*window, Job.status == Status.SUCCEEDED, Job.inference_ms.is_not(None))
-                .group_by(Job.variant)
+        served = conn.execute(
+            select(Job.variant, Job.worker, Job.completed_at, Job.inference_ms).where(
+                *window,
+                Job.status == Status.SUCCEEDED,
+                Job.inference_ms.is_not(None),
+                Job.completed_at.is_not(None),
             )
-        }
+        ).all()
+    service = _measured_service(served)
     hours = window_hours
     advisors = []
     rate_now: dict[str, float] = defaultdict(float)
@@ -159,8 +166,9 @@ def plan_capacity(
     weighted_next = {v for a in advisors for v, w in a.next_weights.items() if w > 0}
     variants, warnings = [], []
     for v in sorted(weighted_now | weighted_next, key=lambda v: (v != BASE_VARIANT, v)):
-        ms, samples = service.get(v, (default_service_seconds * 1000, 0))
-        seconds = ms / 1000
+        seconds, per_job, samples = service.get(
+            v, (default_service_seconds, default_service_seconds, 0)
+        )
         if not samples:
             warnings.append(
                 f"{v}: no succeeded job in the last {window_hours:g}h; "
@@ -177,11 +185,12 @@ def plan_capacity(
                 service_seconds=seconds,
                 service_samples=samples,
                 service_is_default=not samples,
+                worker_seconds_per_job=per_job,
                 rate_per_hour=rate_now[v],
-                workers=_workers(rate_now[v], seconds, target_utilisation, v in weighted_now),
+                workers=_workers(rate_now[v], per_job, target_utilisation, v in weighted_now),
                 next_rate_per_hour=rate_next[v],
                 next_workers=_workers(
-                    rate_next[v], seconds, target_utilisation, v in weighted_next
+                    rate_next[v], per_job, target_utilisation, v in weighted_next
                 ),
                 memory_gb_per_worker=memory,
                 queue_depth=(queue_depths or {}).get(queue_for(v)),
@@ -206,6 +215,35 @@ def plan_capacity(
     )  # fmt: skip
 
 
+def _measured_service(rows: Any) -> dict[str, tuple[float, float, int]]:
+    """variant -> (mean inference s, worker s per job, jobs), from (variant, worker, end, ms).
+
+    Each job kept its worker busy over [completed_at - inference, completed_at]; a worker's
+    busy time is the union of its jobs' intervals, so B jobs generated at once count once.
+    The worker seconds per job is the measured per-worker rate at whatever B served them.
+    """
+    spans: dict[str, dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
+    for variant, worker, completed, ms in rows:
+        end = completed.timestamp()
+        spans[variant][str(worker)].append((end - ms / 1000, end))
+    measured = {}
+    for variant, by_worker in spans.items():
+        jobs = sum(len(s) for s in by_worker.values())
+        busy = sum(_union_seconds(s) for s in by_worker.values())
+        mean = sum(e - b for s in by_worker.values() for b, e in s) / jobs
+        measured[variant] = (mean, busy / jobs, jobs)
+    return measured
+
+
+def _union_seconds(spans: list[tuple[float, float]]) -> float:
+    total, reach = 0.0, float("-inf")
+    for begin, end in sorted(spans):
+        if end > reach:
+            total += end - max(begin, reach)
+            reach = end
+    return total
+
+
 def _workers(rate_per_hour: float, service_seconds: float, target: float, weighted: bool) -> int:
     needed = math.ceil(rate_per_hour / 3600 * service_seconds / target - 1e-9)
     return max(needed, 1 if weighted else 0)
@@ -225,14 +263,15 @@ def render_plan(plan: CapacityPlan) -> str:
         )
     lines += [
         "",
-        f"{'queue':<22}{'waiting':>8}{'service s':>10}{'jobs/h':>9}{'workers':>9}"
+        f"{'queue':<22}{'waiting':>8}{'service s':>10}{'worker s':>9}{'jobs/h':>9}{'workers':>9}"
         f"{'next jobs/h':>13}{'next':>6}",
     ]
     for v in plan.variants:
         service = f"{v.service_seconds:.1f}" + ("*" if v.service_is_default else "")
         waiting = "?" if v.queue_depth is None else str(v.queue_depth)
         lines.append(
-            f"{queue_for(v.variant):<22}{waiting:>8}{service:>10}{v.rate_per_hour:>9.1f}"
+            f"{queue_for(v.variant):<22}{waiting:>8}{service:>10}{v.worker_seconds_per_job:>9.1f}"
+            f"{v.rate_per_hour:>9.1f}"
             f"{v.workers:>9}{v.next_rate_per_hour:>13.1f}{v.next_workers:>6}"
         )
     lines += [
@@ -241,5 +280,9 @@ def render_plan(plan: CapacityPlan) -> str:
         f"{plan.next_processes} = {plan.next_memory_gb:.1f} GB; "
         f"host budget {plan.host_memory_gb:g} GB",
     ]
+    lines.append(
+        "service s: one job's inference time; worker s: the worker time a job costs, measured "
+        "(jobs generated at once share it), which the plan uses"
+    )
     lines += [f"WARNING: {w}" for w in plan.warnings]
     return "\n".join(lines)

@@ -110,3 +110,28 @@ def test_capacity_command_prints_the_plan_as_json(
     assert [v["variant"] for v in plan["variants"]] == ["base", "fine_tuned"]
     assert plan["processes"] == 2 and plan["fits"] is True
     assert [v["queue_depth"] for v in plan["variants"]] == [0, 0]  # the embedded broker, empty
+
+
+def test_a_batching_workers_overlapping_jobs_are_planned_at_its_measured_rate(
+    migrated_url: str, registry_file: Path
+) -> None:
+    store = rollout(migrated_url, {"base": 1.0})
+    crafter = Crafter(store.engine)
+    # 36 arrivals in 6 minutes: 0.1 jobs/s. One worker ran 4 at a time, each taking 40 s.
+    ids = crafter.queue(36, variant="base")
+    end = utcnow()
+    for index, job_id in enumerate(ids[:8]):
+        crafter.succeed(job_id, inference_ms=40_000)
+        # Two rounds of four overlapping rows on one worker: busy 80 s for 8 jobs.
+        crafter.set_times([job_id], worker="base-1@mac", completed_at=end - timedelta(
+            seconds=0 if index < 4 else 40
+        ))  # fmt: skip
+
+    plan = plan_capacity(store.engine, load_registry(registry_file, "m"), store, window_hours=0.1)
+
+    base = {v.variant: v for v in plan.variants}["base"]
+    assert base.service_seconds == pytest.approx(40.0)
+    assert base.worker_seconds_per_job == pytest.approx(10.0)
+    # ceil(0.1 * 10 / 0.7) = 2 workers; planning at the one-job latency would say ceil(5.7) = 6.
+    assert base.workers == 2
+    assert "worker s" in render_plan(plan)
