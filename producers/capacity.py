@@ -22,7 +22,7 @@ from jobs.models import Job
 from jobs.repository import utcnow
 from jobs.rollouts import RolloutStore
 from jobs.settings import get_settings
-from jobs.variants import Registry, load_registry
+from jobs.variants import Registry, load_registry_for
 from producers.opscli import fraction, one_line, positive
 
 # The fine-tuned weight's rollout steps.
@@ -262,7 +262,7 @@ def handle_capacity(args: argparse.Namespace) -> int:
         engine = engine_for(settings.resolved_database_url)
         plan = plan_capacity(
             engine,
-            load_registry(settings.registry, settings.base_model),
+            load_registry_for(settings),
             RolloutStore(engine),
             window_hours=args.window_hours,
             target_utilisation=args.target_utilisation,

@@ -27,7 +27,7 @@ from jobs.models import Job
 from jobs.repository import utcnow
 from jobs.rollouts import RolloutStore
 from jobs.settings import Settings, get_settings
-from jobs.variants import Registry, load_registry
+from jobs.variants import Registry, load_registry_for
 from producers.opscli import one_line, positive, run_rounds
 
 logger = logging.getLogger(__name__)
@@ -215,7 +215,7 @@ def register_guard_task(
     @app.task(name=GUARD_TASK, ignore_result=True)
     def guard() -> list[dict[str, Any]]:
         engine = engine_for(settings.resolved_database_url)
-        registry = load_registry(settings.registry, settings.base_model)
+        registry = load_registry_for(settings)
         return [d.to_dict() for d in enforce(engine, registry, thresholds=thresholds)]
 
     return guard
@@ -268,7 +268,7 @@ def handle_guard(args: argparse.Namespace) -> int:
     try:
         settings = get_settings()
         engine = engine_for(settings.resolved_database_url)
-        registry = load_registry(settings.registry, settings.base_model)
+        registry = load_registry_for(settings)
         # The first round runs here so a bad database fails the command instead of the loop.
         show(enforce(engine, registry, thresholds=thresholds))
         if not args.once:
