@@ -37,7 +37,9 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=64_000_000, gt=0)
     max_image_side: int = Field(default=1024, ge=64)
 
-    max_output_tokens: int = Field(default=1800, ge=64)
+    # Must fit the generation schema's bound at the default text_limit (about 6,100
+    # characters, ~1,900 tokens of prose); 1,800 cut off valid outputs of a verbose model.
+    max_output_tokens: int = Field(default=2400, ge=64)
     text_limit: int = Field(default=320, ge=16, le=4000)
     temperature: float = Field(default=0.2, ge=0.0, le=2.0)
 
