@@ -26,7 +26,7 @@ COPY jobs ./jobs
 COPY producers ./producers
 COPY advisor_worker ./advisor_worker
 RUN pip install ".[${EXTRAS}]"
-# The registry and adapters are data, mounted at run time (ADVISOR_REGISTRY); none: base only.
+# The registry and adapters are data, mounted at run time; ADVISOR_REGISTRY must name a file.
 RUN mkdir -p /app/adapters
 
 USER advisor
