@@ -99,9 +99,12 @@ def _check(variant_name: str, as_json: bool) -> int:
     finally:
         provider.close()
     location = registry.location
+    where: object = registry.where
+    if location is not None:
+        where = location.to_dict() if as_json else location.description
     info = {
         "variant": loaded.variant,
-        "registry": location.to_dict() if as_json and location else registry.where,
+        "registry": where,
         "base_model": loaded.base_model,
         "base_model_from": registry.base_model_from,
         "adapter_fingerprint": loaded.adapter_fingerprint,
