@@ -28,7 +28,7 @@ COPY advisor_worker ./advisor_worker
 # The migrations: the wheel carries them as jobs/_alembic, for `advisor db upgrade`.
 COPY alembic ./alembic
 RUN pip install ".[${EXTRAS}]"
-# The registry and adapters are data, mounted at run time (ADVISOR_REGISTRY); none: base only.
+# The registry and adapters are data, mounted at run time; ADVISOR_REGISTRY must name a file.
 RUN mkdir -p /app/adapters
 
 USER advisor

@@ -13,6 +13,7 @@ from pathlib import Path
 from advisor_worker.devtools import launchd
 from jobs.errors import AdvisorError
 from jobs.settings import get_settings, mask_url
+from jobs.variants import Registry, load_registry_for
 
 logger = logging.getLogger("advisor_worker")
 
@@ -66,16 +67,21 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _provider_for(variant_name: str):  # type: ignore[no-untyped-def]
+def _registry() -> Registry:
+    registry = load_registry_for(get_settings())
+    logger.info("Variants from %s", registry.describe())
+    return registry
+
+
+def _provider_for(registry: Registry, variant_name: str):  # type: ignore[no-untyped-def]
+    # A bad registry or variant is refused before any model work starts.
+    variant = registry.get(variant_name)
     from advisor_worker import blas
 
     # OpenBLAS must be loaded before mlx.core is imported (by the provider module).
     blas_path = blas.load_openblas()
     from advisor_worker.provider import ModelProvider
-    from jobs.variants import load_registry
 
-    settings = get_settings()
-    variant = load_registry(settings.registry, settings.base_model).get(variant_name)
     if blas_path is None and sys.platform == "linux":
         logger.warning(
             "OpenBLAS not found: MLX uses its slow reference BLAS "
@@ -85,14 +91,21 @@ def _provider_for(variant_name: str):  # type: ignore[no-untyped-def]
 
 
 def _check(variant_name: str, as_json: bool) -> int:
-    provider = _provider_for(variant_name)
+    registry = _registry()
+    provider = _provider_for(registry, variant_name)
     try:
         loaded = provider.load()
     finally:
         provider.close()
+    location = registry.location
+    where: object = registry.where
+    if location is not None:
+        where = location.to_dict() if as_json else location.description
     info = {
         "variant": loaded.variant,
+        "registry": where,
         "base_model": loaded.base_model,
+        "base_model_from": registry.base_model_from,
         "adapter_fingerprint": loaded.adapter_fingerprint,
         "load_seconds": round(loaded.load_seconds, 3),
         "warmup_seconds": round(loaded.warmup_seconds, 3),
@@ -121,8 +134,9 @@ def _run(variant_name: str) -> int:
     from jobs.repository import Repository
 
     settings = get_settings()
+    registry = _registry()
     repo = Repository(engine_for(settings.resolved_database_url))
-    provider = _provider_for(variant_name)
+    provider = _provider_for(registry, variant_name)
     # Only now: the runtime imports mlx, which must come after OpenBLAS is loaded.
     from advisor_worker.runtime import WorkerRuntime
 

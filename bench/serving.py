@@ -50,7 +50,7 @@ def settings_for(target: Target, workdir: Path, model_dir: Path, name: str) -> S
     return target.fresh(
         workdir / name,
         base_model=str(model_dir),
-        registry=workdir / "no-registry.json",  # missing file: base variant only
+        registry=None,  # a fresh data dir has no registry: base variant only
         text_limit=TEXT_LIMIT,
         temperature=0.0,
     )

@@ -69,11 +69,13 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
         ADVISOR_DATA_DIR=str(settings.data_dir),
         ADVISOR_DATABASE_URL=settings.resolved_database_url,
         ADVISOR_BROKER_URL=settings.resolved_broker_url,
-        ADVISOR_BASE_MODEL=settings.base_model,
-        ADVISOR_REGISTRY=str(settings.registry),
         ADVISOR_TEXT_LIMIT=str(settings.text_limit),
         ADVISOR_TEMPERATURE=str(settings.temperature),
         ADVISOR_MAX_OUTPUT_TOKENS=str(settings.max_output_tokens),
     )
+    if settings.base_model is not None:
+        env["ADVISOR_BASE_MODEL"] = settings.base_model
+    if settings.registry is not None:
+        env["ADVISOR_REGISTRY"] = str(settings.registry)
     env.update(extra)
     return env

@@ -26,8 +26,10 @@ class Settings(BaseSettings):
     database_url: str = ""
     broker_url: str = ""
 
-    base_model: str = DEFAULT_BASE_MODEL
-    registry: Path = Path("adapters/registry.json")
+    # Unset: the registry's `base_model`, else DEFAULT_BASE_MODEL (jobs.variants decides).
+    base_model: str | None = None
+    # Unset: $data_dir/adapters/registry.json if it exists, else base only (find_registry).
+    registry: Path | None = None
     # NoDecode: the raw environment string reaches _split_roots, so "a:b" works, not only JSON.
     image_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
 
@@ -35,7 +37,9 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=64_000_000, gt=0)
     max_image_side: int = Field(default=1024, ge=64)
 
-    max_output_tokens: int = Field(default=1800, ge=64)
+    # Must fit the generation schema's bound at the default text_limit (about 6,100
+    # characters, ~1,900 tokens of prose); 1,800 cut off valid outputs of a verbose model.
+    max_output_tokens: int = Field(default=2400, ge=64)
     text_limit: int = Field(default=320, ge=16, le=4000)
     temperature: float = Field(default=0.2, ge=0.0, le=2.0)
 
@@ -55,6 +59,12 @@ class Settings(BaseSettings):
     gateway_token: SecretStr | None = None
     gateway_max_body_bytes: int = Field(default=30 * 1024 * 1024, gt=0)
     log_level: str = "INFO"
+
+    @field_validator("base_model", "registry", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `ADVISOR_REGISTRY=` (as compose passes an unset variable through) means unset.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("image_roots", mode="before")
     @classmethod
@@ -109,6 +119,11 @@ class Settings(BaseSettings):
     @property
     def resolved_broker_url(self) -> str:
         return self.broker_url or f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+
+    @property
+    def default_registry(self) -> Path:
+        """Where the registry is looked for when ADVISOR_REGISTRY is unset: absolute."""
+        return (self.data_dir / "adapters" / "registry.json").expanduser().resolve()
 
     @property
     def soft_time_limit(self) -> int:

@@ -14,7 +14,7 @@ from jobs.models import Job
 from jobs.repository import NewJob, Repository
 from jobs.rollouts import RolloutStore
 from jobs.settings import Settings, get_settings
-from jobs.variants import Registry, load_registry
+from jobs.variants import Registry, load_registry_for
 from producers.errors import JobTimeout
 from producers.inputs import ImageInput, SubmitItem, as_item, check_item
 from producers.outbox import REPUBLISH_GRACE_SECONDS, Outbox
@@ -58,7 +58,7 @@ class Client:
 
     def __init__(self, settings: Settings | None = None, *, registry: Registry | None = None):
         self.settings = settings or get_settings()
-        self.registry = registry or load_registry(self.settings.registry, self.settings.base_model)
+        self.registry = registry or load_registry_for(self.settings)
         self.engine = engine_for(self.settings.resolved_database_url)
         self.repository = Repository(self.engine)
         self.rollouts = RolloutStore(self.engine)

@@ -1,4 +1,4 @@
-"""Plain-data views of jobs and rollouts, for --json output and other front ends."""
+"""Plain-data views of jobs, rollouts and the registry, for --json output and other front ends."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 from jobs.models import Job
 from jobs.rollouts import Weights
+from jobs.variants import Registry
 
 
 def _plain(value: Any) -> Any:
@@ -16,6 +17,15 @@ def _plain(value: Any) -> Any:
 def job_to_dict(job: Job) -> dict[str, Any]:
     """Every column of the job row; datetimes as ISO 8601 strings."""
     return {col.key: _plain(getattr(job, col.key)) for col in Job.__table__.columns}
+
+
+def registry_to_dict(registry: Registry) -> dict[str, Any]:
+    """Which registry this process uses, how it was found, and its base model."""
+    location = registry.location.to_dict() if registry.location else {"path": None}
+    return location | {
+        "base_model": registry.base_model,
+        "base_model_from": registry.base_model_from,
+    }
 
 
 def weights_to_dict(weights: Weights) -> dict[str, Any]:

@@ -18,6 +18,15 @@ from jobs.repository import Repository
 WORKER_BIN = [sys.executable, "-m", "advisor_worker.cli"]
 
 
+def script(name: str) -> list[str]:
+    """argv prefix running console script `name` (pyproject) as installed, from this tree."""
+    from tests.deploy_support import SCRIPTS
+
+    module, func = SCRIPTS[name].split(":")
+    code = f"import sys; from {module} import {func}; sys.argv[0] = {name!r}; sys.exit({func}())"
+    return [sys.executable, "-c", code]
+
+
 @dataclass
 class Env:
     """ADVISOR_* variables for subprocesses (workers, CLI) of one test."""

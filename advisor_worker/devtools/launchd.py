@@ -14,6 +14,7 @@ from pydantic import SecretStr
 from jobs.contracts import is_valid_variant_name
 from jobs.errors import ConfigError
 from jobs.settings import Settings, get_settings, mask_url
+from jobs.variants import find_registry
 
 __all__ = [
     "LABEL_PREFIX",
@@ -29,12 +30,11 @@ __all__ = [
 
 LABEL_PREFIX = "org.mondrian-advisor"
 PROGRAM_NAME = "advisor-worker"
-# What a worker on another host needs to find the shared services and its model.
+# What a worker on another host needs to find the shared services; its model and registry
+# come from ADVISOR_REGISTRY (or the data dir's registry) and ADVISOR_BASE_MODEL when set.
 REQUIRED_ENV = (
     "ADVISOR_DATABASE_URL",
     "ADVISOR_BROKER_URL",
-    "ADVISOR_BASE_MODEL",
-    "ADVISOR_REGISTRY",
 )
 # Interactive: no launchd CPU/IO throttling. Analyses are user-requested and latency-bound,
 # and the CPU side of decoding (sampling, grammar masks) feeds the GPU token by token.
@@ -125,11 +125,17 @@ def worker_env(settings: Settings) -> dict[str, str]:
     env = {
         "ADVISOR_DATABASE_URL": settings.resolved_database_url,
         "ADVISOR_BROKER_URL": settings.resolved_broker_url,
-        "ADVISOR_BASE_MODEL": _absolute_if_local(settings.base_model),
-        "ADVISOR_REGISTRY": str(settings.registry.expanduser().resolve()),
+        "ADVISOR_DATA_DIR": str(settings.data_dir.expanduser().resolve()),
     }
+    # The registry this shell finds, pinned; none found: the worker looks where this shell did.
+    registry = find_registry(settings).path
+    if registry is not None:
+        env["ADVISOR_REGISTRY"] = str(registry)
+    if settings.base_model:
+        env["ADVISOR_BASE_MODEL"] = _absolute_if_local(settings.base_model)
     for name in sorted(settings.model_fields_set - _NOT_FOR_WORKERS):
-        env.setdefault(f"ADVISOR_{name.upper()}", _env_value(getattr(settings, name)))
+        if getattr(settings, name) is not None:  # set empty: unset, as in this shell
+            env.setdefault(f"ADVISOR_{name.upper()}", _env_value(getattr(settings, name)))
     return env
 
 
@@ -200,11 +206,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def launchd_main(args: argparse.Namespace) -> int:
     """Write the plists, then print the launchctl commands that start, restart or stop them."""
-    from jobs.variants import load_registry
+    from jobs.variants import load_registry_for
 
     settings = get_settings()
     # An unknown variant fails here, once, rather than in a launchd restart loop.
-    load_registry(settings.registry, settings.base_model).get(args.variant)
+    load_registry_for(settings).get(args.variant)
     out: Path = args.out.expanduser().absolute()
     log_dir: Path = args.log_dir.expanduser().absolute()
     env = worker_env(settings)

@@ -12,7 +12,7 @@ from jobs.db import engine_for
 from jobs.errors import BrokerUnreachable
 from jobs.rollouts import RolloutStore
 from jobs.settings import Settings, get_settings
-from jobs.variants import Registry, load_registry
+from jobs.variants import Registry, load_registry_for
 from producers.commands.arguments import fraction, positive
 from producers.commands.output import Subparsers
 from producers.ops.capacity import (
@@ -26,7 +26,7 @@ from producers.ops.capacity import (
 def cmd_capacity(args: argparse.Namespace) -> int:
     settings = get_settings()
     engine = engine_for(settings.resolved_database_url)
-    registry = load_registry(settings.registry, settings.base_model)
+    registry = load_registry_for(settings)
     depths, note = _queue_depths(settings, registry)
     plan = plan_capacity(
         engine, registry, RolloutStore(engine), window_hours=args.window_hours,

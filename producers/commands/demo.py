@@ -31,6 +31,9 @@ ADVISOR = "ansel"
 WORKER = [sys.executable, "-m", "advisor_worker.cli"]
 # The tiny random model writes every string to its length cap; short caps keep the demo quick.
 DEMO_TEXT_LIMIT = "24"
+DEMO_ADAPTER = "demo-ansel"  # beside the registry
+# The registry's top-level description: marks a file the demo may rewrite.
+DEMO_REGISTRY = "written by `advisor demo`; rewritten by every demo run"
 
 
 class DemoFailed(AdvisorError):
@@ -58,26 +61,37 @@ def _worker_tool(args: list[str], env: dict[str, str]) -> str:
 
 
 def prepare(settings: Settings) -> DemoPlan:
-    """Tiny model (unless ADVISOR_BASE_MODEL is set), a random adapter for ansel, a registry."""
+    """Tiny model (unless ADVISOR_BASE_MODEL is set), a random adapter for ansel, a registry.
+
+    The registry goes where the default lookup finds it ($DATA_DIR/adapters/registry.json)
+    and names its base model, so every later command sees the demo's variants unconfigured.
+    """
     data = settings.data_dir
     data.mkdir(parents=True, exist_ok=True)
+    registry = settings.default_registry
+    _claim(registry)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     base_model = settings.base_model
-    if "base_model" not in settings.model_fields_set:
-        model_dir = data / "models" / "tiny-qwen3-vl"
+    if base_model is None:
+        model_dir = (data / "models" / "tiny-qwen3-vl").resolve()
         if not (model_dir / "config.json").exists():
             print(f"Building the tiny random-weight Qwen3-VL in {model_dir} ...", file=sys.stderr)
             _worker_tool(["build-tiny-model", str(model_dir)], env)
         base_model = str(model_dir)
-    adapter = data / "adapters" / "demo-ansel"
+    adapter = registry.parent / DEMO_ADAPTER
     if not (adapter / "adapter_config.json").exists():
         print(f"Writing a random LoRA adapter for {ADVISOR} in {adapter} ...", file=sys.stderr)
         _worker_tool(["make-adapter", base_model, str(adapter), "--format", "peft"], env)
-    registry = data / "demo-registry.json"
-    entry = {"adapter": "adapters/demo-ansel", "advisors": [ADVISOR], "description": "demo"}
-    registry.write_text(json.dumps({"variants": {"fine_tuned": entry}}, indent=2))
+    entry = {"adapter": DEMO_ADAPTER, "advisors": [ADVISOR], "description": "demo"}
+    document = {"description": DEMO_REGISTRY, "base_model": base_model,
+                "variants": {"fine_tuned": entry}}  # fmt: skip
+    registry.write_text(json.dumps(document, indent=2) + "\n")
+    (data / "demo-registry.json").unlink(missing_ok=True)  # where earlier demos wrote it
+    if settings.registry is not None and settings.registry.expanduser().resolve() != registry:
+        print(f"Note: ADVISOR_REGISTRY={settings.registry} is set, so commands run after the "
+              f"demo read it, not the demo's {registry}; unset it to use the demo's",
+              file=sys.stderr)  # fmt: skip
     env.update(
-        ADVISOR_BASE_MODEL=base_model,
         ADVISOR_REGISTRY=str(registry),
         ADVISOR_DATA_DIR=str(data),
         ADVISOR_DATABASE_URL=settings.resolved_database_url,
@@ -85,10 +99,25 @@ def prepare(settings: Settings) -> DemoPlan:
         ADVISOR_TEXT_LIMIT=os.environ.get("ADVISOR_TEXT_LIMIT", DEMO_TEXT_LIMIT),
     )
     demo_settings = settings.model_copy(
-        update={"base_model": base_model, "registry": registry,
-                "text_limit": int(env["ADVISOR_TEXT_LIMIT"])}
-    )  # fmt: skip
+        update={"registry": registry, "text_limit": int(env["ADVISOR_TEXT_LIMIT"])}
+    )
     return DemoPlan(demo_settings, env, registry)
+
+
+def _claim(registry: Path) -> None:
+    """The demo writes the default registry only if it is absent or the demo's own."""
+    if not registry.exists():
+        registry.parent.mkdir(parents=True, exist_ok=True)
+        return
+    try:
+        ours = json.loads(registry.read_text()).get("description") == DEMO_REGISTRY
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if not ours:
+        raise DemoFailed(
+            f"{registry} exists and was not written by `advisor demo`; the demo would replace "
+            "it. Move it, or run the demo with another ADVISOR_DATA_DIR"
+        )
 
 
 def photo(seed: int) -> bytes:

@@ -8,7 +8,7 @@ import json
 from jobs.db import engine_for
 from jobs.rollouts import RolloutStore
 from jobs.settings import get_settings
-from jobs.variants import load_registry
+from jobs.variants import load_registry_for
 from producers.commands.arguments import positive
 from producers.commands.output import Subparsers
 from producers.ops.guard import GuardDecision, GuardThresholds, enforce, run_loop
@@ -30,7 +30,7 @@ def cmd_guard(args: argparse.Namespace) -> int:
     settings = get_settings()
     engine = engine_for(settings.resolved_database_url)
     rollouts = RolloutStore(engine)
-    registry = load_registry(settings.registry, settings.base_model)
+    registry = load_registry_for(settings)
     # The first round runs here so a bad database fails the command instead of the loop.
     show(enforce(engine, rollouts, registry, thresholds=thresholds))
     if not args.once:

@@ -19,7 +19,7 @@ from jobs.contracts import queue_for
 from jobs.db import engine_for
 from jobs.errors import BrokerUnreachable, summary
 from jobs.settings import Settings, get_settings, mask_url
-from jobs.variants import load_registry
+from jobs.variants import load_registry_for
 from producers.commands.output import Subparsers
 from producers.ops.metrics import render_metrics
 
@@ -36,7 +36,7 @@ class Exporter:
         self.settings = settings
         self.engine: Engine = engine_for(settings.resolved_database_url)
         self.app: Celery = make_celery(settings, "advisor-metrics")
-        self.variants: Iterable[str] = load_registry(settings.registry, settings.base_model).names
+        self.variants: Iterable[str] = load_registry_for(settings).names
 
     def scrape(self) -> bytes:
         try:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from jobs.advisors import get_persona
+from jobs.errors import InvalidWeights
 from producers.client import Client
 from producers.commands.output import Subparsers, client, emit_json
 from producers.errors import InvalidSubmission
 from producers.ops.rollout import RolloutControl, default_actor
-from producers.views import weights_to_dict
+from producers.views import registry_to_dict, weights_to_dict
 
 
 def rollout_control(producer: Client) -> RolloutControl:
@@ -40,10 +42,15 @@ def _format(weights: dict[str, float]) -> str:
 def cmd_show(args: argparse.Namespace) -> int:
     with client() as producer:
         rows = rollout_control(producer).show()
+        registry = producer.registry
     if args.json:
-        emit_json([weights_to_dict(r.weights) | {"variants": r.variants, "live": r.live_variants}
-                   for r in rows])  # fmt: skip
+        advisors = [
+            weights_to_dict(r.weights) | {"variants": r.variants, "live": r.live_variants}
+            for r in rows
+        ]
+        emit_json({"registry": registry_to_dict(registry), "advisors": advisors})
         return 0
+    print(f"Variants from {registry.describe()}")
     for r in rows:
         w = r.weights
         print(f"{w.advisor:<12} v{w.version:<3} {_format(w.weights):<32} "
@@ -55,6 +62,15 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_set(args: argparse.Namespace) -> int:
     weights = parse_weights(args.weights)
     with client() as producer:
+        get_persona(args.advisor)
+        known = {v.name for v in producer.registry.variants_for(args.advisor)}
+        unknown = sorted(set(weights) - known)
+        if unknown:
+            # The store would refuse too; this says which registry the known ones came from.
+            raise InvalidWeights(
+                f"Unknown variant(s) {unknown} for {args.advisor}; known: {sorted(known)} "
+                f"({producer.registry.where})"
+            )
         result = rollout_control(producer).set_weights(
             args.advisor, weights, reason=args.reason, actor=default_actor()
         )

@@ -23,7 +23,7 @@ from jobs.models import Job
 from jobs.repository import utcnow
 from jobs.rollouts import RolloutStore
 from jobs.settings import Settings
-from jobs.variants import Registry, load_registry
+from jobs.variants import Registry, load_registry_for
 from producers.ops.rounds import run_rounds
 
 logger = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ def register_guard_task(
     @app.task(name=GUARD_TASK, ignore_result=True)
     def guard() -> list[dict[str, Any]]:
         engine = engine_for(settings.resolved_database_url)
-        registry = load_registry(settings.registry, settings.base_model)
+        registry = load_registry_for(settings)
         decisions = enforce(engine, RolloutStore(engine), registry, thresholds=thresholds)
         return [d.to_dict() for d in decisions]
 

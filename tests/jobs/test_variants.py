@@ -20,11 +20,16 @@ def write(path: Path, data: Any) -> Path:
     return path
 
 
-def test_a_missing_registry_file_means_the_base_model_only(tmp_path: Path) -> None:
-    registry = load_registry(tmp_path / "absent.json", "some/model")
+def test_no_registry_file_means_the_base_model_only() -> None:
+    registry = load_registry(None, "some/model")
     assert registry.names == {"base"}
     assert registry.get("base").base_model == "some/model"
     assert registry.get("base").is_base
+
+
+def test_a_registry_path_that_does_not_exist_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="absent.json: no such file"):
+        load_registry(tmp_path / "absent.json", "some/model")
 
 
 def test_registry_entries_resolve_adapters_next_to_the_file(tmp_path: Path) -> None:
@@ -90,11 +95,14 @@ def test_the_seeds_model_config_is_accepted_as_a_registry(tmp_path: Path) -> Non
         },
         "active_model": "base",
     }
-    registry = load_registry(write(tmp_path / "config" / "model_config.json", seed), "env/model")
+    path = write(tmp_path / "config" / "model_config.json", seed)
+    registry = load_registry(path)
     assert registry.names == {"base", "ansel_v1", "ansel_v2"}
-    assert registry.active_model == "base"
-    # The seed's base id is the model every variant adapts.
+    # The seed's base id is the model every variant adapts, unless ADVISOR_BASE_MODEL is set.
     assert {v.base_model for v in registry.variants.values()} == {"Qwen/Qwen3-VL-4B-Instruct"}
+    assert registry.base_model_from == "registry"
+    overridden = load_registry(path, "env/model")
+    assert {v.base_model for v in overridden.variants.values()} == {"env/model"}
     assert (
         registry.get("ansel_v2").adapter_dir
         == (tmp_path / "config" / "models" / "qwen3-vl-4b-lora-ansel-v2").resolve()
@@ -108,11 +116,26 @@ def test_a_seed_base_entry_under_another_name_is_the_base_variant(tmp_path: Path
         "models": {"qwen": {"id": "Qwen/Qwen3-VL-4B-Instruct", "lora_path": None}},
         "active_model": "qwen",
     }
-    registry = load_registry(write(tmp_path / "model_config.json", seed), "env/model")
-    assert registry.names == {"base"} and registry.active_model == "base"
+    registry = load_registry(write(tmp_path / "model_config.json", seed))
+    assert registry.names == {"base"}
+    assert registry.base_model == "Qwen/Qwen3-VL-4B-Instruct"
+
+
+def test_the_seeds_active_model_is_checked_but_the_rollout_split_decides(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "v1").mkdir()
+    seed = {"models": {"base": {"id": "x/base"}, "ansel_v1": {"lora_path": "v1"}}}
+    registry = load_registry(write(tmp_path / "a.json", seed | {"active_model": "ansel_v1"}))
+    assert registry.names == {"base", "ansel_v1"}
+    assert not hasattr(registry, "active_model")  # nothing downstream can act on it
+    assert "active_model 'ansel_v1' is not applied" in caplog.text
+    assert "advisor rollout set" in caplog.text
+    with pytest.raises(ConfigError, match="active_model 'ansel_v9' is not one of"):
+        load_registry(write(tmp_path / "b.json", seed | {"active_model": "ansel_v9"}))
 
 
 def test_a_seed_config_with_two_base_entries_is_refused(tmp_path: Path) -> None:
     seed = {"models": {"a": {"id": "x/one"}, "b": {"id": "x/two"}}, "active_model": "a"}
     with pytest.raises(ConfigError, match="more than one base entry"):
-        load_registry(write(tmp_path / "model_config.json", seed), "env/model")
+        load_registry(write(tmp_path / "model_config.json", seed))

@@ -116,7 +116,10 @@ def test_wait_times_out_with_exit_code_three_and_the_status(
 def test_rollout_set_show_and_rollback_round_trip(advisor: Advisor) -> None:
     advisor("rollout", "set", "ansel", "base=0.9", "fine_tuned=0.1", "--reason", "canary")
     advisor("rollout", "rollback", "ansel", "--drain", "--reason", "regression")
-    shown = {r["advisor"]: r for r in json.loads(advisor("rollout", "show", "--json").stdout)}
+    data = json.loads(advisor("rollout", "show", "--json").stdout)
+    shown = {r["advisor"]: r for r in data["advisors"]}
+    assert data["registry"]["chosen_by"] == "ADVISOR_REGISTRY"
+    assert data["registry"]["path"] == advisor.env["ADVISOR_REGISTRY"]
     ansel = shown[FINE_TUNED_ADVISOR]
     assert (ansel["version"], ansel["reason"]) == (2, "regression")
     assert ansel["weights"] == {BASE_VARIANT: 1.0, FINE_TUNED_VARIANT: 0.0}

@@ -1,11 +1,25 @@
-"""`advisor demo` runs the main job end to end from an empty data directory."""
+"""`advisor demo` runs the main job end to end and leaves a world the everyday commands see."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import httpx
+import pytest
+
+from jobs.db import engine_for
+from jobs.repository import Repository
+from jobs.settings import Settings
+from producers.commands import demo
+from producers.commands.demo import photo
+from tests.conftest import free_port
+from tests.support import WorkerProcess, script, wait_until_ready
 
 
 def test_the_demo_builds_everything_and_every_job_succeeds(tmp_path: Path) -> None:
@@ -15,9 +29,129 @@ def test_the_demo_builds_everything_and_every_job_succeeds(tmp_path: Path) -> No
         [sys.executable, "-m", "producers.cli", "demo", "--jobs", "6", "--timeout", "240"],
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
     assert "6/6 jobs finished" in out.stdout
     rows = {line.split()[0]: line.split() for line in out.stdout.splitlines()[1:3]}
     assert int(rows["base"][1]) + int(rows["fine_tuned"][1]) == 6, out.stdout
     assert rows["fine_tuned"][-1] != "-"  # the fine-tuned worker served with its adapter
     assert (tmp_path / "data" / "models" / "tiny-qwen3-vl" / "config.json").exists()
+
+
+def test_the_demo_does_not_replace_a_registry_it_did_not_write(tmp_path: Path) -> None:
+    registry = tmp_path / "adapters" / "registry.json"
+    registry.parent.mkdir()
+    registry.write_text('{"variants": {}}')
+    with pytest.raises(demo.DemoFailed, match="was not written by `advisor demo`"):
+        demo.prepare(Settings(data_dir=tmp_path))
+    assert registry.read_text() == '{"variants": {}}'
+    assert not (tmp_path / "models").exists()  # refused before building anything
+
+
+def _run(env: dict[str, str], cwd: Path, name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run(
+        [*script(name), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert out.returncode == 0, (name, args, out.returncode, out.stdout, out.stderr[-3000:])
+    return out
+
+
+def _gateway_pages(env: dict[str, str], cwd: Path, log: Path) -> dict[str, httpx.Response]:
+    """Start `advisor-gateway`, read the dashboard and its data, stop it warmly (SIGTERM)."""
+    port = free_port()
+    with log.open("wb") as handle:
+        proc = subprocess.Popen(
+            [*script("advisor-gateway"), "--port", str(port)], env=env, cwd=cwd,
+            stdout=handle, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            deadline = time.monotonic() + 120
+            while True:
+                assert proc.poll() is None, log.read_text()[-3000:]
+                try:
+                    http.get("/health")
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, log.read_text()[-3000:]
+                    time.sleep(0.3)
+            pages = {path: http.get(path) for path in ("/dashboard", "/dashboard/data")}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    # uvicorn shuts down gracefully, then re-raises the signal: it ends by SIGTERM, not 0.
+    assert code in (0, -signal.SIGTERM), log.read_text()[-3000:]
+    assert "Application shutdown complete" in log.read_text()
+    return pages
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_after_the_demo_the_everyday_commands_see_its_world_from_any_directory(
+    tmp_path: Path,
+) -> None:
+    data, cwd = tmp_path / "data", tmp_path / "somewhere-else"
+    cwd.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ADVISOR_")}
+    env.update(ADVISOR_DATA_DIR=str(data), HF_HUB_OFFLINE="1")
+    # --split 1: every demo job goes to fine_tuned, so the report's row for it cannot be missing.
+    demo = _run(env, cwd, "advisor", "demo", "--jobs", "4", "--split", "1", "--timeout", "240")
+    assert "4/4 jobs finished" in demo.stdout
+    registry = (data / "adapters" / "registry.json").resolve()
+
+    out = _run(env, cwd, "advisor", "rollout", "set", "ansel", "base=0.9", "fine_tuned=0.1",
+               "--reason", "test")  # fmt: skip
+    assert out.stdout.strip() == "ansel v2: base=0.9 fine_tuned=0.1"
+    shown = _run(env, cwd, "advisor", "rollout", "show").stdout
+    assert f"registry {registry} (default lookup" in shown
+    [ansel_line] = [line for line in shown.splitlines() if line.startswith("ansel ")]
+    assert "base=0.9 fine_tuned=0.1" in ansel_line and "serving=base,fine_tuned" in ansel_line
+    shown_json = json.loads(_run(env, cwd, "advisor", "rollout", "show", "--json").stdout)
+    assert shown_json["registry"]["path"] == str(registry)
+    assert shown_json["registry"]["chosen_by"] == "default lookup"
+    assert shown_json["registry"]["base_model_from"] == "registry"
+    ansel = next(a for a in shown_json["advisors"] if a["advisor"] == "ansel")
+    assert ansel["weights"] == {"base": 0.9, "fine_tuned": 0.1}
+
+    report = json.loads(_run(env, cwd, "advisor", "report", "--json").stdout)
+    rows = {v["variant"]: v for v in report["variants"]}
+    assert (rows["fine_tuned"]["routed"], rows["fine_tuned"]["finished"]) == (4, 4), rows
+    guard = _run(env, cwd, "advisor", "guard", "--once").stdout
+    assert guard.startswith("ansel/fine_tuned: hold:"), guard
+    capacity = json.loads(_run(env, cwd, "advisor", "capacity", "--json").stdout)
+    assert {v["variant"] for v in capacity["variants"]} == {"base", "fine_tuned"}
+    check = _run(env, cwd, "advisor-worker", "check", "--variant", "fine_tuned", "--json")
+    checked = json.loads(check.stdout)
+    assert (checked["registry"]["path"], checked["base_model_from"]) == (str(registry), "registry")
+    assert checked["adapter_fingerprint"]
+
+    pages = _gateway_pages(env, cwd, tmp_path / "gateway.log")
+    assert pages["/dashboard"].status_code == 200
+    assert "<html" in pages["/dashboard"].text.lower()
+    assert pages["/dashboard/data"].status_code == 200, pages["/dashboard/data"].text
+    split = {s["advisor"]: s for s in pages["/dashboard/data"].json()["split"]}
+    assert split["ansel"]["variants"] == ["base", "fine_tuned"]
+    assert split["ansel"]["weights"] == {"base": 0.9, "fine_tuned": 0.1}
+
+    log = tmp_path / "worker-fine_tuned.log"
+    with log.open("wb") as handle:
+        proc = subprocess.Popen(
+            [*script("advisor-worker"), "run", "--variant", "fine_tuned"], env=env, cwd=cwd,
+            stdout=handle, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    worker = WorkerProcess("fine_tuned", proc, log)
+    try:
+        wait_until_ready(worker, Repository(engine_for(f"sqlite:///{data / 'advisor.db'}")), 240)
+        image = cwd / "my-photo.jpg"  # the user's own file, outside any image root
+        image.write_bytes(photo(99))
+        out = _run(env, cwd, "advisor", "submit", image.name, "--advisor", "ansel",
+                   "--variant", "fine_tuned", "--wait", "--json")  # fmt: skip
+    finally:
+        code = worker.terminate(timeout=120)
+    job = json.loads(out.stdout)
+    assert (job["status"], job["variant"], job["assignment"]) == ("succeeded", "fine_tuned",
+                                                                  "forced"), job  # fmt: skip
+    assert job["worker"].startswith(f"fine_tuned-{proc.pid}@")
+    assert job["base_model"] == str((data / "models" / "tiny-qwen3-vl").resolve())
+    assert job["adapter_fingerprint"], job
+    assert code == 0, worker.output()[-3000:]

@@ -99,6 +99,8 @@ def test_worker_env_reproduces_the_shells_settings_under_launchd(
 ) -> None:
     tmp_path = tmp_path.resolve()
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "adapters").mkdir()
+    (tmp_path / "adapters" / "registry.json").write_text('{"variants": {}}')
     settings = Settings(
         broker_url="redis://:pw@broker.example:6379/0",
         data_dir=tmp_path / "data",
@@ -122,6 +124,25 @@ def test_worker_env_reproduces_the_shells_settings_under_launchd(
     assert rebuilt.task_time_limit == 120
     assert rebuilt.image_roots == [tmp_path / "photos", tmp_path / "more"]
     assert rebuilt.registry == tmp_path / "adapters" / "registry.json"
+    assert "ADVISOR_BASE_MODEL" not in env  # unset here: the registry or the default decides
+
+
+def test_worker_env_without_a_registry_looks_where_the_shell_looked(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", base_model="org/model")
+    env = launchd.worker_env(settings)
+    assert "ADVISOR_REGISTRY" not in env
+    assert env["ADVISOR_DATA_DIR"] == str((tmp_path / "data").resolve())
+    assert env["ADVISOR_BASE_MODEL"] == "org/model"
+    (tmp_path / "data" / "adapters").mkdir(parents=True)
+    (tmp_path / "data" / "adapters" / "registry.json").write_text('{"variants": {}}')
+    pinned = launchd.worker_env(settings)["ADVISOR_REGISTRY"]
+    assert pinned == str((tmp_path / "data" / "adapters" / "registry.json").resolve())
+
+
+def test_worker_env_refuses_a_configured_registry_that_does_not_exist(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, registry=tmp_path / "absent.json")
+    with pytest.raises(ConfigError, match="ADVISOR_REGISTRY=.*absent.json: no such file"):
+        launchd.worker_env(settings)
 
 
 @pytest.fixture
@@ -132,8 +153,9 @@ def launchd_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dic
     env = {
         "ADVISOR_DATA_DIR": str(tmp_path / "data"),
         "ADVISOR_BROKER_URL": "redis://:pw@broker.example:6379/0",
-        "ADVISOR_REGISTRY": str(tmp_path / "no-registry.json"),
+        "ADVISOR_REGISTRY": str(tmp_path / "registry.json"),
     }
+    (tmp_path / "registry.json").write_text('{"variants": {}}')
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()

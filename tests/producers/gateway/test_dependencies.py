@@ -27,7 +27,7 @@ def local_settings(tmp_path: Path, **values: object) -> Settings:
     if database.startswith("sqlite"):
         migrate.upgrade(database)
     return Settings(
-        data_dir=tmp_path / "data", database_url=database, registry=tmp_path / "none.json",
+        data_dir=tmp_path / "data", database_url=database, registry=None,
         image_roots=[tmp_path], **values,  # type: ignore[arg-type]
     )  # fmt: skip
 
@@ -39,7 +39,8 @@ def test_a_job_travels_through_redis_to_a_worker_and_back(
     migrate.upgrade(database)
     env = stack_env(tmp_path, tiny_checkpoint[0], database, redis_url)
     (tmp_path / "images").mkdir()
-    settings = settings_of(env, registry=tmp_path / "no-registry.json")
+    (tmp_path / "base-only.json").write_text('{"variants": {}}')
+    settings = settings_of(env, registry=tmp_path / "base-only.json")
     env.values["ADVISOR_REGISTRY"] = str(settings.registry)
     with (
         running_workers(env, ["base"], tmp_path),
