@@ -81,7 +81,7 @@ def _provider_for(variant_name: str):  # type: ignore[no-untyped-def]
             "OpenBLAS not found: MLX uses its slow reference BLAS "
             "(apt-get install libopenblas0-pthread)"
         )
-    return ModelProvider(variant, max_image_side=settings.max_image_side)
+    return ModelProvider(variant, model_image_pixels=settings.model_image_pixels)
 
 
 def _check(variant_name: str, as_json: bool) -> int:
@@ -96,6 +96,7 @@ def _check(variant_name: str, as_json: bool) -> int:
         "adapter_fingerprint": loaded.adapter_fingerprint,
         "load_seconds": round(loaded.load_seconds, 3),
         "warmup_seconds": round(loaded.warmup_seconds, 3),
+        "model_image_pixels": loaded.geometry.max_pixels,
         **loaded.runtime,
     }
     if as_json:

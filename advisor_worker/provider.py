@@ -17,6 +17,7 @@ from PIL import Image
 from advisor_worker import blas, generation
 from advisor_worker.errors import ModelLoadFailed
 from jobs.analysis import generation_schema
+from jobs.images import ModelGeometry
 from jobs.variants import Variant
 
 logger = logging.getLogger(__name__)
@@ -31,14 +32,16 @@ class LoadedVariant:
     load_seconds: float
     warmup_seconds: float
     runtime: dict[str, Any]
+    # The image sizes this model takes unresized (ADVISOR_MODEL_IMAGE_PIXELS and its processor).
+    geometry: ModelGeometry
 
 
 class ModelProvider:
     """Owns the model. MLX streams are thread-local, so every MLX call goes through `_mlx`."""
 
-    def __init__(self, variant: Variant, *, max_image_side: int) -> None:
+    def __init__(self, variant: Variant, *, model_image_pixels: int) -> None:
         self.variant = variant
-        self.max_image_side = max_image_side
+        self.model_image_pixels = model_image_pixels
         self._mlx = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlx")
         self.model: nn.Module | None = None
         self.processor: Any = None
@@ -69,6 +72,7 @@ class ModelProvider:
             from advisor_worker import lora
 
             fingerprint = lora.apply_verified(model, processor, self.variant)
+        geometry = generation.model_geometry(processor, self.model_image_pixels)
         self.model, self.processor = model, processor
         load_seconds = time.perf_counter() - started
         warm = 0.0
@@ -92,6 +96,7 @@ class ModelProvider:
             load_seconds,
             warm,
             blas.describe_runtime(),
+            geometry,
         )
 
     def generate(

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -23,8 +24,8 @@ from advisor_worker.watchdog import Watchdog
 from jobs.advisors import get_persona
 from jobs.analysis import SCHEMA_VERSION, Analysis, GeneratedAnalysis, generation_schema
 from jobs.contracts import AnalyzeRequest, ErrorKind
-from jobs.errors import InvalidImage, UnknownAdvisor
-from jobs.images import PATH_PREFIX, STORED_PREFIX, Limits, load_for_model, read_path
+from jobs.errors import InvalidImage, UnknownAdvisor, UnsupportedFormat
+from jobs.images import PATH_PREFIX, STORED_PREFIX, Limits, prepare, read_path
 from jobs.repository import Outcome, Repository, StartOutcome
 from jobs.settings import Settings
 
@@ -63,8 +64,7 @@ class WorkerRuntime:
 
     @property
     def limits(self) -> Limits:
-        s = self.settings
-        return Limits(s.max_image_bytes, s.max_image_pixels, s.max_image_side)
+        return Limits(self.settings.max_image_bytes, self.settings.max_image_pixels)
 
     def handle(self, payload: Any) -> str:
         """Process one message and say what happened; bad input fails the job, never the worker."""
@@ -137,8 +137,11 @@ class WorkerRuntime:
 
     def _run(self, job_id: str, request: AnalyzeRequest) -> str:
         try:
-            image = load_for_model(self._image_bytes(request.image_ref), self.limits)
+            data, name = self._image_bytes(request.image_ref)
+            prepared = prepare(data, self.limits, self.loaded.geometry, name=name)
             persona = get_persona(request.advisor)
+        except UnsupportedFormat as exc:
+            return self._fail(job_id, ErrorKind.UNSUPPORTED_FORMAT, str(exc))
         except InvalidImage as exc:
             return self._fail(job_id, ErrorKind.INVALID_IMAGE, str(exc))
         except UnknownAdvisor as exc:
@@ -165,7 +168,7 @@ class WorkerRuntime:
         started = time.perf_counter()
         try:
             result = self.provider.generate(
-                image,
+                prepared.image,
                 prompts.system_prompt(persona),
                 prompts.user_prompt(),
                 schema=generation_schema(self.settings.text_limit),
@@ -230,16 +233,18 @@ class WorkerRuntime:
         )
         return "lost_lease"
 
-    def _image_bytes(self, ref: str) -> bytes:
+    def _image_bytes(self, ref: str) -> tuple[bytes, str | None]:
+        """The image's bytes, and its file name when it has one (it helps tell RAW files)."""
         if ref.startswith(STORED_PREFIX):
             data = self.repo.image_bytes(ref.removeprefix(STORED_PREFIX))
             if data is None:
                 raise InvalidImage(
                     f"Stored image {ref} is missing from the images table; resubmit it"
                 )
-            return data
+            return data, None
         if ref.startswith(PATH_PREFIX):
-            return read_path(ref.removeprefix(PATH_PREFIX), self.settings.image_roots, self.limits)
+            path = ref.removeprefix(PATH_PREFIX)
+            return read_path(path, self.settings.image_roots, self.limits), Path(path).name
         raise BadRequest(
             ErrorKind.INVALID_REQUEST, f"image_ref {ref[:80]!r} is neither path: nor sha256:"
         )

@@ -33,7 +33,11 @@ class Settings(BaseSettings):
 
     max_image_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(default=64_000_000, gt=0)
-    max_image_side: int = Field(default=1024, ge=64)
+    # The model's pixel budget per image: 448x448 = 196 image tokens on Qwen3-VL (one per
+    # 32x32 pixels). The model's own processor maximum caps it further.
+    model_image_pixels: int = Field(default=448 * 448, ge=32 * 32)
+    # Removed (it bounded a longest side the model never saw); set, it stops the boot.
+    max_image_side: int | None = Field(default=None, exclude=True)
 
     max_output_tokens: int = Field(default=1800, ge=64)
     text_limit: int = Field(default=320, ge=16, le=4000)
@@ -86,6 +90,16 @@ class Settings(BaseSettings):
         if level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("ADVISOR_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
         return level.upper()
+
+    @field_validator("max_image_side")
+    @classmethod
+    def _removed_side(cls, value: int | None) -> int | None:
+        if value is not None:
+            raise ValueError(
+                "ADVISOR_MAX_IMAGE_SIDE is gone: the model's image is sized by "
+                "ADVISOR_MODEL_IMAGE_PIXELS, a pixel budget (default 200704 = 448x448)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _live_window_outlasts_heartbeat(self) -> Settings:

@@ -31,6 +31,12 @@ def photo(seed: int) -> bytes:
     return buffer.getvalue()
 
 
+def gif() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 0, 0)).save(buffer, format="GIF")
+    return buffer.getvalue()
+
+
 def png_bomb(side: int = 20000) -> bytes:
     """A valid PNG header claiming side x side pixels, with a tiny compressed body."""
 
@@ -140,6 +146,7 @@ def test_bad_inputs_fail_their_jobs_clearly_and_the_worker_stays_up(
         "corrupt": ("ansel", b"\xff\xd8\xff not really a jpeg", ErrorKind.INVALID_IMAGE),
         "empty": ("ansel", b"", ErrorKind.INVALID_IMAGE),
         "bomb": ("ansel", png_bomb(), ErrorKind.INVALID_IMAGE),
+        "gif": ("ansel", gif(), ErrorKind.UNSUPPORTED_FORMAT),
         "outside": ("ansel", None, ErrorKind.INVALID_IMAGE),
         "advisor": ("nobody", photo(2), ErrorKind.UNKNOWN_ADVISOR),
     }
@@ -175,6 +182,7 @@ def test_bad_inputs_fail_their_jobs_clearly_and_the_worker_stays_up(
     assert "outside the allowed roots" in repo.get(ids["outside"]).error
     assert "known advisors" in repo.get(ids["advisor"]).error
     assert "pixels" in repo.get(ids["bomb"]).error
+    assert "GIF is not accepted; send one of: JPEG" in repo.get(ids["gif"]).error
     broken = repo.get(missing_fields.id)
     assert (broken.status, broken.error_kind) == (Status.FAILED, ErrorKind.INVALID_REQUEST)
     assert "advisor" in broken.error

@@ -81,3 +81,21 @@ def test_urls_are_masked_for_logs() -> None:
         == "postgresql+psycopg://app:***@db/advisor"
     )
     assert "s3cret" not in mask_url("amqp://guest:s3cret@rabbit//")
+
+
+def test_the_removed_image_side_setting_stops_the_boot_naming_its_successor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ADVISOR_MAX_IMAGE_SIDE", "1024")
+    with pytest.raises(ValidationError, match="ADVISOR_MAX_IMAGE_SIDE is gone.*MODEL_IMAGE_PIXELS"):
+        Settings()
+
+
+def test_the_model_image_budget_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings().model_image_pixels == 448 * 448
+    monkeypatch.setenv("ADVISOR_MODEL_IMAGE_PIXELS", "401408")
+    assert Settings().model_image_pixels == 401_408
+    with pytest.raises(ValidationError, match="model_image_pixels"):
+        Settings(model_image_pixels=100)
