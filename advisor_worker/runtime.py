@@ -25,8 +25,16 @@ from jobs.advisors import get_persona
 from jobs.analysis import SCHEMA_VERSION, Analysis, GeneratedAnalysis, generation_schema
 from jobs.contracts import AnalyzeRequest, ErrorKind
 from jobs.errors import InvalidImage, UnknownAdvisor, UnsupportedFormat
-from jobs.images import PATH_PREFIX, STORED_PREFIX, Limits, prepare, read_path
-from jobs.repository import Outcome, Repository, StartOutcome
+from jobs.images import (
+    PATH_PREFIX,
+    STORED_PREFIX,
+    Limits,
+    Prepared,
+    image_tokens,
+    prepare,
+    read_path,
+)
+from jobs.repository import ModelInput, Outcome, Repository, StartOutcome
 from jobs.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -148,6 +156,10 @@ class WorkerRuntime:
             return self._fail(job_id, ErrorKind.UNKNOWN_ADVISOR, str(exc))
         except BadRequest as exc:
             return self._fail(job_id, exc.kind, str(exc))
+        system = prompts.system_prompt(persona)
+        with_capture = self.settings.prompt_capture
+        user = prompts.user_prompt(prepared.photo.capture if with_capture else None)
+        self._record_input(job_id, prepared, prompts.prompt_version(with_capture), system, user)
         deadline = time.monotonic() + self.settings.soft_time_limit
         last = [0.0]
 
@@ -169,8 +181,8 @@ class WorkerRuntime:
         try:
             result = self.provider.generate(
                 prepared.image,
-                prompts.system_prompt(persona),
-                prompts.user_prompt(),
+                system,
+                user,
                 schema=generation_schema(self.settings.text_limit),
                 max_tokens=self.settings.max_output_tokens,
                 temperature=self.settings.temperature,
@@ -213,6 +225,30 @@ class WorkerRuntime:
         if not recorded:
             return self._lost(job_id, "succeeded")
         return "succeeded"
+
+    def _record_input(
+        self, job_id: str, prepared: Prepared, version: str, system: str, user: str
+    ) -> None:
+        """Store what the model gets; with ADVISOR_MODEL_INPUT_DIR, also its pixels and prompt."""
+        width, height = prepared.image.size
+        model_input = ModelInput(
+            prepared.photo.to_dict(), version, width, height,
+            image_tokens(width, height, self.loaded.geometry),
+        )  # fmt: skip
+        self._db(
+            f"Recording the model input of job {job_id}",
+            lambda: self.repo.attach_model_input(job_id, self.worker, model_input),
+        )
+        folder = self.settings.model_input_dir
+        if folder is None:
+            return
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            prepared.image.save(folder / f"{job_id}.png")
+            (folder / f"{job_id}.txt").write_text(f"{system}\n\n{user}\n")
+        except OSError as exc:
+            # A debugging aid: failing to write it must not fail the job.
+            logger.warning("Model input of job %s not saved in %s: %s", job_id, folder, exc)
 
     def _fail(self, job_id: str, kind: ErrorKind, message: str, **details: Any) -> str:
         """Record a failure, waiting out a database outage; returns the error kind."""

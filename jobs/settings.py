@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     model_image_pixels: int = Field(default=448 * 448, ge=32 * 32)
     # Removed (it bounded a longest side the model never saw); set, it stops the boot.
     max_image_side: int | None = Field(default=None, exclude=True)
+    # Camera, lens and exposure from EXIF go into the advisor's prompt.
+    prompt_capture: bool = True
+    # When set, the worker writes each job's model input here: <job>.png and <job>.txt.
+    model_input_dir: Path | None = None
 
     max_output_tokens: int = Field(default=1800, ge=64)
     text_limit: int = Field(default=320, ge=16, le=4000)

@@ -125,6 +125,11 @@ def test_jobs_on_two_variants_succeed_on_the_queue_their_row_names(
         else:
             assert job.adapter_fingerprint is None
         assert job.prompt_tokens and job.output_tokens and job.inference_ms is not None
+        # photo(i) is 96x64: whole 32-px patches already, so the model got it as it is.
+        assert job.photo is not None and job.photo["format"] == "JPEG"
+        assert (job.photo["width"], job.photo["height"]) == (96, 64)
+        assert (job.model_image_width, job.model_image_height, job.image_tokens) == (96, 64, 6)
+        assert job.prompt_version == "1+capture"
     assert fingerprints.get("fine_tuned") is None or len(fingerprints["fine_tuned"]) == 64
     with engine_for(settings.resolved_database_url).connect() as conn:
         rows = conn.execute(

@@ -91,11 +91,12 @@ def test_the_removed_image_side_setting_stops_the_boot_naming_its_successor(
         Settings()
 
 
-def test_the_model_image_budget_comes_from_the_environment(
+def test_the_model_image_budget_and_capture_prompt_come_from_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert Settings().model_image_pixels == 448 * 448
+    assert (Settings().model_image_pixels, Settings().prompt_capture) == (448 * 448, True)
     monkeypatch.setenv("ADVISOR_MODEL_IMAGE_PIXELS", "401408")
-    assert Settings().model_image_pixels == 401_408
+    monkeypatch.setenv("ADVISOR_PROMPT_CAPTURE", "false")
+    assert (Settings().model_image_pixels, Settings().prompt_capture) == (401_408, False)
     with pytest.raises(ValidationError, match="model_image_pixels"):
         Settings(model_image_pixels=100)
