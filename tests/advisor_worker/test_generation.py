@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import mlx.core as mx
 import numpy as np
 import pytest
+from mlx_vlm.models.qwen3_vl.processing_qwen3_vl import Qwen3VLImageProcessor
 from mlx_vlm.utils import estimate_num_image_tokens
 from PIL import Image
 
@@ -95,6 +97,23 @@ def test_intake_sizes_pass_the_processor_unchanged_at_one_token_per_32_pixels(
     tokens = image_tokens(width, height, geometry)
     assert tokens == grid[0][1] * grid[0][2] // 4 == width * height // 1024
     assert tokens == estimate_num_image_tokens(processor, height, width)
+
+
+@pytest.mark.parametrize(("size", "tokens"), [((448, 448), 196), ((4032, 3024), 192)])
+def test_the_default_budget_costs_about_196_tokens_on_qwen3_vls_own_processor_settings(
+    size: tuple[int, int], tokens: int
+) -> None:
+    # Qwen3-VL-4B's preprocessor_config: 16-px patches, merge 2, 65,536 to 16,777,216 pixels.
+    real = SimpleNamespace(image_processor=Qwen3VLImageProcessor(
+        patch_size=16, merge_size=2, min_pixels=65_536, max_pixels=16_777_216
+    ))  # fmt: skip
+    geometry = model_geometry(real, 448 * 448)
+    image = fit_for_model(Image.new("RGB", size), geometry)
+
+    grid = real.image_processor(images=[image])["image_grid_thw"].tolist()
+
+    assert grid == [[1, image.height // 16, image.width // 16]]
+    assert image_tokens(*image.size, geometry) == grid[0][1] * grid[0][2] // 4 == tokens
 
 
 def test_the_prompt_grows_by_exactly_the_image_tokens(tiny_model: tuple[Any, Any]) -> None:
