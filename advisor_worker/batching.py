@@ -34,7 +34,7 @@ from mlx_vlm.utils import prepare_inputs
 from PIL import Image
 
 from advisor_worker.errors import GenerationCancelled, GenerationTimeout, WorkerError
-from advisor_worker.generation import GenerationResult, build_prompt, cap_pixels
+from advisor_worker.generation import GenerationResult, build_prompt
 from advisor_worker.structured import json_schema_constraint
 from jobs.errors import summary
 
@@ -183,7 +183,6 @@ class BatchScheduler:
         processor: Any,
         *,
         slots: int,
-        max_pixels: int,
         on_idle: Callable[[], None] | None = None,
     ) -> None:
         if slots < 1:
@@ -191,7 +190,6 @@ class BatchScheduler:
         self.model = model
         self.processor = processor
         self.slots = slots
-        self.max_pixels = max_pixels
         self._on_idle = on_idle
         self._requests: queue.SimpleQueue[Ticket | None] = queue.SimpleQueue()
         self._stopping = threading.Event()
@@ -309,7 +307,8 @@ class BatchScheduler:
         prompt = build_prompt(self.model, self.processor, job.system_prompt, job.user_text)
         inputs = prepare_inputs(
             self.processor,
-            images=[cap_pixels(job.image, self.max_pixels)],
+            # Intake already sized it for the model (jobs.images.prepare).
+            images=[job.image],
             prompts=prompt,
             image_token_index=getattr(self.model.config, "image_token_index", None),
         )

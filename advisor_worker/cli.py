@@ -87,7 +87,7 @@ def _provider_for(registry: Registry, variant_name: str):  # type: ignore[no-unt
             "OpenBLAS not found: MLX uses its slow reference BLAS "
             "(apt-get install libopenblas0-pthread)"
         )
-    return ModelProvider(variant)
+    return ModelProvider(variant, model_image_pixels=get_settings().model_image_pixels)
 
 
 def _check(variant_name: str, as_json: bool) -> int:
@@ -109,6 +109,7 @@ def _check(variant_name: str, as_json: bool) -> int:
         "adapter_fingerprint": loaded.adapter_fingerprint,
         "load_seconds": round(loaded.load_seconds, 3),
         "warmup_seconds": round(loaded.warmup_seconds, 3),
+        "model_image_pixels": loaded.geometry.max_pixels,
         **loaded.runtime,
     }
     if as_json:
@@ -122,7 +123,6 @@ def _check(variant_name: str, as_json: bool) -> int:
 def _run(variant_name: str) -> int:
     from advisor_worker import prompts
     from advisor_worker.celery_app import app, bind_runtime
-    from advisor_worker.generation import DEFAULT_MAX_PIXELS
     from advisor_worker.heartbeat import Heartbeat
     from advisor_worker.slots import MIB
     from advisor_worker.watchdog import Watchdog
@@ -150,14 +150,13 @@ def _run(variant_name: str) -> int:
             slots=batch,
             prompts=[(prompts.system_prompt(get_persona(a)), prompts.user_prompt())
                      for a in personas()],
-            max_pixels=DEFAULT_MAX_PIXELS,
             output_tokens=settings.max_output_tokens,
             memory_mb=settings.worker_memory_mb,
         )  # fmt: skip
         if not plan.fits:
             provider.close()
             raise ConfigError(plan.refusal())
-        scheduler = provider.start_batching(slots=batch, max_pixels=DEFAULT_MAX_PIXELS)
+        scheduler = provider.start_batching(slots=batch)
         logger.info(
             "Batching up to %d analyses at once: %.0f MiB of KV cache a row (%d tokens), "
             "budget %.0f MiB (%s)",

@@ -16,24 +16,21 @@ from mlx_vlm.prompt_utils import apply_chat_template
 from mlx_vlm.utils import prepare_inputs
 from PIL import Image
 
-from advisor_worker.errors import GenerationTimeout, WorkerError
+from advisor_worker.errors import GenerationTimeout, ModelLoadFailed, WorkerError
 from advisor_worker.structured import json_schema_constraint
+from jobs.errors import ConfigError
+from jobs.images import ModelGeometry
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "DEFAULT_MAX_PIXELS",
     "GenerationResult",
     "build_prompt",
-    "cap_pixels",
     "generate_json",
+    "model_geometry",
     "probe_image",
     "probe_logits",
 ]
-
-# Image tokens = pixels / 1024 on Qwen-VL, and the stock preprocessor allows 16.7M pixels;
-# 448x448 keeps a photo at ~200 tokens.
-DEFAULT_MAX_PIXELS = 448 * 448
 
 _PROBE_SYSTEM = "You are a photography advisor."
 _PROBE_TEXT = "Describe the light in this photograph in one sentence."
@@ -67,11 +64,13 @@ def generate_json(
     seed: int | None = None,
     on_progress: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
     top_p: float | None = None,
     top_k: int | None = None,
 ) -> GenerationResult:
     """Generate text constrained to `schema` about `image`; the one call the worker makes.
+
+    `image` is the model's input as intake made it (jobs.images.prepare: RGB, sRGB, upright,
+    sized by model_geometry), so the processor passes it through unresized.
 
     Run it on the thread that loaded the model (MLX streams are thread-local). `temperature`
     is required so the checkpoint's generation_config cannot choose it silently; `top_p` and
@@ -102,7 +101,7 @@ def generate_json(
     last = None
     reported = 0
     # mlx-vlm annotates `image` as paths but takes PIL images too (utils.process_image).
-    images: list[Any] = [cap_pixels(image, max_pixels)]
+    images: list[Any] = [image]
     if should_stop is not None and should_stop():
         raise GenerationTimeout("Time ran out before decoding started", "", 0)
     stream = stream_generate(model, processor, prompt, image=images, **options)
@@ -156,16 +155,35 @@ def build_prompt(model: nn.Module, processor: Any, system_prompt: str, user_text
     return str(apply_chat_template(processor, model.config, messages, num_images=1))
 
 
-def cap_pixels(image: Image.Image, max_pixels: int) -> Image.Image:
-    """The image as RGB, scaled down (aspect kept) to at most `max_pixels` pixels."""
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    width, height = image.size
-    if width * height <= max_pixels:
-        return image
-    scale = (max_pixels / (width * height)) ** 0.5
-    size = (max(1, int(width * scale)), max(1, int(height * scale)))
-    return image.resize(size, Image.Resampling.BICUBIC)
+def model_geometry(processor: Any, pixel_budget: int) -> ModelGeometry:
+    """The image sizes this model's processor keeps as they are, within ADVISOR_MODEL_IMAGE_PIXELS.
+
+    Qwen-VL processors resize to multiples of patch x merge pixels between their own min and
+    max; intake sizes images that way, so what it saves is exactly what the model sees.
+    """
+    images = getattr(processor, "image_processor", None)
+    try:
+        factor = int(images.patch_size) * int(images.merge_size)  # type: ignore[union-attr]
+        low, high = int(images.min_pixels), int(images.max_pixels)  # type: ignore[union-attr]
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise ModelLoadFailed(
+            f"The model's image processor ({type(images).__name__}) does not state its patch "
+            "size, merge size and min/max pixels; only Qwen-VL-style processors are supported"
+        ) from exc
+    if pixel_budget < low:
+        raise ConfigError(
+            f"ADVISOR_MODEL_IMAGE_PIXELS={pixel_budget} is below this model's minimum of {low} "
+            "pixels per image; raise it"
+        )
+    if pixel_budget > high:
+        logger.warning(
+            "ADVISOR_MODEL_IMAGE_PIXELS=%d exceeds this model's maximum of %d pixels per "
+            "image; images get at most %d",
+            pixel_budget,
+            high,
+            high,
+        )
+    return ModelGeometry(min(pixel_budget, high), factor, low)
 
 
 def probe_image() -> Image.Image:

@@ -20,6 +20,7 @@ from advisor_worker.batching import BatchScheduler
 from advisor_worker.errors import ModelLoadFailed
 from advisor_worker.slots import SlotPlan
 from jobs.analysis import generation_schema
+from jobs.images import ModelGeometry
 from jobs.variants import Variant
 
 logger = logging.getLogger(__name__)
@@ -34,13 +35,16 @@ class LoadedVariant:
     load_seconds: float
     warmup_seconds: float
     runtime: dict[str, Any]
+    # The image sizes this model takes unresized (ADVISOR_MODEL_IMAGE_PIXELS and its processor).
+    geometry: ModelGeometry
 
 
 class ModelProvider:
     """Owns the model. MLX streams are thread-local, so every MLX call goes through `_mlx`."""
 
-    def __init__(self, variant: Variant) -> None:
+    def __init__(self, variant: Variant, *, model_image_pixels: int) -> None:
         self.variant = variant
+        self.model_image_pixels = model_image_pixels
         self._mlx = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlx")
         self.model: nn.Module | None = None
         self.processor: Any = None
@@ -60,11 +64,11 @@ class ModelProvider:
         self.loaded = self.run(self._load, warmup, schema or generation_schema())
         return self.loaded
 
-    def start_batching(self, *, slots: int, max_pixels: int) -> BatchScheduler:
+    def start_batching(self, *, slots: int) -> BatchScheduler:
         """Hand the MLX thread to a continuous-batch scheduler until close()."""
         if self.model is None:
             raise ModelLoadFailed("start_batching() before load()")
-        scheduler = BatchScheduler(self.model, self.processor, slots=slots, max_pixels=max_pixels)
+        scheduler = BatchScheduler(self.model, self.processor, slots=slots)
         self._scheduler = scheduler
         self._batch_loop = self._mlx.submit(scheduler.run)
         return scheduler
@@ -74,30 +78,27 @@ class ModelProvider:
         *,
         slots: int,
         prompts: list[tuple[str, str]],
-        max_pixels: int,
         output_tokens: int,
         memory_mb: int | None,
     ) -> SlotPlan:
         """The KV-cache budget for `slots` rows at the longest (system, user) prompt."""
-        return self.run(self._plan_slots, slots, prompts, max_pixels, output_tokens, memory_mb)
+        return self.run(self._plan_slots, slots, prompts, output_tokens, memory_mb)
 
     def _plan_slots(
         self,
         slots: int,
         prompts: list[tuple[str, str]],
-        max_pixels: int,
         output_tokens: int,
         memory_mb: int | None,
     ) -> SlotPlan:
-        if self.model is None:
+        if self.model is None or self.loaded is None:
             raise ModelLoadFailed("plan_slots() before load()")
         tokenizer = self.processor.tokenizer
         text_tokens = max(
             len(tokenizer.encode(generation.build_prompt(self.model, self.processor, sys_, user)))
             for sys_, user in prompts
         )
-        image = getattr(self.processor, "image_processor", None)
-        pixels_per_token = (getattr(image, "patch_size", 16) * getattr(image, "merge_size", 2)) ** 2
+        geometry = self.loaded.geometry
         metal_free = None
         if blas.describe_runtime().get("metal"):
             info = mx.metal.device_info()
@@ -108,7 +109,7 @@ class ModelProvider:
             slots=slots,
             text_config=self.model.config.text_config,
             dtype_bytes=dtype_bytes,
-            prompt_tokens=text_tokens + max_pixels // pixels_per_token,
+            prompt_tokens=text_tokens + geometry.max_pixels // geometry.factor**2,
             output_tokens=output_tokens,
             budget_bytes=budget,
             budget_source=source,
@@ -131,6 +132,7 @@ class ModelProvider:
             from advisor_worker import lora
 
             fingerprint = lora.apply_verified(model, processor, self.variant)
+        geometry = generation.model_geometry(processor, self.model_image_pixels)
         self.model, self.processor = model, processor
         load_seconds = time.perf_counter() - started
         warm = 0.0
@@ -154,6 +156,7 @@ class ModelProvider:
             load_seconds,
             warm,
             blas.describe_runtime(),
+            geometry,
         )
 
     def generate(

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -25,9 +26,17 @@ from advisor_worker.watchdog import Watchdog
 from jobs.advisors import get_persona
 from jobs.analysis import SCHEMA_VERSION, Analysis, GeneratedAnalysis, generation_schema
 from jobs.contracts import AnalyzeRequest, ErrorKind
-from jobs.errors import InvalidImage, UnknownAdvisor
-from jobs.images import PATH_PREFIX, STORED_PREFIX, Limits, load_for_model, read_path
-from jobs.repository import Outcome, Repository, StartOutcome, VariantIdentity
+from jobs.errors import InvalidImage, UnknownAdvisor, UnsupportedFormat
+from jobs.images import (
+    PATH_PREFIX,
+    STORED_PREFIX,
+    Limits,
+    Prepared,
+    image_tokens,
+    prepare,
+    read_path,
+)
+from jobs.repository import ModelInput, Outcome, Repository, StartOutcome, VariantIdentity
 from jobs.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -83,8 +92,7 @@ class WorkerRuntime:
 
     @property
     def limits(self) -> Limits:
-        s = self.settings
-        return Limits(s.max_image_bytes, s.max_image_pixels, s.max_image_side)
+        return Limits(self.settings.max_image_bytes, self.settings.max_image_pixels)
 
     def handle(self, payload: Any, *, soft_limit: float | None = None) -> str:
         """Process one message and say what happened; bad input fails the job, never the worker.
@@ -169,7 +177,8 @@ class WorkerRuntime:
             should_stop=None if deadline is None else (lambda: time.monotonic() > deadline),
         )
 
-    def image_bytes(self, ref: str, retry_until: float) -> bytes:
+    def image_bytes(self, ref: str, retry_until: float) -> tuple[bytes, str | None]:
+        """The image's bytes, and its file name when it has one (it helps tell RAW files)."""
         if ref.startswith(STORED_PREFIX):
             data = call_with_backoff(
                 lambda: self.repo.image_bytes(ref.removeprefix(STORED_PREFIX)),
@@ -180,9 +189,10 @@ class WorkerRuntime:
                 raise InvalidImage(
                     f"Stored image {ref} is missing from the images table; resubmit it"
                 )
-            return data
+            return data, None
         if ref.startswith(PATH_PREFIX):
-            return read_path(ref.removeprefix(PATH_PREFIX), self.settings.image_roots, self.limits)
+            path = ref.removeprefix(PATH_PREFIX)
+            return read_path(path, self.settings.image_roots, self.limits), Path(path).name
         raise BadRequest(
             ErrorKind.INVALID_REQUEST, f"image_ref {ref[:80]!r} is neither path: nor sha256:"
         )
@@ -237,21 +247,26 @@ class _Job:
     def run(self) -> str:
         runtime, job_id, request = self.runtime, self.job_id, self.request
         try:
-            image = load_for_model(
-                runtime.image_bytes(request.image_ref, self.retry_until), runtime.limits
-            )
+            data, name = runtime.image_bytes(request.image_ref, self.retry_until)
+            prepared = prepare(data, runtime.limits, runtime.loaded.geometry, name=name)
             persona = get_persona(request.advisor)
+        except UnsupportedFormat as exc:
+            return self._fail(ErrorKind.UNSUPPORTED_FORMAT, str(exc))
         except InvalidImage as exc:
             return self._fail(ErrorKind.INVALID_IMAGE, str(exc))
         except UnknownAdvisor as exc:
             return self._fail(ErrorKind.UNKNOWN_ADVISOR, str(exc))
         except BadRequest as exc:
             return self._fail(exc.kind, str(exc))
+        system = prompts.system_prompt(persona)
+        with_capture = self.settings.prompt_capture
+        user = prompts.user_prompt(prepared.photo.capture if with_capture else None)
+        self._record_input(prepared, prompts.prompt_version(with_capture), system, user)
         job = GenerationJob(
             job_id=job_id,
-            image=image,
-            system_prompt=prompts.system_prompt(persona),
-            user_text=prompts.user_prompt(),
+            image=prepared.image,
+            system_prompt=system,
+            user_text=user,
             schema=generation_schema(self.settings.text_limit),
             max_tokens=self.settings.max_output_tokens,
             temperature=self.settings.temperature,
@@ -305,6 +320,29 @@ class _Job:
         if not recorded:
             return self._lost("succeeded")
         return "succeeded"
+
+    def _record_input(self, prepared: Prepared, version: str, system: str, user: str) -> None:
+        """Store what the model gets; with ADVISOR_MODEL_INPUT_DIR, also its pixels and prompt."""
+        runtime, job_id = self.runtime, self.job_id
+        width, height = prepared.image.size
+        model_input = ModelInput(
+            prepared.photo.to_dict(), version, width, height,
+            image_tokens(width, height, runtime.loaded.geometry),
+        )  # fmt: skip
+        self._db(
+            f"Recording the model input of job {job_id}",
+            lambda: runtime.repo.attach_model_input(job_id, runtime.worker, model_input),
+        )
+        folder = self.settings.model_input_dir
+        if folder is None:
+            return
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            prepared.image.save(folder / f"{job_id}.png")
+            (folder / f"{job_id}.txt").write_text(f"{system}\n\n{user}\n")
+        except OSError as exc:
+            # A debugging aid: failing to write it must not fail the job.
+            logger.warning("Model input of job %s not saved in %s: %s", job_id, folder, exc)
 
     def _fail(self, kind: ErrorKind, message: str, **details: Any) -> str:
         """Record a failure, waiting out a database outage; returns the error kind."""

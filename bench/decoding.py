@@ -16,7 +16,7 @@ from bench.serving import ADVISOR, TEXT_LIMIT
 from bench.stats import Figure, Goal, Section, ratios, table
 from jobs.advisors import get_persona
 from jobs.analysis import generation_schema
-from jobs.images import Limits, load_for_model
+from jobs.images import Limits, ModelGeometry, prepare
 from producers.commands.demo import photo
 
 # Qwen3-VL's real vocabulary: the mask's cost grows with it, and the random models have ~1k.
@@ -86,8 +86,7 @@ def run(workdir: Path, sizes: list[str], repeats: int) -> Section:
         "from the same prompt and image (EOS masked). Interleaved (which goes first alternates), "
         "paired per repeat.",
     )
-    limits = Limits(25 * 1024 * 1024, 64_000_000, 1024)
-    image = generation.cap_pixels(load_for_model(photo(0), limits), generation.DEFAULT_MAX_PIXELS)
+    image = prepare(photo(0), Limits(25 * 1024 * 1024, 64_000_000), ModelGeometry(448 * 448)).image
     rows = []
     for size in sizes:
         model_dir = models.ensure_model(workdir, size)

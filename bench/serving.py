@@ -17,7 +17,7 @@ from bench.targets import Target, worker_env
 from jobs.advisors import get_persona
 from jobs.analysis import generation_schema
 from jobs.contracts import FINAL_STATUSES, Status
-from jobs.images import Limits, load_for_model
+from jobs.images import Limits, prepare
 from jobs.repository import Repository, as_utc
 from jobs.settings import Settings
 from producers import Client
@@ -90,16 +90,15 @@ class Direct:
         self.model, self.processor = load(str(model_dir))
         self.model.set_dtype(mx.float32)
         mx.eval(self.model.parameters())
-        self.limits = Limits(
-            settings.max_image_bytes, settings.max_image_pixels, settings.max_image_side
-        )
+        self.limits = Limits(settings.max_image_bytes, settings.max_image_pixels)
+        self.geometry = generation.model_geometry(self.processor, settings.model_image_pixels)
         self.persona = get_persona(ADVISOR)
         self.schema = generation_schema(settings.text_limit)
         self.generate(photo(10_000), 8)  # JIT warm-up, like the worker's own at load
 
     def generate(self, data: bytes, max_tokens: int) -> generation.GenerationResult:
         return generation.generate_json(
-            self.model, self.processor, load_for_model(data, self.limits),
+            self.model, self.processor, prepare(data, self.limits, self.geometry).image,
             prompts.system_prompt(self.persona), prompts.user_prompt(), self.schema,
             max_tokens=max_tokens, temperature=self.settings.temperature, seed=0,
         )  # fmt: skip

@@ -47,6 +47,7 @@ class Assignment(StrEnum):
 
 class ErrorKind(StrEnum):
     INVALID_IMAGE = "invalid_image"
+    UNSUPPORTED_FORMAT = "unsupported_format"
     UNKNOWN_ADVISOR = "unknown_advisor"
     INVALID_REQUEST = "invalid_request"
     INVALID_OUTPUT = "invalid_output"

@@ -1,4 +1,9 @@
-"""Image input: paths confined to the allowed roots, byte and pixel limits, a Pillow decode."""
+"""The photo intake pipeline, one for producers and workers: bytes in, the model's image out.
+
+Order: byte limit, format allowlist by signature (before any decoder), header pixel check
+(against bombs), one decode, EXIF orientation, ICC -> sRGB with alpha and bit depth
+flattened, capture facts by a tag whitelist, then the model's pixel budget.
+"""
 
 from __future__ import annotations
 
@@ -6,34 +11,99 @@ import base64
 import binascii
 import hashlib
 import io
+import logging
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+import pillow_heif
+from PIL import Image, UnidentifiedImageError, features
 
+from jobs import photo_formats
 from jobs.errors import InvalidImage
+from jobs.photo_capture import Capture, read_capture
+from jobs.photo_color import to_srgb
+from jobs.photo_formats import AVIF, HEIF, JPEG, PNG, TIFF, WEBP
 
 PATH_PREFIX = "path:"
 STORED_PREFIX = "sha256:"
+# Qwen3-VL: 16-pixel patches merged 2x2, so one image token per 32x32 pixels.
+PATCH_FACTOR = 32
+MAX_ASPECT = 200  # the Qwen-VL processors refuse anything longer
+
+# Pillow's TIFF parser logs every tag it reads, values included, at DEBUG: EXIF GPS and
+# serial numbers must never reach a log, whatever ADVISOR_LOG_LEVEL says.
+logging.getLogger("PIL").setLevel(logging.INFO)
+# HEIC/HEIF through libheif; the primary image only (no thumbnails, depth or aux images).
+pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+
+_ORIENTATION_TAG = 0x0112
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+# Frames beyond the first are animation or pages here; in JPEG (MPF) and HEIF they are
+# gain maps, depth or bursts next to a primary image, which is the photo.
+_STILL_ONLY = {PNG: "animated PNG", WEBP: "animated WebP", TIFF: "multi-page TIFF",
+               AVIF: "AVIF image sequence"}  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Limits:
     max_bytes: int
     max_pixels: int
-    max_side: int
+
+
+@dataclass(frozen=True)
+class ModelGeometry:
+    """How the model takes an image: at most `max_pixels`, sides in multiples of `factor`."""
+
+    max_pixels: int
+    factor: int = PATCH_FACTOR
+    min_pixels: int = 0
+
+
+@dataclass(frozen=True)
+class Photo:
+    """What intake learned about a photo; stored with the job (`photo` column)."""
+
+    format: str
+    width: int  # as displayed, after orientation; full resolution
+    height: int
+    orientation_applied: int  # the EXIF orientation (1-8) undone; 1: stored upright
+    color_profile: str  # the embedded ICC profile converted from, or how none was handled
+    capture: Capture
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": self.format, "width": self.width, "height": self.height,
+            "orientation_applied": self.orientation_applied,
+            "color_profile": self.color_profile, "capture": self.capture.to_dict(),
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A photo and the exact RGB image the model gets (no metadata left on it)."""
+
+    photo: Photo
+    image: Image.Image
 
 
 @dataclass(frozen=True)
 class CheckedImage:
-    """Bytes that decode to a usable image, with their digest and where they come from."""
+    """Bytes that went through intake, with their digest and where they come from."""
 
     data: bytes
     sha256: str
-    width: int
-    height: int
-    format: str
+    photo: Photo
     ref: str  # "path:/abs/file" or "sha256:<hex>" (stored in the images table)
 
     @property
@@ -89,26 +159,66 @@ def decode_base64(text: str, limits: Limits) -> bytes:
         raise InvalidImage(f"Inline image is not valid base64: {exc}") from exc
 
 
-def verify(data: bytes, limits: Limits, ref: str | None = None) -> CheckedImage:
-    """Check size, header-declared pixels (before decoding, against bombs) and a full decode."""
+def model_size(width: int, height: int, geometry: ModelGeometry) -> tuple[int, int]:
+    """(width, height) the model gets: Qwen-VL's smart_resize, made a size it keeps as is."""
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise InvalidImage(
+            f"Image is {width}x{height}, more than {MAX_ASPECT}:1; the model takes nothing "
+            "that long: crop it"
+        )
+    f = geometry.factor
+    w, h = max(f, round(width / f) * f), max(f, round(height / f) * f)
+    if w * h > geometry.max_pixels:
+        beta = math.sqrt(width * height / geometry.max_pixels)
+        w = max(f, math.floor(width / beta / f) * f)
+        h = max(f, math.floor(height / beta / f) * f)
+    elif w * h < geometry.min_pixels:
+        beta = math.sqrt(geometry.min_pixels / (width * height))
+        w, h = math.ceil(width * beta / f) * f, math.ceil(height * beta / f) * f
+    if w * h > geometry.max_pixels:
+        # A panorama's short side stuck at one patch: shorten the long one to fit.
+        if w >= h:
+            w = max(f, geometry.max_pixels // h // f * f)
+        else:
+            h = max(f, geometry.max_pixels // w // f * f)
+    return w, h
+
+
+def image_tokens(width: int, height: int, geometry: ModelGeometry) -> int:
+    """Image tokens of a model-sized image: one per factor x factor pixels."""
+    return (width // geometry.factor) * (height // geometry.factor)
+
+
+def verify(
+    data: bytes,
+    limits: Limits,
+    geometry: ModelGeometry,
+    ref: str | None = None,
+    name: str | None = None,
+) -> CheckedImage:
+    """The producer's intake: the whole pipeline (so bad photos fail at submit), digest and ref."""
+    photo = prepare(data, limits, geometry, name=name).photo
+    sha = hashlib.sha256(data).hexdigest()
+    return CheckedImage(data, sha, photo, ref or f"{STORED_PREFIX}{sha}")
+
+
+def prepare(
+    data: bytes, limits: Limits, geometry: ModelGeometry, *, name: str | None = None
+) -> Prepared:
+    """The intake pipeline; raises InvalidImage (UnsupportedFormat for refused formats)."""
     if not data:
         raise InvalidImage("Image is empty (0 bytes)")
     if len(data) > limits.max_bytes:
         raise InvalidImage(f"Image is {len(data)} bytes; the limit is {limits.max_bytes}")
-    sha = hashlib.sha256(data).hexdigest()
+    fmt = photo_formats.sniff(data, name)
+    if fmt == AVIF and not features.check("avif"):
+        raise InvalidImage("AVIF needs Pillow built with libavif (the wheels >= 11.3 are)")
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            width, height = img.size
-            if width * height > limits.max_pixels:
-                raise InvalidImage(
-                    f"Image is {width}x{height} = {width * height} pixels; the limit is "
-                    f"{limits.max_pixels} (ADVISOR_MAX_IMAGE_PIXELS)"
-                )
-            fmt = img.format or "unknown"
-            with warnings.catch_warnings():
-                # Our own pixel limit is stricter; Pillow's bomb warning would be noise here.
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                img.load()
+        with warnings.catch_warnings():
+            # Our pixel limit is stricter and checked below; Pillow's warning would be noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=[fmt]) as img:
+                return _decode(img, fmt, limits, geometry)
     except InvalidImage:
         raise
     except Image.DecompressionBombError as exc:
@@ -119,27 +229,63 @@ def verify(data: bytes, limits: Limits, ref: str | None = None) -> CheckedImage:
     except UnidentifiedImageError as exc:
         # Pillow's own message names the BytesIO object's address: no use to the sender.
         raise InvalidImage(
-            f"Image format not recognised ({len(data)} bytes); send a JPEG, PNG or WebP"
+            f"Image starts like {fmt} but is not a readable {fmt} file ({len(data)} bytes): "
+            "truncated or corrupt"
         ) from exc
-    except (
-        OSError,
-        SyntaxError,
-        ValueError,
-    ) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, RuntimeError) as exc:
         raise InvalidImage(
-            f"Image cannot be decoded ({type(exc).__name__}: {exc}); send a JPEG, PNG or WebP"
+            f"{fmt} image cannot be decoded ({type(exc).__name__}: {exc}); "
+            f"send one of: {photo_formats.accepted_list()}"
         ) from exc
-    return CheckedImage(data, sha, width, height, fmt, ref or f"{STORED_PREFIX}{sha}")
 
 
-def load_for_model(data: bytes, limits: Limits) -> Image.Image:
-    """Decode to RGB and shrink so the longest side is at most `max_side`."""
-    verify(data, limits)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        img: Image.Image = Image.open(io.BytesIO(data))
-        img.load()
-    img = img.convert("RGB")
-    if max(img.size) > limits.max_side:
-        img.thumbnail((limits.max_side, limits.max_side), Image.Resampling.LANCZOS)
-    return img
+def _decode(img: Image.Image, fmt: str, limits: Limits, geometry: ModelGeometry) -> Prepared:
+    width, height = img.size
+    if width * height > limits.max_pixels:
+        raise InvalidImage(
+            f"Image is {width}x{height} = {width * height} pixels; the limit is "
+            f"{limits.max_pixels} (ADVISOR_MAX_IMAGE_PIXELS)"
+        )
+    frames = getattr(img, "n_frames", 1)
+    if frames > 1 and fmt in _STILL_ONLY:
+        raise photo_formats.refuse(
+            f"{_STILL_ONLY[fmt]} ({frames} frames)", ": export a single frame or page"
+        )
+    if fmt == JPEG:
+        # libjpeg decodes at 1/2, 1/4 or 1/8 scale, still no smaller than the model's size.
+        img.draft(None, model_size(width, height, geometry))
+    # Pillow's TIFF plugin and libheif undo the orientation while decoding; remember it.
+    decoded_upright = (
+        img.info.get("original_orientation") if fmt == HEIF
+        else img.tag_v2.get(_ORIENTATION_TAG) if fmt == TIFF  # type: ignore[attr-defined]
+        else None
+    )  # fmt: skip
+    img.load()  # the one decode
+    exif = img.getexif()
+    pending = exif.get(_ORIENTATION_TAG, 1)
+    image: Image.Image = img
+    if pending in _TRANSPOSE:
+        image = img.transpose(_TRANSPOSE[pending])
+        if pending >= 5:
+            width, height = height, width
+        applied = int(pending)
+    else:
+        applied = int(decoded_upright) if decoded_upright in _TRANSPOSE else 1
+    capture = read_capture(exif)
+    srgb, profile = to_srgb(image)
+    srgb = _resized(srgb, model_size(width, height, geometry))
+    srgb.info = {}
+    return Prepared(Photo(fmt, width, height, applied, profile, capture), srgb)
+
+
+def fit_for_model(image: Image.Image, geometry: ModelGeometry) -> Image.Image:
+    """An already decoded image (warm-up, probes) as RGB in the model's size."""
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    return _resized(rgb, model_size(rgb.width, rgb.height, geometry))
+
+
+def _resized(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    if image.size == size:
+        return image
+    # A box reduce to 3x the size first, then Lanczos: a third of the time, the same look.
+    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)

@@ -55,6 +55,7 @@ class NewJob:
     # The router's label (model_used_for with the split's weights); None: derived from
     # variant and assignment alone, a split counting as A/B traffic.
     model_used: ModelUsed | None = None
+    photo: dict[str, Any] | None = None  # jobs.images.Photo.to_dict() of the submitted image
 
 
 class StartOutcome(enum.Enum):
@@ -76,6 +77,17 @@ class Outcome:
     output_tokens: int
     inference_ms: int
     schema_version: str
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """What the model was given for a job, as the worker records it before generating."""
+
+    photo: dict[str, Any]
+    prompt_version: str
+    width: int
+    height: int
+    image_tokens: int
 
 
 class Repository:
@@ -310,6 +322,18 @@ class Repository:
             lease_until=utcnow() + timedelta(seconds=lease_seconds),
         )
 
+    def attach_model_input(self, job_id: str, worker: str, model_input: ModelInput) -> bool:
+        """The photo as the serving worker read it, the prompt version and the model's image."""
+        return self._update_running(
+            job_id,
+            worker,
+            photo=model_input.photo,
+            prompt_version=model_input.prompt_version,
+            model_image_width=model_input.width,
+            model_image_height=model_input.height,
+            image_tokens=model_input.image_tokens,
+        )
+
     def succeed(self, job_id: str, worker: str, outcome: Outcome) -> bool:
         """running -> succeeded, only by the worker holding the job."""
         now = utcnow()
@@ -498,6 +522,7 @@ def _new_job_values(new: NewJob, now: datetime) -> dict[str, Any]:
         "assignment": new.assignment.value,
         "weights_version": new.weights_version,
         "base_model": new.base_model,
+        "photo": new.photo,
         "status": Status.QUEUED.value,
         "attempts": 0,
         "progress": 0,

@@ -35,7 +35,15 @@ class Settings(BaseSettings):
 
     max_image_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(default=64_000_000, gt=0)
-    max_image_side: int = Field(default=1024, ge=64)
+    # The model's pixel budget per image: 448x448 = 196 image tokens on Qwen3-VL (one per
+    # 32x32 pixels). The model's own processor maximum caps it further.
+    model_image_pixels: int = Field(default=448 * 448, ge=32 * 32)
+    # Removed (it bounded a longest side the model never saw); set, it stops the boot.
+    max_image_side: int | None = Field(default=None, exclude=True)
+    # Camera, lens and exposure from EXIF go into the advisor's prompt.
+    prompt_capture: bool = True
+    # When set, the worker writes each job's model input here: <job>.png and <job>.txt.
+    model_input_dir: Path | None = None
 
     # Must fit the generation schema's bound at the default text_limit (about 6,100
     # characters, ~1,900 tokens of prose); 1,800 cut off valid outputs of a verbose model.
@@ -102,6 +110,16 @@ class Settings(BaseSettings):
         if level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("ADVISOR_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
         return level.upper()
+
+    @field_validator("max_image_side")
+    @classmethod
+    def _removed_side(cls, value: int | None) -> int | None:
+        if value is not None:
+            raise ValueError(
+                "ADVISOR_MAX_IMAGE_SIDE is gone: the model's image is sized by "
+                "ADVISOR_MODEL_IMAGE_PIXELS, a pixel budget (default 200704 = 448x448)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _live_window_outlasts_heartbeat(self) -> Settings:

@@ -114,6 +114,7 @@ class Client:
                     base_model=self.registry.get(decision.variant).base_model,
                     idempotency_key=c.item.idempotency_key,
                     model_used=decision.model_used,
+                    photo=c.image.photo.to_dict(),
                 )
             )
         stored = self.repository.create_jobs(new_jobs, images)

@@ -12,7 +12,15 @@ from PIL import Image
 
 from jobs.advisors import get_persona
 from jobs.errors import InvalidImage
-from jobs.images import PATH_PREFIX, CheckedImage, Limits, confine, read_path, verify
+from jobs.images import (
+    PATH_PREFIX,
+    CheckedImage,
+    Limits,
+    ModelGeometry,
+    confine,
+    read_path,
+    verify,
+)
 from jobs.settings import Settings
 from producers.errors import InvalidSubmission
 
@@ -41,7 +49,12 @@ class CheckedItem:
 
 
 def limits_of(settings: Settings) -> Limits:
-    return Limits(settings.max_image_bytes, settings.max_image_pixels, settings.max_image_side)
+    return Limits(settings.max_image_bytes, settings.max_image_pixels)
+
+
+def geometry_of(settings: Settings) -> ModelGeometry:
+    """The model's image size as far as a producer knows it (the worker adds its processor's)."""
+    return ModelGeometry(settings.model_image_pixels)
 
 
 def as_item(raw: SubmitItem | Mapping[str, Any]) -> SubmitItem:
@@ -56,22 +69,27 @@ def as_item(raw: SubmitItem | Mapping[str, Any]) -> SubmitItem:
 
 
 def check_image(image: ImageInput, settings: Settings) -> CheckedImage:
-    """Paths are confined to ADVISOR_IMAGE_ROOTS and referenced; anything else is stored inline."""
-    limits = limits_of(settings)
+    """Paths are confined to ADVISOR_IMAGE_ROOTS and referenced; anything else is stored inline.
+
+    Every image goes through the worker's own intake pipeline here, so a photo the worker
+    would refuse is refused at submit, before a row exists.
+    """
+    limits, geometry = limits_of(settings), geometry_of(settings)
     if isinstance(image, str | Path):
         resolved = confine(image, settings.image_roots)
         data = read_path(resolved, settings.image_roots, limits)
-        return verify(data, limits, ref=f"{PATH_PREFIX}{resolved}")
+        return verify(data, limits, geometry, ref=f"{PATH_PREFIX}{resolved}", name=resolved.name)
     if isinstance(image, Image.Image):
-        # PNG keeps every pixel; the worker decodes it like any upload.
+        # PNG keeps every pixel, and the image's colour profile and EXIF travel with it.
         buffer = io.BytesIO()
+        extra = {k: image.info[k] for k in ("icc_profile", "exif") if image.info.get(k)}
         try:
-            image.save(buffer, format="PNG")
+            image.save(buffer, format="PNG", **extra)
         except (OSError, ValueError) as exc:
             raise InvalidImage(f"PIL image cannot be encoded as PNG: {exc}") from exc
-        return verify(buffer.getvalue(), limits)
+        return verify(buffer.getvalue(), limits, geometry)
     if isinstance(image, bytes | bytearray | memoryview):
-        return verify(bytes(image), limits)
+        return verify(bytes(image), limits, geometry)
     raise InvalidImage(f"Image must be a path, bytes or a PIL image, not {type(image).__name__}")
 
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Optional system packages: OpenBLAS makes MLX's fp32 CPU matmuls fast on Linux; Chromium
-# renders the gateway's dashboard in its test. Each is installed once, quietly, as root.
+# renders the gateway's dashboard in its test; colord-data (Adobe RGB) and libgs-common (a
+# SWOP CMYK profile; data only, no Ghostscript) give the photo tests real ICC profiles.
+# Each is installed once, quietly, as root.
 set -euo pipefail
 [ "$(uname -s)" = Linux ] || exit 0
 
@@ -23,4 +25,12 @@ fi
 if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
   install chromium "the dashboard test's headless browser" \
     "the dashboard test skips locally and fails in CI"
+fi
+if [ ! -f /usr/share/color/icc/colord/AdobeRGB1998.icc ]; then
+  install colord-data "the photo tests' Adobe RGB profile" \
+    "the Adobe RGB photo test skips locally and fails in CI"
+fi
+if [ ! -f /usr/share/color/icc/ghostscript/default_cmyk.icc ]; then
+  install libgs-common "the photo tests' CMYK profile" \
+    "the CMYK photo tests skip locally and fail in CI"
 fi

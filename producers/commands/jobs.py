@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -81,6 +82,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     with client() as producer:
         job = producer.status(args.job_id)
     print_job(job, args.json)
+    if not args.json and job.photo:
+        print(f"photo: {json.dumps(job.photo)}")
     return 0
 
 

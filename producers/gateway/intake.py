@@ -14,6 +14,7 @@ from starlette.formparsers import MultiPartException
 
 from jobs.errors import InvalidImage
 from jobs.images import decode_base64
+from jobs.photo_formats import accepted_list
 from jobs.settings import Settings
 from producers.gateway.errors import (
     BodyTooLarge,
@@ -117,7 +118,7 @@ async def _upload_bytes(upload: UploadFile) -> bytes:
     kind = (upload.content_type or "").split(";", 1)[0].strip().lower()
     if not kind.startswith("image/") and kind not in GENERIC_UPLOAD_TYPES:
         raise UnsupportedMediaType(
-            f"Upload {upload.filename!r} is {kind}, not an image: send a JPEG, PNG or WebP"
+            f"Upload {upload.filename!r} is {kind}, not an image: send {accepted_list()}"
         )
     return await upload.read()
 

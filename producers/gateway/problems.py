@@ -18,6 +18,7 @@ from jobs.errors import (
     JobNotFound,
     UnknownAdvisor,
     UnknownVariant,
+    UnsupportedFormat,
     summary,
 )
 from producers.errors import InvalidSubmission, PublishFailed
@@ -28,6 +29,8 @@ logger = logging.getLogger(__name__)
 # Foreign exceptions (raised below the gateway) and what each means to an HTTP client.
 FOREIGN: tuple[tuple[type[Exception], int, str], ...] = (
     (JobNotFound, 404, "job_not_found"),
+    # Before InvalidImage, its parent: a refused format is a 415 naming the accepted ones.
+    (UnsupportedFormat, 415, "unsupported_format"),
     (InvalidImage, 400, "invalid_image"),
     (UnknownAdvisor, 422, "unknown_advisor"),
     (UnknownVariant, 422, "unknown_variant"),
@@ -76,7 +79,10 @@ async def _foreign(_request: Request, exc: Exception) -> JSONResponse:
             if code == "database_unavailable":
                 logger.warning("database error: %s", message)
                 message = f"Database unavailable or not migrated: {message}"
-            return problem(status, code, message, _headers_for(status, exc))
+            extra: dict[str, Any] = {}
+            if isinstance(exc, UnsupportedFormat):
+                extra = {"detected": exc.detected, "accepted": list(exc.accepted)}
+            return problem(status, code, message, _headers_for(status, exc), **extra)
     return await _internal(_request, exc)
 
 

@@ -80,6 +80,33 @@ class JobAccepted(BaseModel):
     events_url: str
 
 
+class CapturePublic(BaseModel):
+    """Capture facts from the photo's EXIF (never GPS or serial numbers); null: not in the file."""
+
+    make: str | None = None
+    model: str | None = None
+    lens: str | None = None
+    focal_length_mm: float | None = None
+    focal_length_35mm: int | None = None
+    aperture: float | None = Field(default=None, description="the f-number")
+    exposure_time_s: float | None = None
+    iso: int | None = None
+    captured_at: str | None = Field(default=None, description="ISO 8601, as the camera's clock")
+
+
+class PhotoPublic(BaseModel):
+    """What intake found: the format, the displayed size, the orientation and profile undone."""
+
+    format: str = Field(examples=["JPEG", "HEIF", "AVIF"])
+    width: int
+    height: int
+    orientation_applied: int = Field(description="EXIF orientation undone (1: none needed)")
+    color_profile: str = Field(
+        description="the ICC profile converted to sRGB from, or how a missing one was handled"
+    )
+    capture: CapturePublic
+
+
 class JobPublic(BaseModel):
     """A job as clients see it; `analysis` is the validated Analysis once it succeeded."""
 
@@ -105,6 +132,11 @@ class JobPublic(BaseModel):
     output_tokens: int | None
     base_model: str | None
     adapter_fingerprint: str | None
+    photo: PhotoPublic | None
+    prompt_version: str | None
+    model_image_width: int | None = Field(description="pixels of the image the model got")
+    model_image_height: int | None
+    image_tokens: int | None = Field(description="prompt tokens the image took")
     error_kind: str | None
     error: str | None
     analysis: dict[str, Any] | None
@@ -128,7 +160,11 @@ def job_public(job: Job, max_output_tokens: int) -> JobPublic:
         queue_wait_ms=job.queue_wait_ms, inference_ms=job.inference_ms,
         prompt_tokens=job.prompt_tokens, output_tokens=job.output_tokens,
         base_model=job.base_model, adapter_fingerprint=job.adapter_fingerprint,
-        error_kind=job.error_kind, error=job.error, analysis=job.llm_outputs,
+        photo=PhotoPublic.model_validate(job.photo) if job.photo else None,
+        prompt_version=job.prompt_version,
+        model_image_width=job.model_image_width, model_image_height=job.model_image_height,
+        image_tokens=job.image_tokens, error_kind=job.error_kind, error=job.error,
+        analysis=job.llm_outputs,
         status_url=status_url, events_url=events_url,
     )  # fmt: skip
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from advisor_worker.batching import BatchScheduler, GenerationJob, Ticket
 from advisor_worker.errors import GenerationCancelled, GenerationTimeout
-from advisor_worker.generation import DEFAULT_MAX_PIXELS, GenerationResult, generate_json
+from advisor_worker.generation import GenerationResult, generate_json
 from jobs.analysis import GeneratedAnalysis, generation_schema
 
 SCHEMA = generation_schema(text_limit=24)
@@ -57,7 +57,7 @@ def batched(
 ) -> list[Ticket]:
     """Serve `specs` as one scheduler run on this (the model's) thread; tickets in order."""
     model, processor = tiny_model
-    scheduler = BatchScheduler(model, processor, slots=slots, max_pixels=DEFAULT_MAX_PIXELS)
+    scheduler = BatchScheduler(model, processor, slots=slots)
     tickets = [scheduler.submit(spec) for spec in specs]
     watcher = hooks.get("watch")
     if watcher is not None:
@@ -148,7 +148,7 @@ def test_a_job_past_its_deadline_or_cancelled_before_it_starts_never_takes_a_slo
     late = job(0, noise(0, (64, 64)), deadline=time.monotonic() - 1)
     fine = job(1, noise(1, (64, 64)))
     model, processor = tiny_model
-    scheduler = BatchScheduler(model, processor, slots=2, max_pixels=DEFAULT_MAX_PIXELS)
+    scheduler = BatchScheduler(model, processor, slots=2)
     tickets = [scheduler.submit(late), scheduler.submit(fine), scheduler.submit(job(2, fine.image))]
     tickets[2].cancel.set()
     scheduler.stop()
@@ -174,7 +174,7 @@ def test_more_jobs_than_slots_all_finish_and_no_more_than_slots_run_at_once(
     tiny_model: tuple[Any, Any],
 ) -> None:
     model, processor = tiny_model
-    scheduler = BatchScheduler(model, processor, slots=3, max_pixels=DEFAULT_MAX_PIXELS)
+    scheduler = BatchScheduler(model, processor, slots=3)
     most = [0]
     tickets = [scheduler.submit(job(i, noise(i, SIZES[i % len(SIZES)]))) for i in range(7)]
 

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import mlx.core as mx
 import numpy as np
 import pytest
+from mlx_vlm.models.qwen3_vl.processing_qwen3_vl import Qwen3VLImageProcessor
+from mlx_vlm.utils import estimate_num_image_tokens
 from PIL import Image
 
-from advisor_worker.generation import cap_pixels, generate_json, probe_image, probe_logits
+from advisor_worker.generation import generate_json, model_geometry, probe_image, probe_logits
 from jobs.analysis import generation_schema
+from jobs.errors import ConfigError
+from jobs.images import ModelGeometry, fit_for_model, image_tokens
 
 SCHEMA = generation_schema(text_limit=8)
 
@@ -63,25 +68,61 @@ def test_greedy_decoding_ignores_the_seed(tiny_model: tuple[Any, Any]) -> None:
     assert run(tiny_model, temperature=0.0, seed=1).text == run(tiny_model, temperature=0.0).text
 
 
-def test_large_images_are_scaled_down_to_the_pixel_cap() -> None:
-    capped = cap_pixels(Image.new("L", (4000, 3000)), max_pixels=448 * 448)
+def test_the_model_geometry_is_the_setting_within_the_processors_limits(
+    tiny_model: tuple[Any, Any],
+) -> None:
+    _, processor = tiny_model
 
-    assert capped.mode == "RGB"
-    assert capped.width * capped.height <= 448 * 448
-    assert abs(capped.width / capped.height - 4 / 3) < 0.01
-
-
-def test_small_images_are_left_alone() -> None:
-    image = noise_image(1)
-
-    assert cap_pixels(image, max_pixels=448 * 448) is image
+    # The tiny checkpoint's processor: 16-px patches merged 2x2, 4096 to 65536 pixels.
+    assert model_geometry(processor, 448 * 448) == ModelGeometry(65_536, 32, 4_096)
+    assert model_geometry(processor, 128 * 128) == ModelGeometry(16_384, 32, 4_096)
+    with pytest.raises(ConfigError, match="ADVISOR_MODEL_IMAGE_PIXELS=1024 is below"):
+        model_geometry(processor, 32 * 32)
 
 
-def test_the_pixel_cap_bounds_the_prompt(tiny_model: tuple[Any, Any]) -> None:
-    big = run(tiny_model, image=noise_image(2, 320, 320), max_tokens=1, max_pixels=320 * 320)
-    capped = run(tiny_model, image=noise_image(2, 320, 320), max_tokens=1, max_pixels=64 * 64)
+@pytest.mark.parametrize(
+    "size", [(448, 448), (4032, 3024), (3024, 4032), (97, 65), (80, 60), (5000, 30)]
+)
+def test_intake_sizes_pass_the_processor_unchanged_at_one_token_per_32_pixels(
+    tiny_model: tuple[Any, Any], size: tuple[int, int]
+) -> None:
+    _, processor = tiny_model
+    geometry = model_geometry(processor, 448 * 448)
+    image = fit_for_model(Image.new("RGB", size, (90, 30, 60)), geometry)
+    width, height = image.size
 
-    # 64x64 pixels is 4 image tokens; the checkpoint's own cap (65536 pixels) allows 64.
+    grid = processor.image_processor(images=[image])["image_grid_thw"].tolist()
+
+    assert grid == [[1, height // 16, width // 16]]  # the processor did not resize it
+    tokens = image_tokens(width, height, geometry)
+    assert tokens == grid[0][1] * grid[0][2] // 4 == width * height // 1024
+    assert tokens == estimate_num_image_tokens(processor, height, width)
+
+
+@pytest.mark.parametrize(("size", "tokens"), [((448, 448), 196), ((4032, 3024), 192)])
+def test_the_default_budget_costs_about_196_tokens_on_qwen3_vls_own_processor_settings(
+    size: tuple[int, int], tokens: int
+) -> None:
+    # Qwen3-VL-4B's preprocessor_config: 16-px patches, merge 2, 65,536 to 16,777,216 pixels.
+    real = SimpleNamespace(image_processor=Qwen3VLImageProcessor(
+        patch_size=16, merge_size=2, min_pixels=65_536, max_pixels=16_777_216
+    ))  # fmt: skip
+    geometry = model_geometry(real, 448 * 448)
+    image = fit_for_model(Image.new("RGB", size), geometry)
+
+    grid = real.image_processor(images=[image])["image_grid_thw"].tolist()
+
+    assert grid == [[1, image.height // 16, image.width // 16]]
+    assert image_tokens(*image.size, geometry) == grid[0][1] * grid[0][2] // 4 == tokens
+
+
+def test_the_prompt_grows_by_exactly_the_image_tokens(tiny_model: tuple[Any, Any]) -> None:
+    _, processor = tiny_model
+    full, small = model_geometry(processor, 448 * 448), ModelGeometry(64 * 64, 32, 4_096)
+    big = run(tiny_model, image=fit_for_model(noise_image(2, 320, 320), full), max_tokens=1)
+    capped = run(tiny_model, image=fit_for_model(noise_image(2, 320, 320), small), max_tokens=1)
+
+    # 256x256 is the tiny checkpoint's cap (64 tokens); 64x64 is 4.
     assert big.prompt_tokens - capped.prompt_tokens == 64 - 4
 
 

@@ -31,6 +31,12 @@ def photo(seed: int) -> bytes:
     return buffer.getvalue()
 
 
+def gif() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 0, 0)).save(buffer, format="GIF")
+    return buffer.getvalue()
+
+
 def png_bomb(side: int = 20000) -> bytes:
     """A valid PNG header claiming side x side pixels, with a tiny compressed body."""
 
@@ -119,6 +125,11 @@ def test_jobs_on_two_variants_succeed_on_the_queue_their_row_names(
         else:
             assert job.adapter_fingerprint is None
         assert job.prompt_tokens and job.output_tokens and job.inference_ms is not None
+        # photo(i) is 96x64: whole 32-px patches already, so the model got it as it is.
+        assert job.photo is not None and job.photo["format"] == "JPEG"
+        assert (job.photo["width"], job.photo["height"]) == (96, 64)
+        assert (job.model_image_width, job.model_image_height, job.image_tokens) == (96, 64, 6)
+        assert job.prompt_version == "1+capture"
     assert fingerprints.get("fine_tuned") is None or len(fingerprints["fine_tuned"]) == 64
     with engine_for(settings.resolved_database_url).connect() as conn:
         rows = conn.execute(
@@ -140,6 +151,7 @@ def test_bad_inputs_fail_their_jobs_clearly_and_the_worker_stays_up(
         "corrupt": ("ansel", b"\xff\xd8\xff not really a jpeg", ErrorKind.INVALID_IMAGE),
         "empty": ("ansel", b"", ErrorKind.INVALID_IMAGE),
         "bomb": ("ansel", png_bomb(), ErrorKind.INVALID_IMAGE),
+        "gif": ("ansel", gif(), ErrorKind.UNSUPPORTED_FORMAT),
         "outside": ("ansel", None, ErrorKind.INVALID_IMAGE),
         "advisor": ("nobody", photo(2), ErrorKind.UNKNOWN_ADVISOR),
     }
@@ -175,6 +187,7 @@ def test_bad_inputs_fail_their_jobs_clearly_and_the_worker_stays_up(
     assert "outside the allowed roots" in repo.get(ids["outside"]).error
     assert "known advisors" in repo.get(ids["advisor"]).error
     assert "pixels" in repo.get(ids["bomb"]).error
+    assert "GIF is not accepted; send one of: JPEG" in repo.get(ids["gif"]).error
     broken = repo.get(missing_fields.id)
     assert (broken.status, broken.error_kind) == (Status.FAILED, ErrorKind.INVALID_REQUEST)
     assert "advisor" in broken.error

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from jobs.errors import InvalidImage
-from jobs.images import Limits, confine, decode_base64, read_path, verify
+from jobs.errors import InvalidImage, UnsupportedFormat
+from jobs.images import Limits, ModelGeometry, confine, decode_base64, read_path, verify
 
-LIMITS = Limits(max_bytes=50_000, max_pixels=1_000_000, max_side=512)
+LIMITS = Limits(max_bytes=50_000, max_pixels=1_000_000)
+GEOMETRY = ModelGeometry(448 * 448)
 
 
 def png(width: int = 40, height: int = 30) -> bytes:
@@ -95,34 +96,34 @@ def test_invalid_base64_is_named() -> None:
 
 def test_too_many_pixels_are_refused_with_the_setting_to_change() -> None:
     with pytest.raises(InvalidImage, match=r"1001x1000 = 1001000 pixels.*MAX_IMAGE_PIXELS"):
-        verify(png(1001, 1000), Limits(10_000_000, 1_000_000, 512))
+        verify(png(1001, 1000), Limits(10_000_000, 1_000_000), GEOMETRY)
 
 
 def test_a_decompression_bomb_is_refused_from_its_header_alone() -> None:
     bomb = png_bomb()
     assert len(bomb) < 5_000
     with pytest.raises(InvalidImage, match=r"too many pixels.*900000000 pixels.*limit is 1000000"):
-        verify(bomb, LIMITS)
+        verify(bomb, LIMITS, GEOMETRY)
 
 
 def test_bytes_that_are_no_image_get_a_message_without_object_addresses() -> None:
-    with pytest.raises(InvalidImage) as info:
-        verify(b"this is a text file, not a photo", LIMITS)
-    assert "not recognised (32 bytes); send a JPEG, PNG or WebP" in str(info.value)
+    with pytest.raises(UnsupportedFormat) as info:
+        verify(b"this is a text file, not a photo", LIMITS, GEOMETRY)
+    assert "not recognised (32 bytes); send one of: JPEG, PNG, WebP, HEIC/HEIF" in str(info.value)
     assert "0x" not in str(info.value)
 
 
 def test_a_truncated_image_is_refused_as_undecodable() -> None:
     with pytest.raises(InvalidImage, match="cannot be decoded"):
-        verify(png(200, 200)[:-40], LIMITS)
+        verify(png(200, 200)[:-40], LIMITS, GEOMETRY)
 
 
 def test_an_empty_image_is_refused() -> None:
     with pytest.raises(InvalidImage, match="empty"):
-        verify(b"", LIMITS)
+        verify(b"", LIMITS, GEOMETRY)
 
 
 def test_a_good_image_reports_its_size_format_and_digest() -> None:
-    checked = verify(png(), LIMITS)
-    assert (checked.width, checked.height, checked.format) == (40, 30, "PNG")
+    checked = verify(png(), LIMITS, GEOMETRY)
+    assert (checked.photo.width, checked.photo.height, checked.photo.format) == (40, 30, "PNG")
     assert checked.ref == f"sha256:{checked.sha256}" and checked.is_stored

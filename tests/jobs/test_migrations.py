@@ -67,3 +67,19 @@ def test_constraint_names_are_deterministic(migrated_url: str) -> None:
     uniques = inspect(engine_for(migrated_url)).get_unique_constraints("jobs")
     assert [u["name"] for u in uniques] == ["uq_jobs_idempotency_key"]
     assert Base.metadata.tables.keys() == EXPECTED_TABLES
+
+
+def test_the_photo_intake_revision_adds_and_removes_its_columns(database_url: str) -> None:
+    added = {"photo", "prompt_version", "model_image_width", "model_image_height", "image_tokens"}
+
+    def columns() -> set[str]:
+        return {c["name"] for c in inspect(engine_for(database_url)).get_columns("jobs")}
+
+    migrate.upgrade(database_url, "0001")
+    assert not added & columns()
+    migrate.upgrade(database_url)
+    assert added <= columns()
+    migrate.downgrade(database_url, "0001")
+    assert not added & columns()
+    migrate.upgrade(database_url)
+    migrate.check(database_url)

@@ -9,7 +9,7 @@ import pytest
 
 from jobs.contracts import Assignment, ErrorKind, ModelUsed, Status
 from jobs.db import engine_for
-from jobs.repository import NewJob, Outcome, Repository, StartOutcome
+from jobs.repository import ModelInput, NewJob, Outcome, Repository, StartOutcome
 
 LEASE = 30.0
 
@@ -60,6 +60,23 @@ def test_a_job_goes_queued_running_succeeded(repo: Repository) -> None:
     assert done.status == Status.SUCCEEDED
     assert done.llm_outputs == {"overall_score": 5.0}
     assert done.completed_at is not None and done.completed_at.tzinfo is not None
+
+
+def test_the_photo_is_stored_at_submit_and_the_model_input_by_its_worker(
+    repo: Repository,
+) -> None:
+    submitted = {"format": "HEIF", "width": 3024, "height": 4032, "capture": {"iso": 64}}
+    job_id = create(repo, photo=submitted)
+    assert repo.get(job_id).photo == submitted
+    seen = {**submitted, "orientation_applied": 6}
+    model_input = ModelInput(seen, "1+capture", 384, 512, 192)
+    start(repo, job_id, "w1")
+
+    assert not repo.attach_model_input(job_id, "w2", model_input)
+    assert repo.attach_model_input(job_id, "w1", model_input)
+    job = repo.get(job_id)
+    assert (job.photo, job.prompt_version) == (seen, "1+capture")
+    assert (job.model_image_width, job.model_image_height, job.image_tokens) == (384, 512, 192)
 
 
 def test_model_used_follows_the_seed_vocabulary(repo: Repository) -> None:

@@ -81,3 +81,22 @@ def test_urls_are_masked_for_logs() -> None:
         == "postgresql+psycopg://app:***@db/advisor"
     )
     assert "s3cret" not in mask_url("amqp://guest:s3cret@rabbit//")
+
+
+def test_the_removed_image_side_setting_stops_the_boot_naming_its_successor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ADVISOR_MAX_IMAGE_SIDE", "1024")
+    with pytest.raises(ValidationError, match="ADVISOR_MAX_IMAGE_SIDE is gone.*MODEL_IMAGE_PIXELS"):
+        Settings()
+
+
+def test_the_model_image_budget_and_capture_prompt_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert (Settings().model_image_pixels, Settings().prompt_capture) == (448 * 448, True)
+    monkeypatch.setenv("ADVISOR_MODEL_IMAGE_PIXELS", "401408")
+    monkeypatch.setenv("ADVISOR_PROMPT_CAPTURE", "false")
+    assert (Settings().model_image_pixels, Settings().prompt_capture) == (401_408, False)
+    with pytest.raises(ValidationError, match="model_image_pixels"):
+        Settings(model_image_pixels=100)

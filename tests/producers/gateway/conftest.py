@@ -137,6 +137,8 @@ def stack_env(root: Path, model_dir: Path, database_url: str, broker_url: str) -
             "ADVISOR_WEIGHTS_CACHE_SECONDS": "0",
             "ADVISOR_GATEWAY_TOKEN": TOKEN,
             "ADVISOR_GATEWAY_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+            # Workers save what the model got (pixels and prompt) for the photo tests to read.
+            "ADVISOR_MODEL_INPUT_DIR": str(root / "model-inputs"),
         }
     )
 
