@@ -17,7 +17,7 @@ from bench import machine, report, submit
 from bench.stats import Section
 from bench.targets import DEFAULT_POSTGRES_ADMIN, DEFAULT_REDIS, Target
 
-SECTIONS = ("submit", "serving", "scaling", "decoding", "lora")
+SECTIONS = ("submit", "serving", "scaling", "batching", "decoding", "lora")
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class Plan:
     submit_repeats: int
     serving: dict[str, int]  # model size -> jobs
     scaling: dict[str, tuple[int, int]]  # model size -> (jobs, repeats)
+    batching: dict[str, tuple[list[int], int]]  # model size -> (values of B, jobs per row)
     decoding: list[str]
     decoding_repeats: int
     lora: list[str]
@@ -42,6 +43,7 @@ PLANS = {
         submit_repeats=3,
         serving={"tiny": 5, "medium": 1},
         scaling={"tiny": (20, 2)},
+        batching={"tiny": ([1, 2, 4, 8], 2)},
         decoding=["tiny"],
         decoding_repeats=3,
         lora=["tiny"],
@@ -54,6 +56,7 @@ PLANS = {
         submit_repeats=5,
         serving={"tiny": 10, "medium": 4},
         scaling={"tiny": (40, 3), "medium": (4, 1)},
+        batching={"medium": ([1, 2, 4, 8], 1)},
         decoding=["tiny", "medium"],
         decoding_repeats=4,
         lora=["tiny", "medium"],
@@ -92,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import mlx.core as mx
 
-    from bench import adapters, decoding, scaling, serving
+    from bench import adapters, batching, decoding, scaling, serving
 
     mode = "quick" if args.quick else "full"
     plan = PLANS[mode]
@@ -122,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                                         plan.submit_repeats)])  # fmt: skip
     timed("serving", lambda: list(serving.run(served, workdir, plan.serving)))
     timed("scaling", lambda: [scaling.run(served, workdir, plan.scaling)])
+    timed("batching", lambda: [batching.run(served, workdir, size, batches, per_row)
+                               for size, (batches, per_row) in plan.batching.items()])  # fmt: skip
     timed("decoding", lambda: [decoding.run(workdir, plan.decoding, plan.decoding_repeats)])
     timed(
         "lora",

@@ -126,6 +126,8 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "ADVISOR_DATABASE_URL": settings.resolved_database_url,
         "ADVISOR_BROKER_URL": settings.resolved_broker_url,
         "ADVISOR_DATA_DIR": str(settings.data_dir.expanduser().resolve()),
+        # Pinned: each plist says how many analyses its process generates at once.
+        "ADVISOR_WORKER_BATCH": str(settings.worker_batch),
     }
     # The registry this shell finds, pinned; none found: the worker looks where this shell did.
     registry = find_registry(settings).path
@@ -234,6 +236,15 @@ def launchd_main(args: argparse.Namespace) -> int:
     print(f"{len(files)} worker plist(s) for variant {args.variant} in {out}: "
           f"{len(new)} new, {len(changed)} changed, {len(files) - len(new) - len(changed)} "
           f"unchanged; logs in {log_dir}")  # fmt: skip
+    batch = settings.worker_batch
+    print(
+        f"{args.count} process(es) x ADVISOR_WORKER_BATCH={batch} = {args.count * batch} "
+        f"analyses at once, {args.count} cop{'y' if args.count == 1 else 'ies'} of the model"
+    )
+    if args.count > 1:
+        print("note: on one Mac, one process with a larger ADVISOR_WORKER_BATCH serves more "
+              "per GB than several processes (each holds its own weights); see README, "
+              "Worker throughput", file=sys.stderr)  # fmt: skip
     print(f"broker {mask_url(settings.resolved_broker_url)}, "
           f"database {mask_url(settings.resolved_database_url)}")  # fmt: skip
     if settings.is_embedded:

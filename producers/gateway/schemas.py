@@ -179,6 +179,10 @@ class QueueHealth(BaseModel):
     variant: str
     live_workers: int | None = Field(description="workers with a fresh heartbeat (null: unknown)")
     depth: int | None = Field(description="messages waiting in the broker (null: unknown)")
+    slots: int | None = Field(
+        default=None, description="analyses the live workers generate at once (sum of their B)"
+    )
+    slots_in_use: int | None = Field(default=None, description="of those, holding a job now")
 
 
 class HealthReport(BaseModel):

@@ -58,10 +58,15 @@ def health(gateway: Gateway) -> HealthReport:
     pairs = queues_of(gateway.registry)
     broker = check_broker(gateway.broker, settings.resolved_broker_url, [q for _v, q in pairs])
     live: Counter[str] | None = None
+    slots: Counter[str] = Counter()
+    busy: Counter[str] = Counter()
     if database.ok:
         try:
             workers = gateway.repository.live_workers(settings.worker_live_window)
             live = Counter(w.variant for w in workers)
+            for w in workers:
+                slots[w.variant] += w.slots or 1  # rows from before batching: one at a time
+                busy[w.variant] += w.slots_in_use or 0
         except SQLAlchemyError as exc:
             database = DependencyHealth(ok=False, detail=summary(exc, typed=True, limit=300))
     queues = [
@@ -70,6 +75,8 @@ def health(gateway: Gateway) -> HealthReport:
             variant=variant,
             live_workers=live[variant] if live is not None else None,
             depth=broker.depths.get(queue),
+            slots=slots[variant] if live is not None else None,
+            slots_in_use=busy[variant] if live is not None else None,
         )  # fmt: skip
         for variant, queue in pairs
     ]

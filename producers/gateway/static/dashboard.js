@@ -82,6 +82,7 @@ function renderTables(data) {
     row.dataset.queue = q.queue;
     cell(row, q.queue);
     cell(row, q.live_workers === null ? "?" : String(q.live_workers));
+    cell(row, q.slots === null || q.slots === undefined ? "?" : q.slots_in_use + " / " + q.slots);
     cell(row, q.depth === null ? "?" : String(q.depth));
     cell(row, String(f.succeeded));
     cell(row, String(f.failed));

@@ -192,6 +192,9 @@ def test_launchd_command_writes_private_plists_and_prints_what_to_run(
         assert (
             job["EnvironmentVariables"]["ADVISOR_BROKER_URL"] == launchd_env["ADVISOR_BROKER_URL"]
         )
+        # Each plist pins how many analyses its process generates at once.
+        assert job["EnvironmentVariables"]["ADVISOR_WORKER_BATCH"] == "4"
+    assert "2 process(es) x ADVISOR_WORKER_BATCH=4 = 8 analyses at once" in printed
     assert "pw@" not in printed  # URLs are masked on screen
     # Down to one: nothing to start, the surplus worker is stopped (warm) and removed.
     printed = _run_launchd(out, 1, capsys)

@@ -83,8 +83,12 @@ def test_the_dashboard_draws_every_chart_from_live_data(stack: Stack, tmp_path: 
     assert attribute(dom, "chart-failures", "data-rendered") == str(len(finished_variants))
     assert attribute(dom, "status", "class") == "pill ok"
     for queue in ("advisor.base", "advisor.fine_tuned"):
-        row = re.search(rf'<tr data-queue="{queue}"><td>{queue}</td><td>(\d+)</td>', dom)
+        row = re.search(
+            rf'<tr data-queue="{queue}"><td>{queue}</td><td>(\d+)</td><td>(\d+) / (\d+)</td>', dom
+        )
         assert row is not None and row.group(1) == "1", f"{queue} row: {dom[-2000:]}"
+        # One live worker of the default batch: 4 slots, none busy once its jobs are done.
+        assert (row.group(2), row.group(3)) == ("0", "4"), row.group(0)
     assert re.search(r"<td>ansel</td><td><div class=\"weights\">", dom)
 
     SCREENSHOT.parent.mkdir(exist_ok=True)
