@@ -141,3 +141,26 @@ def test_flower_refuses_requests_without_the_right_basic_auth(env: Env, tmp_path
     assert wrong.status_code == 401
     assert page.status_code == 401
     assert allowed.status_code == 200
+
+
+def test_flower_shows_a_batching_workers_four_analyses_running_at_once(
+    env: Env, tmp_path: Path
+) -> None:
+    # Long outputs, so the four rows are seen started together before any finishes.
+    env.values.update({"ADVISOR_WORKER_BATCH": "4", "ADVISOR_TEXT_LIMIT": "160",
+                       "ADVISOR_MAX_OUTPUT_TOKENS": "2400"})  # fmt: skip
+    settings = settings_of(env)
+    repo = Repository(engine_for(settings.resolved_database_url))
+    with running_flower(env, tmp_path) as url, running_workers(env, ["base"], tmp_path) as [w]:
+        with Client(settings) as client:
+            ids = [h.id for h in client.submit_many(
+                [SubmitItem(photo(i), "ansel", variant="base") for i in range(4)]
+            )]  # fmt: skip
+
+        def started(body: dict[str, Any]) -> list[dict[str, Any]]:
+            return [t for t in body.values() if any(j in (t["kwargs"] or "") for j in ids)
+                    and t["state"] == "STARTED"]  # fmt: skip
+
+        running = started(poll(url, "/api/tasks", lambda b: len(started(b)) == 4, timeout=90))
+        wait_until_final(repo, ids, timeout=180)
+    assert {t["worker"] for t in running} == {f"base-{w.proc.pid}@{socket.gethostname()}"}
