@@ -13,6 +13,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 from jobs.errors import (
+    CallbackRefused,
     InvalidImage,
     InvalidWeights,
     JobNotFound,
@@ -20,7 +21,7 @@ from jobs.errors import (
     UnknownVariant,
     summary,
 )
-from producers.errors import InvalidSubmission, PublishFailed
+from producers.errors import InvalidSubmission, JobFinished, PublishFailed
 from producers.gateway.errors import GatewayError, RolloutsDisabled, Unauthorized
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,8 @@ FOREIGN: tuple[tuple[type[Exception], int, str], ...] = (
     (UnknownAdvisor, 422, "unknown_advisor"),
     (UnknownVariant, 422, "unknown_variant"),
     (InvalidSubmission, 422, "invalid_submission"),
+    (CallbackRefused, 422, "callback_refused"),
+    (JobFinished, 409, "job_finished"),
     (InvalidWeights, 422, "invalid_weights"),
     (PublishFailed, 503, "broker_unavailable"),
     (OperationalError, 503, "database_unavailable"),
@@ -76,7 +79,9 @@ async def _foreign(_request: Request, exc: Exception) -> JSONResponse:
             if code == "database_unavailable":
                 logger.warning("database error: %s", message)
                 message = f"Database unavailable or not migrated: {message}"
-            return problem(status, code, message, _headers_for(status, exc))
+            # A 409 names the status the job ended with, for programs as well as people.
+            extra = {"job_status": exc.status} if isinstance(exc, JobFinished) else {}
+            return problem(status, code, message, _headers_for(status, exc), **extra)
     return await _internal(_request, exc)
 
 
