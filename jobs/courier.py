@@ -138,19 +138,22 @@ class Courier:
 
     def deliver_job(self, job_id: str) -> DeliveryRound:
         """The job's due notices: what a worker calls once the outcome is committed."""
-        return self._deliver(self.store.claim_due(lease_seconds=self.lease_seconds, job_id=job_id))
+        claimed = self.store.claim_due(lease_seconds=self.lease_seconds, job_id=job_id)
+        return self._deliver(claimed, self.sender)
 
-    def deliver_due(self, limit: int = 100) -> DeliveryRound:
-        """Every due notice (first sends a dead worker left, and retries): the sweep's step."""
-        return self._deliver(self.store.claim_due(lease_seconds=self.lease_seconds, limit=limit))
+    def deliver_due(self, limit: int = 100, *, by: str | None = None) -> DeliveryRound:
+        """Every due notice (first sends a dead worker left, and retries): the sweep's step.
+        `by` names the sender in the attempt log (default: this courier's)."""
+        claimed = self.store.claim_due(lease_seconds=self.lease_seconds, limit=limit)
+        return self._deliver(claimed, by or self.sender)
 
-    def _deliver(self, claimed: list[tuple[Delivery, Job]]) -> DeliveryRound:
+    def _deliver(self, claimed: list[tuple[Delivery, Job]], by: str) -> DeliveryRound:
         done = DeliveryRound()
         for delivery, job in claimed:
             started = time.perf_counter()
             result = self._send(delivery, job)
             attempt = {
-                "at": utcnow().isoformat(), "by": self.sender, "ok": result.ok,
+                "at": utcnow().isoformat(), "by": by, "ok": result.ok,
                 "status_code": result.status_code, "error": result.error,
                 "ms": int((time.perf_counter() - started) * 1000),
             }  # fmt: skip

@@ -98,7 +98,9 @@ class Client:
         """Sends due outcome notices (the sweep's step; `advisor deliveries retry`)."""
         if self._courier is None:
             self._courier = Courier(
-                self.settings, self.deliveries, sender=f"{socket.gethostname()}:{os.getpid()}"
+                self.settings,
+                self.deliveries,
+                sender=f"producer {socket.gethostname()}:{os.getpid()}",
             )
         return self._courier
 

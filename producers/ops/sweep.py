@@ -16,6 +16,8 @@ A duplicate message is harmless: the worker's guarded start drops it.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -41,6 +43,9 @@ from producers.outbox import Outbox
 from producers.publisher import Publisher
 
 logger = logging.getLogger(__name__)
+
+# Who sent a notice, as its attempt log shows it.
+SWEEP_SENDER = f"sweep {socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass
@@ -116,7 +121,7 @@ class Sweeper:
             logger.warning("Sweep could not publish: %s", exc)
         if self.courier is not None:
             try:
-                report.deliveries = self.courier.deliver_due(limit)
+                report.deliveries = self.courier.deliver_due(limit, by=SWEEP_SENDER)
             except SQLAlchemyError as exc:
                 # Claimed ones not recorded go out again once their claim lapses.
                 report.delivery_error = summary(exc, typed=True, limit=300)
@@ -163,7 +168,7 @@ def register_sweep_task(app: Celery, settings: Settings) -> Any:
         engine = engine_for(settings.resolved_database_url)
         repository = Repository(engine)
         publisher = Publisher(settings)
-        courier = Courier(settings, DeliveryStore(engine), sender=f"sweep task {app.main}")
+        courier = Courier(settings, DeliveryStore(engine), sender=SWEEP_SENDER)
         try:
             sweeper = Sweeper(
                 settings, repository, Outbox(repository, publisher), publisher.app, courier
