@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -198,3 +201,49 @@ def test_a_receiver_that_never_answers_fails_within_the_time_out() -> None:
     assert time.monotonic() - started < 2
     closed = sender.post(f"http://127.0.0.1:{port}/", b"{}", "d-6")
     assert not closed.ok and "Connection" in (closed.error or "")
+
+
+def test_https_checks_the_certificate_against_the_urls_name_not_the_address(
+    tmp_path: Path,
+) -> None:
+    cert, key = self_signed(tmp_path, "hooks.test")
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+    receiver = Receiver()
+    receiver.server.socket = served.wrap_socket(receiver.server.socket, server_side=True)
+    trusted = ssl.create_default_context(cafile=str(cert))
+    try:
+        policy = CallbackPolicy(("hooks.test", "other.test"), fixed("127.0.0.1"))
+        sender = WebhookSender(policy, SECRET, timeout=2, tls=trusted)
+        assert sender.post(f"https://hooks.test:{receiver.port}/h", b"{}", "d-7").ok
+        wrong = sender.post(f"https://other.test:{receiver.port}/h", b"{}", "d-8")
+        assert not wrong.ok and "CERTIFICATE_VERIFY_FAILED" in (wrong.error or "")
+    finally:
+        receiver.close()
+    assert len(receiver.requests) == 1
+
+
+def self_signed(root: Path, name: str) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_path, key_path = root / "cert.pem", root / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ))  # fmt: skip
+    return cert_path, key_path
