@@ -198,11 +198,12 @@ class BatchScheduler:
 
     # -- any thread ------------------------------------------------------------------
 
-    def submit(self, job: GenerationJob) -> Ticket:
-        """Queue a job for the next free slot; wait on `ticket.result()`."""
+    def submit(self, job: GenerationJob, *, cancel: threading.Event | None = None) -> Ticket:
+        """Queue a job for the next free slot; wait on `ticket.result()`. `cancel`, when
+        given, is the ticket's cancel flag (the caller's own, set from any thread)."""
         if self._stopping.is_set():
             raise WorkerError("The batch scheduler is stopping and takes no new work")
-        ticket = Ticket(job)
+        ticket = Ticket(job) if cancel is None else Ticket(job, cancel=cancel)
         self._requests.put(ticket)
         return ticket
 

@@ -124,18 +124,22 @@ def _run(variant_name: str) -> int:
     from advisor_worker import prompts
     from advisor_worker.celery_app import app, bind_runtime
     from advisor_worker.heartbeat import Heartbeat
+    from advisor_worker.notices import NoticeThread
     from advisor_worker.slots import MIB
     from advisor_worker.watchdog import Watchdog
     from jobs.advisors import get_persona, personas
     from jobs.analysis import generation_schema
     from jobs.contracts import queue_for
+    from jobs.courier import Courier
     from jobs.db import engine_for
+    from jobs.deliveries import DeliveryStore
     from jobs.errors import ConfigError
     from jobs.repository import Repository
 
     settings = get_settings()
     registry = _registry()
-    repo = Repository(engine_for(settings.resolved_database_url))
+    engine = engine_for(settings.resolved_database_url)
+    repo = Repository(engine)
     provider = _provider_for(registry, variant_name)
     # Only now: the runtime imports mlx, which must come after OpenBLAS is loaded.
     from advisor_worker.runtime import WorkerRuntime
@@ -191,7 +195,11 @@ def _run(variant_name: str) -> int:
     # Solo and thread pools have no hard limit of their own (it needs a child process).
     watchdog = Watchdog(settings.task_time_limit)
     watchdog.start()
-    bind_runtime(WorkerRuntime(settings, repo, provider, loaded, heartbeat, watchdog, scheduler))
+    notices = NoticeThread(Courier(settings, DeliveryStore(engine), sender=f"worker {name}"))
+    notices.start()
+    bind_runtime(
+        WorkerRuntime(settings, repo, provider, loaded, heartbeat, watchdog, scheduler, notices)
+    )
     # No prefork: MLX state must not cross a fork, and one process serves one model. B > 1:
     # B threads each hold one unacknowledged message and feed its job to the MLX thread.
     pool = ["--pool=solo"] if batch == 1 else ["--pool=threads", f"--concurrency={batch}"]
@@ -203,6 +211,7 @@ def _run(variant_name: str) -> int:
     finally:
         bind_runtime(None)
         watchdog.stop()
+        notices.stop(timeout=4 * settings.webhook_timeout)
         heartbeat.stop()
         provider.close()
     return 0

@@ -32,8 +32,10 @@ _TICK_SECONDS = 0.25
 @dataclass
 class _Tracked:
     tokens: Callable[[], int]
+    on_cancel: Callable[[], None] | None = None
     written: int = 0
     written_at: float = 0.0
+    is_cancelled: bool = False
 
 
 class Heartbeat:
@@ -42,6 +44,8 @@ class Heartbeat:
     Every `interval` seconds it upserts the worker's row (slots in use included) and renews
     the lease of every job it holds; between beats it writes each job's token progress,
     read from a counter the MLX thread updates, so generation itself never waits on I/O.
+    Every tick (0.25 s) it also asks whether any held job has a cancel request, and tells
+    that job through its `on_cancel` (which sets a flag the MLX thread checks each step).
     """
 
     def __init__(
@@ -71,10 +75,16 @@ class Heartbeat:
         self.beat()
         self._thread.start()
 
-    def track(self, job_id: str, tokens: Callable[[], int]) -> None:
-        """Hold `job_id` (lease renewed each beat); `tokens()` reads its output count."""
+    def track(
+        self,
+        job_id: str,
+        tokens: Callable[[], int],
+        on_cancel: Callable[[], None] | None = None,
+    ) -> None:
+        """Hold `job_id` (lease renewed each beat); `tokens()` reads its output count;
+        `on_cancel()` is called once, on this thread, when a cancel of the job is seen."""
         with self._lock:
-            self._jobs[job_id] = _Tracked(tokens)
+            self._jobs[job_id] = _Tracked(tokens, on_cancel)
 
     def untrack(self, job_id: str) -> None:
         with self._lock:
@@ -111,6 +121,20 @@ class Heartbeat:
             ):
                 self._write_progress(job_id, tracked)
 
+    def check_cancels(self) -> None:
+        """One indexed read for the held jobs; each newly cancelled one is told once."""
+        with self._lock:
+            watched = {j: t for j, t in self._jobs.items() if t.on_cancel and not t.is_cancelled}
+        if not watched:
+            return
+        for job_id, requested_at in self.repo.cancel_requests(list(watched)).items():
+            tracked = watched[job_id]
+            tracked.is_cancelled = True
+            logger.info("Job %s: cancel requested at %s; stopping it", job_id,
+                        requested_at.isoformat())  # fmt: skip
+            assert tracked.on_cancel is not None
+            tracked.on_cancel()
+
     def _write_progress(self, job_id: str, tracked: _Tracked) -> None:
         tokens = tracked.tokens()
         self.repo.record_progress(job_id, self.worker, tokens, lease_seconds=self.lease_seconds)
@@ -125,6 +149,7 @@ class Heartbeat:
                     self.beat()
                 else:
                     self.write_due_progress()
+                self.check_cancels()
             except SQLAlchemyError as exc:
                 # The database may be briefly away; the next tick tries again.
                 logger.warning(

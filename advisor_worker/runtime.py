@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ from advisor_worker.batching import BatchScheduler, GenerationJob, Ticket
 from advisor_worker.errors import GenerationCancelled, GenerationTimeout, InvalidOutput, WorkerError
 from advisor_worker.generation import GenerationResult
 from advisor_worker.heartbeat import Heartbeat
+from advisor_worker.notices import NoticeThread
 from advisor_worker.provider import LoadedVariant, ModelProvider
 from advisor_worker.watchdog import Watchdog
 from jobs.advisors import get_persona
@@ -55,11 +57,13 @@ class BadRequest(Exception):
 
 
 class _Progress:
-    """A running job's output-token count, written on the MLX thread, read by the heartbeat."""
+    """A running job's output-token count, written on the MLX thread, read by the heartbeat,
+    and its cancel flag, set by the heartbeat, read by the MLX thread after every step."""
 
     def __init__(self) -> None:
         self.tokens = 0
         self.ticket: Ticket | None = None
+        self.cancel = threading.Event()
 
     def set(self, tokens: int) -> None:
         self.tokens = tokens
@@ -85,6 +89,8 @@ class WorkerRuntime:
     watchdog: Watchdog | None = None
     # B > 1: the continuous batch on the MLX thread; None: one job at a time (solo pool).
     scheduler: BatchScheduler | None = None
+    # Sends a handled job's due outcome notices; None: the sweep sends them all.
+    notices: NoticeThread | None = None
 
     @property
     def worker(self) -> str:
@@ -106,7 +112,11 @@ class WorkerRuntime:
             soft = float(self.settings.soft_time_limit)
             if soft_limit is not None and soft_limit > 0:
                 soft = min(soft, soft_limit)
-            return self._handle(payload, retry_until, soft)
+            result = self._handle(payload, retry_until, soft)
+        if self.notices is not None and isinstance(job_id, str) and job_id:
+            # Whatever ended the job (or ended it earlier, if its notices are still due).
+            self.notices.hand_off(job_id)
+        return result
 
     @contextmanager
     def _armed(self, label: str) -> Iterator[float]:
@@ -148,7 +158,7 @@ class WorkerRuntime:
             logger.info("Job %s not started: %s", job_id, outcome.value)
             return outcome.value
         progress = _Progress()
-        self.heartbeat.track(job_id, progress.read)
+        self.heartbeat.track(job_id, progress.read, on_cancel=progress.cancel.set)
         try:
             return _Job(self, job_id, request, retry_until, soft_limit, progress).run()
         finally:
@@ -162,20 +172,30 @@ class WorkerRuntime:
     def generate(self, job: GenerationJob, progress: _Progress) -> GenerationResult:
         """One job's generation: a row of the running batch, or alone on the MLX thread."""
         if self.scheduler is not None:
-            progress.ticket = self.scheduler.submit(job)
+            progress.ticket = self.scheduler.submit(job, cancel=progress.cancel)
             return progress.ticket.result()
-        deadline = job.deadline
-        return self.provider.generate(
-            job.image,
-            job.system_prompt,
-            job.user_text,
-            schema=job.schema,
-            max_tokens=job.max_tokens,
-            temperature=job.temperature,
-            seed=job.seed,
-            on_progress=progress.set,
-            should_stop=None if deadline is None else (lambda: time.monotonic() > deadline),
-        )
+        deadline, cancel = job.deadline, progress.cancel
+        try:
+            return self.provider.generate(
+                job.image,
+                job.system_prompt,
+                job.user_text,
+                schema=job.schema,
+                max_tokens=job.max_tokens,
+                temperature=job.temperature,
+                seed=job.seed,
+                on_progress=progress.set,
+                should_stop=lambda: (
+                    cancel.is_set() or (deadline is not None and time.monotonic() > deadline)
+                ),
+            )
+        except GenerationTimeout as exc:
+            if not cancel.is_set():
+                raise
+            raise GenerationCancelled(
+                f"Cancelled after {exc.output_tokens} output tokens", exc.partial,
+                exc.output_tokens,
+            ) from exc  # fmt: skip
 
     def image_bytes(self, ref: str, retry_until: float) -> tuple[bytes, str | None]:
         """The image's bytes, and its file name when it has one (it helps tell RAW files)."""
@@ -277,10 +297,7 @@ class _Job:
         try:
             result = runtime.generate(job, self.progress)
         except GenerationCancelled as exc:
-            return self._fail(
-                ErrorKind.INTERNAL, f"Generation stopped: {exc}", raw_output=exc.partial,
-                output_tokens=exc.output_tokens, inference_ms=_ms_since(started),
-            )  # fmt: skip
+            return self._cancelled(exc, _ms_since(started))
         except GenerationTimeout as exc:
             message = (
                 f"Soft time limit of {self.soft_limit:g}s reached: {exc}; the partial "
@@ -352,6 +369,19 @@ class _Job:
             lambda: runtime.repo.fail(job_id, kind, message, worker=runtime.worker, **details),
         )
         return kind.value if recorded else self._lost(kind.value)
+
+    def _cancelled(self, exc: GenerationCancelled, inference_ms: int) -> str:
+        """Record the cancel its submitter asked for, with the text generated until then."""
+        runtime, job_id = self.runtime, self.job_id
+        recorded = self._db(
+            f"Recording the cancel of job {job_id}",
+            lambda: runtime.repo.record_cancelled(
+                job_id, runtime.worker, f"Cancelled while generating: {exc}",
+                raw_output=exc.partial, output_tokens=exc.output_tokens,
+                inference_ms=inference_ms,
+            ),
+        )  # fmt: skip
+        return "cancelled" if recorded else self._lost("cancelled")
 
     def _lost(self, result: str) -> str:
         # The guarded write refused: the lease expired and the job went elsewhere (or finished).

@@ -34,9 +34,23 @@ class Status(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
-FINAL_STATUSES = frozenset({Status.SUCCEEDED, Status.FAILED})
+FINAL_STATUSES = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+
+
+class DeliveryKind(StrEnum):
+    """How a finished job's outcome reaches its submitter besides polling."""
+
+    TASK = "task"  # a Celery task published to the submitter's own queue
+    WEBHOOK = "webhook"  # a signed HTTP POST
+
+
+class DeliveryState(StrEnum):
+    PENDING = "pending"  # due once the job is final; sent, or retried after a failure
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"  # refused, or out of attempts; `advisor deliveries retry`
 
 
 class Assignment(StrEnum):

@@ -46,6 +46,10 @@ class BrokerUnreachable(AdvisorError):
     """The broker did not answer; the message names it (password masked) and the cause."""
 
 
+class CallbackRefused(AdvisorError):
+    """A callback URL may not be called: not allowed, not resolvable, or a non-public address."""
+
+
 def summary(exc: BaseException, *, typed: bool = False, limit: int | None = None) -> str:
     """`exc` in one line, for stderr, a log line or an HTTP answer.
 

@@ -41,7 +41,8 @@ class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
         CheckConstraint(
-            "status IN ('queued', 'running', 'succeeded', 'failed')", name="status_known"
+            "status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')",
+            name="status_known",
         ),
         CheckConstraint("assignment IN ('split', 'forced', 'fallback')", name="assignment_known"),
         CheckConstraint("attempts >= 0", name="attempts_non_negative"),
@@ -90,6 +91,43 @@ class Job(Base):
     model_image_width: Mapped[int | None] = mapped_column(Integer)
     model_image_height: Mapped[int | None] = mapped_column(Integer)
     image_tokens: Mapped[int | None] = mapped_column(Integer)
+    # Set by a cancel of a running job; its worker polls for it and stops generating.
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Delivery(Base):
+    """The outbox: one notice of a job's outcome (a task or a webhook), written at submit.
+
+    Due once its job is final; whoever claims it (the job's worker, else the sweep) sends it.
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        CheckConstraint("kind IN ('task', 'webhook')", name="kind_known"),
+        CheckConstraint("state IN ('pending', 'delivered', 'undelivered')", name="state_known"),
+        Index("ix_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
+    )
+
+    # Also the X-Advisor-Delivery header and the task id: receivers dedupe on it.
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    job_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("jobs.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    # The task name or the callback URL; `queue` is the task's queue.
+    target: Mapped[str] = mapped_column(String(2048))
+    queue: Mapped[str | None] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # None: as soon as the job is final; else the next retry, after a failed attempt.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A sender holds the delivery until then; past it, the sweep may take it over.
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    # One entry per attempt: {at, by, ok, status_code, error, ms}.
+    log: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
 
 
 class StoredImage(Base):

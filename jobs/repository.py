@@ -9,20 +9,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from jobs.contracts import (
     FINAL_STATUSES,
     Assignment,
+    DeliveryKind,
+    DeliveryState,
     ErrorKind,
     ModelUsed,
     Status,
     model_used_for,
 )
 from jobs.errors import JobNotFound
-from jobs.models import Job, StoredImage, WorkerHeartbeat
+from jobs.models import Delivery, Job, StoredImage, WorkerHeartbeat
 
 _KEY_CHUNK = 500
 
@@ -36,6 +38,28 @@ def as_utc(moment: datetime | None) -> datetime | None:
     if moment is None or moment.tzinfo is not None:
         return moment
     return moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    """A notice a submit asks for: a task (`target` = task name, with `queue`) or a webhook."""
+
+    kind: DeliveryKind
+    target: str
+    queue: str | None = None
+
+    def values(self, job_id: str, now: datetime) -> dict[str, Any]:
+        return {
+            "id": str(uuid.uuid4()),
+            "job_id": job_id,
+            "kind": self.kind.value,
+            "target": self.target,
+            "queue": self.queue,
+            "state": DeliveryState.PENDING.value,
+            "attempts": 0,
+            "created_at": now,
+            "log": [],
+        }
 
 
 @dataclass(frozen=True)
@@ -56,6 +80,8 @@ class NewJob:
     # variant and assignment alone, a split counting as A/B traffic.
     model_used: ModelUsed | None = None
     photo: dict[str, Any] | None = None  # jobs.images.Photo.to_dict() of the submitted image
+    # Outcome notices, written in the job's own transaction (the outbox).
+    deliveries: tuple[NewDelivery, ...] = ()
 
 
 class StartOutcome(enum.Enum):
@@ -65,6 +91,13 @@ class StartOutcome(enum.Enum):
     POISON = "poison"  # killed its workers too often; now failed
     MISSING = "missing"
     REASSIGNED = "reassigned"  # the row now names another variant (drained): drop the message
+    CANCELLED = "cancelled"  # a cancel was requested while it waited for a new attempt
+
+
+class CancelOutcome(enum.Enum):
+    CANCELLED = "cancelled"  # was queued: now cancelled, never to start
+    REQUESTED = "requested"  # running: its worker stops it within about a second
+    FINISHED = "finished"  # already succeeded, failed or cancelled: nothing to stop
 
 
 @dataclass(frozen=True)
@@ -120,6 +153,7 @@ class Repository:
             known = self._jobs_by_key(conn, keys) if keys else {}
             results: list[tuple[Job, bool]] = []
             rows: list[dict[str, Any]] = []
+            notices: list[dict[str, Any]] = []
             for new in jobs:
                 key = new.idempotency_key
                 if key and key in known:
@@ -130,9 +164,12 @@ class Repository:
                 if key:
                     known[key] = job  # a key repeated within the batch makes one job
                 rows.append(values)
+                notices += [d.values(job.id, now) for d in new.deliveries]
                 results.append((job, True))
             if rows:
                 conn.execute(insert(Job), rows)
+            if notices:
+                conn.execute(insert(Delivery), notices)
         return results
 
     @staticmethod
@@ -263,10 +300,11 @@ class Repository:
         now = utcnow()
         with self.engine.begin() as conn:
             row = conn.execute(
-                select(Job.status, Job.attempts, Job.lease_until, Job.variant, Job.queued_at).where(
-                    Job.id == job_id
-                )
-            ).first()
+                select(
+                    Job.status, Job.attempts, Job.lease_until, Job.variant, Job.queued_at,
+                    Job.cancel_requested_at,
+                ).where(Job.id == job_id)
+            ).first()  # fmt: skip
             if row is None:
                 return StartOutcome.MISSING
             if Status(row.status) in FINAL_STATUSES:
@@ -280,6 +318,14 @@ class Repository:
             if variant is not None:
                 # In the same UPDATE, so a drain between the read and here cannot be missed.
                 startable = and_(startable, Job.variant == variant)
+            if row.cancel_requested_at is not None:
+                # Cancelled while running, then its worker died: it is not started again.
+                res = conn.execute(
+                    update(Job)
+                    .where(Job.id == job_id, startable)
+                    .values(**_cancelled(now, "Cancelled; its last attempt ended with its worker"))
+                )
+                return StartOutcome.CANCELLED if res.rowcount == 1 else StartOutcome.BUSY
             if row.attempts >= max_attempts:
                 res = conn.execute(
                     update(Job)
@@ -394,7 +440,7 @@ class Repository:
 
     def requeue(self, job_id: str, reason: str, *, worker: str | None = None) -> bool:
         """running -> queued: handed back by its worker, or recovered after its lease expired."""
-        guard = [Job.id == job_id, Job.status == Status.RUNNING]
+        guard = [Job.id == job_id, Job.status == Status.RUNNING, Job.cancel_requested_at.is_(None)]
         guard.append(Job.worker == worker if worker is not None else Job.lease_until < utcnow())
         with self.engine.begin() as conn:
             res = conn.execute(
@@ -433,6 +479,74 @@ class Repository:
                     ),
                     lease_until=None,
                 )
+            )
+        return res.rowcount == 1
+
+    # -- cancelling ----------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> tuple[CancelOutcome, Job]:
+        """A queued job is cancelled at once; a running one gets a request its worker polls."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == Status.QUEUED)
+                .values(**_cancelled(now, "Cancelled before it started"))
+            )
+            outcome = CancelOutcome.CANCELLED
+            if res.rowcount == 0:
+                # Started meanwhile, or running already: ask its worker (a repeat keeps the first).
+                res = conn.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.status == Status.RUNNING)
+                    .values(cancel_requested_at=func.coalesce(Job.cancel_requested_at, now))
+                )
+                outcome = CancelOutcome.REQUESTED if res.rowcount == 1 else CancelOutcome.FINISHED
+            row = conn.execute(select(Job).where(Job.id == job_id)).first()
+        if row is None:
+            raise JobNotFound(f"No job {job_id!r}")
+        return outcome, _job_from_row(row)
+
+    def cancel_requests(self, job_ids: Sequence[str]) -> dict[str, datetime]:
+        """Which of these running jobs have a cancel request, and since when."""
+        if not job_ids:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(Job.id, Job.cancel_requested_at).where(
+                    Job.id.in_(list(job_ids)), Job.cancel_requested_at.is_not(None)
+                )
+            ).all()
+        return {row.id: as_utc(row.cancel_requested_at) or utcnow() for row in rows}
+
+    def record_cancelled(
+        self,
+        job_id: str,
+        worker: str,
+        message: str,
+        *,
+        raw_output: str | None = None,
+        output_tokens: int | None = None,
+        inference_ms: int | None = None,
+    ) -> bool:
+        """running -> cancelled by the worker holding it; the partial text is kept."""
+        values = _cancelled(utcnow(), message)
+        values.update(raw_output=raw_output, output_tokens=output_tokens,
+                      inference_ms=inference_ms)  # fmt: skip
+        return self._update_running(job_id, worker, **values)
+
+    def cancel_abandoned(self, job_id: str) -> bool:
+        """running, cancel requested and its lease expired (the worker died) -> cancelled."""
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(Job)
+                .where(
+                    Job.id == job_id,
+                    Job.status == Status.RUNNING,
+                    Job.cancel_requested_at.is_not(None),
+                    Job.lease_until < utcnow(),
+                )
+                .values(**_cancelled(utcnow(), "Cancelled; its worker stopped before it could"))
             )
         return res.rowcount == 1
 
@@ -495,6 +609,17 @@ class VariantIdentity:
 
     base_model: str
     adapter_fingerprint: str | None
+
+
+def _cancelled(now: datetime, message: str) -> dict[str, Any]:
+    # No error_kind: a cancel is the submitter's choice, never a failure of the service.
+    return {
+        "status": Status.CANCELLED,
+        "completed_at": now,
+        "error_kind": None,
+        "error": message,
+        "lease_until": None,
+    }
 
 
 def _start_details(

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from jobs.errors import ConfigError
 
 DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "mondrian-advisor"
 DEFAULT_BASE_MODEL = "mlx-community/Qwen3-VL-4B-Instruct-4bit"
+# An allow-list entry: `*`, `*.example.com`, a host name, an IPv4 or a bracketless IPv6 address.
+_HOST_ENTRY = re.compile(r"^(\*|(\*\.)?[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?|[0-9a-f:.]+)$")
 
 
 class Settings(BaseSettings):
@@ -64,6 +67,16 @@ class Settings(BaseSettings):
     weights_cache_seconds: float = Field(default=3.0, ge=0)
     router_salt: str = "mondrian"
 
+    # Outcome notices: signed webhooks (none allowed until hosts are listed) and completion
+    # tasks, published to ADVISOR_NOTIFY_BROKER_URL (empty: the service's own broker).
+    webhook_secret: SecretStr | None = None
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    webhook_timeout: float = Field(default=5.0, gt=0, le=60)
+    delivery_max_attempts: int = Field(default=8, ge=1, le=30)
+    # The first retry waits this long; each later one twice as long as the one before.
+    delivery_backoff_seconds: float = Field(default=10.0, gt=0)
+    notify_broker_url: str = ""
+
     gateway_token: SecretStr | None = None
     gateway_max_body_bytes: int = Field(default=30 * 1024 * 1024, gt=0)
     log_level: str = "INFO"
@@ -84,6 +97,28 @@ class Settings(BaseSettings):
             return [part for part in value.split(":") if part]
         return value
 
+    @field_validator("webhook_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        # "a.example.com, *.b.example.com" or whitespace-separated, as well as a JSON list.
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [part for part in re.split(r"[,\s]+", value) if part]
+        return value
+
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _known_hosts(cls, hosts: list[str]) -> list[str]:
+        entries = [host.strip().lower().rstrip(".") for host in hosts]
+        for entry in entries:
+            if not _HOST_ENTRY.match(entry):
+                raise ValueError(
+                    f"ADVISOR_WEBHOOK_ALLOWED_HOSTS entry {entry!r} is not a host name, "
+                    "an address, `*.domain` or `*`"
+                )
+        return entries
+
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, url: str) -> str:
@@ -94,12 +129,13 @@ class Settings(BaseSettings):
             )
         return url
 
-    @field_validator("broker_url")
+    @field_validator("broker_url", "notify_broker_url")
     @classmethod
-    def _known_broker(cls, url: str) -> str:
+    def _known_broker(cls, url: str, info: ValidationInfo) -> str:
         if url and not url.startswith(("redis://", "rediss://", "amqp://", "pyamqp://", "sqla+")):
+            name = f"ADVISOR_{str(info.field_name).upper()}"
             raise ValueError(
-                f"ADVISOR_BROKER_URL scheme {url.split(':', 1)[0]!r} is not supported; "
+                f"{name} scheme {url.split(':', 1)[0]!r} is not supported; "
                 "use redis://, amqp:// or sqla+sqlite:///PATH"
             )
         return url
@@ -142,6 +178,10 @@ class Settings(BaseSettings):
     def default_registry(self) -> Path:
         """Where the registry is looked for when ADVISOR_REGISTRY is unset: absolute."""
         return (self.data_dir / "adapters" / "registry.json").expanduser().resolve()
+
+    @property
+    def resolved_notify_broker_url(self) -> str:
+        return self.notify_broker_url or self.resolved_broker_url
 
     @property
     def soft_time_limit(self) -> int:

@@ -4,10 +4,19 @@ Operations live in producers.ops, the `advisor` CLI in producers.commands, HTTP 
 producers.gateway; nothing here imports them.
 """
 
-from jobs.errors import InvalidImage, InvalidWeights, JobNotFound, UnknownAdvisor, UnknownVariant
+from jobs.errors import (
+    CallbackRefused,
+    InvalidImage,
+    InvalidWeights,
+    JobNotFound,
+    UnknownAdvisor,
+    UnknownVariant,
+)
+from jobs.webhooks import verify_signature
 from producers.client import Client, JobHandle
 from producers.errors import (
     InvalidSubmission,
+    JobFinished,
     JobTimeout,
     ProducerError,
     PublishFailed,
@@ -16,11 +25,13 @@ from producers.inputs import SubmitItem
 from producers.router import Decision, Router
 
 __all__ = [
+    "CallbackRefused",
     "Client",
     "Decision",
     "InvalidImage",
     "InvalidSubmission",
     "InvalidWeights",
+    "JobFinished",
     "JobHandle",
     "JobNotFound",
     "JobTimeout",
@@ -30,4 +41,5 @@ __all__ = [
     "SubmitItem",
     "UnknownAdvisor",
     "UnknownVariant",
+    "verify_signature",
 ]

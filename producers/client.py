@@ -1,7 +1,9 @@
-"""The client library upstream apps use: submit, submit_many, wait, status, republish."""
+"""The client library upstream apps use: submit, submit_many, wait, status, cancel, republish."""
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -9,13 +11,16 @@ from types import TracebackType
 from typing import Any
 
 from jobs.contracts import FINAL_STATUSES, Assignment, Status
+from jobs.courier import Courier, policy_of
 from jobs.db import engine_for
-from jobs.models import Job
-from jobs.repository import NewJob, Repository
+from jobs.deliveries import DeliveryStore
+from jobs.models import Delivery, Job
+from jobs.repository import CancelOutcome, NewJob, Repository
 from jobs.rollouts import RolloutStore
 from jobs.settings import Settings, get_settings
 from jobs.variants import Registry, load_registry_for
-from producers.errors import JobTimeout
+from jobs.webhooks import CallbackPolicy
+from producers.errors import JobFinished, JobTimeout
 from producers.inputs import ImageInput, SubmitItem, as_item, check_item
 from producers.outbox import REPUBLISH_GRACE_SECONDS, Outbox
 from producers.publisher import Publisher, PublishResult
@@ -56,15 +61,24 @@ class JobHandle:
 class Client:
     """Producer-side entry point; one per process is plenty (it holds a broker pool)."""
 
-    def __init__(self, settings: Settings | None = None, *, registry: Registry | None = None):
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        registry: Registry | None = None,
+        callback_policy: CallbackPolicy | None = None,
+    ):
         self.settings = settings or get_settings()
         self.registry = registry or load_registry_for(self.settings)
         self.engine = engine_for(self.settings.resolved_database_url)
         self.repository = Repository(self.engine)
+        self.deliveries = DeliveryStore(self.engine)
         self.rollouts = RolloutStore(self.engine)
         self.router = Router(self.settings, self.registry, self.rollouts, self.repository)
+        self.callback_policy = callback_policy or policy_of(self.settings)
         self._publisher: Publisher | None = None
         self._outbox: Outbox | None = None
+        self._courier: Courier | None = None
 
     @property
     def publisher(self) -> Publisher:
@@ -79,6 +93,17 @@ class Client:
             self._outbox = Outbox(self.repository, self.publisher)
         return self._outbox
 
+    @property
+    def courier(self) -> Courier:
+        """Sends due outcome notices (the sweep's step; `advisor deliveries retry`)."""
+        if self._courier is None:
+            self._courier = Courier(
+                self.settings,
+                self.deliveries,
+                sender=f"producer {socket.gethostname()}:{os.getpid()}",
+            )
+        return self._courier
+
     # -- submitting ----------------------------------------------------------------
 
     def submit(
@@ -89,13 +114,20 @@ class Client:
         subject: str | None = None,
         variant: str | None = None,
         idempotency_key: str | None = None,
+        notify: str | None = None,
+        notify_queue: str | None = None,
+        callback_url: str | None = None,
     ) -> JobHandle:
-        item = SubmitItem(image, advisor, subject, variant, idempotency_key)
+        """One job. `notify` + `notify_queue`: once the job ends, a Celery task of that name
+        goes to that queue with the outcome; `callback_url`: the outcome is POSTed there,
+        signed (README "Results delivered"). Both at least once."""
+        item = SubmitItem(image, advisor, subject, variant, idempotency_key, notify,
+                          notify_queue, callback_url)  # fmt: skip
         return self.submit_many([item])[0]
 
     def submit_many(self, items: Iterable[SubmitItem | Mapping[str, Any]]) -> list[JobHandle]:
         """Validate and route all, write all rows in one transaction, then publish them."""
-        checked = [check_item(as_item(raw), self.settings) for raw in items]
+        checked = [check_item(as_item(raw), self.settings, self.callback_policy) for raw in items]
         decisions = [self.router.decide(c.item.advisor, c.subject, c.item.variant) for c in checked]
         new_jobs: list[NewJob] = []
         images: dict[str, bytes] = {}
@@ -115,6 +147,7 @@ class Client:
                     idempotency_key=c.item.idempotency_key,
                     model_used=decision.model_used,
                     photo=c.image.photo.to_dict(),
+                    deliveries=c.deliveries,
                 )
             )
         stored = self.repository.create_jobs(new_jobs, images)
@@ -153,6 +186,26 @@ class Client:
     def status(self, job_id: str) -> Job:
         return self.repository.get(job_id)
 
+    def deliveries_of(self, job_id: str) -> list[Delivery]:
+        """The job's outcome notices with their attempt log (JobNotFound for no such job)."""
+        self.repository.get(job_id)
+        return self.deliveries.of_job(job_id)
+
+    def retry_deliveries(self, job_ids: Sequence[str] | None = None) -> list[str]:
+        """Undelivered notices (of these jobs, or all) get a fresh set of attempts; their ids."""
+        return self.deliveries.retry_undelivered(job_ids)
+
+    # -- cancelling ----------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> Job:
+        """A queued job ends `cancelled` and never starts; a running one stops within about a
+        second (its worker records `cancelled` and keeps the partial text). JobFinished if
+        it already ended."""
+        outcome, job = self.repository.cancel(job_id)
+        if outcome is CancelOutcome.FINISHED:
+            raise JobFinished(job.id, job.status)
+        return job
+
     def wait(
         self,
         job_id: str,
@@ -161,7 +214,8 @@ class Client:
         poll: float = 0.25,
         on_update: Callable[[Job], None] | None = None,
     ) -> Job:
-        """Poll the row until it succeeds or fails; JobTimeout (a TimeoutError) otherwise."""
+        """Poll the row until it is final (succeeded, failed or cancelled); JobTimeout (a
+        TimeoutError) otherwise."""
         deadline = time.monotonic() + timeout
         while True:
             job = self.repository.get(job_id)
@@ -177,6 +231,9 @@ class Client:
     # -- lifecycle -----------------------------------------------------------------
 
     def close(self) -> None:
+        if self._courier is not None:
+            self._courier.close()
+            self._courier = None
         if self._publisher is not None:
             self._publisher.close()
             self._publisher = None

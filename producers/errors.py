@@ -28,3 +28,12 @@ class JobTimeout(ProducerError, TimeoutError):
         self.job_id = job_id
         self.status = status
         self.timeout = timeout
+
+
+class JobFinished(ProducerError):
+    """A cancel came too late: the job already succeeded, failed or was cancelled."""
+
+    def __init__(self, job_id: str, status: str) -> None:
+        super().__init__(f"Job {job_id} already {status}; there is nothing to cancel")
+        self.job_id = job_id
+        self.status = status

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,8 @@ from typing import Any
 from PIL import Image
 
 from jobs.advisors import get_persona
-from jobs.errors import InvalidImage
+from jobs.contracts import QUEUE_PREFIX, DeliveryKind
+from jobs.errors import CallbackRefused, InvalidImage
 from jobs.images import (
     PATH_PREFIX,
     CheckedImage,
@@ -21,13 +23,17 @@ from jobs.images import (
     read_path,
     verify,
 )
+from jobs.repository import NewDelivery
 from jobs.settings import Settings
+from jobs.webhooks import CallbackPolicy
 from producers.errors import InvalidSubmission
 
 ImageInput = str | Path | bytes | bytearray | memoryview | Image.Image
 
 MAX_SUBJECT = 200  # jobs.subject column width
 MAX_IDEMPOTENCY_KEY = 200  # jobs.idempotency_key column width
+# A Celery task or queue name an upstream app would use: `app.critique_done`, `app.results`.
+_CELERY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,10 @@ class SubmitItem:
     subject: str | None = None
     variant: str | None = None
     idempotency_key: str | None = None
+    # Outcome notices: a Celery task `notify` published to `notify_queue`, a signed webhook.
+    notify: str | None = None
+    notify_queue: str | None = None
+    callback_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,7 @@ class CheckedItem:
     item: SubmitItem
     image: CheckedImage
     subject: str
+    deliveries: tuple[NewDelivery, ...] = ()
 
 
 def limits_of(settings: Settings) -> Limits:
@@ -103,12 +114,46 @@ def check_text(value: str | None, what: str, limit: int) -> str | None:
     return value
 
 
-def check_item(item: SubmitItem, settings: Settings) -> CheckedItem:
-    """Advisor, subject, key and image; raises before any row or message exists."""
+def check_deliveries(
+    item: SubmitItem, settings: Settings, policy: CallbackPolicy
+) -> tuple[NewDelivery, ...]:
+    """The notices `item` asks for; the callback URL is resolved and checked now (and again
+    when it is called)."""
+    deliveries: list[NewDelivery] = []
+    if item.notify is not None or item.notify_queue is not None:
+        for what, value in (("notify", item.notify), ("notify_queue", item.notify_queue)):
+            if not isinstance(value, str) or not _CELERY_NAME.match(value):
+                raise InvalidSubmission(
+                    f"{what} {value!r}: give both notify (a task name) and notify_queue (a "
+                    "queue name), letters, digits and _ . : - only"
+                )
+        assert item.notify is not None and item.notify_queue is not None
+        if item.notify_queue.startswith(QUEUE_PREFIX):
+            raise InvalidSubmission(
+                f"notify_queue {item.notify_queue!r} is the service's own (prefix "
+                f"{QUEUE_PREFIX!r}); name a queue your app's worker consumes"
+            )
+        deliveries.append(NewDelivery(DeliveryKind.TASK, item.notify, item.notify_queue))
+    if item.callback_url is not None:
+        if not isinstance(item.callback_url, str):
+            raise CallbackRefused(f"callback_url must be a string, not {item.callback_url!r}")
+        secret = settings.webhook_secret
+        if secret is None or not secret.get_secret_value():
+            raise CallbackRefused(
+                "Webhooks are off: set ADVISOR_WEBHOOK_SECRET, the key their signatures use"
+            )
+        policy.check(item.callback_url)
+        deliveries.append(NewDelivery(DeliveryKind.WEBHOOK, item.callback_url))
+    return tuple(deliveries)
+
+
+def check_item(item: SubmitItem, settings: Settings, policy: CallbackPolicy) -> CheckedItem:
+    """Advisor, subject, key, notices and image; raises before any row or message exists."""
     get_persona(item.advisor)
     check_text(item.subject, "subject", MAX_SUBJECT)
     check_text(item.idempotency_key, "idempotency_key", MAX_IDEMPOTENCY_KEY)
     if item.variant is not None:
         check_text(item.variant, "variant", 63)
+    deliveries = check_deliveries(item, settings, policy)
     image = check_image(item.image, settings)
-    return CheckedItem(item, image, item.subject or image.sha256)
+    return CheckedItem(item, image, item.subject or image.sha256, deliveries)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
-from jobs.models import Job
+from jobs.contracts import DeliveryKind
+from jobs.models import Delivery, Job
 from jobs.rollouts import Weights
 from jobs.variants import Registry
 
@@ -36,4 +38,28 @@ def weights_to_dict(weights: Weights) -> dict[str, Any]:
         "updated_at": _plain(weights.updated_at),
         "updated_by": weights.updated_by,
         "reason": weights.reason,
+    }
+
+
+def delivery_target(delivery: Delivery) -> str:
+    """`task@queue`, or the callback URL without its query (which may carry a token)."""
+    if delivery.kind == DeliveryKind.TASK:
+        return f"{delivery.target}@{delivery.queue}"
+    parts = urlsplit(delivery.target)
+    shown = f"{parts.scheme}://{parts.netloc}{parts.path}"
+    return shown + ("?..." if parts.query else "")
+
+
+def delivery_to_dict(delivery: Delivery) -> dict[str, Any]:
+    """A delivery as its job shows it: where to, how it stands, and every attempt."""
+    return {
+        "id": delivery.id,
+        "kind": delivery.kind,
+        "target": delivery_target(delivery),
+        "state": delivery.state,
+        "attempts": len(delivery.log or []),
+        "next_attempt_at": _plain(delivery.next_attempt_at),
+        "delivered_at": _plain(delivery.delivered_at),
+        "last_error": delivery.last_error,
+        "log": list(delivery.log or []),
     }

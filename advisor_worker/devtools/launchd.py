@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import plistlib
 import re
@@ -154,7 +155,8 @@ def _env_value(value: object) -> str:
     if isinstance(value, Path):
         return str(value.expanduser().resolve())
     if isinstance(value, list):
-        return ":".join(_env_value(item) for item in value)
+        # JSON, which every list setting reads: a `:` or `,` join would break on IPv6 hosts.
+        return json.dumps([_env_value(item) for item in value])
     if isinstance(value, SecretStr):
         return value.get_secret_value()
     if isinstance(value, bool):

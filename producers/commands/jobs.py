@@ -1,4 +1,4 @@
-"""`advisor submit | status | wait | republish`: jobs in, jobs watched, jobs recovered."""
+"""`advisor submit | status | wait | cancel | republish`: jobs in, watched, stopped, recovered."""
 
 from __future__ import annotations
 
@@ -50,7 +50,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         items = [
             {"image": image_arg(text, producer.settings), "advisor": args.advisor,
              "subject": args.subject, "variant": args.variant,
-             "idempotency_key": args.idempotency_key}
+             "idempotency_key": args.idempotency_key, "notify": args.notify,
+             "notify_queue": args.notify_queue, "callback_url": args.callback_url}
             for text in args.images
         ]  # fmt: skip
         handles = producer.submit_many(items)
@@ -94,6 +95,18 @@ def cmd_wait(args: argparse.Namespace) -> int:
     return 0 if job.status == Status.SUCCEEDED else EXIT_FAILED
 
 
+def cmd_cancel(args: argparse.Namespace) -> int:
+    with client() as producer:
+        job = producer.cancel(args.job_id)
+        if job.status == Status.RUNNING and not args.json:
+            print(f"{job.id} running: cancel requested; its worker stops it within about a second",
+                  file=sys.stderr)  # fmt: skip
+        if args.wait and job.status == Status.RUNNING:
+            job = producer.wait(job.id, args.timeout)
+    print_job(job, args.json)
+    return 0
+
+
 def cmd_republish(args: argparse.Namespace) -> int:
     with client() as producer:
         if args.loop is None:
@@ -117,6 +130,9 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--subject", help="sticky routing key (default: the image's sha256)")
     p.add_argument("--variant", help="force a variant, bypassing the split")
     p.add_argument("--idempotency-key", help="resubmitting with it returns the same job")
+    p.add_argument("--notify", metavar="TASK", help="Celery task to send the outcome to")
+    p.add_argument("--notify-queue", metavar="QUEUE", help="the queue for --notify")
+    p.add_argument("--callback-url", metavar="URL", help="POST the signed outcome here")
     p.add_argument("--wait", action="store_true", help="wait, with a progress bar on stderr")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to --wait")
     p.add_argument("--json", action="store_true", help="print each job as a JSON line")
@@ -132,6 +148,13 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_wait)
+
+    p = sub.add_parser("cancel", help="cancel a queued or running job")
+    p.add_argument("job_id")
+    p.add_argument("--wait", action="store_true", help="wait until a running job has stopped")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to --wait")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_cancel)
 
     p = sub.add_parser("republish", help="send queued jobs whose publish failed")
     p.add_argument("--loop", type=float, metavar="SECONDS", help="sweep every SECONDS")

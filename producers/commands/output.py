@@ -31,6 +31,8 @@ def summary(job: Job) -> str:
         line += f" overall_score={job.llm_outputs.get('overall_score')}"
     if job.status == Status.FAILED:
         line += f" {job.error_kind}: {job.error}"
+    elif job.status == Status.CANCELLED:
+        line += f" ({job.error})"
     elif job.publish_error and job.status == Status.QUEUED:
         line += f" (not yet published: {job.publish_error})"
     return line

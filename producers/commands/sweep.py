@@ -1,4 +1,4 @@
-"""`advisor sweep`: recover dead workers' jobs and lost or unpublished messages."""
+"""`advisor sweep`: recover dead workers' jobs, lost or unpublished messages, due notices."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ from producers.ops.sweep import Sweeper, SweepReport
 
 def sweeper(producer: Client) -> Sweeper:
     """The sweep over `producer`'s database and broker."""
-    return Sweeper(producer.settings, producer.repository, producer.outbox, producer.publisher.app)
+    return Sweeper(
+        producer.settings, producer.repository, producer.outbox, producer.publisher.app,
+        producer.courier,
+    )  # fmt: skip
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

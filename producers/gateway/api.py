@@ -1,4 +1,4 @@
-"""Job endpoints: POST /analyze, GET /jobs/{id}, GET /jobs/{id}/events (server-sent events)."""
+"""Job endpoints: POST /analyze, GET and DELETE /jobs/{id}, GET /jobs/{id}/events (SSE)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from jobs.contracts import Status
 from jobs.errors import InvalidImage
 from producers.client import JobHandle
 from producers.gateway.errors import BrokerUnavailable, JobUnknown
@@ -98,7 +99,8 @@ async def analyze(
     try:
         handle = await run_in_threadpool(
             gateway.client.submit, item.image, item.advisor, subject=item.subject,
-            variant=item.variant, idempotency_key=item.idempotency_key,
+            variant=item.variant, idempotency_key=item.idempotency_key, notify=item.notify,
+            notify_queue=item.notify_queue, callback_url=item.callback_url,
         )  # fmt: skip
     except OSError as exc:
         # Only the path case reads files here (e.g. a name too long for the filesystem).
@@ -117,7 +119,8 @@ async def analyze(
     if wait > 0:
         job = await wait_for(gateway.client, handle.id, wait)
         if is_final(job):
-            public = job_public(job, gateway.settings.max_output_tokens)
+            deliveries = await run_in_threadpool(gateway.client.deliveries_of, job.id)
+            public = job_public(job, gateway.settings.max_output_tokens, deliveries)
             return JSONResponse(jsonable_encoder(public), status_code=200)
         accepted.status = job.status
     response.headers["Location"] = accepted.status_url
@@ -127,7 +130,28 @@ async def analyze(
 @router.get("/jobs/{job_id}", response_model=JobPublic, responses=error_responses(404, 503))
 def get_job(job_id: str, gateway: GatewayDep) -> JobPublic:
     job = gateway.client.status(checked_job_id(job_id))
-    return job_public(job, gateway.settings.max_output_tokens)
+    deliveries = gateway.client.deliveries_of(job.id)
+    return job_public(job, gateway.settings.max_output_tokens, deliveries)
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    response_model=JobPublic,
+    summary="Cancel a job",
+    responses={
+        202: {"model": JobPublic, "description": "running: it stops within about a second"},
+        **error_responses(404, 409, 503),
+    },
+)
+def cancel_job(job_id: str, gateway: GatewayDep, response: Response) -> JobPublic:
+    """A queued job is cancelled at once (200). A running one is asked to stop (202): its
+    worker ends generation within about a second and records `cancelled`, keeping the
+    partial text. A finished job answers 409 naming its status."""
+    job = gateway.client.cancel(checked_job_id(job_id))
+    if job.status != Status.CANCELLED:
+        response.status_code = 202
+    deliveries = gateway.client.deliveries_of(job.id)
+    return job_public(job, gateway.settings.max_output_tokens, deliveries)
 
 
 @router.get(

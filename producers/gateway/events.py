@@ -71,7 +71,9 @@ async def job_events(client: Client, job_id: str, max_output_tokens: int) -> Asy
             yield sse("error", {"error": "database_unavailable", "message": message})
             return
         if is_final(job):
-            yield sse("final", job_public(job, max_output_tokens).model_dump(mode="json"))
+            deliveries = await run_in_threadpool(client.deliveries_of, job_id)
+            public = job_public(job, max_output_tokens, deliveries)
+            yield sse("final", public.model_dump(mode="json"))
             return
         sent = False
         if job.status != status:

@@ -124,4 +124,7 @@ async def _upload_bytes(upload: UploadFile) -> bytes:
 
 
 def _item(image: str | bytes, body: SubmissionFields) -> SubmitItem:
-    return SubmitItem(image, body.advisor, body.subject, body.variant, body.idempotency_key)
+    return SubmitItem(
+        image, body.advisor, body.subject, body.variant, body.idempotency_key, body.notify,
+        body.notify_queue, body.callback_url,
+    )  # fmt: skip

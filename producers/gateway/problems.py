@@ -13,6 +13,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 from jobs.errors import (
+    CallbackRefused,
     InvalidImage,
     InvalidWeights,
     JobNotFound,
@@ -21,7 +22,7 @@ from jobs.errors import (
     UnsupportedFormat,
     summary,
 )
-from producers.errors import InvalidSubmission, PublishFailed
+from producers.errors import InvalidSubmission, JobFinished, PublishFailed
 from producers.gateway.errors import GatewayError, RolloutsDisabled, Unauthorized
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,8 @@ FOREIGN: tuple[tuple[type[Exception], int, str], ...] = (
     (UnknownAdvisor, 422, "unknown_advisor"),
     (UnknownVariant, 422, "unknown_variant"),
     (InvalidSubmission, 422, "invalid_submission"),
+    (CallbackRefused, 422, "callback_refused"),
+    (JobFinished, 409, "job_finished"),
     (InvalidWeights, 422, "invalid_weights"),
     (PublishFailed, 503, "broker_unavailable"),
     (OperationalError, 503, "database_unavailable"),
@@ -82,6 +85,9 @@ async def _foreign(_request: Request, exc: Exception) -> JSONResponse:
             extra: dict[str, Any] = {}
             if isinstance(exc, UnsupportedFormat):
                 extra = {"detected": exc.detected, "accepted": list(exc.accepted)}
+            elif isinstance(exc, JobFinished):
+                # A 409 names the status the job ended with, for programs as well as people.
+                extra = {"job_status": exc.status}
             return problem(status, code, message, _headers_for(status, exc), **extra)
     return await _internal(_request, exc)
 

@@ -7,8 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from jobs.models import Job
+from jobs.models import Delivery, Job
 from jobs.rollouts import Weights
+from producers.views import delivery_to_dict
 
 # No control characters: they have no place in paths, names or keys (PostgreSQL refuses NUL).
 PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
@@ -46,6 +47,18 @@ class SubmissionFields(BaseModel):
     idempotency_key: str | None = Field(
         default=None, min_length=1, max_length=200, pattern=PRINTABLE,
         description="resubmitting with the same key returns the same job",
+    )  # fmt: skip
+    notify: str | None = Field(
+        default=None, min_length=1, max_length=200, pattern=PRINTABLE,
+        description="a Celery task your app's worker runs when the job ends (with notify_queue)",
+    )  # fmt: skip
+    notify_queue: str | None = Field(
+        default=None, min_length=1, max_length=200, pattern=PRINTABLE,
+        description="the queue that task is published to",
+    )  # fmt: skip
+    callback_url: str | None = Field(
+        default=None, min_length=1, max_length=2048, pattern=PRINTABLE,
+        description="the outcome is POSTed here, signed (X-Advisor-Signature), at least once",
     )  # fmt: skip
 
 
@@ -107,6 +120,29 @@ class PhotoPublic(BaseModel):
     capture: CapturePublic
 
 
+class AttemptPublic(BaseModel):
+    at: str
+    by: str = Field(description="the worker or sweep that sent it")
+    ok: bool
+    status_code: int | None = Field(description="the receiver's HTTP status (webhooks)")
+    error: str | None
+    ms: int
+
+
+class DeliveryPublic(BaseModel):
+    """One outcome notice of the job: a completion task or a webhook, and its attempts."""
+
+    id: str = Field(description="the X-Advisor-Delivery header, or the task id")
+    kind: Literal["task", "webhook"]
+    target: str = Field(description="task@queue, or the callback URL (query hidden)")
+    state: Literal["pending", "delivered", "undelivered"]
+    attempts: int
+    next_attempt_at: str | None
+    delivered_at: str | None
+    last_error: str | None
+    log: list[AttemptPublic]
+
+
 class JobPublic(BaseModel):
     """A job as clients see it; `analysis` is the validated Analysis once it succeeded."""
 
@@ -139,7 +175,9 @@ class JobPublic(BaseModel):
     image_tokens: int | None = Field(description="prompt tokens the image took")
     error_kind: str | None
     error: str | None
+    cancel_requested_at: datetime | None
     analysis: dict[str, Any] | None
+    deliveries: list[DeliveryPublic]
     status_url: str
     events_url: str
 
@@ -148,8 +186,11 @@ def job_urls(job_id: str) -> tuple[str, str]:
     return f"/jobs/{job_id}", f"/jobs/{job_id}/events"
 
 
-def job_public(job: Job, max_output_tokens: int) -> JobPublic:
+def job_public(
+    job: Job, max_output_tokens: int, deliveries: list[Delivery] | None = None
+) -> JobPublic:
     status_url, events_url = job_urls(job.id)
+    notices = [DeliveryPublic.model_validate(delivery_to_dict(d)) for d in deliveries or []]
     return JobPublic(
         id=job.id, status=job.status, advisor=job.advisor, variant=job.variant,
         assignment=job.assignment, model_used=job.model_used,
@@ -164,8 +205,8 @@ def job_public(job: Job, max_output_tokens: int) -> JobPublic:
         prompt_version=job.prompt_version,
         model_image_width=job.model_image_width, model_image_height=job.model_image_height,
         image_tokens=job.image_tokens, error_kind=job.error_kind, error=job.error,
-        analysis=job.llm_outputs,
-        status_url=status_url, events_url=events_url,
+        cancel_requested_at=job.cancel_requested_at, analysis=job.llm_outputs,
+        deliveries=notices, status_url=status_url, events_url=events_url,
     )  # fmt: skip
 
 

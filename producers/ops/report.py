@@ -45,6 +45,7 @@ class VariantStats:
     started: int
     finished: int  # succeeded
     in_flight: int  # still queued or running
+    cancelled: int  # by their submitter: neither finished nor failed
     failed: dict[str, int]  # by error_kind
     failure_rate: float | None  # failed / (succeeded + failed)
     invalid_output_rate: float | None  # invalid_output failures / (succeeded + failed)
@@ -151,6 +152,7 @@ def _variant_stats(variant: str, rows: Sequence[Any]) -> VariantStats:
         started=sum(1 for r in rows if r.started_at is not None),
         finished=len(ok),
         in_flight=sum(1 for r in rows if r.status in (Status.QUEUED, Status.RUNNING)),
+        cancelled=sum(1 for r in rows if r.status == Status.CANCELLED),
         failed=dict(sorted(failed.items())),
         failure_rate=len(failed_rows) / completed if completed else None,
         invalid_output_rate=failed.get(ErrorKind.INVALID_OUTPUT, 0) / completed

@@ -37,7 +37,8 @@ def render_report(report: Report) -> str:
     if not report.variants:
         return "\n".join([*lines, "No jobs in this window."])
     lines.append(
-        f"{'variant':<14}{'routed':>7}{'started':>8}{'done':>6}{'in-flight':>10}{'fail':>7}"
+        f"{'variant':<14}{'routed':>7}{'started':>8}{'done':>6}{'in-flight':>10}{'cancel':>7}"
+        f"{'fail':>7}"
         f"{'invalid':>8}  {'score [95% CI]':<21}{'n':>5}  {'wait p50/p95 s':>15}"
         f"{'infer p50/p95 s':>16}{'tok/s':>7}"
     )
@@ -46,7 +47,8 @@ def render_report(report: Report) -> str:
         ci = f"{_num(s.mean)} [{_num(s.ci_low)}, {_num(s.ci_high)}]"
         lines.append(
             f"{v.variant:<14}{v.routed:>7}{v.started:>8}{v.finished:>6}{v.in_flight:>10}"
-            f"{_pct(v.failure_rate):>7}{_pct(v.invalid_output_rate):>8}  {ci:<21}{s.n:>5}  "
+            f"{v.cancelled:>7}{_pct(v.failure_rate):>7}{_pct(v.invalid_output_rate):>8}  "
+            f"{ci:<21}{s.n:>5}  "
             f"{_seconds(v.queue_wait_ms):>15}{_seconds(v.inference_ms):>16}"
             f"{_num(v.tokens_per_second, '.1f'):>7}"
         )

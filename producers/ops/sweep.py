@@ -2,17 +2,22 @@
 
 The database is the source of truth; the broker only carries wake-ups. A round:
 1. a `running` job whose lease expired (its worker's heartbeat stopped) goes back to `queued`,
-   or fails as poison once it has used ADVISOR_MAX_ATTEMPTS;
+   or fails as poison once it has used ADVISOR_MAX_ATTEMPTS, or ends `cancelled` when a
+   cancel was requested;
 2. a `queued` job published longer ago than the live window, while its variant's broker
    queue is empty, lost its message (a broker restart without persistence, a consumed
    message whose worker died on the embedded broker): it is published again;
-3. queued jobs never published (publish failed, re-queued, drained) are published.
+3. queued jobs never published (publish failed, re-queued, drained) are published;
+4. outcome notices that are due are sent: retries whose time has come, and first sends a
+   worker never made (it died between recording the outcome and sending).
 A duplicate message is harmless: the worker's guarded start drops it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,8 +30,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.broker import beat_entry, queue_depths
 from jobs.contracts import SWEEP_TASK, Status, queue_for
+from jobs.courier import Courier, DeliveryRound
 from jobs.db import engine_for
-from jobs.errors import BrokerUnreachable
+from jobs.deliveries import DeliveryStore
+from jobs.errors import BrokerUnreachable, summary
 from jobs.models import Job
 from jobs.repository import Repository, utcnow
 from jobs.settings import Settings
@@ -37,6 +44,9 @@ from producers.publisher import Publisher
 
 logger = logging.getLogger(__name__)
 
+# Who sent a notice, as its attempt log shows it.
+SWEEP_SENDER = f"sweep {socket.gethostname()}:{os.getpid()}"
+
 
 @dataclass
 class SweepReport:
@@ -45,16 +55,23 @@ class SweepReport:
     resent: list[str] = field(default_factory=list)  # queued, but their message was lost
     republished: int = 0  # every publish of this round, the resent ones included
     publish_error: str | None = None
+    cancelled: list[str] = field(default_factory=list)  # cancel requested, worker gone
+    deliveries: DeliveryRound = field(default_factory=DeliveryRound)
+    delivery_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def summary(self) -> str:
+        d = self.deliveries
         text = (
             f"requeued {len(self.requeued)}, poison {len(self.poisoned)}, "
-            f"lost messages {len(self.resent)}, published {self.republished}"
+            f"cancelled {len(self.cancelled)}, lost messages {len(self.resent)}, "
+            f"published {self.republished}, notices delivered {len(d.delivered)} "
+            f"(retrying {len(d.retrying)}, undelivered {len(d.undelivered)})"
         )
-        return text + (f"; publish failed: {self.publish_error}" if self.publish_error else "")
+        text += f"; publish failed: {self.publish_error}" if self.publish_error else ""
+        return text + (f"; notices: {self.delivery_error}" if self.delivery_error else "")
 
 
 @dataclass(frozen=True)
@@ -65,13 +82,19 @@ class Sweeper:
     repository: Repository
     outbox: Outbox
     broker: Celery  # asked for queue depths
+    courier: Courier | None = None  # None: outcome notices are left to another sweep
 
     def sweep(self, *, limit: int = 500) -> SweepReport:
         """One recovery round; see the module docstring."""
         repo, max_attempts = self.repository, self.settings.max_attempts
         report = SweepReport()
         for job in repo.expired_running(limit):
-            if job.attempts >= max_attempts:
+            if job.cancel_requested_at is not None:
+                if repo.cancel_abandoned(job.id):
+                    logger.warning("Job %s cancelled: its worker %s stopped before it could",
+                                   job.id, job.worker)  # fmt: skip
+                    report.cancelled.append(job.id)
+            elif job.attempts >= max_attempts:
                 if repo.give_up(job.id, max_attempts):
                     logger.warning("Job %s is poison: %d attempts lost their worker (last %s)",
                                    job.id, job.attempts, job.worker)  # fmt: skip
@@ -96,6 +119,13 @@ class Sweeper:
             # The rows stay queued; the next round tries again.
             report.publish_error = str(exc)
             logger.warning("Sweep could not publish: %s", exc)
+        if self.courier is not None:
+            try:
+                report.deliveries = self.courier.deliver_due(limit, by=SWEEP_SENDER)
+            except SQLAlchemyError as exc:
+                # Claimed ones not recorded go out again once their claim lapses.
+                report.delivery_error = summary(exc, typed=True, limit=300)
+                logger.warning("Sweep could not finish sending notices: %s", report.delivery_error)
         return report
 
     def lost_messages(self, *, limit: int = 500) -> list[Job]:
@@ -135,12 +165,17 @@ def register_sweep_task(app: Celery, settings: Settings) -> Any:
 
     @app.task(name=SWEEP_TASK, ignore_result=True)
     def sweep_task() -> dict[str, Any]:
-        repository = Repository(engine_for(settings.resolved_database_url))
+        engine = engine_for(settings.resolved_database_url)
+        repository = Repository(engine)
         publisher = Publisher(settings)
+        courier = Courier(settings, DeliveryStore(engine), sender=SWEEP_SENDER)
         try:
-            sweeper = Sweeper(settings, repository, Outbox(repository, publisher), publisher.app)
+            sweeper = Sweeper(
+                settings, repository, Outbox(repository, publisher), publisher.app, courier
+            )
             return sweeper.sweep().to_dict()
         finally:
+            courier.close()
             publisher.close()
 
     return sweep_task

@@ -8,7 +8,14 @@ from jobs import migrate
 from jobs.db import engine_for
 from jobs.models import Base
 
-EXPECTED_TABLES = {"jobs", "images", "rollouts", "rollout_events", "worker_heartbeats"}
+EXPECTED_TABLES = {
+    "jobs",
+    "images",
+    "rollouts",
+    "rollout_events",
+    "worker_heartbeats",
+    "deliveries",
+}
 
 
 def table_names(url: str) -> set[str]:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import redis
 from PIL import Image
+from pydantic import SecretStr
 
 from jobs import migrate
 from jobs.contracts import queue_for
@@ -71,7 +72,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ADVISOR_")}
     for name, value in settings.model_dump(exclude={"gateway_token"}).items():
         if value is None:
-            continue  # unset: the subprocess takes the same default
+            continue  # unset: the default (None) again
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
         if isinstance(value, list):
             value = json.dumps([str(v) for v in value])
         env[f"ADVISOR_{name.upper()}"] = str(value)

@@ -88,6 +88,13 @@ class Crafter:
             job_id, kind, f"crafted {kind}", worker=worker, inference_ms=inference_ms
         )
 
+    def cancel(self, job_id: str, *, started: bool = True) -> None:
+        """Cancelled while queued, or while running (requested, then recorded by its worker)."""
+        worker = self.start(job_id) if started else None
+        self.repo.cancel(job_id)
+        if worker is not None:
+            assert self.repo.record_cancelled(job_id, worker, "crafted cancel", output_tokens=40)
+
     def set_times(self, job_ids: Sequence[str], **times: datetime | int) -> None:
         """Direct UPDATE for tests that need controlled timestamps or waits."""
         with self.engine.begin() as conn:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import redis
 
 from jobs.contracts import BASE_VARIANT, FINE_TUNED_VARIANT
 from jobs.db import engine_for
@@ -160,3 +162,30 @@ def test_a_dead_broker_keeps_the_job_and_republish_says_why_it_cannot_send(
     assert "unreachable" in one_error_line(advisor("republish", code=1))
     job_id = out.stdout.split()[0]
     assert json.loads(advisor("status", job_id, "--json").stdout)["status"] == "queued"
+
+
+def test_cancel_then_the_sweep_sends_the_completion_task_and_deliveries_shows_it(
+    advisor: Advisor, photo_file: Path, redis_url: str
+) -> None:
+    job = json.loads(advisor("submit", str(photo_file), "--advisor", "okeefe", "--json",
+                             "--notify", "app.critique_done", "--notify-queue", "app.results",
+                             ).stdout)  # fmt: skip
+    assert f"{job['id']} cancelled" in advisor("cancel", job["id"]).stdout
+    assert "already cancelled" in one_error_line(advisor("cancel", job["id"], code=1))
+    swept = json.loads(advisor("sweep", "--json").stdout)
+    assert len(swept["deliveries"]["delivered"]) == 1
+    [shown] = json.loads(advisor("deliveries", job["id"], "--json").stdout)
+    assert (shown["kind"], shown["target"], shown["state"]) == (
+        "task", "app.critique_done@app.results", "delivered",
+    )  # fmt: skip
+    client = redis.Redis.from_url(redis_url)
+    try:
+        [raw] = client.lrange("app.results", 0, -1)
+    finally:
+        client.close()
+    message = json.loads(raw)
+    assert message["headers"]["task"] == "app.critique_done"
+    assert message["headers"]["id"] == shown["id"]  # receivers dedupe on the task id
+    [outcome], _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+    assert (outcome["job_id"], outcome["status"]) == (job["id"], "cancelled")
+    assert "Resending 0 undelivered" in advisor("deliveries", "retry").stdout

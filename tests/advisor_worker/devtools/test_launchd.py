@@ -108,6 +108,8 @@ def test_worker_env_reproduces_the_shells_settings_under_launchd(
         task_time_limit=120,
         image_roots=[Path("photos"), tmp_path / "more"],
         gateway_token="not-for-workers",
+        webhook_secret="whsec-for-workers",
+        webhook_allowed_hosts=["hooks.example.com", "*.partner.example", "fd00::7"],
     )
     env = launchd.worker_env(settings)
     assert set(launchd.REQUIRED_ENV) <= set(env)
@@ -124,6 +126,9 @@ def test_worker_env_reproduces_the_shells_settings_under_launchd(
     assert rebuilt.task_time_limit == 120
     assert rebuilt.image_roots == [tmp_path / "photos", tmp_path / "more"]
     assert rebuilt.registry == tmp_path / "adapters" / "registry.json"
+    assert rebuilt.webhook_allowed_hosts == ["hooks.example.com", "*.partner.example", "fd00::7"]
+    assert rebuilt.webhook_secret is not None
+    assert rebuilt.webhook_secret.get_secret_value() == "whsec-for-workers"
     assert "ADVISOR_BASE_MODEL" not in env  # unset here: the registry or the default decides
 
 

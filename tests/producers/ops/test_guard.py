@@ -107,6 +107,19 @@ def test_bad_input_does_not_count_against_a_variant(sqlite_db: str) -> None:
     assert decision.variant_stats.completed == 25
 
 
+def test_cancelled_jobs_never_count_as_failures_of_a_variant(sqlite_db: str) -> None:
+    crafter, store = canary(sqlite_db)
+    outcomes(crafter, "base", 25, {})
+    outcomes(crafter, "fine_tuned", 25, {})
+    for job_id in crafter.queue(20, variant="fine_tuned"):
+        crafter.cancel(job_id, started=int(job_id[-1], 16) % 2 == 0)
+
+    [decision] = evaluate(crafter.engine, store, "ansel")
+
+    assert decision.action is Action.OK, decision.reason
+    assert (decision.variant_stats.completed, decision.variant_stats.failed) == (25, 0)
+
+
 def test_the_guard_task_registers_on_celery_and_rolls_back_when_called(
     sqlite_db: str, tmp_path: Path, registry_file: Path
 ) -> None:

@@ -37,6 +37,25 @@ def set_weights(url: str, advisor: str, weights: dict[str, float]) -> int:
     return store.set(advisor, weights, known_variants=VARIANTS, actor="test", reason="test").version
 
 
+def test_cancelled_jobs_are_counted_apart_from_finished_and_failed_ones(sqlite_db: str) -> None:
+    crafter = Crafter(engine_for(sqlite_db))
+    ids = crafter.queue(6)
+    crafter.succeed(ids[0])
+    crafter.fail(ids[1], ErrorKind.TIMEOUT)
+    crafter.cancel(ids[2])
+    crafter.cancel(ids[3], started=False)
+    crafter.start(ids[4])
+
+    [base] = build_report(crafter.engine, days=1, advisor=None).variants
+
+    assert (base.routed, base.finished, base.in_flight, base.cancelled) == (6, 1, 2, 2)
+    assert base.failed == {"timeout": 1} and base.failure_rate == 0.5
+    header, row = render_report(build_report(crafter.engine, days=1, advisor=None)).splitlines()[
+        2:4
+    ]
+    assert header.split()[5] == "cancel" and row.split()[5] == "2"
+
+
 def test_report_statistics_match_scipy_computed_on_the_same_rows(migrated_url: str) -> None:
     crafter = Crafter(engine_for(migrated_url))
     rng = random.Random(11)

@@ -1,0 +1,269 @@
+"""Webhooks: which callback URLs may be called, Stripe-style signatures, and one pinned POST.
+
+The same policy is asked when a job is submitted and again right before connecting: the
+host is resolved, every address checked, and the connection made to a checked address, so
+a name that turns private later (DNS rebinding) is refused instead of followed. Redirects
+are never followed and the response body is never read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import ipaddress
+import socket
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from jobs.errors import CallbackRefused, summary
+
+SIGNATURE_HEADER = "X-Advisor-Signature"
+DELIVERY_HEADER = "X-Advisor-Delivery"
+USER_AGENT = "mondrian-advisor-webhook/1"
+MAX_URL_LENGTH = 2048
+# Receivers should reject signatures older than this (README); `verify_signature` does.
+SIGNATURE_TOLERANCE_SECONDS = 300
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# (host, port) -> the addresses it resolves to; injectable so tests can play DNS.
+Resolver = Callable[[str, int], Sequence[str]]
+
+
+def resolve(host: str, port: int) -> list[str]:
+    """Every address `host` resolves to, in the resolver's order, without duplicates."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def is_public(address: IPAddress) -> bool:
+    """Globally routable unicast: not loopback, private, link-local, CGNAT, multicast, reserved."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_global and not address.is_multicast
+
+
+@dataclass(frozen=True)
+class CallbackTarget:
+    url: str
+    scheme: str
+    host: str  # lowercase, no trailing dot, no brackets
+    port: int
+    path: str  # path and query, as the request line sends them
+
+
+@dataclass(frozen=True)
+class CallbackPolicy:
+    """ADVISOR_WEBHOOK_ALLOWED_HOSTS applied: none listed refuses every callback.
+
+    An entry is a host name or address (allowed by name: it may resolve to a loopback,
+    private or link-local address), `*.example.com` (its subdomains) or `*` (any host);
+    hosts matched only by a wildcard must resolve to public addresses alone.
+    """
+
+    allowed_hosts: tuple[str, ...]
+    resolver: Resolver = resolve
+
+    def parse(self, url: str) -> CallbackTarget:
+        if len(url) > MAX_URL_LENGTH:
+            raise CallbackRefused(f"callback_url is {len(url)} characters; the limit is 2048")
+        if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in url):
+            raise CallbackRefused("callback_url contains spaces or control characters")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise CallbackRefused(f"callback_url {url[:100]!r}: use http:// or https://")
+        if parts.username is not None or parts.password is not None:
+            raise CallbackRefused("callback_url may not carry credentials (user:password@)")
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError as exc:
+            raise CallbackRefused(f"callback_url {url[:100]!r}: {exc}") from exc
+        host = (parts.hostname or "").rstrip(".")
+        if not host:
+            raise CallbackRefused(f"callback_url {url[:100]!r} names no host")
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return CallbackTarget(url, parts.scheme, host, port, path)
+
+    def is_named(self, host: str) -> bool:
+        return host in self.allowed_hosts
+
+    def is_listed(self, host: str) -> bool:
+        for entry in self.allowed_hosts:
+            if entry == "*" or entry == host:
+                return True
+            if entry.startswith("*.") and host.endswith(entry[1:]):
+                return True
+        return False
+
+    def check(self, url: str) -> CallbackTarget:
+        """The target once its host is listed and resolves to allowed addresses only."""
+        target = self.parse(url)
+        self.addresses(target)
+        return target
+
+    def addresses(self, target: CallbackTarget) -> list[IPAddress]:
+        """Resolve now and check every address; raises CallbackRefused naming the reason."""
+        if not self.allowed_hosts:
+            raise CallbackRefused(
+                "Webhooks are off: no host is allowed; list callback hosts in "
+                "ADVISOR_WEBHOOK_ALLOWED_HOSTS"
+            )
+        host = target.host
+        if not self.is_listed(host):
+            raise CallbackRefused(f"Callback host {host!r} is not in ADVISOR_WEBHOOK_ALLOWED_HOSTS")
+        try:
+            found = [
+                ipaddress.ip_address(a.split("%", 1)[0]) for a in self.resolver(host, target.port)
+            ]
+        except (OSError, UnicodeError, ValueError) as exc:
+            raise CallbackRefused(
+                f"Callback host {host!r} does not resolve ({summary(exc)})"
+            ) from exc
+        if not found:
+            raise CallbackRefused(f"Callback host {host!r} resolves to no address")
+        if not self.is_named(host):
+            private = [str(a) for a in found if not is_public(a)]
+            if private:
+                raise CallbackRefused(
+                    f"Callback host {host!r} resolves to a non-public address ({private[0]}): "
+                    "loopback, private and link-local addresses are refused unless the host is "
+                    "listed by name in ADVISOR_WEBHOOK_ALLOWED_HOSTS"
+                )
+        return found
+
+
+def sign(secret: bytes, body: bytes, timestamp: int) -> str:
+    """`t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>." + body>`, Stripe's scheme."""
+    digest = hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def verify_signature(
+    secret: bytes,
+    header: str,
+    body: bytes,
+    *,
+    tolerance: float = SIGNATURE_TOLERANCE_SECONDS,
+    now: float | None = None,
+) -> bool:
+    """A receiver's check: a v1 signature matches and its timestamp is recent."""
+    fields = [part.split("=", 1) for part in header.split(",") if "=" in part]
+    stamps = [value for key, value in fields if key.strip() == "t"]
+    if len(stamps) != 1 or not stamps[0].isdigit():
+        return False
+    timestamp = int(stamps[0])
+    if abs((time.time() if now is None else now) - timestamp) > tolerance:
+        return False
+    expected = sign(secret, body, timestamp).split("v1=", 1)[1]
+    return any(
+        key.strip() == "v1" and hmac.compare_digest(value, expected) for key, value in fields
+    )
+
+
+@dataclass(frozen=True)
+class PostResult:
+    """One POST's outcome; `permanent` failures are not retried (a refusal, a redirect)."""
+
+    ok: bool
+    status_code: int | None = None
+    error: str | None = None
+    permanent: bool = False
+
+
+class _PinnedHTTP(http.client.HTTPConnection):
+    """Connects to one checked address while the Host header keeps the URL's name."""
+
+    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    def __init__(
+        self, host: str, port: int, address: str, timeout: float, context: ssl.SSLContext
+    ) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self.address = address
+        self.tls = context
+
+    def connect(self) -> None:
+        raw = socket.create_connection((self.address, self.port), self.timeout)
+        # The certificate is checked against the URL's host, not the address.
+        self.sock = self.tls.wrap_socket(raw, server_hostname=self.host)
+
+
+class WebhookSender:
+    """Signs and POSTs one body to a callback URL under the policy, with short time-outs."""
+
+    def __init__(
+        self,
+        policy: CallbackPolicy,
+        secret: bytes | None,
+        *,
+        timeout: float,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self.policy = policy
+        self.secret = secret
+        self.timeout = timeout
+        self.tls = tls or ssl.create_default_context()
+
+    def post(self, url: str, body: bytes, delivery_id: str) -> PostResult:
+        if not self.secret:
+            return PostResult(False, error="ADVISOR_WEBHOOK_SECRET is not set", permanent=True)
+        try:
+            target = self.policy.parse(url)
+            addresses = self.policy.addresses(target)
+        except CallbackRefused as exc:
+            return PostResult(False, error=str(exc), permanent=True)
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            SIGNATURE_HEADER: sign(self.secret, body, int(time.time())),
+            DELIVERY_HEADER: delivery_id,
+            "Connection": "close",
+        }
+        error = "no address"
+        for address in addresses:
+            conn = self._connection(target, str(address))
+            try:
+                try:
+                    conn.connect()
+                except OSError as exc:
+                    # Nothing was sent: the next checked address may answer.
+                    error = f"{address}: {summary(exc, typed=True, limit=300)}"
+                    continue
+                try:
+                    conn.request("POST", target.path, body=body, headers=headers)
+                    # Status line and headers only: the body is neither read nor stored.
+                    return _judge(conn.getresponse().status)
+                except (OSError, http.client.HTTPException) as exc:
+                    return PostResult(
+                        False, error=f"{address}: {summary(exc, typed=True, limit=300)}"
+                    )
+            finally:
+                conn.close()
+        return PostResult(False, error=error)
+
+    def _connection(self, target: CallbackTarget, address: str) -> http.client.HTTPConnection:
+        if target.scheme == "https":
+            return _PinnedHTTPS(target.host, target.port, address, self.timeout, self.tls)
+        return _PinnedHTTP(target.host, target.port, address, self.timeout)
+
+
+def _judge(status: int) -> PostResult:
+    if 200 <= status < 300:
+        return PostResult(True, status)
+    if 300 <= status < 400:
+        return PostResult(
+            False, status, f"answered {status}; redirects are not followed", permanent=True
+        )
+    if status == 410:
+        return PostResult(False, status, "answered 410 Gone", permanent=True)
+    return PostResult(False, status, f"answered {status}")

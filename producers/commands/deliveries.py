@@ -1,0 +1,78 @@
+"""`advisor deliveries JOB_ID | retry [JOB_ID...]`: a job's outcome notices, and resending them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from jobs.models import Delivery
+from producers.commands.output import EXIT_USAGE, Subparsers, client, emit_json
+from producers.views import delivery_target, delivery_to_dict
+
+
+def _line(delivery: Delivery) -> str:
+    log = delivery.log or []
+    line = f"{delivery.id} {delivery.kind} {delivery_target(delivery)} {delivery.state}"
+    line += f" after {len(log)} attempt(s)"
+    if delivery.next_attempt_at is not None and delivery.state == "pending":
+        line += f", next at {delivery.next_attempt_at:%H:%M:%S}"
+    return line + (f": {delivery.last_error}" if delivery.last_error else "")
+
+
+def cmd_deliveries(args: argparse.Namespace) -> int:
+    first, *rest = args.what
+    if first == "retry":
+        return _retry(rest, args.json)
+    if rest:
+        print("advisor: error: give one JOB_ID, or `retry [JOB_ID...]` (see --help)",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    with client() as producer:
+        deliveries = producer.deliveries_of(first)
+    if args.json:
+        emit_json([delivery_to_dict(d) for d in deliveries])
+        return 0
+    if not deliveries:
+        print(f"Job {first} asked for no notices")
+    for delivery in deliveries:
+        print(_line(delivery))
+        for attempt in delivery.log or []:
+            outcome = "ok" if attempt.get("ok") else attempt.get("error")
+            code = attempt.get("status_code")
+            print(f"  {attempt.get('at')} by {attempt.get('by')}: "
+                  f"{outcome}{f' (HTTP {code})' if code else ''}")  # fmt: skip
+    return 0
+
+
+def _retry(job_ids: list[str], as_json: bool) -> int:
+    with client() as producer:
+        for job_id in job_ids:
+            producer.status(job_id)  # JobNotFound names a mistyped id
+        reset = producer.retry_deliveries(job_ids or None)
+        done = producer.courier.deliver_due() if reset else None
+    summary = {
+        "reset": len(reset),
+        "delivered": len(done.delivered) if done else 0,
+        "retrying": len(done.retrying) if done else 0,
+        "undelivered": len(done.undelivered) if done else 0,
+    }
+    if as_json:
+        emit_json(summary)
+    else:
+        print(f"Resending {summary['reset']} undelivered notice(s): delivered "
+              f"{summary['delivered']}, will retry {summary['retrying']}, undelivered again "
+              f"{summary['undelivered']}")  # fmt: skip
+    return 0
+
+
+def register(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "deliveries",
+        help="a job's outcome notices (tasks, webhooks); `deliveries retry` resends undelivered",
+        description="`advisor deliveries JOB_ID` lists a job's notices and every attempt; "
+        "`advisor deliveries retry [JOB_ID...]` resends the undelivered ones (of those jobs, "
+        "or all) at once, with a fresh set of attempts.",
+    )
+    p.add_argument("what", nargs="+", metavar="JOB_ID | retry [JOB_ID...]")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_deliveries)
