@@ -2,7 +2,8 @@
 
 Order: byte limit, format allowlist by signature (before any decoder), header pixel check
 (against bombs), one decode, EXIF orientation, ICC -> sRGB with alpha and bit depth
-flattened, capture facts by a tag whitelist, then the model's pixel budget.
+flattened, capture facts by a tag whitelist, then the model's pixel budget. An inline
+upload is stored without its location and serial numbers (`photo_privacy`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import pillow_heif
 from PIL import Image, UnidentifiedImageError, features
 
-from jobs import photo_formats
+from jobs import photo_formats, photo_privacy
 from jobs.errors import InvalidImage
 from jobs.photo_capture import Capture, read_capture
 from jobs.photo_color import to_srgb
@@ -95,6 +96,7 @@ class Prepared:
 
     photo: Photo
     image: Image.Image
+    is_private: bool = False  # the file's EXIF has GPS, serial numbers, owner or maker notes
 
 
 @dataclass(frozen=True)
@@ -196,10 +198,38 @@ def verify(
     ref: str | None = None,
     name: str | None = None,
 ) -> CheckedImage:
-    """The producer's intake: the whole pipeline (so bad photos fail at submit), digest and ref."""
-    photo = prepare(data, limits, geometry, name=name).photo
+    """The producer's intake: the whole pipeline (so bad photos fail at submit), digest and ref.
+
+    Without `ref` the bytes are to be stored: they come back without location and serial
+    numbers, and the digest is theirs.
+    """
+    prepared = prepare(data, limits, geometry, name=name)
+    if ref is None:
+        data = _storable(data, prepared, limits, geometry, name)
     sha = hashlib.sha256(data).hexdigest()
-    return CheckedImage(data, sha, photo, ref or f"{STORED_PREFIX}{sha}")
+    return CheckedImage(data, sha, prepared.photo, ref or f"{STORED_PREFIX}{sha}")
+
+
+def _storable(
+    data: bytes, prepared: Prepared, limits: Limits, geometry: ModelGeometry, name: str | None
+) -> bytes:
+    """`data` scrubbed, proven to give the worker the same photo facts and the same pixels."""
+    scrubbed = photo_privacy.scrub(data, prepared.photo.format)
+    if scrubbed is data and not prepared.is_private:
+        return data
+    again = prepare(scrubbed, limits, geometry, name=name) if scrubbed is not data else prepared
+    if (
+        again.is_private
+        or again.photo != prepared.photo
+        or again.image.tobytes() != prepared.image.tobytes()
+    ):
+        raise InvalidImage(
+            f"This {prepared.photo.format} file's GPS or serial-number metadata cannot be "
+            "removed without changing the photo, and it is never stored; remove it before "
+            "sending (exiftool -gps:all= -serialnumber= -lensserialnumber= FILE), or send "
+            "the file by path"
+        )
+    return scrubbed
 
 
 def prepare(
@@ -275,7 +305,8 @@ def _decode(img: Image.Image, fmt: str, limits: Limits, geometry: ModelGeometry)
     srgb, profile = to_srgb(image)
     srgb = _resized(srgb, model_size(width, height, geometry))
     srgb.info = {}
-    return Prepared(Photo(fmt, width, height, applied, profile, capture), srgb)
+    photo = Photo(fmt, width, height, applied, profile, capture)
+    return Prepared(photo, srgb, photo_privacy.is_private(exif))
 
 
 def fit_for_model(image: Image.Image, geometry: ModelGeometry) -> Image.Image:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import sqlite3
 import threading
@@ -15,11 +17,13 @@ from sqlalchemy import func, select
 
 from jobs.contracts import BASE_VARIANT, FINE_TUNED_VARIANT, Assignment, Status
 from jobs.errors import InvalidImage, UnknownAdvisor, UnknownVariant
+from jobs.images import Limits, ModelGeometry, prepare
 from jobs.models import Job, StoredImage
 from jobs.repository import NewJob, Outcome, StartOutcome
 from producers import Client, JobTimeout, SubmitItem
 from producers.errors import InvalidSubmission
 from producers.publisher import BATCH_JOBS
+from tests.photo_files import card, encode, exif, private_leftovers
 from tests.producers.conftest import (
     FINE_TUNED_ADVISOR,
     RedisServer,
@@ -66,6 +70,55 @@ def test_a_path_job_references_the_resolved_file_and_stores_no_bytes(
     assert job.image_ref == f"path:{(image_root / 'a.png').resolve()}"
     assert job.subject == "user-7"
     assert row_count(client, StoredImage) == 0
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF", "AVIF", "HEIF"])
+def test_an_inline_photo_is_stored_without_gps_or_serials_and_its_row_keeps_its_facts(
+    client: Client, fmt: str
+) -> None:
+    data = encode(card(), fmt, exif=exif(6, gps=True))
+    limits, geometry = Limits(10**8, 10**8), ModelGeometry(448 * 448)
+
+    job = client.status(client.submit(data, FINE_TUNED_ADVISOR).id)
+    again = client.status(client.submit(data, FINE_TUNED_ADVISOR).id)
+
+    stored = client.repository.image_bytes(job.image_sha256)
+    assert stored is not None and private_leftovers(stored) == []
+    assert job.image_sha256 == hashlib.sha256(stored).hexdigest() == again.image_sha256
+    assert row_count(client, StoredImage) == 1
+    twin = prepare(encode(card(), fmt, exif=exif(6)), limits, geometry)
+    assert job.photo == twin.photo.to_dict()
+    sent = prepare(data, limits, geometry).image
+    assert prepare(stored, limits, geometry).image.tobytes() == sent.tobytes()
+
+
+def test_a_photo_without_gps_is_stored_as_sent_and_a_path_photo_is_not_stored(
+    client: Client, image_root: Path
+) -> None:
+    plain, located = (
+        encode(card(), "JPEG", exif=exif(1)),
+        encode(card(), "JPEG", exif=exif(1, gps=True)),
+    )
+    (image_root / "located.jpg").write_bytes(located)
+
+    job = client.status(client.submit(plain, FINE_TUNED_ADVISOR).id)
+    path_job = client.status(client.submit("located.jpg", FINE_TUNED_ADVISOR).id)
+
+    assert client.repository.image_bytes(job.image_sha256) == plain
+    assert path_job.image_sha256 == hashlib.sha256(located).hexdigest()
+    assert (image_root / "located.jpg").read_bytes() == located
+    assert row_count(client, StoredImage) == 1
+
+
+def test_a_pil_image_with_gps_exif_is_stored_as_png_without_it(client: Client) -> None:
+    with Image.open(io.BytesIO(encode(card(), "JPEG", exif=exif(1, gps=True)))) as img:
+        img.load()
+    job = client.status(client.submit(img, FINE_TUNED_ADVISOR).id)
+
+    stored = client.repository.image_bytes(job.image_sha256)
+    assert stored is not None and stored.startswith(b"\x89PNG")
+    assert private_leftovers(stored) == []
+    assert job.photo is not None and job.photo["capture"]["iso"] == 400
 
 
 def test_a_pil_image_is_accepted_and_stored_as_png(client: Client) -> None:

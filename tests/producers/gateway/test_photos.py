@@ -8,6 +8,7 @@ import subprocess
 import sys
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -31,6 +32,7 @@ from tests.photo_files import (
     is_close,
     oriented,
     png16,
+    private_leftovers,
     quadrants,
     refused_files,
     srgb_of,
@@ -193,6 +195,36 @@ def test_refused_formats_answer_415_with_the_accepted_list_and_write_no_row(
     if kind.startswith("RAW"):
         assert "send the camera's JPEG or HEIC" in problem["message"]
     assert len(stack.repo.find()) == before
+
+
+def test_uploads_with_gps_are_stored_without_it_and_analysed_as_the_same_photo(
+    stack: Stack,
+) -> None:
+    kinds = {"jpg": ("JPEG", "image/jpeg"), "png": ("PNG", "image/png"),
+             "webp": ("WEBP", "image/webp"), "tif": ("TIFF", "image/tiff"),
+             "avif": ("AVIF", "image/avif"), "heic": ("HEIF", "image/heic")}  # fmt: skip
+    portrait = card().transpose(Image.Transpose.ROTATE_90)  # upright once EXIF 6 is undone
+    files = {
+        f"{kind}.{ext}": (encode(portrait, fmt, exif=exif(6, gps=kind == "gps")), mime)
+        for ext, (fmt, mime) in kinds.items()
+        for kind in ("gps", "plain")
+    }
+
+    jobs = upload(stack, files)
+
+    for ext, (fmt, _mime) in kinds.items():
+        located, plain = jobs[f"gps.{ext}"], jobs[f"plain.{ext}"]
+        stored = stack.repo.image_bytes(stack.repo.get(located["id"]).image_sha256)
+        assert stored is not None and private_leftovers(stored) == [], ext
+        plain_sha = stack.repo.get(plain["id"]).image_sha256
+        assert stack.repo.image_bytes(plain_sha) == files[f"plain.{ext}"][0], ext
+        assert located["photo"] == plain["photo"], ext
+        assert located["photo"]["format"] == fmt and located["photo"]["orientation_applied"] == 6
+        seen, twin = model_input(stack, located), model_input(stack, plain)
+        assert seen.size == CARD_SIZE, ext
+        assert all(is_close(s, e, 40) for s, e in zip(quadrants(seen), UPRIGHT, strict=True))
+        difference = np.asarray(seen, np.int16) - np.asarray(twin, np.int16)
+        assert np.abs(difference).max() <= 1, ext
 
 
 def test_capture_facts_round_trip_and_gps_stays_out_of_the_row_the_logs_and_the_prompt(
