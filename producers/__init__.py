@@ -1,10 +1,19 @@
-"""The client library upstream apps import: Client (submit, wait, status), router, publisher.
+"""The client library upstream apps import: Client (submit, wait, status, feedback), router.
 
 Operations live in producers.ops, the `advisor` CLI in producers.commands, HTTP in
 producers.gateway; nothing here imports them.
 """
 
-from jobs.errors import InvalidImage, InvalidWeights, JobNotFound, UnknownAdvisor, UnknownVariant
+from jobs.errors import (
+    FeedbackRefused,
+    InvalidFeedback,
+    InvalidImage,
+    InvalidWeights,
+    JobNotFound,
+    UnknownAdvisor,
+    UnknownVariant,
+)
+from jobs.feedback import FeedbackRecord
 from producers.client import Client, JobHandle
 from producers.errors import (
     InvalidSubmission,
@@ -18,6 +27,9 @@ from producers.router import Decision, Router
 __all__ = [
     "Client",
     "Decision",
+    "FeedbackRecord",
+    "FeedbackRefused",
+    "InvalidFeedback",
     "InvalidImage",
     "InvalidSubmission",
     "InvalidWeights",

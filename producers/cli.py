@@ -12,7 +12,18 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.errors import AdvisorError, summary
 from jobs.settings import get_settings
-from producers.commands import capacity, db, demo, guard, jobs, metrics, report, rollout, sweep
+from producers.commands import (
+    capacity,
+    db,
+    demo,
+    feedback,
+    guard,
+    jobs,
+    metrics,
+    report,
+    rollout,
+    sweep,
+)
 from producers.commands.output import EXIT_FAILED, EXIT_TIMEOUT, EXIT_USAGE, Subparsers
 from producers.errors import JobTimeout
 
@@ -21,6 +32,7 @@ from producers.errors import JobTimeout
 COMMANDS: list[Callable[[Subparsers], None]] = [
     db.register,
     jobs.register,
+    feedback.register,
     rollout.register,
     demo.register,
     report.register,

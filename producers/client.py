@@ -1,4 +1,4 @@
-"""The client library upstream apps use: submit, submit_many, wait, status, republish."""
+"""The client library upstream apps use: submit, submit_many, wait, status, feedback, republish."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 from jobs.contracts import FINAL_STATUSES, Assignment, Status
 from jobs.db import engine_for
+from jobs.feedback import DEFAULT_SOURCE, FeedbackRecord, FeedbackStore
 from jobs.models import Job
 from jobs.repository import NewJob, Repository
 from jobs.rollouts import RolloutStore
@@ -62,6 +63,7 @@ class Client:
         self.engine = engine_for(self.settings.resolved_database_url)
         self.repository = Repository(self.engine)
         self.rollouts = RolloutStore(self.engine)
+        self.feedback_store = FeedbackStore(self.engine)
         self.router = Router(self.settings, self.registry, self.rollouts, self.repository)
         self._publisher: Publisher | None = None
         self._outbox: Outbox | None = None
@@ -172,6 +174,21 @@ class Client:
             if remaining <= 0:
                 raise JobTimeout(job_id, job.status, timeout)
             time.sleep(min(poll, remaining))
+
+    def feedback(
+        self,
+        job_id: str,
+        *,
+        rating: int,
+        helpful: bool | None = None,
+        comment: str | None = None,
+        source: str = DEFAULT_SOURCE,
+    ) -> FeedbackRecord:
+        """The app's user's verdict on a succeeded job's critique (rating 1-5); a second one
+        from the same `source` replaces the first (`replaced` says so)."""
+        return self.feedback_store.record(
+            job_id, rating, helpful=helpful, comment=comment, source=source
+        )
 
     # -- lifecycle -----------------------------------------------------------------
 

@@ -7,6 +7,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from jobs.feedback import (
+    DEFAULT_SOURCE,
+    MAX_COMMENT,
+    MAX_RATING,
+    MAX_SOURCE,
+    MIN_RATING,
+    FeedbackRecord,
+)
 from jobs.models import Job
 from jobs.rollouts import Weights
 
@@ -78,6 +86,42 @@ class JobAccepted(BaseModel):
     created: bool = Field(description="false: an earlier submit with this idempotency key")
     status_url: str
     events_url: str
+
+
+class FeedbackSubmission(BaseModel):
+    """POST /jobs/{id}/feedback: the app's user's verdict on the job's critique."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rating: int = Field(ge=MIN_RATING, le=MAX_RATING, strict=True, examples=[4])
+    helpful: bool | None = Field(default=None, strict=True)
+    comment: str | None = Field(default=None, max_length=MAX_COMMENT)
+    source: str | None = Field(
+        default=None, min_length=1, max_length=MAX_SOURCE, pattern=PRINTABLE,
+        description=f"who rates; one rating per job and source (default {DEFAULT_SOURCE!r})",
+    )  # fmt: skip
+
+
+class FeedbackPublic(BaseModel):
+    """Stored feedback; `replaced`: an earlier one from this source was overwritten (200)."""
+
+    job_id: str
+    source: str
+    rating: int
+    helpful: bool | None
+    comment: str | None
+    simulated: bool
+    created_at: datetime
+    updated_at: datetime
+    replaced: bool
+
+
+def feedback_public(record: FeedbackRecord) -> FeedbackPublic:
+    return FeedbackPublic(
+        job_id=record.job_id, source=record.source, rating=record.rating,
+        helpful=record.helpful, comment=record.comment, simulated=record.simulated,
+        created_at=record.created_at, updated_at=record.updated_at, replaced=record.replaced,
+    )  # fmt: skip
 
 
 class JobPublic(BaseModel):
