@@ -65,6 +65,7 @@ class ErrorKind(StrEnum):
     POISON = "poison"
     WRONG_VARIANT = "wrong_variant"
     INTERNAL = "internal"
+    SHADOW_DROPPED = "shadow_dropped"  # a queued shadow job whose candidate was rolled back
 
 
 class ModelUsed(StrEnum):

@@ -26,4 +26,5 @@ def weights_to_dict(weights: Weights) -> dict[str, Any]:
         "updated_at": _plain(weights.updated_at),
         "updated_by": weights.updated_by,
         "reason": weights.reason,
+        "shadow": weights.shadow,
     }

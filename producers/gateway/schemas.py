@@ -206,6 +206,7 @@ class RolloutPublic(BaseModel):
     updated_at: datetime | None
     updated_by: str
     reason: str
+    shadow: float = Field(description="share of split jobs also run on the other arm")
     variants: list[str] = Field(description="variants that may serve this advisor")
     live: list[str] = Field(description="of those, the ones with a live worker")
 
@@ -214,7 +215,7 @@ def rollout_public(weights: Weights, variants: list[str], live: list[str]) -> Ro
     return RolloutPublic(
         advisor=weights.advisor, weights=dict(weights.weights), version=weights.version,
         updated_at=weights.updated_at, updated_by=weights.updated_by, reason=weights.reason,
-        variants=variants, live=live,
+        shadow=weights.shadow, variants=variants, live=live,
     )  # fmt: skip
 
 
@@ -225,6 +226,11 @@ class RolloutUpdate(BaseModel):
 
     weights: dict[str, float] = Field(examples=[{"base": 0.9, "fine_tuned": 0.1}])
     reason: str = Field(min_length=1, max_length=2000, pattern=PRINTABLE)
+    shadow: float | None = Field(
+        default=None, ge=0, le=1,
+        description="share of split jobs also run on the other arm as paired shadow jobs "
+        "(omitted: unchanged)",
+    )  # fmt: skip
     actor: str | None = Field(
         default=None, min_length=1, max_length=120, pattern=PRINTABLE,
         description="who asks, for the audit trail (default: gateway@HOST)",
