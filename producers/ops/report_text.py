@@ -46,9 +46,9 @@ def _verdicts(report: Report) -> list[str]:
             f"p {_num(v.p, '.3g')}  -> {v.decision}"
         )
         lines.append(f"  {'':<26}why this metric: {v.why}")
-        rules = "; ".join(c.describe() for c in v.guardrails)
         flag = "ok" if v.guardrails_ok else "BREACHED"
-        lines.append(f"  {'':<26}guardrails {flag}: {rules}")
+        lines.append(f"  {'':<26}guardrails {flag} (always-valid, split jobs):")
+        lines += [f"  {'':<28}{c.describe()}" for c in v.guardrails]
     if not report.verdicts:
         lines.append("  no split traffic or shadow pairs on a non-base variant")
     return lines
@@ -63,7 +63,7 @@ def _feedback(report: Report) -> list[str]:
     ]
     for f in report.feedback:
         r = f.rating
-        helpful = f"{_pct(f.helpful_rate)} {_interval(f.helpful_ci_low, f.helpful_ci_high, '.2f')}"
+        helpful = f"{_pct(f.helpful_rate)} [{_pct(f.helpful_ci_low)}, {_pct(f.helpful_ci_high)}]"
         lines.append(
             f"  {f.variant:<14}{f.ratings:>8}{f.simulated:>10}  "
             f"{_num(r.mean)} {_interval(r.ci_low, r.ci_high, '.2f'):<17}{helpful:<24}"
