@@ -172,6 +172,9 @@ def run(plan: Plan) -> Section:
         table(["", "sequential (mSPRT)", f"Welch, {looks} looks", "Welch, read once"], rows)
     )
     section.notes += [
+        f"Welch's power at {looks} looks is bought with its {pct(null['welch_peeking'])} A/A "
+        "rate: it is not a usable test when read at every stage; the sequential test gives up "
+        "some power at this horizon for a guarantee at every look.",
         f"Read after every single job instead of every {LOOK_EVERY}, the sequential A/A rate is "
         f"{pct(null['sequential_every_job'])} (Ville's inequality bounds it by alpha for any "
         f"number of looks). The confidence sequence covered the true difference at the end in "
