@@ -13,17 +13,25 @@ from jobs.settings import get_settings
 
 if TYPE_CHECKING:
     from advisor_worker.runtime import WorkerRuntime
+    from advisor_worker.shadow import ShadowGate
 
 logger = logging.getLogger(__name__)
 
 app = make_celery(get_settings(), "advisor_worker")
 _runtime: WorkerRuntime | None = None
+_shadow_gate: ShadowGate | None = None
 
 
 def bind_runtime(runtime: WorkerRuntime | None) -> None:
     """Set by `advisor-worker run` once the model is loaded, before the consumer starts."""
     global _runtime
     _runtime = runtime
+
+
+def bind_shadow_gate(gate: ShadowGate | None) -> None:
+    """Set by `advisor-worker run` when the worker also consumes its shadow queue."""
+    global _shadow_gate
+    _shadow_gate = gate
 
 
 def record_refused(job_id: str, problem: str) -> None:
@@ -37,6 +45,10 @@ def record_refused(job_id: str, problem: str) -> None:
 def analyze(self: Task, *args: Any, **kwargs: Any) -> str:
     if _runtime is None:
         raise RuntimeError("advisor.analyze ran in a process without a loaded model")
+    if _shadow_gate is not None and _shadow_gate.must_yield(self.request.delivery_info):
+        # Primary jobs wait: the shadow goes back, its row untouched, for a later idle moment.
+        _shadow_gate.put_back(kwargs)
+        return "yielded"
     payload: Any = kwargs if not args else {"args": list(args), **kwargs}
     # A message's own soft limit (send_task(soft_time_limit=...)) can shorten the setting's.
     soft_limit = (self.request.timelimit or (None, None))[1]

@@ -122,14 +122,15 @@ def _check(variant_name: str, as_json: bool) -> int:
 
 def _run(variant_name: str) -> int:
     from advisor_worker import prompts
-    from advisor_worker.celery_app import app, bind_runtime
+    from advisor_worker.celery_app import app, bind_runtime, bind_shadow_gate
     from advisor_worker.heartbeat import Heartbeat
     from advisor_worker.notices import NoticeThread
+    from advisor_worker.shadow import ShadowGate
     from advisor_worker.slots import MIB
     from advisor_worker.watchdog import Watchdog
     from jobs.advisors import get_persona, personas
     from jobs.analysis import generation_schema
-    from jobs.contracts import queue_for
+    from jobs.contracts import queue_for, shadow_queue_for
     from jobs.courier import Courier
     from jobs.db import engine_for
     from jobs.deliveries import DeliveryStore
@@ -200,15 +201,19 @@ def _run(variant_name: str) -> int:
     bind_runtime(
         WorkerRuntime(settings, repo, provider, loaded, heartbeat, watchdog, scheduler, notices)
     )
+    # The shadow queue comes second: its jobs run only when none of this queue's wait.
+    bind_shadow_gate(ShadowGate(app, variant_name))
+    queues = f"{queue},{shadow_queue_for(variant_name)}"
     # No prefork: MLX state must not cross a fork, and one process serves one model. B > 1:
     # B threads each hold one unacknowledged message and feed its job to the MLX thread.
     pool = ["--pool=solo"] if batch == 1 else ["--pool=threads", f"--concurrency={batch}"]
     try:
         app.worker_main(
-            ["worker", *pool, "-Q", queue, "-n", name, "-l", settings.log_level,
+            ["worker", *pool, "-Q", queues, "-n", name, "-l", settings.log_level,
              "--without-gossip", "--without-mingle", "-E"]
         )  # fmt: skip
     finally:
+        bind_shadow_gate(None)
         bind_runtime(None)
         watchdog.stop()
         notices.stop(timeout=4 * settings.webhook_timeout)

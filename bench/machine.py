@@ -85,3 +85,11 @@ def describe(redis_url: str, postgres_url: str) -> list[tuple[str, str]]:
     rows += [("Redis server", redis_server(redis_url)),
              ("PostgreSQL server", postgres_server(postgres_url))]  # fmt: skip
     return rows
+
+
+def summary() -> str:
+    """One line: CPU, cores, memory, OS, python, numpy and scipy."""
+    versions = {name: metadata.version(name) for name in ("numpy", "scipy")}
+    return (f"{cpu_model()}, {os.cpu_count()} logical cores, {ram_gib():.1f} GiB, {os_name()}, "
+            f"python {platform.python_version()}, numpy {versions['numpy']}, "
+            f"scipy {versions['scipy']}")  # fmt: skip

@@ -66,9 +66,32 @@ def render(
     if skipped:
         out += [f"Not measured in this run: {', '.join(skipped)}.", ""]
     for section in sections:
-        out += [f"## {section.title}", "", section.intro, ""]
-        for block in section.tables:
-            out += [block, ""]
-        out += [note + "\n" for note in section.notes]
-        out += [f"_Section time: {section.seconds:.0f} s._", ""]
+        out += section_lines(section)
     return "\n".join(out).rstrip() + "\n"
+
+
+def section_lines(section: Section, stamp: str = "") -> list[str]:
+    out = [f"## {section.title}", ""]
+    if stamp:
+        out += [stamp, ""]
+    out += [section.intro, ""]
+    for block in section.tables:
+        out += [block, ""]
+    out += [note + "\n" for note in section.notes]
+    return [*out, f"_Section time: {section.seconds:.0f} s._", ""]
+
+
+def splice(existing: str, sections: Sequence[Section], stamp: str) -> str:
+    """`existing` with each section's block replaced (by title), or appended: a run of some
+    sections keeps the others' measurements; `stamp` says when and where these were taken."""
+    text = existing.rstrip() + "\n"
+    for section in sections:
+        block = "\n".join(section_lines(section, stamp)).rstrip() + "\n"
+        head = f"\n## {section.title}\n"
+        start = text.find(head)
+        if start < 0:
+            text = text + "\n" + block
+            continue
+        end = text.find("\n## ", start + len(head))
+        text = text[: start + 1] + block + ("\n" + text[end + 1 :] if end >= 0 else "")
+    return text.rstrip() + "\n"

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import machine, report, submit
+from bench import machine, report, sequential, submit
 from bench.stats import Section
 from bench.targets import DEFAULT_POSTGRES_ADMIN, DEFAULT_REDIS, Target
 
-SECTIONS = ("submit", "serving", "scaling", "batching", "decoding", "lora")
+SECTIONS = ("submit", "serving", "scaling", "batching", "decoding", "lora", "sequential")
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class Plan:
     lora_rounds: int
     lora_loads: int
     lora_tokens: int
+    sequential: sequential.Plan
 
 
 PLANS = {
@@ -50,6 +51,7 @@ PLANS = {
         lora_rounds=8,
         lora_loads=1,
         lora_tokens=64,
+        sequential=sequential.Plan(experiments=500, jobs=400),
     ),
     "full": Plan(
         submit_jobs=1000,
@@ -63,6 +65,7 @@ PLANS = {
         lora_rounds=8,
         lora_loads=2,
         lora_tokens=32,
+        sequential=sequential.Plan(experiments=2000, jobs=400),
     ),
 }
 
@@ -137,19 +140,28 @@ def main(argv: list[str] | None = None) -> int:
             )
         ],
     )  # fmt: skip
+    timed("sequential", lambda: [sequential.run(plan.sequential)])
     mx.clear_streams()  # on the thread that used MLX, else the process aborts at exit
     command = "python -m bench.run" + (" --quick" if args.quick else "")
     if args.only:
         command += " --only " + " ".join(args.only)
-    text = report.render(
-        when=when,
-        mode=mode,
-        command=command,
-        machine=machine.describe(args.redis, args.postgres_admin),
-        load=load,
-        sections=sections,
-        skipped=[s for s in SECTIONS if s not in wanted],
-    )
+    if args.only and args.out.exists():
+        # Only some sections ran: the page keeps the others' measurements.
+        stamp = (
+            f"_Measured {when} by `{command}` ({mode} run) on "
+            f"{machine.summary()}; the other sections are from the run named at the top._"
+        )
+        text = report.splice(args.out.read_text(), sections, stamp)
+    else:
+        text = report.render(
+            when=when,
+            mode=mode,
+            command=command,
+            machine=machine.describe(args.redis, args.postgres_admin),
+            load=load,
+            sections=sections,
+            skipped=[s for s in SECTIONS if s not in wanted],
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(f"[bench] wrote {args.out}", file=sys.stderr)

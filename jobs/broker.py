@@ -11,7 +11,7 @@ from celery import Celery
 from kombu import Connection, Exchange, Queue
 from kombu.exceptions import KombuError
 
-from jobs.contracts import ANALYZE_TASK, queue_for
+from jobs.contracts import ANALYZE_TASK, queue_for, queue_of
 from jobs.errors import BrokerUnreachable, summary
 from jobs.settings import Settings, mask_url
 
@@ -30,7 +30,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     transport_options: dict[str, Any] = {}
     broker = settings.resolved_broker_url
     if is_redis(broker):
-        transport_options = {"visibility_timeout": settings.visibility_timeout}
+        # `priority`: BRPOP lists a worker's queues in its -Q order, its own queue before its
+        # shadow queue, so shadow work is taken only when the main queue is empty.
+        transport_options = {
+            "visibility_timeout": settings.visibility_timeout,
+            "queue_order_strategy": "priority",
+        }
 
     return {
         "broker_url": broker,
@@ -68,9 +73,9 @@ def make_celery(settings: Settings, name: str) -> Celery:
     return app
 
 
-def analyze_queue(variant: str) -> Queue:
-    """A durable direct queue per variant; its routing key equals its name."""
-    name = queue_for(variant)
+def analyze_queue(variant: str, *, is_shadow: bool = False) -> Queue:
+    """A durable direct queue per variant (and one for its shadow jobs); routing key = name."""
+    name = queue_of(variant, is_shadow=is_shadow)
     return Queue(name, Exchange(name, type="direct"), routing_key=name)
 
 

@@ -12,6 +12,7 @@ ANALYZE_TASK = "advisor.analyze"
 SWEEP_TASK = "advisor.sweep"
 GUARD_TASK = "advisor.guard"
 QUEUE_PREFIX = "advisor."
+SHADOW_QUEUE_SUFFIX = ".shadow"
 BASE_VARIANT = "base"
 FINE_TUNED_VARIANT = "fine_tuned"
 
@@ -23,6 +24,15 @@ def queue_for(variant: str) -> str:
     if not _VARIANT_NAME.match(variant):
         raise ValueError(f"Invalid variant name {variant!r}: use lowercase letters, digits, _ or -")
     return f"{QUEUE_PREFIX}{variant}"
+
+
+def shadow_queue_for(variant: str) -> str:
+    """The queue of `variant`'s shadow jobs, which its workers take only when idle."""
+    return f"{queue_for(variant)}{SHADOW_QUEUE_SUFFIX}"
+
+
+def queue_of(variant: str, *, is_shadow: bool) -> str:
+    return shadow_queue_for(variant) if is_shadow else queue_for(variant)
 
 
 def is_valid_variant_name(name: str) -> bool:
@@ -57,6 +67,7 @@ class Assignment(StrEnum):
     SPLIT = "split"
     FORCED = "forced"
     FALLBACK = "fallback"
+    SHADOW = "shadow"  # a paired run of a split job on the other arm; never returned
 
 
 class ErrorKind(StrEnum):
@@ -69,6 +80,7 @@ class ErrorKind(StrEnum):
     POISON = "poison"
     WRONG_VARIANT = "wrong_variant"
     INTERNAL = "internal"
+    SHADOW_DROPPED = "shadow_dropped"  # a queued shadow job whose candidate was rolled back
 
 
 class ModelUsed(StrEnum):

@@ -38,6 +38,14 @@ class InvalidWeights(AdvisorError):
     """Rollout weights are malformed: unknown variants, negative, or summing to zero."""
 
 
+class InvalidFeedback(AdvisorError):
+    """A feedback value is out of range (rating 1-5, comment length, source)."""
+
+
+class FeedbackRefused(AdvisorError):
+    """The job cannot take feedback: not finished, failed, or a shadow job."""
+
+
 class MigrationScriptsMissing(AdvisorError):
     """The installation has no Alembic scripts where `jobs.migrate` looks for them."""
 

@@ -1,4 +1,4 @@
-"""SQLAlchemy tables: jobs, stored images, rollout weights and their history, worker heartbeats."""
+"""SQLAlchemy tables: jobs, stored images, feedback, rollout weights and history, heartbeats."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     DateTime,
     Float,
@@ -17,6 +18,9 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
+    false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -44,7 +48,9 @@ class Job(Base):
             "status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')",
             name="status_known",
         ),
-        CheckConstraint("assignment IN ('split', 'forced', 'fallback')", name="assignment_known"),
+        CheckConstraint(
+            "assignment IN ('split', 'forced', 'fallback', 'shadow')", name="assignment_known"
+        ),
         CheckConstraint("attempts >= 0", name="attempts_non_negative"),
         Index("ix_jobs_status_variant", "status", "variant"),
         Index("ix_jobs_advisor_queued_at", "advisor", "queued_at"),
@@ -93,6 +99,12 @@ class Job(Base):
     image_tokens: Mapped[int | None] = mapped_column(Integer)
     # Set by a cancel of a running job; its worker polls for it and stops generating.
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    # A shadow job (assignment `shadow`): the same photo on the other arm of its primary's
+    # split, never returned to the caller.
+    shadow_of: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("jobs.id", ondelete="CASCADE"), index=True
+    )
 
 
 class Delivery(Base):
@@ -152,6 +164,8 @@ class Rollout(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_by: Mapped[str] = mapped_column(String(200))
     reason: Mapped[str] = mapped_column(Text)
+    # Share of split jobs also run on the other arm as shadow jobs (paired comparisons).
+    shadow: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
 
 
 class RolloutEvent(Base):
@@ -170,6 +184,30 @@ class RolloutEvent(Base):
     actor: Mapped[str] = mapped_column(String(200))
     reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    shadow: Mapped[float | None] = mapped_column(Float)
+    # The statistics a guard decision was taken on (rule, method, counts, p-values).
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class Feedback(Base):
+    """The app's user's verdict on a critique: one row per (job, source); a repeat replaces it."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (
+        UniqueConstraint("job_id", "source"),
+        CheckConstraint("rating BETWEEN 1 AND 5", name="rating_range"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(36), ForeignKey("jobs.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(String(100))
+    rating: Mapped[int] = mapped_column(Integer)
+    helpful: Mapped[bool | None] = mapped_column(Boolean)
+    comment: Mapped[str | None] = mapped_column(Text)
+    # Written by `advisor demo --feedback`'s simulated raters, never by a person.
+    simulated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class WorkerHeartbeat(Base):

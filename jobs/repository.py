@@ -82,6 +82,7 @@ class NewJob:
     photo: dict[str, Any] | None = None  # jobs.images.Photo.to_dict() of the submitted image
     # Outcome notices, written in the job's own transaction (the outbox).
     deliveries: tuple[NewDelivery, ...] = ()
+    shadow_of: str | None = None  # a shadow job: the id of its primary
 
 
 class StartOutcome(enum.Enum):
@@ -138,6 +139,16 @@ class Repository:
 
         Returns (job, created) per input; an existing idempotency key returns the stored job.
         """
+        return self.create_with_shadows(jobs, images)[0]
+
+    def create_with_shadows(
+        self,
+        jobs: Sequence[NewJob],
+        images: dict[str, bytes] | None = None,
+        shadows: Sequence[NewJob] = (),
+    ) -> tuple[list[tuple[Job, bool]], list[Job]]:
+        """`create_jobs`, plus shadow jobs (`shadow_of` naming a job of `jobs` by its id) in the
+        same transaction; a shadow whose primary was not created (a repeated key) is dropped."""
         now = utcnow()
         keys = [new.idempotency_key for new in jobs if new.idempotency_key]
         with self.engine.begin() as conn:
@@ -166,11 +177,13 @@ class Repository:
                 rows.append(values)
                 notices += [d.values(job.id, now) for d in new.deliveries]
                 results.append((job, True))
-            if rows:
-                conn.execute(insert(Job), rows)
+            created = {values["id"] for values in rows}
+            paired = [_new_job_values(new, now) for new in shadows if new.shadow_of in created]
+            if rows or paired:
+                conn.execute(insert(Job), rows + paired)
             if notices:
                 conn.execute(insert(Delivery), notices)
-        return results
+        return results, [Job(**values) for values in paired]
 
     @staticmethod
     def _jobs_by_key(conn: Connection, keys: Sequence[str]) -> dict[str, Job]:
@@ -653,6 +666,7 @@ def _new_job_values(new: NewJob, now: datetime) -> dict[str, Any]:
         "progress": 0,
         "publish_attempts": 0,
         "queued_at": now,
+        "shadow_of": new.shadow_of,
     }
 
 

@@ -1,10 +1,11 @@
-"""Rollout weights per advisor, versioned, with an audit trail of every change."""
+"""Rollout weights (and shadow share) per advisor, versioned, with an audit trail."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
 
@@ -22,6 +23,8 @@ class Weights:
     updated_at: datetime | None
     updated_by: str
     reason: str
+    # Share of split jobs also run on the other arm as shadow jobs (0: no pairing).
+    shadow: float = 0.0
 
 
 def default_weights(advisor: str) -> Weights:
@@ -43,6 +46,12 @@ def validate_weights(weights: dict[str, float], known_variants: set[str]) -> dic
     return {k: v / total for k, v in sorted(weights.items())}
 
 
+def validate_shadow(shadow: float) -> float:
+    if not math.isfinite(shadow) or not 0 <= shadow <= 1:
+        raise InvalidWeights(f"The shadow share must be between 0 and 1, got {shadow}")
+    return float(shadow)
+
+
 class RolloutStore:
     """Reads and writes the `rollouts` and `rollout_events` tables."""
 
@@ -56,7 +65,7 @@ class RolloutStore:
             return default_weights(advisor)
         return Weights(
             row.advisor, dict(row.weights), row.version, as_utc(row.updated_at),
-            row.updated_by, row.reason,
+            row.updated_by, row.reason, float(row.shadow or 0.0),
         )  # fmt: skip
 
     def all(self) -> list[Weights]:
@@ -73,39 +82,61 @@ class RolloutStore:
         actor: str,
         reason: str,
         kind: str = "set",
+        shadow: float | None = None,
+        details: dict[str, Any] | None = None,
     ) -> Weights:
-        """Replace the weights, bump the version and record the change, in one transaction."""
+        """Replace the weights, bump the version and record the change, in one transaction.
+
+        `shadow` None keeps the advisor's current shadow share; `details` (e.g. the guard's
+        statistics) is stored on the event.
+        """
         if not reason.strip():
             raise InvalidWeights("A reason is required for every rollout change (--reason)")
         normalised = validate_weights(weights, known_variants)
+        new_shadow = validate_shadow(shadow) if shadow is not None else None
         now = utcnow()
         with self.engine.begin() as conn:
             row = conn.execute(select(Rollout).where(Rollout.advisor == advisor)).first()
             old = dict(row.weights) if row is not None else None
             version = (row.version if row is not None else 0) + 1
+            if new_shadow is None:
+                new_shadow = float(row.shadow or 0.0) if row is not None else 0.0
+            values = {"weights": normalised, "version": version, "updated_at": now,
+                      "updated_by": actor, "reason": reason, "shadow": new_shadow}  # fmt: skip
             if row is None:
-                conn.execute(
-                    insert(Rollout).values(
-                        advisor=advisor, weights=normalised, version=version,
-                        updated_at=now, updated_by=actor, reason=reason,
-                    )
-                )  # fmt: skip
+                conn.execute(insert(Rollout).values(advisor=advisor, **values))
             else:
                 res = conn.execute(
                     update(Rollout)
                     .where(Rollout.advisor == advisor, Rollout.version == row.version)
-                    .values(weights=normalised, version=version, updated_at=now,
-                            updated_by=actor, reason=reason)
-                )  # fmt: skip
+                    .values(**values)
+                )
                 if res.rowcount != 1:
                     raise InvalidWeights(f"Weights of {advisor!r} changed concurrently; retry")
             conn.execute(
                 insert(RolloutEvent).values(
                     advisor=advisor, version=version, kind=kind, old_weights=old,
                     new_weights=normalised, actor=actor, reason=reason, created_at=now,
+                    shadow=new_shadow, details=details,
                 )
             )  # fmt: skip
-        return Weights(advisor, normalised, version, now, actor, reason)
+        return Weights(advisor, normalised, version, now, actor, reason, new_shadow)
+
+    def note(
+        self, advisor: str, *, kind: str, actor: str, reason: str, details: dict[str, Any]
+    ) -> None:
+        """An audit event that changes nothing (e.g. a guard decision): the current version."""
+        current = self.get(advisor)
+        if current.version == 0:
+            return  # no rollout row to attach an event to: nothing was ever set
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(RolloutEvent).values(
+                    advisor=advisor, version=current.version, kind=kind,
+                    old_weights=current.weights, new_weights=current.weights, actor=actor,
+                    reason=reason, created_at=utcnow(), shadow=current.shadow, details=details,
+                )
+            )  # fmt: skip
 
     def history(self, advisor: str | None = None, limit: int = 50) -> list[RolloutEvent]:
         stmt = select(RolloutEvent).order_by(RolloutEvent.id.desc()).limit(limit)

@@ -1,4 +1,4 @@
-"""The client library upstream apps import: Client (submit, wait, status), router, publisher.
+"""The client library upstream apps import: Client (submit, wait, status, feedback), router.
 
 Operations live in producers.ops, the `advisor` CLI in producers.commands, HTTP in
 producers.gateway; nothing here imports them.
@@ -6,12 +6,15 @@ producers.gateway; nothing here imports them.
 
 from jobs.errors import (
     CallbackRefused,
+    FeedbackRefused,
+    InvalidFeedback,
     InvalidImage,
     InvalidWeights,
     JobNotFound,
     UnknownAdvisor,
     UnknownVariant,
 )
+from jobs.feedback import FeedbackRecord
 from jobs.webhooks import verify_signature
 from producers.client import Client, JobHandle
 from producers.errors import (
@@ -28,6 +31,9 @@ __all__ = [
     "CallbackRefused",
     "Client",
     "Decision",
+    "FeedbackRecord",
+    "FeedbackRefused",
+    "InvalidFeedback",
     "InvalidImage",
     "InvalidSubmission",
     "InvalidWeights",

@@ -1,10 +1,11 @@
-"""The client library upstream apps use: submit, submit_many, wait, status, cancel, republish."""
+"""The client library upstream apps use: submit, submit_many, wait, status, cancel, feedback."""
 
 from __future__ import annotations
 
 import os
 import socket
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -14,6 +15,7 @@ from jobs.contracts import FINAL_STATUSES, Assignment, Status
 from jobs.courier import Courier, policy_of
 from jobs.db import engine_for
 from jobs.deliveries import DeliveryStore
+from jobs.feedback import DEFAULT_SOURCE, FeedbackRecord, FeedbackStore
 from jobs.models import Delivery, Job
 from jobs.repository import CancelOutcome, NewJob, Repository
 from jobs.rollouts import RolloutStore
@@ -27,6 +29,16 @@ from producers.publisher import Publisher, PublishResult
 from producers.router import Router
 
 DEFAULT_WAIT_SECONDS = 600.0
+
+
+def shadow_of(primary: NewJob, variant: str, base_model: str | None) -> NewJob:
+    """The same photo and subject on `variant`, linked to `primary`; no key: never returned."""
+    return NewJob(
+        advisor=primary.advisor, image_sha256=primary.image_sha256, image_ref=primary.image_ref,
+        subject=primary.subject, variant=variant, assignment=Assignment.SHADOW,
+        weights_version=primary.weights_version, base_model=base_model,
+        shadow_of=primary.id, id=str(uuid.uuid4()),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -74,6 +86,7 @@ class Client:
         self.repository = Repository(self.engine)
         self.deliveries = DeliveryStore(self.engine)
         self.rollouts = RolloutStore(self.engine)
+        self.feedback_store = FeedbackStore(self.engine)
         self.router = Router(self.settings, self.registry, self.rollouts, self.repository)
         self.callback_policy = callback_policy or policy_of(self.settings)
         self._publisher: Publisher | None = None
@@ -130,29 +143,33 @@ class Client:
         checked = [check_item(as_item(raw), self.settings, self.callback_policy) for raw in items]
         decisions = [self.router.decide(c.item.advisor, c.subject, c.item.variant) for c in checked]
         new_jobs: list[NewJob] = []
+        shadows: list[NewJob] = []
         images: dict[str, bytes] = {}
         for c, decision in zip(checked, decisions, strict=True):
             if c.image.is_stored:
                 images[c.image.sha256] = c.image.data
-            new_jobs.append(
-                NewJob(
-                    advisor=c.item.advisor,
-                    image_sha256=c.image.sha256,
-                    image_ref=c.image.ref,
-                    subject=c.subject,
-                    variant=decision.variant,
-                    assignment=decision.assignment,
-                    weights_version=decision.weights_version,
-                    base_model=self.registry.get(decision.variant).base_model,
-                    idempotency_key=c.item.idempotency_key,
-                    model_used=decision.model_used,
-                    photo=c.image.photo.to_dict(),
-                    deliveries=c.deliveries,
-                )
+            primary = NewJob(
+                advisor=c.item.advisor,
+                image_sha256=c.image.sha256,
+                image_ref=c.image.ref,
+                subject=c.subject,
+                variant=decision.variant,
+                assignment=decision.assignment,
+                weights_version=decision.weights_version,
+                base_model=self.registry.get(decision.variant).base_model,
+                idempotency_key=c.item.idempotency_key,
+                model_used=decision.model_used,
+                photo=c.image.photo.to_dict(),
+                deliveries=c.deliveries,
+                id=str(uuid.uuid4()),
             )
-        stored = self.repository.create_jobs(new_jobs, images)
+            new_jobs.append(primary)
+            other = self.router.shadow_for(primary.advisor, decision, primary.id)
+            if other is not None:
+                shadows.append(shadow_of(primary, other, self.registry.get(other).base_model))
+        stored, paired = self.repository.create_with_shadows(new_jobs, images, shadows)
         # Only rows this call created are published: a repeated idempotency key publishes once.
-        result = self.publish([job for job, created in stored if created])
+        result = self.publish([job for job, created in stored if created] + paired)
         unsent = set(result.unsent)
         return [self._handle(job, created, unsent, result.error) for job, created in stored]
 
@@ -227,6 +244,21 @@ class Client:
             if remaining <= 0:
                 raise JobTimeout(job_id, job.status, timeout)
             time.sleep(min(poll, remaining))
+
+    def feedback(
+        self,
+        job_id: str,
+        *,
+        rating: int,
+        helpful: bool | None = None,
+        comment: str | None = None,
+        source: str = DEFAULT_SOURCE,
+    ) -> FeedbackRecord:
+        """The app's user's verdict on a succeeded job's critique (rating 1-5); a second one
+        from the same `source` replaces the first (`replaced` says so)."""
+        return self.feedback_store.record(
+            job_id, rating, helpful=helpful, comment=comment, source=source
+        )
 
     # -- lifecycle -----------------------------------------------------------------
 

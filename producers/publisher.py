@@ -11,7 +11,7 @@ from typing import Any
 from kombu.exceptions import KombuError
 
 from jobs.broker import analyze_queue, is_redis, make_celery, unreachable
-from jobs.contracts import ANALYZE_TASK, AnalyzeRequest, queue_for
+from jobs.contracts import ANALYZE_TASK, AnalyzeRequest, queue_of
 from jobs.models import Job
 from jobs.settings import Settings
 
@@ -104,11 +104,13 @@ class Publisher:
         return result
 
     def _send(self, job: Job, producer: Any) -> None:
+        # A shadow job waits in its variant's shadow queue, served only when the worker is idle.
+        is_shadow = job.shadow_of is not None
         self.app.send_task(
             ANALYZE_TASK,
             kwargs=request_for(job).model_dump(),
-            queue=analyze_queue(job.variant),
-            routing_key=queue_for(job.variant),
+            queue=analyze_queue(job.variant, is_shadow=is_shadow),
+            routing_key=queue_of(job.variant, is_shadow=is_shadow),
             producer=producer,
             retry=True,
             retry_policy=RETRY_POLICY,

@@ -45,6 +45,15 @@ def split_order(weights: dict[str, float]) -> list[tuple[str, float]]:
     return sorted(weights.items(), key=lambda kv: (kv[0] == BASE_VARIANT, kv[0]))
 
 
+def other_arm(weights: dict[str, float], variant: str) -> str | None:
+    """The arm a shadow of a job on `variant` runs on: base for a candidate's job; for a base
+    job the candidate (the heaviest non-base variant named, even at weight 0: a dark launch)."""
+    if variant != BASE_VARIANT:
+        return BASE_VARIANT
+    named = [(w, name) for name, w in weights.items() if name != BASE_VARIANT]
+    return sorted(named, key=lambda wn: (-wn[0], wn[1]))[0][1] if named else None
+
+
 def choose(weights: dict[str, float], bucket: float) -> str:
     """The variant whose cumulative interval holds `bucket`; zero-weight variants never win."""
     total = sum(w for w in weights.values() if w > 0)
@@ -144,6 +153,19 @@ class Router:
     ) -> Decision:
         used = model_used_for(variant, assignment, weights.weights)
         return Decision(variant, assignment, weights.version, bucket, used)
+
+    def shadow_for(self, advisor: str, decision: Decision, job_id: str) -> str | None:
+        """Where this split job's shadow runs, or None: not drawn (the advisor's shadow share,
+        by a hash of the job id), no other arm, or that arm has no live worker."""
+        if decision.assignment is not Assignment.SPLIT:
+            return None
+        current = self.weights(advisor)
+        if bucket_of(f"{self.settings.router_salt}:shadow", job_id) >= current.shadow:
+            return None
+        other = other_arm(current.weights, decision.variant)
+        if other is None or self._unusable(advisor, other) is not None:
+            return None
+        return other
 
     def _check_forced(self, advisor: str, variant: str) -> None:
         serving = self.serving(advisor)

@@ -38,6 +38,7 @@ def weights_to_dict(weights: Weights) -> dict[str, Any]:
         "updated_at": _plain(weights.updated_at),
         "updated_by": weights.updated_by,
         "reason": weights.reason,
+        "shadow": weights.shadow,
     }
 
 

@@ -6,7 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.stats import Figure, Goal
+from bench.report import splice
+from bench.stats import Figure, Goal, Section
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,3 +35,13 @@ def test_a_goal_is_judged_on_its_median_and_a_miss_says_by_how_much() -> None:
     assert missed.shortfall == "missed by 100.0%"
     assert noisy.shortfall == "missed by 3.1% (the runs' range spans the target)"
     assert Figure.of([3.0, 1.0, 2.0], "ms").show(1) == "2.0 (1.0-3.0) ms"
+
+
+def test_a_partial_run_replaces_its_own_section_and_keeps_the_others() -> None:
+    page = "# Benchmarks\n\n## Submit\n\nold submit\n\n## Sequential A/B verdicts\n\nold\n"
+    new = Section("Sequential A/B verdicts", intro="fresh numbers", tables=["| a |"])
+    spliced = splice(page, [new], stamp="_Measured now._")
+    assert "old submit" in spliced and "fresh numbers" in spliced and "\nold\n" not in spliced
+    assert spliced.index("## Submit") < spliced.index("_Measured now._")
+    added = splice("# Benchmarks\n\n## Submit\n\nold submit\n", [new], stamp="")
+    assert added.rstrip().endswith("_Section time: 0 s._") and "old submit" in added

@@ -7,7 +7,7 @@ import json
 from dataclasses import replace
 
 from jobs.broker import make_celery, queue_depths
-from jobs.contracts import queue_for
+from jobs.contracts import queue_for, shadow_queue_for
 from jobs.db import engine_for
 from jobs.errors import BrokerUnreachable
 from jobs.rollouts import RolloutStore
@@ -45,7 +45,9 @@ def _queue_depths(
     """Each variant queue's depth, or None and why the broker did not tell."""
     app = make_celery(settings, "advisor-capacity")
     try:
-        return queue_depths(app, [queue_for(name) for name in sorted(registry.names)]), None
+        names = sorted(registry.names)
+        queues = [queue_for(n) for n in names] + [shadow_queue_for(n) for n in names]
+        return queue_depths(app, queues), None
     except BrokerUnreachable as exc:
         return None, f"queue depths unknown: {exc}"
     finally:

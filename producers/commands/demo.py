@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw
 from jobs import migrate
 from jobs.contracts import FINAL_STATUSES, Status
 from jobs.errors import AdvisorError
+from jobs.feedback import FeedbackStore
 from jobs.models import Job
 from jobs.settings import Settings, get_settings, mask_url
 from producers.client import Client
@@ -34,6 +35,11 @@ DEMO_TEXT_LIMIT = "24"
 DEMO_ADAPTER = "demo-ansel"  # beside the registry
 # The registry's top-level description: marks a file the demo may rewrite.
 DEMO_REGISTRY = "written by `advisor demo`; rewritten by every demo run"
+# Simulated raters: clearly not people; every row they write has simulated=True and this source.
+SIMULATED_SOURCE = "simulated-rater"
+# Their mean rating per variant (1-5): the demo's random adapter is no better, so this
+# difference is made up, only so the feedback verdict has something to find.
+SIMULATED_MEAN_RATING = {"base": 3.2, "fine_tuned": 3.8}
 
 
 class DemoFailed(AdvisorError):
@@ -197,9 +203,26 @@ def table(jobs: list[Job]) -> str:
     return "\n".join(lines)
 
 
+def simulate_raters(store: FeedbackStore, jobs: list[Job], seed: int = 0) -> int:
+    """One simulated rating per succeeded job (not by a person: `simulated`, SIMULATED_SOURCE)."""
+    rng = random.Random(seed)
+    rated = 0
+    for job in jobs:
+        if job.status != Status.SUCCEEDED:
+            continue
+        mean = SIMULATED_MEAN_RATING.get(job.variant, SIMULATED_MEAN_RATING["base"])
+        rating = min(5, max(1, round(rng.gauss(mean, 0.9))))
+        store.record(job.id, rating, helpful=rating >= 4, comment="simulated rater",
+                     source=SIMULATED_SOURCE, simulated=True)  # fmt: skip
+        rated += 1
+    return rated
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     if not 0 <= args.split <= 1:
         raise DemoFailed("--split must be between 0 and 1")
+    if not 0 <= args.shadow <= 1:
+        raise DemoFailed("--shadow must be between 0 and 1")
     plan = prepare(get_settings())
     settings = plan.settings
     migrate.upgrade(settings.resolved_database_url)
@@ -209,7 +232,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with Client(settings) as client:
         weights = {"base": 1 - args.split, "fine_tuned": args.split}
         rollout_control(client).set_weights(
-            ADVISOR, weights, reason="advisor demo", actor=default_actor()
+            ADVISOR, weights, reason="advisor demo", actor=default_actor(), shadow=args.shadow
         )
         procs = start_workers(plan, log_dir)
         try:
@@ -220,21 +243,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
                      for i in range(args.jobs)]  # fmt: skip
             handles = client.submit_many(items)
             ids = [h.id for h in handles]
+            shadow_ids = [j.id for j in client.repository.find(Job.shadow_of.in_(ids))]
             started = time.monotonic()
             while True:
                 jobs = [client.status(i) for i in ids]
+                shadows = [client.status(i) for i in shadow_ids]
                 done = sum(Status(j.status) in FINAL_STATUSES for j in jobs)
+                paired = sum(Status(j.status) in FINAL_STATUSES for j in shadows)
                 bar = "#" * (30 * done // len(ids))
-                print(f"\r[{bar:<30}] {done}/{len(ids)} jobs", end="", file=sys.stderr)
-                if done == len(ids) or time.monotonic() - started > args.timeout:
+                print(f"\r[{bar:<30}] {done}/{len(ids)} jobs, {paired}/{len(shadows)} shadow",
+                      end="", file=sys.stderr)  # fmt: skip
+                if (done == len(ids) and paired == len(shadows)) or (
+                    time.monotonic() - started > args.timeout
+                ):
                     break
                 time.sleep(0.5)
             print(file=sys.stderr)
         finally:
             stop_workers(procs)
+        rated = simulate_raters(client.feedback_store, jobs) if args.feedback else 0
     print(table(jobs))
     took = time.monotonic() - started
-    print(f"{done}/{len(ids)} jobs finished in {took:.1f}s; worker logs in {log_dir}")
+    print(f"{done}/{len(ids)} jobs finished in {took:.1f}s, plus {paired}/{len(shadows)} shadow "
+          f"jobs (the same photos on the other arm); worker logs in {log_dir}")  # fmt: skip
+    if args.feedback:
+        print(f"{rated} SIMULATED ratings (source {SIMULATED_SOURCE!r}, simulated=true: made-up "
+              "raters, not people); see `advisor report --advisor ansel`")  # fmt: skip
     return 0 if done == len(ids) and all(j.status == Status.SUCCEEDED for j in jobs) else 1
 
 
@@ -242,5 +276,16 @@ def register(sub: Subparsers) -> None:
     demo = sub.add_parser("demo", help="run the main job end to end on the embedded default")
     demo.add_argument("--jobs", type=int, default=20, help="photos to submit (default 20)")
     demo.add_argument("--split", type=float, default=0.5, help="fine-tuned share (default 0.5)")
+    demo.add_argument(
+        "--shadow",
+        type=float,
+        default=0.5,
+        help="share of split jobs also run on the other arm (default 0.5)",
+    )
+    demo.add_argument(
+        "--feedback",
+        action="store_true",
+        help="add SIMULATED ratings of the critiques (labelled as simulated)",
+    )
     demo.add_argument("--timeout", type=float, default=600, help="seconds to wait for all jobs")
     demo.set_defaults(handler=cmd_demo)

@@ -35,8 +35,9 @@ def parse_weights(pairs: list[str]) -> dict[str, float]:
     return weights
 
 
-def _format(weights: dict[str, float]) -> str:
-    return " ".join(f"{name}={weight:.3g}" for name, weight in sorted(weights.items()))
+def _format(weights: dict[str, float], shadow: float = 0.0) -> str:
+    text = " ".join(f"{name}={weight:.3g}" for name, weight in sorted(weights.items()))
+    return text + (f" shadow={shadow:.3g}" if shadow else "")
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -53,7 +54,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"Variants from {registry.describe()}")
     for r in rows:
         w = r.weights
-        print(f"{w.advisor:<12} v{w.version:<3} {_format(w.weights):<32} "
+        print(f"{w.advisor:<12} v{w.version:<3} {_format(w.weights, w.shadow):<32} "
               f"serving={','.join(r.variants)} live={','.join(r.live_variants) or '-'} "
               f"by {w.updated_by}: {w.reason}")  # fmt: skip
     return 0
@@ -72,9 +73,9 @@ def cmd_set(args: argparse.Namespace) -> int:
                 f"({producer.registry.where})"
             )
         result = rollout_control(producer).set_weights(
-            args.advisor, weights, reason=args.reason, actor=default_actor()
+            args.advisor, weights, reason=args.reason, actor=default_actor(), shadow=args.shadow
         )
-    print(f"{result.advisor} v{result.version}: {_format(result.weights)}")
+    print(f"{result.advisor} v{result.version}: {_format(result.weights, result.shadow)}")
     return 0
 
 
@@ -101,6 +102,10 @@ def register(sub: Subparsers) -> None:
     set_.add_argument("advisor")
     set_.add_argument("weights", nargs="+", metavar="VARIANT=WEIGHT")
     set_.add_argument("--reason", required=True)
+    set_.add_argument(
+        "--shadow", type=float, metavar="F",
+        help="share of split jobs also run on the other arm, paired (0-1; default: keep)",
+    )  # fmt: skip
     set_.set_defaults(handler=cmd_set)
     back = r_sub.add_parser("rollback", help="send all of an advisor's traffic to base")
     back.add_argument("advisor")

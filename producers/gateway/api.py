@@ -1,4 +1,4 @@
-"""Job endpoints: POST /analyze, GET and DELETE /jobs/{id}, GET /jobs/{id}/events (SSE)."""
+"""Job endpoints: POST /analyze, GET and DELETE /jobs/{id} (+ /events), POST /jobs/{id}/feedback."""
 
 from __future__ import annotations
 
@@ -19,14 +19,17 @@ from producers.gateway.intake import read_submission
 from producers.gateway.schemas import (
     MAX_WAIT_SECONDS,
     AnalyzeSubmission,
+    FeedbackPublic,
+    FeedbackSubmission,
     JobAccepted,
     JobPublic,
     SubmissionFields,
     error_responses,
+    feedback_public,
     job_public,
     job_urls,
 )
-from producers.gateway.service import GatewayDep
+from producers.gateway.service import GatewayDep, SubmitterDep
 
 router = APIRouter(tags=["jobs"])
 
@@ -84,7 +87,7 @@ def _accepted(handle: JobHandle) -> JobAccepted:
     openapi_extra=ANALYZE_BODY,
 )
 async def analyze(
-    gateway: GatewayDep,
+    gateway: SubmitterDep,
     request: Request,
     response: Response,
     wait: float = Query(
@@ -172,3 +175,27 @@ def job_event_stream(job_id: str, gateway: GatewayDep) -> StreamingResponse:
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+@router.post(
+    "/jobs/{job_id}/feedback",
+    status_code=201,
+    response_model=FeedbackPublic,
+    summary="Record a user's verdict on a job's critique",
+    responses={
+        200: {"model": FeedbackPublic, "description": "replaced this source's earlier feedback"},
+        **error_responses(404, 409, 422, 503),
+    },
+)
+def post_feedback(
+    job_id: str, body: FeedbackSubmission, gateway: SubmitterDep, response: Response
+) -> FeedbackPublic:
+    """201 for a new rating; 200 when it replaced one from the same `source`. Only a succeeded
+    job's critique can be rated (409 otherwise)."""
+    record = gateway.client.feedback(
+        checked_job_id(job_id), rating=body.rating, helpful=body.helpful, comment=body.comment,
+        **({"source": body.source} if body.source is not None else {}),
+    )  # fmt: skip
+    if record.replaced:
+        response.status_code = 200
+    return feedback_public(record)

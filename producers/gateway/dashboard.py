@@ -67,9 +67,32 @@ def dashboard_data(gateway: Gateway, hours: float) -> dict[str, Any]:
          "in_flight": v.in_flight, "failure_rate": v.failure_rate, "by_kind": v.failed}
         for v in report.variants
     ]  # fmt: skip
+    verdicts = [
+        {"advisor": v.advisor, "variant": v.variant, "metric": v.metric, "method": v.method,
+         "estimate": v.estimate, "ci_low": v.ci_low, "ci_high": v.ci_high, "p": v.p,
+         "decision": v.decision, "guardrails_ok": v.guardrails_ok, "n_variant": v.n_variant,
+         "n_base": v.n_base}
+        for v in report.verdicts
+    ]  # fmt: skip
+    feedback = [
+        {"variant": f.variant, "ratings": f.ratings, "simulated": f.simulated,
+         "mean_rating": f.rating.mean, "ci_low": f.rating.ci_low, "ci_high": f.rating.ci_high,
+         "helpful_rate": f.helpful_rate}
+        for f in report.feedback
+    ]  # fmt: skip
+    paired = [
+        {"advisor": p.advisor, "variant": p.variant, "pairs": p.pairs,
+         "mean_difference": p.overall.mean_difference, "ci_low": p.overall.ci_low,
+         "ci_high": p.overall.ci_high, "wilcoxon_p": p.overall.wilcoxon_p,
+         "candidate_higher": p.overall.candidate_higher}
+        for p in report.paired
+    ]  # fmt: skip
     return finite(
         {
             "generated_at": now.isoformat(),
+            "verdicts": verdicts,
+            "feedback": feedback,
+            "paired": paired,
             "hours": hours,
             "health": state.model_dump(mode="json"),
             "split": split,

@@ -105,10 +105,10 @@ def _actor(given: str | None) -> str:
     responses=error_responses(401, 422, 503),
 )
 def put_rollout(advisor: str, body: RolloutUpdate, gateway: AuthorisedDep) -> RolloutPublic:
-    """Replace an advisor's weights (normalised, versioned, audited)."""
+    """Replace an advisor's weights (normalised, versioned, audited) and its shadow share."""
     control = gateway.rollouts
     weights = control.set_weights(
-        advisor, body.weights, reason=body.reason, actor=_actor(body.actor)
+        advisor, body.weights, reason=body.reason, actor=_actor(body.actor), shadow=body.shadow
     )
     return _public(control.describe(weights))
 

@@ -14,6 +14,8 @@ from starlette.exceptions import HTTPException
 
 from jobs.errors import (
     CallbackRefused,
+    FeedbackRefused,
+    InvalidFeedback,
     InvalidImage,
     InvalidWeights,
     JobNotFound,
@@ -39,12 +41,14 @@ FOREIGN: tuple[tuple[type[Exception], int, str], ...] = (
     (CallbackRefused, 422, "callback_refused"),
     (JobFinished, 409, "job_finished"),
     (InvalidWeights, 422, "invalid_weights"),
+    (InvalidFeedback, 422, "invalid_feedback"),
+    (FeedbackRefused, 409, "feedback_refused"),
     (PublishFailed, 503, "broker_unavailable"),
     (OperationalError, 503, "database_unavailable"),
     (InterfaceError, 503, "database_unavailable"),
     (PoolTimeout, 503, "database_unavailable"),
 )
-HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request", 409: "conflict"}
 RETRY_AFTER_SECONDS = "5"
 
 

@@ -7,6 +7,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from jobs.feedback import (
+    DEFAULT_SOURCE,
+    MAX_COMMENT,
+    MAX_RATING,
+    MAX_SOURCE,
+    MIN_RATING,
+    FeedbackRecord,
+)
 from jobs.models import Delivery, Job
 from jobs.rollouts import Weights
 from producers.views import delivery_to_dict
@@ -143,6 +151,42 @@ class DeliveryPublic(BaseModel):
     log: list[AttemptPublic]
 
 
+class FeedbackSubmission(BaseModel):
+    """POST /jobs/{id}/feedback: the app's user's verdict on the job's critique."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rating: int = Field(ge=MIN_RATING, le=MAX_RATING, strict=True, examples=[4])
+    helpful: bool | None = Field(default=None, strict=True)
+    comment: str | None = Field(default=None, max_length=MAX_COMMENT)
+    source: str | None = Field(
+        default=None, min_length=1, max_length=MAX_SOURCE, pattern=PRINTABLE,
+        description=f"who rates; one rating per job and source (default {DEFAULT_SOURCE!r})",
+    )  # fmt: skip
+
+
+class FeedbackPublic(BaseModel):
+    """Stored feedback; `replaced`: an earlier one from this source was overwritten (200)."""
+
+    job_id: str
+    source: str
+    rating: int
+    helpful: bool | None
+    comment: str | None
+    simulated: bool
+    created_at: datetime
+    updated_at: datetime
+    replaced: bool
+
+
+def feedback_public(record: FeedbackRecord) -> FeedbackPublic:
+    return FeedbackPublic(
+        job_id=record.job_id, source=record.source, rating=record.rating,
+        helpful=record.helpful, comment=record.comment, simulated=record.simulated,
+        created_at=record.created_at, updated_at=record.updated_at, replaced=record.replaced,
+    )  # fmt: skip
+
+
 class JobPublic(BaseModel):
     """A job as clients see it; `analysis` is the validated Analysis once it succeeded."""
 
@@ -243,6 +287,7 @@ class RolloutPublic(BaseModel):
     updated_at: datetime | None
     updated_by: str
     reason: str
+    shadow: float = Field(description="share of split jobs also run on the other arm")
     variants: list[str] = Field(description="variants that may serve this advisor")
     live: list[str] = Field(description="of those, the ones with a live worker")
 
@@ -251,7 +296,7 @@ def rollout_public(weights: Weights, variants: list[str], live: list[str]) -> Ro
     return RolloutPublic(
         advisor=weights.advisor, weights=dict(weights.weights), version=weights.version,
         updated_at=weights.updated_at, updated_by=weights.updated_by, reason=weights.reason,
-        variants=variants, live=live,
+        shadow=weights.shadow, variants=variants, live=live,
     )  # fmt: skip
 
 
@@ -262,6 +307,11 @@ class RolloutUpdate(BaseModel):
 
     weights: dict[str, float] = Field(examples=[{"base": 0.9, "fine_tuned": 0.1}])
     reason: str = Field(min_length=1, max_length=2000, pattern=PRINTABLE)
+    shadow: float | None = Field(
+        default=None, ge=0, le=1,
+        description="share of split jobs also run on the other arm as paired shadow jobs "
+        "(omitted: unchanged)",
+    )  # fmt: skip
     actor: str | None = Field(
         default=None, min_length=1, max_length=120, pattern=PRINTABLE,
         description="who asks, for the audit trail (default: gateway@HOST)",

@@ -75,3 +75,15 @@ def authorised(gateway: GatewayDep, credentials: Credentials) -> Gateway:
 
 
 AuthorisedDep = Annotated[Gateway, Depends(authorised)]
+
+
+def submitter(gateway: GatewayDep) -> Gateway:
+    """A dependency: the gateway, for a caller that may submit photos and rate critiques.
+
+    POST /analyze and POST /jobs/{id}/feedback both take it, so whatever protects one (an API
+    key, a rate limit) protects the other; a test keeps their dependencies equal.
+    """
+    return gateway
+
+
+SubmitterDep = Annotated[Gateway, Depends(submitter)]

@@ -11,11 +11,12 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from jobs.contracts import BASE_VARIANT, FINE_TUNED_VARIANT, Status, queue_for
+from jobs.contracts import BASE_VARIANT, FINE_TUNED_VARIANT, Status, queue_for, shadow_queue_for
 from jobs.models import Job
 from jobs.repository import utcnow
 from jobs.rollouts import RolloutStore
 from jobs.variants import Registry
+from producers.router import other_arm
 
 # The fine-tuned weight's rollout steps.
 LADDER = (0.10, 0.25, 0.50, 1.0)
@@ -29,10 +30,11 @@ DEFAULT_SERVICE_SECONDS = 60.0
 @dataclass(frozen=True)
 class AdvisorLoad:
     advisor: str
-    jobs: int  # queued in the window
+    jobs: int  # queued in the window, shadow jobs not counted
     rate_per_hour: float
     weights: dict[str, float]
     next_weights: dict[str, float]
+    shadow: float = 0.0  # share of split jobs also run on the other arm
 
 
 @dataclass(frozen=True)
@@ -44,12 +46,15 @@ class VariantCapacity:
     # Worker time each job costs: busy time / jobs per worker. A worker generating B jobs
     # at once overlaps them, so this is below service_seconds; the plan uses it.
     worker_seconds_per_job: float
-    rate_per_hour: float
+    rate_per_hour: float  # primary and shadow jobs
     workers: int
     next_rate_per_hour: float
     next_workers: int
     memory_gb_per_worker: float
     queue_depth: int | None  # messages waiting in its queue now; None: not known
+    shadow_rate_per_hour: float = 0.0  # of rate_per_hour, shadow jobs
+    next_shadow_rate_per_hour: float = 0.0
+    shadow_queue_depth: int | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,22 @@ def next_weights(
     return {**shared, candidate: target}
 
 
+def _loads(
+    rate: float, weights: Mapping[str, float], shadow: float
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Jobs/h per variant of an advisor, and of those the shadow jobs (a `shadow` share of
+    each arm's split jobs runs again on the other arm)."""
+    total: dict[str, float] = defaultdict(float)
+    shadows: dict[str, float] = defaultdict(float)
+    for v, w in weights.items():
+        total[v] += rate * w
+        other = other_arm(dict(weights), v) if shadow > 0 and w > 0 else None
+        if other is not None:
+            total[other] += rate * w * shadow
+            shadows[other] += rate * w * shadow
+    return total, shadows
+
+
 def _candidate(registry: Registry, advisor: str, weights: Mapping[str, float]) -> str | None:
     """The variant being rolled out: the heaviest non-base one, else one the registry offers."""
     weighted = [(w, v) for v, w in weights.items() if v != BASE_VARIANT and w > 0]
@@ -137,7 +158,9 @@ def plan_capacity(
     with engine.connect() as conn:
         arrivals = dict(
             conn.execute(
-                select(Job.advisor, func.count()).where(*window).group_by(Job.advisor)
+                select(Job.advisor, func.count())
+                .where(*window, Job.shadow_of.is_(None))
+                .group_by(Job.advisor)
             ).all()
         )
         served = conn.execute(
@@ -153,17 +176,28 @@ def plan_capacity(
     advisors = []
     rate_now: dict[str, float] = defaultdict(float)
     rate_next: dict[str, float] = defaultdict(float)
+    shadow_now: dict[str, float] = defaultdict(float)
+    shadow_next: dict[str, float] = defaultdict(float)
     for advisor in sorted(set(arrivals) | {w.advisor for w in rollouts.all()}):
-        weights = rollouts.get(advisor).weights
+        current = rollouts.get(advisor)
+        weights = current.weights
         upcoming = next_weights(weights, _candidate(registry, advisor, weights), next_step)
         rate = arrivals.get(advisor, 0) / hours
-        advisors.append(AdvisorLoad(advisor, arrivals.get(advisor, 0), rate, weights, upcoming))
-        for v, w in weights.items():
-            rate_now[v] += rate * w
-        for v, w in upcoming.items():
-            rate_next[v] += rate * w
-    weighted_now = {v for a in advisors for v, w in a.weights.items() if w > 0}
-    weighted_next = {v for a in advisors for v, w in a.next_weights.items() if w > 0}
+        advisors.append(
+            AdvisorLoad(advisor, arrivals.get(advisor, 0), rate, weights, upcoming, current.shadow)
+        )
+        for loads, shadows, split in ((rate_now, shadow_now, weights),
+                                      (rate_next, shadow_next, upcoming)):  # fmt: skip
+            total, shadowed = _loads(rate, split, current.shadow)
+            for v in total:
+                loads[v] += total[v]
+                shadows[v] += shadowed.get(v, 0.0)
+    weighted_now = {v for v, r in rate_now.items() if r > 0} | {
+        v for a in advisors for v, w in a.weights.items() if w > 0
+    }
+    weighted_next = {v for v, r in rate_next.items() if r > 0} | {
+        v for a in advisors for v, w in a.next_weights.items() if w > 0
+    }
     variants, warnings = [], []
     for v in sorted(weighted_now | weighted_next, key=lambda v: (v != BASE_VARIANT, v)):
         seconds, per_job, samples = service.get(
@@ -194,6 +228,9 @@ def plan_capacity(
                 ),
                 memory_gb_per_worker=memory,
                 queue_depth=(queue_depths or {}).get(queue_for(v)),
+                shadow_rate_per_hour=shadow_now[v],
+                next_shadow_rate_per_hour=shadow_next[v],
+                shadow_queue_depth=(queue_depths or {}).get(shadow_queue_for(v)),
             )
         )
     processes = sum(v.workers for v in variants)
@@ -258,21 +295,24 @@ def render_plan(plan: CapacityPlan) -> str:
     for a in plan.advisors:
         now = " ".join(f"{v} {w:.2f}" for v, w in a.weights.items())
         upcoming = " ".join(f"{v} {w:.2f}" for v, w in a.next_weights.items())
+        shadow = f"  shadow {a.shadow:.2f}" if a.shadow else ""
         lines.append(
-            f"  {a.advisor:<12}{a.rate_per_hour:8.1f} jobs/h  split {now}  next {upcoming}"
+            f"  {a.advisor:<12}{a.rate_per_hour:8.1f} jobs/h  split {now}  next {upcoming}{shadow}"
         )
     lines += [
         "",
-        f"{'queue':<22}{'waiting':>8}{'service s':>10}{'worker s':>9}{'jobs/h':>9}{'workers':>9}"
-        f"{'next jobs/h':>13}{'next':>6}",
+        f"{'queue':<22}{'waiting':>8}{'shadow':>7}{'service s':>10}{'worker s':>9}{'jobs/h':>9}"
+        f"{'of which shadow':>16}{'workers':>9}{'next jobs/h':>13}{'next':>6}",
     ]
     for v in plan.variants:
         service = f"{v.service_seconds:.1f}" + ("*" if v.service_is_default else "")
         waiting = "?" if v.queue_depth is None else str(v.queue_depth)
+        shadows = "?" if v.shadow_queue_depth is None else str(v.shadow_queue_depth)
         lines.append(
-            f"{queue_for(v.variant):<22}{waiting:>8}{service:>10}{v.worker_seconds_per_job:>9.1f}"
-            f"{v.rate_per_hour:>9.1f}"
-            f"{v.workers:>9}{v.next_rate_per_hour:>13.1f}{v.next_workers:>6}"
+            f"{queue_for(v.variant):<22}{waiting:>8}{shadows:>7}{service:>10}"
+            f"{v.worker_seconds_per_job:>9.1f}{v.rate_per_hour:>9.1f}"
+            f"{v.shadow_rate_per_hour:>16.1f}{v.workers:>9}"
+            f"{v.next_rate_per_hour:>13.1f}{v.next_workers:>6}"
         )
     lines += [
         "",
@@ -284,5 +324,10 @@ def render_plan(plan: CapacityPlan) -> str:
         "service s: one job's inference time; worker s: the worker time a job costs, measured "
         "(jobs generated at once share it), which the plan uses"
     )
+    if any(v.shadow_rate_per_hour for v in plan.variants):
+        lines.append(
+            "Shadow jobs only use idle time (a worker takes them when its own queue is empty); "
+            "workers above count them, so pairs keep up."
+        )
     lines += [f"WARNING: {w}" for w in plan.warnings]
     return "\n".join(lines)

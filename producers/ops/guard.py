@@ -1,4 +1,8 @@
-"""Guardrails: judge non-base variants against base over a recent window; roll back on a breach."""
+"""The guard: judge non-base variants against base over a recent window; roll back on a breach.
+
+Every rule is an always-valid sequential test (producers/ops/guardrails.py), so checking
+every minute does not inflate false alarms.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from jobs.repository import utcnow
 from jobs.rollouts import RolloutStore
 from jobs.settings import Settings
 from jobs.variants import Registry, load_registry_for
+from producers.ops.guardrails import Limits, RuleCheck, check_rules, judged
 from producers.ops.rounds import run_rounds
 
 logger = logging.getLogger(__name__)
@@ -39,25 +44,32 @@ INPUT_ERRORS = frozenset(
     }
 )
 
+CHECK_KIND = "guard-check"
+
 
 @dataclass(frozen=True)
 class GuardThresholds:
     window_hours: float = 6.0
-    min_samples: int = 20  # completed jobs of an arm before any rule judges it
-    max_failure_rate: float = 0.10
-    max_invalid_output_rate: float = 0.05
-    max_p95_inference_ratio: float = 1.5  # variant p95 / base p95
+    max_failure_rate: float = Limits.max_failure_rate  # absolute caps
+    max_invalid_output_rate: float = Limits.max_invalid_output_rate
+    max_inference_ratio: float = Limits.max_inference_ratio  # geometric mean, variant / base
+    alpha: float = Limits.alpha
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.max_failure_rate, self.max_invalid_output_rate,
+                      self.max_inference_ratio, self.alpha)  # fmt: skip
 
 
 class Action(StrEnum):
-    OK = "ok"
-    HOLD = "hold"  # inconclusive, or breached but already at weight 0
+    OK = "ok"  # no rule breached (each is always valid: re-checked every round)
+    HOLD = "hold"  # no finished split job to judge, or breached but already at weight 0
     ROLLBACK = "rollback"
 
 
 @dataclass(frozen=True)
 class ArmStats:
-    completed: int  # succeeded + failed, input errors excluded
+    completed: int  # finished split jobs, input errors excluded
     failed: int
     invalid_output: int
     inference_samples: int
@@ -75,18 +87,18 @@ class GuardDecision:
     base_stats: ArmStats
     breaches: tuple[str, ...] = ()
     applied: bool = False  # the rollback was written
+    checks: tuple[RuleCheck, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "action": self.action.value}
 
 
 def _arm(rows: Sequence[Any]) -> ArmStats:
-    judged = [r for r in rows if r.error_kind not in INPUT_ERRORS]
-    failed = [r for r in judged if r.status == Status.FAILED]
-    times = [r.inference_ms for r in judged if r.status == Status.SUCCEEDED and r.inference_ms]
+    failed = [r for r in rows if r.status == Status.FAILED]
+    times = [r.inference_ms for r in rows if r.status == Status.SUCCEEDED and r.inference_ms]
     p95 = float(np.percentile(times, 95)) if times else None
     invalid = sum(1 for r in failed if r.error_kind == ErrorKind.INVALID_OUTPUT)
-    return ArmStats(len(judged), len(failed), invalid, len(times), p95)
+    return ArmStats(len(rows), len(failed), invalid, len(times), p95)
 
 
 def evaluate(
@@ -101,14 +113,17 @@ def evaluate(
     th = thresholds or GuardThresholds()
     now = now or utcnow()
     since = now - timedelta(hours=th.window_hours)
-    stmt = select(Job.variant, Job.status, Job.error_kind, Job.inference_ms).where(
+    stmt = select(
+        Job.variant, Job.status, Job.error_kind, Job.inference_ms, Job.assignment,
+        Job.completed_at,
+    ).where(
         Job.advisor == advisor,
         Job.status.in_([Status.SUCCEEDED, Status.FAILED]),
         Job.completed_at >= since,
         Job.completed_at <= now,
-    )
+    )  # fmt: skip
     with engine.connect() as conn:
-        rows = conn.execute(stmt).all()
+        rows = judged(conn.execute(stmt).all())
     by_variant: dict[str, list[Any]] = defaultdict(list)
     for row in rows:
         by_variant[row.variant].append(row)
@@ -116,59 +131,34 @@ def evaluate(
     base = _arm(by_variant.get(BASE_VARIANT, []))
     candidates = sorted((set(weights) | set(by_variant)) - {BASE_VARIANT})
     return [
-        _judge(advisor, v, weights.get(v, 0.0), _arm(by_variant.get(v, [])), base, th)
+        _judge(advisor, v, weights.get(v, 0.0), rows, _arm(by_variant.get(v, [])), base, th)
         for v in candidates
     ]
 
 
 def _judge(
-    advisor: str, variant: str, weight: float, arm: ArmStats, base: ArmStats, th: GuardThresholds
+    advisor: str,
+    variant: str,
+    weight: float,
+    rows: Sequence[Any],
+    arm: ArmStats,
+    base: ArmStats,
+    th: GuardThresholds,
 ) -> GuardDecision:
     window = f"last {th.window_hours:g}h"
-    is_judged = arm.completed >= th.min_samples
-    is_latency_judged = min(arm.inference_samples, base.inference_samples) >= th.min_samples
-    breaches = _breaches(arm, base, th, is_latency_judged) if is_judged else []
-    if not is_judged:
-        action = Action.HOLD
-        reason = (
-            f"{arm.completed} completed jobs in the {window} (< {th.min_samples}): inconclusive"
-        )
-    elif breaches:
+    checks = tuple(check_rules(rows, variant, th.limits))
+    breaches = tuple(c.describe() for c in checks if c.breached)
+    if breaches:
         action = Action.ROLLBACK if weight > 0 else Action.HOLD
         reason = f"guard: {variant} of {advisor} breached " + "; ".join(breaches) + f" ({window})"
         reason += "" if weight > 0 else "; already at weight 0"
-    elif not is_latency_judged:
-        action = Action.HOLD
-        reason = f"rates within limits; too few timed jobs to compare p95 with base ({window})"
+    elif arm.completed == 0:
+        action, reason = Action.HOLD, f"no finished split job of {variant} in the {window}"
     else:
-        action, reason = Action.OK, f"within limits ({window})"
-    return GuardDecision(advisor, variant, action, reason, weight, arm, base, tuple(breaches))
-
-
-def _breaches(
-    arm: ArmStats, base: ArmStats, th: GuardThresholds, is_latency_judged: bool
-) -> list[str]:
-    found = []
-    failure_rate = arm.failed / arm.completed
-    if failure_rate > th.max_failure_rate:
-        found.append(
-            f"failure rate {failure_rate:.2f} ({arm.failed}/{arm.completed}) "
-            f"> {th.max_failure_rate:.2f}"
-        )
-    invalid_rate = arm.invalid_output / arm.completed
-    if invalid_rate > th.max_invalid_output_rate:
-        found.append(
-            f"invalid-output rate {invalid_rate:.2f} ({arm.invalid_output}/{arm.completed}) "
-            f"> {th.max_invalid_output_rate:.2f}"
-        )
-    if is_latency_judged and arm.p95_inference_ms and base.p95_inference_ms:
-        ratio = arm.p95_inference_ms / base.p95_inference_ms
-        if ratio > th.max_p95_inference_ratio:
-            found.append(
-                f"p95 inference {arm.p95_inference_ms / 1000:.1f}s = {ratio:.2f}x base "
-                f"{base.p95_inference_ms / 1000:.1f}s > {th.max_p95_inference_ratio:.2f}x"
-            )
-    return found
+        action = Action.OK
+        reason = f"no rule breached over {arm.completed} jobs ({window}, sequential tests)"
+    return GuardDecision(advisor, variant, action, reason, weight, arm, base, breaches,
+                         checks=checks)  # fmt: skip
 
 
 def enforce(
@@ -180,33 +170,71 @@ def enforce(
     advisors: Iterable[str] | None = None,
     now: datetime | None = None,
 ) -> list[GuardDecision]:
-    """Evaluate every advisor with a rollout and move a breaching variant's weight to base."""
+    """Evaluate every advisor with a rollout and move a breaching variant's weight to base.
+
+    A rollback's event carries the decision's statistics; so does a `guard-check` event
+    whenever a variant's decision differs from the last one recorded for it.
+    """
+    th = thresholds or GuardThresholds()
     names = list(advisors) if advisors is not None else [w.advisor for w in rollouts.all()]
     decisions: list[GuardDecision] = []
     for advisor in names:
-        for decision in evaluate(engine, rollouts, advisor, thresholds=thresholds, now=now):
+        for decision in evaluate(engine, rollouts, advisor, thresholds=th, now=now):
             if decision.action is Action.ROLLBACK:
-                decision = _roll_back(rollouts, registry, decision)
+                decision = _roll_back(rollouts, registry, decision, th)
+            else:
+                _note_change(rollouts, decision, th)
             logger.info("guard %s/%s: %s: %s", advisor, decision.variant, decision.action,
                         decision.reason)  # fmt: skip
             decisions.append(decision)
     return decisions
 
 
-def _roll_back(store: RolloutStore, registry: Registry, decision: GuardDecision) -> GuardDecision:
-    current = store.get(decision.advisor).weights
-    if current.get(decision.variant, 0.0) <= 0:
+def statistics(decision: GuardDecision, th: GuardThresholds) -> dict[str, Any]:
+    """What a decision was taken on, for its rollout event."""
+    return {
+        "variant": decision.variant,
+        "action": decision.action.value,
+        "window_hours": th.window_hours,
+        "alpha": th.alpha,
+        "variant_stats": asdict(decision.variant_stats),
+        "base_stats": asdict(decision.base_stats),
+        "checks": [asdict(c) for c in decision.checks],
+    }
+
+
+def _note_change(store: RolloutStore, decision: GuardDecision, th: GuardThresholds) -> None:
+    recorded = [
+        e for e in store.history(decision.advisor)
+        if e.kind in ("guard", CHECK_KIND) and (e.details or {}).get("variant") == decision.variant
+    ]  # fmt: skip
+    last = recorded[0] if recorded else None
+    if last is not None and (last.details or {}).get("action") == decision.action.value:
+        return
+    store.note(decision.advisor, kind=CHECK_KIND, actor=GUARD_ACTOR, reason=decision.reason,
+               details=statistics(decision, th))  # fmt: skip
+
+
+def _roll_back(
+    store: RolloutStore, registry: Registry, decision: GuardDecision, th: GuardThresholds
+) -> GuardDecision:
+    current = store.get(decision.advisor)
+    if current.weights.get(decision.variant, 0.0) <= 0:
         return replace(decision, action=Action.HOLD, reason=decision.reason + "; already at 0")
-    weights = dict(current)
+    weights = dict(current.weights)
     # The variant's share goes to base; other variants keep theirs.
     weights[BASE_VARIANT] = weights.get(BASE_VARIANT, 0.0) + weights[decision.variant]
     weights[decision.variant] = 0.0
-    known = registry.names | set(current)
+    # Shadows go on only while another candidate keeps traffic to pair base with.
+    others = any(w > 0 for v, w in weights.items() if v != BASE_VARIANT)
+    known = registry.names | set(current.weights)
+    applied = replace(decision, applied=True)
     store.set(decision.advisor, weights, known_variants=known, actor=GUARD_ACTOR,
-              reason=decision.reason, kind="guard")  # fmt: skip
+              reason=decision.reason, kind="guard", shadow=None if others else 0.0,
+              details=statistics(applied, th))  # fmt: skip
     logger.warning("guard rolled back %s/%s: %s", decision.advisor, decision.variant,
                    decision.reason)  # fmt: skip
-    return replace(decision, applied=True)
+    return applied
 
 
 def register_guard_task(

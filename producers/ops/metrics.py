@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
 
@@ -11,7 +12,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 from sqlalchemy import Engine, case, func, select
 
-from jobs.contracts import Status, queue_for
+from jobs.contracts import Status, queue_of
 from jobs.models import Job, Rollout, WorkerHeartbeat
 from jobs.repository import utcnow
 from jobs.settings import Settings
@@ -53,8 +54,11 @@ class JobsCollector(Collector):
         yield depth
 
         with self.engine.connect() as conn:
+            is_shadow = Job.shadow_of.is_not(None)
             counts = conn.execute(
-                select(Job.variant, Job.status, func.count()).group_by(Job.variant, Job.status)
+                select(Job.variant, Job.status, is_shadow, func.count()).group_by(
+                    Job.variant, Job.status, is_shadow
+                )
             ).all()
             buckets = [
                 func.sum(case((Job.inference_ms <= int(b * 1000), 1), else_=0))
@@ -83,10 +87,13 @@ class JobsCollector(Collector):
             "Jobs the database holds as queued, per queue (compare with advisor_queue_depth)",
             labels=["queue"],
         )
-        for variant, status, n in sorted(counts):
-            jobs.add_metric([variant, status], n)
+        by_state: dict[tuple[str, str], int] = defaultdict(int)
+        for variant, status, shadow, n in sorted(counts):
+            by_state[(variant, status)] += n
             if status == Status.QUEUED:
-                queued_db.add_metric([queue_for(variant)], n)
+                queued_db.add_metric([queue_of(variant, is_shadow=bool(shadow))], n)
+        for (variant, status), n in sorted(by_state.items()):
+            jobs.add_metric([variant, status], n)
         yield jobs
         yield queued_db
 

@@ -1,4 +1,5 @@
-"""The A/B report over the jobs table: per-variant outcomes, score statistics, data checks."""
+"""The A/B report over the jobs table: verdicts, per-variant outcomes, feedback, shadow pairs,
+score statistics and data checks."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from sqlalchemy import Engine, func, select
 
 from jobs.analysis import DIMENSIONS
 from jobs.contracts import BASE_VARIANT, Assignment, ErrorKind, ModelUsed, Status
-from jobs.models import Job
+from jobs.models import Feedback, Job
 from jobs.repository import utcnow
 from producers.ops.srm import SrmCheck, srm_checks
 from producers.ops.stats import (
@@ -24,6 +25,14 @@ from producers.ops.stats import (
     compare_scores,
     score_copy,
     summarise,
+)
+from producers.ops.verdicts import (
+    FeedbackSummary,
+    PairedComparison,
+    Verdict,
+    feedback_summaries,
+    paired_comparisons,
+    verdicts,
 )
 
 logger = logging.getLogger(__name__)
@@ -54,6 +63,8 @@ class VariantStats:
     queue_wait_ms: Spread
     inference_ms: Spread
     tokens_per_second: float | None  # sum(output_tokens) / sum(inference seconds), succeeded
+    shadow_jobs: int = 0  # shadow jobs run on this variant (not in any number above)
+    shadow_succeeded: int = 0
 
 
 @dataclass(frozen=True)
@@ -62,8 +73,11 @@ class Report:
     since: datetime
     days: float
     advisor: str | None
-    total_jobs: int
+    total_jobs: int  # primary jobs (shadow jobs are counted per variant)
+    verdicts: tuple[Verdict, ...]
     variants: tuple[VariantStats, ...]
+    feedback: tuple[FeedbackSummary, ...]
+    paired: tuple[PairedComparison, ...]
     comparisons: tuple[Comparison, ...]
     srm: tuple[SrmCheck, ...]
     score_copy: tuple[ScoreCopy, ...]
@@ -86,9 +100,9 @@ def _jsonable(value: Any) -> Any:
 
 
 _COLUMNS = (
-    Job.advisor, Job.variant, Job.reassigned_from, Job.assignment, Job.weights_version,
-    Job.status, Job.started_at, Job.error_kind, Job.queue_wait_ms, Job.inference_ms,
-    Job.output_tokens, Job.llm_outputs,
+    Job.id, Job.advisor, Job.variant, Job.reassigned_from, Job.assignment, Job.weights_version,
+    Job.status, Job.started_at, Job.completed_at, Job.error_kind, Job.queue_wait_ms,
+    Job.inference_ms, Job.output_tokens, Job.llm_outputs, Job.shadow_of,
 )  # fmt: skip
 
 
@@ -101,13 +115,29 @@ def build_report(
     stmt = select(*_COLUMNS).where(Job.queued_at >= since, Job.queued_at <= now)
     if advisor is not None:
         stmt = stmt.where(Job.advisor == advisor)
+    rated = (
+        select(Feedback.job_id, Feedback.rating, Feedback.helpful, Feedback.simulated,
+               Feedback.created_at)
+        .join(Job, Job.id == Feedback.job_id)
+        .where(Job.queued_at >= since, Job.queued_at <= now)
+        .order_by(Feedback.created_at)
+    )  # fmt: skip
+    if advisor is not None:
+        rated = rated.where(Job.advisor == advisor)
     with engine.connect() as conn:
-        rows = conn.execute(stmt).all()
-    logger.debug("report over %d jobs since %s", len(rows), since)
+        every = conn.execute(stmt).all()
+        feedback = conn.execute(rated).all()
+    logger.debug("report over %d jobs since %s", len(every), since)
+    rows = [r for r in every if r.shadow_of is None]
+    shadows: dict[str, list[Any]] = defaultdict(list)
+    for r in every:
+        if r.shadow_of is not None:
+            shadows[r.variant].append(r)
     by_variant: dict[str, list[Any]] = defaultdict(list)
     for row in rows:
         by_variant[row.variant].append(row)
-    variants = tuple(_variant_stats(v, by_variant[v]) for v in _ordered(by_variant))
+    names = _ordered(set(by_variant) | set(shadows))
+    variants = tuple(_variant_stats(v, by_variant[v], shadows[v]) for v in names)
     succeeded = [r for r in rows if r.status == Status.SUCCEEDED and r.llm_outputs]
     copies = [score_copy("all", [_score_tuple(r) for r in succeeded])]
     copies += [
@@ -120,7 +150,10 @@ def build_report(
         days=days,
         advisor=advisor,
         total_jobs=len(rows),
+        verdicts=tuple(verdicts(every, feedback)),
         variants=variants,
+        feedback=tuple(feedback_summaries(rows, feedback, names)),
+        paired=tuple(paired_comparisons(every)),
         comparisons=tuple(_comparisons(rows)),
         srm=tuple(srm_checks(engine, rows)),
         score_copy=tuple(copies),
@@ -132,7 +165,7 @@ def _ordered(variants: Iterable[str]) -> list[str]:
     return sorted(variants, key=lambda v: (v != BASE_VARIANT, v))
 
 
-def _variant_stats(variant: str, rows: Sequence[Any]) -> VariantStats:
+def _variant_stats(variant: str, rows: Sequence[Any], shadows: Sequence[Any]) -> VariantStats:
     ok = [r for r in rows if r.status == Status.SUCCEEDED]
     failed_rows = [r for r in rows if r.status == Status.FAILED]
     failed: dict[str, int] = defaultdict(int)
@@ -163,6 +196,8 @@ def _variant_stats(variant: str, rows: Sequence[Any]) -> VariantStats:
         queue_wait_ms=_spread([r.queue_wait_ms for r in rows]),
         inference_ms=_spread([r.inference_ms for r in ok]),
         tokens_per_second=sum(r.output_tokens for r in timed) / infer_s if infer_s else None,
+        shadow_jobs=len(shadows),
+        shadow_succeeded=sum(1 for r in shadows if r.status == Status.SUCCEEDED),
     )
 
 
@@ -180,15 +215,17 @@ def _score_tuple(row: Any) -> tuple[int, ...]:
 
 def _comparisons(rows: Sequence[Any]) -> list[Comparison]:
     # Only split traffic is randomised, and per advisor, so arms differ only by the variant.
-    scores: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    scored: dict[str, list[Any]] = defaultdict(list)
     for r in rows:
         if r.assignment == Assignment.SPLIT and r.status == Status.SUCCEEDED and r.llm_outputs:
-            scores[r.advisor][r.variant].append(float(r.llm_outputs["overall_score"]))
+            scored[r.advisor].append(r)
     out = []
-    for advisor in sorted(scores):
-        arms = scores[advisor]
-        for variant in sorted(v for v in arms if v != BASE_VARIANT):
-            out.append(compare_scores(advisor, variant, arms[variant], arms.get(BASE_VARIANT, [])))
+    for advisor in sorted(scored):
+        done = sorted(scored[advisor], key=lambda r: r.completed_at)
+        for variant in sorted({r.variant for r in done} - {BASE_VARIANT}):
+            stream = [(r.variant == variant, float(r.llm_outputs["overall_score"]))
+                      for r in done if r.variant in (variant, BASE_VARIANT)]  # fmt: skip
+            out.append(compare_scores(advisor, variant, stream))
     return out
 
 
@@ -196,7 +233,7 @@ def compare_model_performance(
     engine: Engine, days: float = 7, *, now: datetime | None = None
 ) -> list[ModelPerformance]:
     """The seed's query: per model_used, jobs completed in the last `days`, their average
-    overall_score and average (completed_at - started_at) in seconds."""
+    overall_score and average (completed_at - started_at) in seconds; shadow jobs left out."""
     now = now or utcnow()
     if engine.dialect.name == "sqlite":
         duration = (func.julianday(Job.completed_at) - func.julianday(Job.started_at)) * 86400.0
@@ -211,6 +248,7 @@ def compare_model_performance(
         )
         .where(
             Job.model_used.in_([m.value for m in ModelUsed]),
+            Job.shadow_of.is_(None),
             Job.completed_at > now - timedelta(days=days),
             Job.completed_at <= now,
         )

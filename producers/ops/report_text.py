@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from jobs.analysis import DIMENSIONS
 from producers.ops.report import Report, Spread
+from producers.ops.sequential import MIXTURE_SD
 from producers.ops.srm import SRM_ALPHA
 from producers.ops.stats import ALPHA
+from producers.ops.verdicts import MIN_PAIRS, MIN_RATINGS_PER_ARM, PairedStat
 
 
 def _num(value: float | None, fmt: str = ".2f") -> str:
@@ -26,6 +28,80 @@ def _weights(weights: dict[str, float]) -> str:
     return " ".join(f"{v} {w:.2f}" for v, w in weights.items())
 
 
+def _interval(low: float | None, high: float | None, fmt: str = "+.2f") -> str:
+    return f"[{_num(low, fmt)}, {_num(high, fmt)}]"
+
+
+def _verdicts(report: Report) -> list[str]:
+    lines = [
+        f"Verdicts (variant - base; always-valid, alpha {ALPHA}, readable after every job; "
+        f"metric: feedback with >= {MIN_RATINGS_PER_ARM} ratings per arm, else shadow pairs "
+        f"(>= {MIN_PAIRS}), else overall_score):"
+    ]
+    for v in report.verdicts:
+        lines.append(
+            f"  {v.advisor:<12}{v.variant:<14}on {v.metric} by {v.method} "
+            f"(mixture sd {MIXTURE_SD:g}): n {v.n_variant} vs {v.n_base}  "
+            f"diff {_num(v.estimate, '+.2f')} {_interval(v.ci_low, v.ci_high)}  "
+            f"p {_num(v.p, '.3g')}  -> {v.decision}"
+        )
+        lines.append(f"  {'':<26}why this metric: {v.why}")
+        flag = "ok" if v.guardrails_ok else "BREACHED"
+        lines.append(f"  {'':<26}guardrails {flag} (always-valid, split jobs):")
+        lines += [f"  {'':<28}{c.describe()}" for c in v.guardrails]
+    if not report.verdicts:
+        lines.append("  no split traffic or shadow pairs on a non-base variant")
+    return lines
+
+
+def _feedback(report: Report) -> list[str]:
+    lines = [
+        "Feedback (the app's users' ratings 1-5 of primary jobs' critiques; "
+        "simulated = demo raters, not people):",
+        f"  {'variant':<14}{'ratings':>8}{'simulated':>10}  {'mean rating [95% CI]':<22}"
+        f"{'helpful [95% CI]':<24}{'answers':>8}",
+    ]
+    for f in report.feedback:
+        r = f.rating
+        helpful = f"{_pct(f.helpful_rate)} [{_pct(f.helpful_ci_low)}, {_pct(f.helpful_ci_high)}]"
+        lines.append(
+            f"  {f.variant:<14}{f.ratings:>8}{f.simulated:>10}  "
+            f"{_num(r.mean)} {_interval(r.ci_low, r.ci_high, '.2f'):<17}{helpful:<24}"
+            f"{f.helpful_answers:>8}"
+        )
+    if not any(f.ratings for f in report.feedback):
+        lines.append(
+            "  no feedback yet (POST /jobs/{id}/feedback, Client.feedback, advisor feedback)"
+        )
+    return lines
+
+
+def _paired_row(stat: PairedStat) -> str:
+    return (
+        f"    {stat.name:<22}{_num(stat.mean_difference, '+.2f'):>7} "
+        f"{_interval(stat.ci_low, stat.ci_high):<17}{_num(stat.wilcoxon_p, '.3g'):>10}  "
+        f"{_interval(stat.sequence_low, stat.sequence_high):<17}"
+        f"{_pct(stat.candidate_higher):>8}{_pct(stat.candidate_lower):>8}"
+    )
+
+
+def _paired(report: Report) -> list[str]:
+    lines = [
+        "Paired shadow runs (the same photo through both arms; candidate - base; paired t "
+        "and Wilcoxon signed-rank are fixed-horizon, the always-valid sequence is not):"
+    ]
+    for p in report.paired:
+        lines.append(f"  {p.advisor:<12}{p.variant:<14}{p.pairs} pairs")
+        lines.append(
+            f"    {'score':<22}{'diff':>7} {'[paired t 95%]':<17}{'Wilcoxon p':>10}  "
+            f"{'[always-valid]':<17}{'higher':>8}{'lower':>8}"
+        )
+        lines += [_paired_row(stat) for stat in (p.overall, *p.dimensions)]
+    if not report.paired:
+        lines.append("  no shadow pairs (advisor rollout set ... --shadow F)")
+    return lines
+
+
 def render_report(report: Report) -> str:
     """A readable text report; every section says what it is computed over."""
     lines = [
@@ -36,11 +112,12 @@ def render_report(report: Report) -> str:
     ]
     if not report.variants:
         return "\n".join([*lines, "No jobs in this window."])
+    lines += [*_verdicts(report), ""]
     lines.append(
         f"{'variant':<14}{'routed':>7}{'started':>8}{'done':>6}{'in-flight':>10}{'cancel':>7}"
         f"{'fail':>7}"
         f"{'invalid':>8}  {'score [95% CI]':<21}{'n':>5}  {'wait p50/p95 s':>15}"
-        f"{'infer p50/p95 s':>16}{'tok/s':>7}"
+        f"{'infer p50/p95 s':>16}{'tok/s':>7}{'shadow':>8}"
     )
     for v in report.variants:
         s = v.score
@@ -50,8 +127,9 @@ def render_report(report: Report) -> str:
             f"{v.cancelled:>7}{_pct(v.failure_rate):>7}{_pct(v.invalid_output_rate):>8}  "
             f"{ci:<21}{s.n:>5}  "
             f"{_seconds(v.queue_wait_ms):>15}{_seconds(v.inference_ms):>16}"
-            f"{_num(v.tokens_per_second, '.1f'):>7}"
+            f"{_num(v.tokens_per_second, '.1f'):>7}{v.shadow_jobs:>8}"
         )
+    lines.append("(primary jobs only; `shadow`: shadow jobs run on the variant, outside the split)")
     failures = [
         f"{v.variant}: " + ", ".join(f"{k} {n}" for k, n in v.failed.items())
         for v in report.variants
@@ -64,15 +142,18 @@ def render_report(report: Report) -> str:
         cells = "".join(f"{_num(v.dimension_means.get(name)):>14}" for v in report.variants)
         lines.append(f"{name:<22}{cells}")
 
+    lines += ["", *_feedback(report), "", *_paired(report)]
     lines += [
         "",
-        f"Variant - base on overall_score (split jobs, per advisor; Welch, alpha {ALPHA}):",
+        f"Variant - base on overall_score (split jobs, per advisor; verdict by the always-valid "
+        f"test; Welch, alpha {ALPHA}, for reference: valid only if read once):",
     ]
     for c in report.comparisons:
-        diff = f"{_num(c.difference, '+.2f')} [{_num(c.ci_low, '+.2f')}, {_num(c.ci_high, '+.2f')}]"
+        diff = f"{_num(c.difference, '+.2f')} {_interval(c.sequence_low, c.sequence_high)}"
         lines.append(
             f"  {c.advisor:<12}{c.variant:<14}n {c.n_variant} vs {c.n_base}  diff {diff}  "
-            f"t {_num(c.t)}  p {_num(c.p, '.3g')}  -> {c.verdict}"
+            f"p {_num(c.sequential_p, '.3g')}  (Welch {_interval(c.ci_low, c.ci_high)} "
+            f"t {_num(c.t)} p {_num(c.p, '.3g')})  -> {c.verdict}"
         )
     if not report.comparisons:
         lines.append("  no split traffic on a non-base variant")

@@ -9,7 +9,7 @@ import socket
 from dataclasses import dataclass
 
 from jobs.advisors import get_persona, personas
-from jobs.contracts import BASE_VARIANT, Status
+from jobs.contracts import BASE_VARIANT, ErrorKind, Status
 from jobs.models import Job
 from jobs.repository import Repository
 from jobs.rollouts import RolloutStore, Weights, default_weights
@@ -85,16 +85,26 @@ class RolloutControl:
         ]
 
     def set_weights(
-        self, advisor: str, weights: dict[str, float], *, reason: str, actor: str
+        self,
+        advisor: str,
+        weights: dict[str, float],
+        *,
+        reason: str,
+        actor: str,
+        shadow: float | None = None,
     ) -> Weights:
-        """Validated against the variants serving `advisor`, versioned and audited."""
+        """Validated against the variants serving `advisor`, versioned and audited.
+
+        `shadow`: the share of split jobs also run on the other arm (None keeps the current).
+        """
         get_persona(advisor)
         result = self.rollouts.set(
-            advisor, weights, known_variants=self.serving(advisor), actor=actor, reason=reason
-        )
+            advisor, weights, known_variants=self.serving(advisor), actor=actor, reason=reason,
+            shadow=shadow,
+        )  # fmt: skip
         self.router.invalidate()
-        logger.info("%s weights -> %s (v%d) by %s: %s", advisor, result.weights,
-                    result.version, actor, reason)  # fmt: skip
+        logger.info("%s weights -> %s, shadow %.2f (v%d) by %s: %s", advisor, result.weights,
+                    result.shadow, result.version, actor, reason)  # fmt: skip
         return result
 
     def rollback(self, advisor: str, *, drain: bool, reason: str, actor: str) -> RollbackResult:
@@ -104,9 +114,11 @@ class RolloutControl:
         current = self.rollouts.get(advisor)
         others = (set(current.weights) | serving) - {BASE_VARIANT}
         weights = {BASE_VARIANT: 1.0} | {name: 0.0 for name in sorted(others & serving)}
+        # Shadows stop too: a rolled-back candidate is not worth the idle time.
         result = self.rollouts.set(
-            advisor, weights, known_variants=serving, actor=actor, reason=reason, kind="rollback"
-        )
+            advisor, weights, known_variants=serving, actor=actor, reason=reason,
+            kind="rollback", shadow=0.0,
+        )  # fmt: skip
         self.router.invalidate()
         logger.warning("%s rolled back to base (v%d) by %s: %s", advisor, result.version, actor,
                        reason)  # fmt: skip
@@ -117,10 +129,16 @@ class RolloutControl:
         return RollbackResult(result, drained, republished)
 
     def _drain(self, advisor: str, reason: str, weights: dict[str, float]) -> tuple[list[str], int]:
-        """Queued jobs of non-base variants -> base; their stale messages become no-ops."""
+        """Queued jobs of non-base variants -> base; their stale messages become no-ops.
+
+        Queued shadow jobs there are dropped instead: on base they would pair base with itself.
+        """
         pending = self.repository.find(
             Job.advisor == advisor, Job.status == Status.QUEUED, Job.variant != BASE_VARIANT
         )
+        for shadow in [job for job in pending if job.shadow_of is not None]:
+            self.repository.fail(shadow.id, ErrorKind.SHADOW_DROPPED, f"rollback: {reason}")
+        pending = [job for job in pending if job.shadow_of is None]
         moved = self.repository.reassign_queued(
             [job.id for job in pending], BASE_VARIANT, f"rollback drain: {reason}",
             weights=weights, base_model=self.registry.get(BASE_VARIANT).base_model,

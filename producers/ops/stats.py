@@ -1,8 +1,9 @@
-"""A/B statistics over plain numbers: score summaries, the Welch comparison, score copying."""
+"""A/B statistics over plain numbers: score summaries, the unpaired comparison, score copying."""
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -10,7 +11,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import stats
 
-MIN_SAMPLES_PER_ARM = 20
+from producers.ops import sequential
+from producers.ops.sequential import MEANS_METHOD
+
+MIN_SAMPLES_PER_ARM = 2  # the sequential test is valid from the start; it needs a spread
 ALPHA = 0.05
 # Upstream, 36 of 43 outputs copied the prompt's numbers; half copied is clearly broken.
 COPY_SUSPICIOUS_SHARE = 0.5
@@ -45,7 +49,11 @@ def summarise(values: Sequence[float]) -> ScoreSummary:
 
 @dataclass(frozen=True)
 class Comparison:
-    """`variant - base` on overall_score for one advisor's split traffic."""
+    """`variant - base` on overall_score for one advisor's split traffic.
+
+    The verdict is the always-valid test's (`method`, `sequence_*`, `sequential_p`); Welch's
+    interval and p (`ci_*`, `t`, `p`) are shown for reference: valid only if read once.
+    """
 
     advisor: str
     variant: str
@@ -59,18 +67,23 @@ class Comparison:
     t: float | None
     p: float | None
     verdict: str
+    method: str = MEANS_METHOD
+    sequence_low: float | None = None
+    sequence_high: float | None = None
+    sequential_p: float | None = None
 
 
 def compare_scores(
     advisor: str,
     variant: str,
-    variant_scores: Sequence[float],
-    base_scores: Sequence[float],
+    stream: Sequence[tuple[bool, float]],
     *,
     min_samples: int = MIN_SAMPLES_PER_ARM,
     alpha: float = ALPHA,
 ) -> Comparison:
-    """Welch's t-test (unequal variances) and a plain-language verdict."""
+    """`stream`: (is the variant's, score) in the order the jobs finished."""
+    variant_scores = [x for is_v, x in stream if is_v]
+    base_scores = [x for is_v, x in stream if not is_v]
     nv, nb = len(variant_scores), len(base_scores)
     mean_v = float(np.mean(variant_scores)) if nv else None
     mean_b = float(np.mean(base_scores)) if nb else None
@@ -78,19 +91,22 @@ def compare_scores(
     no_test = Comparison(advisor, variant, nb, nv, mean_b, mean_v, diff, None, None, None, None, "")
     if min(nv, nb) < min_samples:
         return replace(no_test, verdict=NOT_ENOUGH_DATA)
+    seq = sequential.two_sample([x for _, x in stream], [v for v, _ in stream], alpha=alpha)
+    tested = replace(no_test, sequence_low=seq.ci_low, sequence_high=seq.ci_high,
+                     sequential_p=seq.p)  # fmt: skip
     if np.var(variant_scores) == 0 and np.var(base_scores) == 0:
         # Welch's statistic is undefined with no variance in either arm.
-        return replace(no_test, verdict=NOT_ENOUGH_DATA + " (no variance in either arm)")
-    res = stats.ttest_ind(variant_scores, base_scores, equal_var=False)
+        return replace(tested, verdict=NOT_ENOUGH_DATA + " (no variance in either arm)")
+    with warnings.catch_warnings():
+        # One arm without spread (identical scores) is a valid Welch input; scipy warns anyway.
+        warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
+        res = stats.ttest_ind(variant_scores, base_scores, equal_var=False)
     ci = res.confidence_interval(1 - alpha)
-    t, p = float(res.statistic), float(res.pvalue)
-    verdict = f"{variant} better" if t > 0 else f"{variant} worse"
-    if p >= alpha:
-        verdict = NO_DIFFERENCE
-    return Comparison(
-        advisor, variant, nb, nv, mean_b, mean_v, diff, float(ci.low), float(ci.high), t, p,
-        verdict,
-    )  # fmt: skip
+    verdict = NO_DIFFERENCE
+    if seq.is_significant and diff is not None:
+        verdict = f"{variant} better" if diff > 0 else f"{variant} worse"
+    return replace(tested, ci_low=float(ci.low), ci_high=float(ci.high),
+                   t=float(res.statistic), p=float(res.pvalue), verdict=verdict)  # fmt: skip
 
 
 @dataclass(frozen=True)

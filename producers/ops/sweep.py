@@ -29,7 +29,7 @@ from kombu.exceptions import KombuError
 from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.broker import beat_entry, queue_depths
-from jobs.contracts import SWEEP_TASK, Status, queue_for
+from jobs.contracts import SWEEP_TASK, Status, queue_of
 from jobs.courier import Courier, DeliveryRound
 from jobs.db import engine_for
 from jobs.deliveries import DeliveryStore
@@ -137,11 +137,11 @@ class Sweeper:
         if not stale:
             return []
         try:
-            depths = queue_depths(self.broker, sorted({queue_for(j.variant) for j in stale}))
+            depths = queue_depths(self.broker, sorted({_queue(j) for j in stale}))
         except BrokerUnreachable as exc:
             logger.warning("Queue depths unknown (%s); the next round looks again", exc)
             return []
-        return [job for job in stale if depths[queue_for(job.variant)] == 0]
+        return [job for job in stale if depths[_queue(job)] == 0]
 
     def run_loop(
         self,
@@ -158,6 +158,11 @@ class Sweeper:
             transient=(SQLAlchemyError, KombuError, OSError), stop=stop, on_round=on_round,
             delay_first=delay_first,
         )  # fmt: skip
+
+
+def _queue(job: Job) -> str:
+    """The queue the job's message waits in (a shadow job's: its variant's shadow queue)."""
+    return queue_of(job.variant, is_shadow=job.shadow_of is not None)
 
 
 def register_sweep_task(app: Celery, settings: Settings) -> Any:

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from sqlalchemy import inspect
+import pytest
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from jobs import migrate
 from jobs.db import engine_for
 from jobs.models import Base
 
 EXPECTED_TABLES = {
-    "jobs",
-    "images",
-    "rollouts",
-    "rollout_events",
-    "worker_heartbeats",
+    "jobs", "images", "feedback", "rollouts", "rollout_events", "worker_heartbeats",
     "deliveries",
-}
+}  # fmt: skip
 
 
 def table_names(url: str) -> set[str]:
@@ -90,3 +88,29 @@ def test_the_photo_intake_revision_adds_and_removes_its_columns(database_url: st
     assert not added & columns()
     migrate.upgrade(database_url)
     migrate.check(database_url)
+
+
+def test_the_feedback_and_shadow_migration_keeps_jobs_and_checks_assignments(
+    database_url: str,
+) -> None:
+    migrate.upgrade(database_url, "0004")
+    engine = engine_for(database_url)
+    columns = (
+        "id, advisor, image_sha256, image_ref, subject, variant, model_used, assignment, "
+        "weights_version, status, attempts, queued_at, publish_attempts, progress"
+    )
+    insert = text(
+        f"INSERT INTO jobs ({columns}) VALUES (:id, 'ansel', 'x', 'sha256:x', 's', 'base', "
+        "'base', :assignment, 1, 'queued', 0, CURRENT_TIMESTAMP, 0, 0)"
+    )
+    with engine.begin() as conn:
+        conn.execute(insert, {"id": "before", "assignment": "split"})
+    migrate.upgrade(database_url)
+    with engine.begin() as conn:
+        conn.execute(insert, {"id": "pair", "assignment": "shadow"})
+        assert conn.execute(text("SELECT shadow FROM rollouts")).all() == []
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(insert, {"id": "bad", "assignment": "bogus"})
+    migrate.downgrade(database_url, "0004")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT id FROM jobs")).scalars().all() == ["before"]

@@ -63,6 +63,50 @@ function weightsBar(weights) {
   return bar;
 }
 
+function fmt(value, digits, signed) {
+  if (value === null || value === undefined) return "-";
+  const text = value.toFixed(digits);
+  return signed && value >= 0 ? "+" + text : text;
+}
+
+function pct(value) {
+  return value === null || value === undefined ? "-" : (100 * value).toFixed(1) + "%";
+}
+
+function fillRows(id, items, cells, empty) {
+  const body = document.querySelector("#" + id + " tbody");
+  body.replaceChildren();
+  for (const item of items) {
+    const row = body.insertRow();
+    for (const text of cells(item)) cell(row, text);
+  }
+  if (!items.length) {
+    const row = body.insertRow();
+    cell(row, empty);
+    row.cells[0].colSpan = document.querySelectorAll("#" + id + " thead th").length;
+    row.cells[0].className = "muted";
+  }
+  document.getElementById(id).dataset.rows = String(items.length);
+}
+
+function renderAb(data) {
+  fillRows("verdicts", data.verdicts, (v) => [
+    v.advisor, v.variant, v.metric, v.method, v.n_variant + " vs " + v.n_base,
+    fmt(v.estimate, 2, true) + " [" + fmt(v.ci_low, 2, true) + ", " + fmt(v.ci_high, 2, true) + "]",
+    fmt(v.p, 3), v.decision, v.guardrails_ok ? "ok" : "BREACHED",
+  ], "no split traffic on a candidate yet");
+  fillRows("feedback", data.feedback, (f) => [
+    f.variant, String(f.ratings), String(f.simulated),
+    fmt(f.mean_rating, 2) + " [" + fmt(f.ci_low, 2) + ", " + fmt(f.ci_high, 2) + "]",
+    pct(f.helpful_rate),
+  ], "no feedback yet");
+  fillRows("paired", data.paired, (p) => [
+    p.advisor, p.variant, String(p.pairs),
+    fmt(p.mean_difference, 2, true) + " [" + fmt(p.ci_low, 2, true) + ", " + fmt(p.ci_high, 2, true) + "]",
+    fmt(p.wilcoxon_p, 3), pct(p.candidate_higher),
+  ], "no shadow pairs (rollout --shadow)");
+}
+
 function renderTables(data) {
   const split = document.querySelector("#split tbody");
   split.replaceChildren();
@@ -150,6 +194,7 @@ async function refresh() {
     return;
   }
   renderTables(data);
+  renderAb(data);
   renderCharts(data);
   refreshes += 1;
   document.body.dataset.refreshes = String(refreshes);

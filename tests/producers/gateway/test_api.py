@@ -248,11 +248,17 @@ def test_rollouts_are_shown_set_and_rolled_back_with_the_token(stack: Stack) -> 
         before = ansel["version"]
         put = client.put(
             "/rollouts/ansel", headers=AUTH,
-            json={"weights": {"base": 3, "fine_tuned": 1}, "reason": "canary 25%", "actor": "ci"},
+            json={"weights": {"base": 3, "fine_tuned": 1}, "reason": "canary 25%", "actor": "ci",
+                  "shadow": 0.2},
         )  # fmt: skip
         assert put.status_code == 200, put.text
         assert put.json()["weights"] == {"base": 0.75, "fine_tuned": 0.25}
-        assert put.json()["version"] == before + 1
+        assert (put.json()["version"], put.json()["shadow"]) == (before + 1, 0.2)
+        too_much = client.put(
+            "/rollouts/ansel", headers=AUTH,
+            json={"weights": {"base": 1}, "reason": "x", "shadow": 1.5},
+        )  # fmt: skip
+        assert (too_much.status_code, too_much.json()["error"]) == (422, "validation_error")
         bad = client.put(
             "/rollouts/ansel", headers=AUTH, json={"weights": {"xl": 1}, "reason": "typo"}
         )
@@ -269,6 +275,7 @@ def test_rollouts_are_shown_set_and_rolled_back_with_the_token(stack: Stack) -> 
     [last, previous] = RolloutStore(stack.repo.engine).history("ansel", limit=2)
     assert (last.kind, previous.actor, previous.reason) == ("rollback", "ci", "canary 25%")
     assert last.actor.startswith("gateway/")
+    assert (previous.shadow, last.shadow) == (0.2, 0.0)  # a rollback stops shadow runs
 
 
 def test_report_and_metrics_describe_the_finished_jobs(stack: Stack) -> None:

@@ -61,6 +61,8 @@ def test_the_dashboard_draws_every_chart_from_live_data(stack: Stack, tmp_path: 
                 data={"advisor": "ansel", "variant": variant},
             )  # fmt: skip
             assert done.status_code == 200, done.text
+            rated = client.post(f"/jobs/{done.json()['id']}/feedback", json={"rating": 4})
+            assert rated.status_code == 201, rated.text
         # Undecodable bytes reach a worker and fail there: the failure chart gets data.
         bad = b"\xff\xd8\xff not a jpeg"
         sha = hashlib.sha256(bad).hexdigest()
@@ -70,6 +72,7 @@ def test_the_dashboard_draws_every_chart_from_live_data(stack: Stack, tmp_path: 
             assert producer.publish([failing]).sent == [failing.id]
         failed = follow(client, failing.id)
         assert (failed["status"], failed["error_kind"]) == ("failed", "invalid_image")
+        report = client.get("/report", params={"days": 1}).json()
     jobs = stack.repo.find()
     succeeded = [j for j in jobs if j.status == Status.SUCCEEDED]
     finished_variants = {j.variant for j in jobs if j.status in (Status.SUCCEEDED, Status.FAILED)}
@@ -90,6 +93,11 @@ def test_the_dashboard_draws_every_chart_from_live_data(stack: Stack, tmp_path: 
         # One live worker of the default batch: 4 slots, none busy once its jobs are done.
         assert (row.group(2), row.group(3)) == ("0", "4"), row.group(0)
     assert re.search(r"<td>ansel</td><td><div class=\"weights\">", dom)
+    # The A/B cards: verdicts, feedback per variant (with the two ratings above), pairs.
+    for table in ("verdicts", "feedback", "paired"):
+        assert attribute(dom, table, "data-rows") == str(len(report[table])), table
+    assert sum(f["ratings"] for f in report["feedback"]) >= 2
+    assert re.search(r"<td>fine_tuned</td><td>[1-9]\d*</td><td>0</td>", dom), dom[-3000:]
 
     SCREENSHOT.parent.mkdir(exist_ok=True)
     SCREENSHOT.unlink(missing_ok=True)

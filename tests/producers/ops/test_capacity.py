@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from jobs.contracts import Assignment
 from jobs.db import engine_for
 from jobs.repository import utcnow
 from jobs.rollouts import RolloutStore
@@ -135,3 +136,37 @@ def test_a_batching_workers_overlapping_jobs_are_planned_at_its_measured_rate(
     # ceil(0.1 * 10 / 0.7) = 2 workers; planning at the one-job latency would say ceil(5.7) = 6.
     assert base.workers == 2
     assert "worker s" in render_plan(plan)
+
+
+def test_the_shadow_share_adds_load_on_the_other_arm_and_shadows_are_not_arrivals(
+    migrated_url: str, registry_file: Path
+) -> None:
+    store = RolloutStore(engine_for(migrated_url))
+    store.set("ansel", {"base": 0.75, "fine_tuned": 0.25}, known_variants={"base", "fine_tuned"},
+              actor="op", reason="pair", shadow=0.4)  # fmt: skip
+    crafter = Crafter(store.engine)
+    primaries = crafter.queue(36, variant="base")
+    for job_id in primaries:
+        crafter.succeed(job_id, inference_ms=10_000)
+    shadows = crafter.queue(14, variant="fine_tuned", assignment=Assignment.SHADOW)
+    for shadow, primary in zip(shadows, primaries, strict=False):
+        crafter.set_times([shadow], shadow_of=primary)  # type: ignore[arg-type]
+
+    plan = plan_capacity(
+        store.engine, load_registry(registry_file, "m"), store, window_hours=0.1,
+        default_service_seconds=20.0,
+        queue_depths={"advisor.base": 0, "advisor.fine_tuned.shadow": 14},
+    )  # fmt: skip
+
+    [ansel] = plan.advisors
+    assert (ansel.jobs, ansel.shadow) == (36, 0.4)
+    rows = {v.variant: v for v in plan.variants}
+    # 360 jobs/h: base 270 + 36 shadows of fine_tuned's 90; fine_tuned 90 + 108 of base's 270.
+    assert rows["base"].shadow_rate_per_hour == pytest.approx(36.0)
+    assert rows["base"].rate_per_hour == pytest.approx(306.0)
+    assert rows["fine_tuned"].shadow_rate_per_hour == pytest.approx(108.0)
+    assert rows["fine_tuned"].rate_per_hour == pytest.approx(198.0)
+    # fine_tuned: ceil(198 / 3600 * 20 / 0.7) = ceil(1.57) = 2; without shadows it would be 1.
+    assert rows["fine_tuned"].workers == 2
+    assert rows["fine_tuned"].shadow_queue_depth == 14
+    assert "of which shadow" in render_plan(plan) and "shadow 0.40" in render_plan(plan)

@@ -14,6 +14,7 @@ from scipy import stats
 from jobs.analysis import DIMENSIONS
 from jobs.contracts import Assignment, ErrorKind
 from jobs.db import engine_for
+from jobs.feedback import FeedbackStore
 from jobs.repository import utcnow
 from jobs.rollouts import RolloutStore
 from jobs.settings import Settings
@@ -116,21 +117,41 @@ def test_report_statistics_match_scipy_computed_on_the_same_rows(migrated_url: s
     ci = welch.confidence_interval(0.95)
     assert (comparison.ci_low, comparison.ci_high) == pytest.approx((ci.low, ci.high))
 
+    assert comparison.sequential_p is not None and comparison.sequential_p <= 0.05
+    [verdict] = report.verdicts
+    assert (verdict.metric, verdict.method) == ("overall_score", "sequential (mSPRT)")
+    assert verdict.decision == "fine_tuned better" and verdict.p == comparison.sequential_p
+    assert (verdict.n_variant, verdict.n_base) == (26, 24)
+
     text = render_report(report)
     assert "fine_tuned better" in text and "Sample ratio" in text and "Score copy" in text
-    assert (
-        json.loads(json.dumps(report.to_dict()))["comparisons"][0]["verdict"] == "fine_tuned better"
-    )
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["comparisons"][0]["verdict"] == "fine_tuned better"
+    assert data["verdicts"][0]["method"] == "sequential (mSPRT)"
+    assert data["verdicts"][0]["metric"] == "overall_score"
+
+
+def stream(variant: list[float], base: list[float]) -> list[tuple[bool, float]]:
+    """Interleaved, as jobs of a 50/50 split finish."""
+    out = [(True, v) for v in variant] + [(False, b) for b in base]
+    order = np.random.default_rng(0).permutation(len(out))
+    return [out[i] for i in order]
 
 
 def test_verdicts_say_not_enough_data_no_difference_or_worse() -> None:
     rng = np.random.default_rng(3)
     base = list(rng.normal(6.5, 1.0, 40))
-    assert compare_scores("a", "ft", base[:19], base).verdict == "not enough data"
-    assert compare_scores("a", "ft", list(base), base).verdict == "no significant difference"
-    lower = [s - 1.5 for s in base]
-    assert compare_scores("a", "ft", lower, base).verdict == "ft worse"
-    assert compare_scores("a", "ft", [7.0] * 25, [7.0] * 25).verdict.startswith("not enough data")
+    assert compare_scores("a", "ft", stream(base[:1], base)).verdict == "not enough data"
+    same = compare_scores("a", "ft", stream(list(rng.normal(6.5, 1.0, 40)), base))
+    assert same.verdict == "no significant difference"
+    assert same.sequential_p is not None and same.sequential_p > 0.05
+    lower = compare_scores("a", "ft", stream([s - 1.5 for s in base], base))
+    assert lower.verdict == "ft worse" and lower.method == "sequential (mSPRT)"
+    # The confidence sequence is wider than Welch's interval, read once.
+    assert lower.sequence_low is not None and lower.ci_low is not None
+    assert lower.sequence_low < lower.ci_low
+    no_spread = compare_scores("a", "ft", stream([7.0] * 25, [7.0] * 25))
+    assert no_spread.verdict.startswith("not enough data")
 
 
 def test_srm_flags_a_60_40_outcome_of_a_50_50_split_and_passes_a_fair_draw() -> None:
@@ -255,3 +276,95 @@ def test_report_command_prints_json_and_fails_in_one_line_without_a_database(
     migrate.upgrade(sqlite_url)
     assert cli.main(["report", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["total_jobs"] == 0
+
+
+def paired_jobs(crafter: Crafter, rng: random.Random, n: int, lift: float) -> list[float]:
+    """n split jobs on base, each with a shadow on fine_tuned scoring `lift` higher on average;
+    returns the overall_score differences (fine_tuned - base)."""
+    diffs = []
+    primaries = crafter.queue(n, variant="base")
+    shadows = crafter.queue(n, variant="fine_tuned", assignment=Assignment.SHADOW)
+    for primary, shadow in zip(primaries, shadows, strict=True):
+        base_scores = scores_around(rng, 5.0)
+        ft_scores = [min(10, max(1, s + round(rng.gauss(lift, 1.0)))) for s in base_scores]
+        crafter.succeed(primary, base_scores)
+        crafter.succeed(shadow, ft_scores)
+        crafter.set_times([shadow], shadow_of=primary)  # type: ignore[arg-type]
+        diffs.append(round(sum(ft_scores) / 7, 2) - round(sum(base_scores) / 7, 2))
+    return diffs
+
+
+def test_paired_shadow_runs_match_scipy_and_decide_without_enough_ratings(
+    migrated_url: str,
+) -> None:
+    crafter = Crafter(engine_for(migrated_url))
+    version = set_weights(migrated_url, "ansel", {"base": 0.5, "fine_tuned": 0.5})
+    rng = random.Random(5)
+    diffs = paired_jobs(crafter, rng, 14, lift=1.0)
+
+    report = build_report(crafter.engine, days=1, advisor="ansel")
+
+    [paired] = report.paired
+    assert (paired.advisor, paired.variant, paired.pairs) == ("ansel", "fine_tuned", 14)
+    overall = paired.overall
+    ci = stats.ttest_rel(np.array(diffs), np.zeros(14)).confidence_interval(0.95)
+    assert overall.mean_difference == pytest.approx(np.mean(diffs))
+    assert (overall.ci_low, overall.ci_high) == pytest.approx((ci.low, ci.high))
+    assert overall.wilcoxon_p == pytest.approx(stats.wilcoxon(diffs).pvalue)
+    assert overall.candidate_higher == pytest.approx(np.mean(np.array(diffs) > 0))
+    assert overall.sequence_low is not None and overall.sequence_low < ci.low
+    assert [d.name for d in paired.dimensions] == list(DIMENSIONS)
+    [verdict] = report.verdicts
+    assert (verdict.metric, verdict.method, verdict.n_variant) == (
+        "paired overall_score", "sequential (mSPRT)", 14
+    )  # fmt: skip
+    assert verdict.decision == "fine_tuned better", verdict
+    assert "14 shadow pairs" in verdict.why
+    # The shadows are visible per variant but outside the split, SRM and primary numbers.
+    by_name = {v.variant: v for v in report.variants}
+    assert (by_name["fine_tuned"].shadow_jobs, by_name["fine_tuned"].routed) == (14, 0)
+    assert report.total_jobs == 14
+    routed = next(c for c in report.srm if c.stage == "routed" and c.weights_version == version)
+    assert routed.observed == {"base": 14}
+    text = render_report(report)
+    assert "Paired shadow runs" in text and "14 pairs" in text and "paired overall_score" in text
+
+
+def test_feedback_decides_once_both_arms_have_enough_ratings(migrated_url: str) -> None:
+    engine = engine_for(migrated_url)
+    crafter = Crafter(engine)
+    set_weights(migrated_url, "ansel", {"base": 0.5, "fine_tuned": 0.5})
+    rng = random.Random(8)
+    paired_jobs(crafter, rng, 12, lift=-1.0)  # the model's own scores say fine_tuned is worse
+    store = FeedbackStore(engine)
+    ratings: dict[str, list[int]] = {"base": [], "fine_tuned": []}
+    helpful: dict[str, list[bool]] = {"base": [], "fine_tuned": []}
+    for variant, centre in (("base", 2.6), ("fine_tuned", 3.9)):
+        for job_id in crafter.queue(24, variant=variant):
+            crafter.succeed(job_id, scores_around(rng, 6.0))
+            rating = min(5, max(1, round(rng.gauss(centre, 0.8))))
+            says = rating >= 4
+            store.record(job_id, rating, helpful=says, simulated=variant == "base")
+            ratings[variant].append(rating)
+            helpful[variant].append(says)
+
+    report = build_report(engine, days=1, advisor="ansel")
+
+    summaries = {f.variant: f for f in report.feedback}
+    ft = summaries["fine_tuned"]
+    assert (ft.ratings, ft.simulated, summaries["base"].simulated) == (24, 0, 24)
+    assert ft.rating.mean == pytest.approx(np.mean(ratings["fine_tuned"]))
+    low, high = stats.t.interval(0.95, 23, loc=np.mean(ratings["fine_tuned"]),
+                                 scale=stats.sem(ratings["fine_tuned"]))  # fmt: skip
+    assert (ft.rating.ci_low, ft.rating.ci_high) == pytest.approx((low, high))
+    assert ft.helpful_rate == pytest.approx(np.mean(helpful["fine_tuned"]))
+    wilson = stats.binomtest(sum(helpful["fine_tuned"]), 24).proportion_ci(method="wilson")
+    assert (ft.helpful_ci_low, ft.helpful_ci_high) == pytest.approx((wilson.low, wilson.high))
+    [verdict] = report.verdicts
+    assert (verdict.metric, verdict.n_variant, verdict.n_base) == ("feedback rating", 24, 24)
+    assert verdict.decision == "fine_tuned better"  # the users' verdict, not the model's
+    assert verdict.estimate == pytest.approx(
+        np.mean(ratings["fine_tuned"]) - np.mean(ratings["base"])
+    )
+    text = render_report(report)
+    assert "simulated = demo raters" in text and "on feedback rating" in text

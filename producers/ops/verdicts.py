@@ -1,0 +1,292 @@
+"""What decides an A/B test: feedback per variant, paired shadow runs, and the verdicts.
+
+A verdict judges one candidate against base for one advisor on, in order of preference: the
+users' ratings of the critiques (enough of them on both arms), else the paired difference of
+`overall_score` on shadow pairs (the same photo through both arms), else the unpaired score.
+Each is an always-valid sequential test over the observations in the order they became known,
+so a verdict can be read after every job. Failures, invalid output and inference time are
+guardrails (producers/ops/guardrails.py).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from jobs.analysis import DIMENSIONS
+from jobs.contracts import BASE_VARIANT, Assignment, Status
+from producers.ops.guardrails import RuleCheck, check_rules
+from producers.ops.sequential import ALPHA, MIXTURE_SD, SequentialResult, one_sample, two_sample
+from producers.ops.stats import NO_DIFFERENCE, NOT_ENOUGH_DATA, ScoreSummary, summarise
+
+# Below these, the verdict falls back to the next metric.
+MIN_RATINGS_PER_ARM = 20
+MIN_PAIRS = 10
+
+FEEDBACK_METRIC = "feedback rating"
+PAIRED_METRIC = "paired overall_score"
+UNPAIRED_METRIC = "overall_score"
+
+
+@dataclass(frozen=True)
+class FeedbackSummary:
+    """Ratings of one variant's critiques (primary jobs); `simulated` ones are demo raters'."""
+
+    variant: str
+    ratings: int
+    simulated: int
+    rating: ScoreSummary  # mean rating 1-5 with a 95% t-interval
+    helpful_answers: int  # ratings that said helpful or not
+    helpful_rate: float | None
+    helpful_ci_low: float | None  # Wilson 95%
+    helpful_ci_high: float | None
+
+
+@dataclass(frozen=True)
+class PairedStat:
+    """candidate - base on one score over the pairs: fixed-horizon (paired t, Wilcoxon) and
+    the always-valid confidence sequence."""
+
+    name: str
+    mean_difference: float | None
+    ci_low: float | None  # paired t, 95%
+    ci_high: float | None
+    wilcoxon_p: float | None
+    candidate_higher: float | None  # share of photos the candidate scored higher
+    candidate_lower: float | None
+    sequence_low: float | None
+    sequence_high: float | None
+    sequential_p: float
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    advisor: str
+    variant: str  # the candidate; differences are variant - base
+    pairs: int
+    overall: PairedStat
+    dimensions: tuple[PairedStat, ...]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One candidate against base for one advisor; `method` names the test."""
+
+    advisor: str
+    variant: str
+    metric: str
+    method: str
+    why: str  # why this metric
+    n_base: int
+    n_variant: int  # for the paired metric: both are the number of pairs
+    estimate: float | None  # variant - base
+    ci_low: float | None  # the confidence sequence
+    ci_high: float | None
+    p: float  # always-valid
+    alpha: float
+    parameters: dict[str, float]
+    decision: str
+    guardrails: tuple[RuleCheck, ...]
+    guardrails_ok: bool
+
+
+def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float | None, float | None]:
+    if n == 0:
+        return None, None
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def feedback_summaries(
+    rows: Sequence[Any], feedback: Sequence[Any], variants: Sequence[str]
+) -> list[FeedbackSummary]:
+    """Per variant over primary jobs; `feedback` rows carry job_id, rating, helpful, simulated."""
+    variant_of = {r.id: r.variant for r in rows if r.shadow_of is None}
+    by_variant: dict[str, list[Any]] = defaultdict(list)
+    for f in feedback:
+        if f.job_id in variant_of:
+            by_variant[variant_of[f.job_id]].append(f)
+    out = []
+    for v in variants:
+        given = by_variant.get(v, [])
+        answers = [f.helpful for f in given if f.helpful is not None]
+        low, high = wilson(sum(answers), len(answers))
+        out.append(
+            FeedbackSummary(
+                v,
+                len(given),
+                sum(1 for f in given if f.simulated),
+                summarise([float(f.rating) for f in given]),
+                len(answers),
+                sum(answers) / len(answers) if answers else None,
+                low,
+                high,
+            )  # fmt: skip
+        )
+    return out
+
+
+def _pairs(rows: Sequence[Any]) -> dict[tuple[str, str], list[tuple[Any, Any]]]:
+    """(advisor, candidate) -> [(candidate row, base row)] of succeeded pairs, in the order
+    the second of each pair finished."""
+    by_id = {r.id: r for r in rows}
+    found: dict[tuple[str, str], list[tuple[Any, Any]]] = defaultdict(list)
+    for shadow in rows:
+        primary = by_id.get(shadow.shadow_of) if shadow.shadow_of else None
+        if primary is None or not all(
+            r.status == Status.SUCCEEDED and r.llm_outputs for r in (shadow, primary)
+        ):
+            continue
+        if BASE_VARIANT not in (shadow.variant, primary.variant):
+            continue
+        cand, base = (shadow, primary) if primary.variant == BASE_VARIANT else (primary, shadow)
+        found[(primary.advisor, cand.variant)].append((cand, base))
+    for pairs in found.values():
+        pairs.sort(key=lambda p: max(p[0].completed_at, p[1].completed_at))
+    return found
+
+
+def _dimension(row: Any, name: str) -> float | None:
+    for d in row.llm_outputs.get("dimensions", []):
+        if d.get("name") == name:
+            return float(d["score"])
+    return None
+
+
+def paired_stat(name: str, diffs: Sequence[float], alpha: float = ALPHA) -> PairedStat:
+    n = len(diffs)
+    seq = one_sample(list(diffs), alpha=alpha)
+    if n == 0:
+        return PairedStat(name, None, None, None, None, None, None, None, None, 1.0)
+    arr = np.asarray(diffs, dtype=float)
+    low = high = wilcoxon_p = None
+    with warnings.catch_warnings():
+        # Near-identical differences are valid input; scipy warns about precision anyway.
+        warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
+        if n >= 2 and np.var(arr) > 0:
+            t = stats.ttest_1samp(arr, 0.0).confidence_interval(1 - alpha)
+            low, high = float(t.low), float(t.high)
+        if np.any(arr != 0):
+            wilcoxon_p = float(stats.wilcoxon(arr, zero_method="wilcox").pvalue)
+    return PairedStat(
+        name, float(arr.mean()), low, high, wilcoxon_p, float(np.mean(arr > 0)),
+        float(np.mean(arr < 0)), seq.ci_low, seq.ci_high, seq.p,
+    )  # fmt: skip
+
+
+def paired_comparisons(rows: Sequence[Any]) -> list[PairedComparison]:
+    out = []
+    for (advisor, variant), pairs in sorted(_pairs(rows).items()):
+        overall = [
+            float(c.llm_outputs["overall_score"]) - float(b.llm_outputs["overall_score"])
+            for c, b in pairs
+        ]
+        dims = []
+        for name in DIMENSIONS:
+            values = [(_dimension(c, name), _dimension(b, name)) for c, b in pairs]
+            dims.append(
+                paired_stat(name, [c - b for c, b in values if c is not None and b is not None])
+            )
+        out.append(
+            PairedComparison(
+                advisor, variant, len(pairs), paired_stat("overall_score", overall), tuple(dims)
+            )  # fmt: skip
+        )
+    return out
+
+
+def _decision(variant: str, test: SequentialResult, enough: bool) -> str:
+    if not enough or test.estimate is None:
+        return NOT_ENOUGH_DATA
+    if not test.is_significant:
+        return NO_DIFFERENCE
+    return f"{variant} better" if test.estimate > 0 else f"{variant} worse"
+
+
+def verdicts(
+    rows: Sequence[Any], feedback: Sequence[Any], *, alpha: float = ALPHA
+) -> list[Verdict]:
+    """One per (advisor, non-base variant with split jobs or pairs)."""
+    split = [r for r in rows if r.assignment == Assignment.SPLIT]
+    pairs = _pairs(rows)
+    ratings: dict[str, list[Any]] = defaultdict(list)
+    for f in feedback:
+        ratings[f.job_id].append(f)
+    arms = {(r.advisor, r.variant) for r in split if r.variant != BASE_VARIANT} | set(pairs)
+    out = []
+    for advisor, variant in sorted(arms):
+        mine = [r for r in split if r.advisor == advisor and r.variant in (variant, BASE_VARIANT)]
+        guardrails = tuple(check_rules(mine, variant))
+        out.append(
+            _verdict(
+                advisor,
+                variant,
+                mine,
+                ratings,
+                pairs.get((advisor, variant), []),
+                guardrails,
+                alpha,
+            )  # fmt: skip
+        )
+    return out
+
+
+def _verdict(
+    advisor: str,
+    variant: str,
+    rows: Sequence[Any],
+    ratings: dict[str, list[Any]],
+    pairs: Sequence[tuple[Any, Any]],
+    guardrails: tuple[RuleCheck, ...],
+    alpha: float,
+) -> Verdict:
+    rated = sorted(
+        (min(f.created_at for f in ratings[r.id]), r.variant == variant,
+         float(np.mean([f.rating for f in ratings[r.id]])))
+        for r in rows if r.id in ratings
+    )  # fmt: skip
+    n_rated_v = sum(1 for _, is_v, _ in rated if is_v)
+    n_rated_b = len(rated) - n_rated_v
+    if min(n_rated_v, n_rated_b) >= MIN_RATINGS_PER_ARM:
+        metric, why = (
+            FEEDBACK_METRIC,
+            f"{len(rated)} rated critiques (>= {MIN_RATINGS_PER_ARM} per arm)",
+        )
+        test = two_sample([x for _, _, x in rated], [v for _, v, _ in rated], alpha=alpha)
+        n_base, n_variant, enough = n_rated_b, n_rated_v, True
+    elif len(pairs) >= MIN_PAIRS:
+        metric = PAIRED_METRIC
+        why = (f"{n_rated_v}+{n_rated_b} ratings (< {MIN_RATINGS_PER_ARM} per arm); "
+               f"{len(pairs)} shadow pairs")  # fmt: skip
+        diffs = [float(c.llm_outputs["overall_score"]) - float(b.llm_outputs["overall_score"])
+                 for c, b in pairs]  # fmt: skip
+        test = one_sample(diffs, alpha=alpha)
+        n_base = n_variant = len(pairs)
+        enough = True
+    else:
+        metric = UNPAIRED_METRIC
+        why = (f"{n_rated_v}+{n_rated_b} ratings (< {MIN_RATINGS_PER_ARM} per arm), "
+               f"{len(pairs)} pairs (< {MIN_PAIRS})")  # fmt: skip
+        scored = sorted(
+            (r.completed_at, r.variant == variant, float(r.llm_outputs["overall_score"]))
+            for r in rows
+            if r.status == Status.SUCCEEDED and r.llm_outputs and r.completed_at is not None
+        )
+        test = two_sample([x for _, _, x in scored], [v for _, v, _ in scored], alpha=alpha)
+        n_variant = sum(1 for _, v, _ in scored if v)
+        n_base = len(scored) - n_variant
+        enough = min(n_base, n_variant) >= 2
+    return Verdict(
+        advisor, variant, metric, test.method, why, n_base, n_variant, test.estimate,
+        test.ci_low, test.ci_high, test.p, alpha, {"mixture_sd": MIXTURE_SD},
+        _decision(variant, test, enough), guardrails, not any(c.breached for c in guardrails),
+    )  # fmt: skip

@@ -1,0 +1,122 @@
+"""Shadow runs on real tiny-model workers: pairs on the same photo, and primaries go first."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from jobs.contracts import Assignment, Status
+from jobs.db import engine_for
+from jobs.models import Job
+from jobs.repository import NewJob, Repository
+from producers import Client, SubmitItem
+from producers.ops.report import build_report
+from tests.advisor_worker.test_worker_e2e import photo, settings_of, setup_env
+from tests.support import Env, running_workers, wait_until_final
+
+# The gate reads the queue just before a shadow starts; a primary published right after may
+# see one more shadow start.
+RACE_SECONDS = 0.5
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def env(request: pytest.FixtureRequest, tmp_path: Path, tiny_model_dir: Path) -> Env:
+    if request.param == "redis":
+        broker = request.getfixturevalue("redis_url")
+    else:
+        broker = f"sqla+sqlite:///{tmp_path / 'broker.db'}"
+    return setup_env(tmp_path, tiny_model_dir, f"sqlite:///{tmp_path / 'advisor.db'}", broker)
+
+
+def advisor(env: Env, *args: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "producers.cli", *args], env=env.full(), capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_a_half_shadow_share_pairs_about_half_of_20_jobs_on_the_same_photo(
+    env: Env, tmp_path: Path
+) -> None:
+    if "redis" in env.values["ADVISOR_BROKER_URL"]:
+        pytest.skip("the pairing itself is broker-independent; one broker is enough")
+    shown = advisor(env, "rollout", "set", "ansel", "base=0.5", "fine_tuned=0.5",
+                    "--shadow", "0.5", "--reason", "paired test")  # fmt: skip
+    assert "shadow=0.5" in shown
+    settings = settings_of(env)
+    repo = Repository(engine_for(settings.resolved_database_url))
+    with running_workers(env, ["base", "fine_tuned"], tmp_path), Client(settings) as client:
+        handles = client.submit_many(
+            [SubmitItem(photo(i), "ansel", subject=f"user-{i}") for i in range(20)]
+        )
+        results = {h.id: h.wait(120) for h in handles}  # what the callers get back
+        shadows = repo.find(Job.shadow_of.is_not(None))
+        wait_until_final(repo, [s.id for s in shadows], timeout=120)
+
+    assert 5 <= len(shadows) <= 15, len(shadows)  # Binomial(20, 0.5)
+    assert {h.assignment for h in handles} == {Assignment.SPLIT}
+    assert {r.id for r in results.values()} == {h.id for h in handles}
+    for shadow in (repo.get(s.id) for s in shadows):
+        primary = results[shadow.shadow_of or ""]
+        assert shadow.status == primary.status == Status.SUCCEEDED, (shadow.error, primary.error)
+        assert shadow.image_sha256 == primary.image_sha256
+        assert {shadow.variant, primary.variant} == {"base", "fine_tuned"}
+        assert shadow.worker is not None and shadow.worker.startswith(f"{shadow.variant}-")
+    report = build_report(repo.engine, days=1, advisor="ansel")
+    routed = next(c for c in report.srm if c.stage == "routed")
+    assert sum(routed.observed.values()) == 20  # the shadows are not in the split's counts
+    assert sum(v.routed for v in report.variants) == 20
+    assert sum(v.shadow_jobs for v in report.variants) == len(shadows)
+    [paired] = report.paired
+    assert paired.pairs == len(shadows)
+
+
+def test_waiting_primary_jobs_start_before_any_further_shadow_job(env: Env, tmp_path: Path) -> None:
+    settings = settings_of(env)
+    repo = Repository(engine_for(settings.resolved_database_url))
+    with Client(settings) as client:
+        # Primaries on fine_tuned (no worker serves it here) and their shadows on base.
+        images = {hashlib.sha256(data).hexdigest(): data for data in map(photo, range(100, 112))}
+        primaries, shadows = [], []
+        for i, digest in enumerate(images):
+            ref = f"sha256:{digest}"
+            primary = NewJob("ansel", digest, ref, f"s{i}", "fine_tuned", Assignment.SPLIT, 1,
+                             id=f"primary-{i}")  # fmt: skip
+            primaries.append(primary)
+            shadows.append(NewJob("ansel", digest, ref, f"s{i}", "base", Assignment.SHADOW, 1,
+                                  shadow_of=primary.id, id=f"shadow-{i}"))  # fmt: skip
+        _, paired = repo.create_with_shadows(primaries, images, shadows)
+        assert client.publish(paired).sent == [s.id for s in paired]
+        with running_workers(env, ["base"], tmp_path):
+            deadline = time.monotonic() + 120
+            while not any(repo.get(s.id).started_at for s in paired):
+                assert time.monotonic() < deadline, "the idle worker never took shadow work"
+                time.sleep(0.1)
+            mine = client.submit_many(
+                [SubmitItem(photo(200 + i), "ansel", variant="base") for i in range(4)]
+            )
+            wait_until_final(repo, [h.id for h in mine], timeout=120)
+            wait_until_final(repo, [s.id for s in paired], timeout=180)
+    firsts = [repo.get(h.id) for h in mine]
+    later = [repo.get(s.id) for s in paired]
+    arrived = min(p.published_at for p in firsts if p.published_at is not None)
+    last_primary_start = max(p.started_at for p in firsts if p.started_at is not None)
+    assert all(p.status == Status.SUCCEEDED for p in firsts)
+    assert all(s.status == Status.SUCCEEDED for s in later)
+    started_while_waiting = [
+        s.id for s in later
+        if s.started_at is not None
+        and arrived.timestamp() + RACE_SECONDS < s.started_at.timestamp()
+        < last_primary_start.timestamp()
+    ]  # fmt: skip
+    assert started_while_waiting == [], (started_while_waiting, arrived, last_primary_start)
+    # And the shadows did use the idle time: some ran before the primaries came, the rest after.
+    assert any(s.started_at and s.started_at < arrived for s in later)
+    assert any(s.started_at and s.started_at > last_primary_start for s in later)
