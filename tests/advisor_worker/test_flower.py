@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from jobs.contracts import ANALYZE_TASK, queue_for
+from jobs.contracts import ANALYZE_TASK, queue_for, shadow_queue_for
 from jobs.db import engine_for
 from jobs.repository import Repository
 from producers import Client, SubmitItem
@@ -119,8 +119,9 @@ def test_flower_shows_both_variants_workers_their_queues_and_the_analyze_tasks(
         lengths = api(url, "/api/queues/length")
 
     for name, variant in names.items():
-        queues = [q["name"] for q in listed[name]["active_queues"]]
-        assert queues == [queue_for(variant)], (name, queues)
+        queues = sorted(q["name"] for q in listed[name]["active_queues"])
+        # Its own queue, and its shadow queue (served only when its own queue is empty).
+        assert queues == [queue_for(variant), shadow_queue_for(variant)], (name, queues)
         assert ANALYZE_TASK in listed[name]["registered"]
     for job_id, task in tasks.items():
         variant = variant_of[job_id]
@@ -128,7 +129,9 @@ def test_flower_shows_both_variants_workers_their_queues_and_the_analyze_tasks(
         assert names[task["worker"]] == variant
         assert task["routing_key"] == queue_for(variant)
     depths = {q["name"]: q["messages"] for q in lengths["active_queues"]}
-    assert depths == {queue_for("base"): 0, queue_for("fine_tuned"): 0}
+    assert depths == {
+        queue: 0 for v in ("base", "fine_tuned") for queue in (queue_for(v), shadow_queue_for(v))
+    }
 
 
 def test_flower_refuses_requests_without_the_right_basic_auth(env: Env, tmp_path: Path) -> None:
