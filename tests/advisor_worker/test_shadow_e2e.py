@@ -42,11 +42,10 @@ def advisor(env: Env, *args: str) -> str:
     return out.stdout
 
 
+@pytest.mark.parametrize("env", ["embedded"], indirect=True)  # pairing is broker-independent
 def test_a_half_shadow_share_pairs_about_half_of_20_jobs_on_the_same_photo(
     env: Env, tmp_path: Path
 ) -> None:
-    if "redis" in env.values["ADVISOR_BROKER_URL"]:
-        pytest.skip("the pairing itself is broker-independent; one broker is enough")
     shown = advisor(env, "rollout", "set", "ansel", "base=0.5", "fine_tuned=0.5",
                     "--shadow", "0.5", "--reason", "paired test")  # fmt: skip
     assert "shadow=0.5" in shown
@@ -60,7 +59,8 @@ def test_a_half_shadow_share_pairs_about_half_of_20_jobs_on_the_same_photo(
         shadows = repo.find(Job.shadow_of.is_not(None))
         wait_until_final(repo, [s.id for s in shadows], timeout=120)
 
-    assert 5 <= len(shadows) <= 15, len(shadows)  # Binomial(20, 0.5)
+    # Binomial(20, 0.5) drawn from random job ids: outside 3..17 once in ~2,600 runs.
+    assert 3 <= len(shadows) <= 17, len(shadows)
     assert {h.assignment for h in handles} == {Assignment.SPLIT}
     assert {r.id for r in results.values()} == {h.id for h in handles}
     for shadow in (repo.get(s.id) for s in shadows):

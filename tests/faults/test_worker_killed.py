@@ -43,15 +43,19 @@ def test_a_job_whose_worker_is_killed_mid_generation_succeeds_once_on_another_wo
         victim = wait_generating(stack, ids)
         [killed] = [w for w in workers if f"-{w.proc.pid}@" in (victim.worker or "")]
         [survivor] = [w for w in workers if w is not killed]
+        # A batching worker may hold both jobs: those it held when killed run a second time.
+        held = {j.id for j in stack.repo.find(Job.id.in_(ids)) if j.worker == victim.worker
+                and j.status == Status.RUNNING}  # fmt: skip
         killed.kill()
         jobs = wait_final(stack.repo, ids, timeout=150)
     result = tally(stack.repo, ids, workers)
     print(result.line(f"kill -9 mid-generation ({broker_url.split(':')[0]})"))
     assert result == Tally(sent=2, finished=2, succeeded=2, lost=0, duplicated=0)
     assert killed.proc.returncode == -9
-    taken_over = jobs[victim.id]
-    assert taken_over.attempts == 2
-    assert taken_over.worker is not None and f"-{survivor.proc.pid}@" in taken_over.worker
-    [other] = [jobs[i] for i in ids if i != victim.id]
-    assert other.attempts == 1
+    assert victim.id in held
+    for job_id in held:
+        taken_over = jobs[job_id]
+        assert taken_over.attempts == 2
+        assert taken_over.worker is not None and f"-{survivor.proc.pid}@" in taken_over.worker
+    assert [jobs[i].attempts for i in ids if i not in held] == [1] * (len(ids) - len(held))
     assert survivor.proc.poll() is None

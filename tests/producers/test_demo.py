@@ -26,14 +26,19 @@ def test_the_demo_builds_everything_and_every_job_succeeds(tmp_path: Path) -> No
     env = {k: v for k, v in os.environ.items() if not k.startswith("ADVISOR_")}
     env["ADVISOR_DATA_DIR"] = str(tmp_path / "data")
     out = subprocess.run(
+        # --split 1: all six on fine_tuned (its row cannot be missing), their shadows on base.
         [sys.executable, "-m", "producers.cli", "demo", "--jobs", "6", "--timeout", "240",
-         "--shadow", "1", "--feedback"],
+         "--split", "1", "--shadow", "1", "--feedback"],
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
     assert "6/6 jobs finished" in out.stdout
-    rows = {line.split()[0]: line.split() for line in out.stdout.splitlines()[1:3]}
-    assert int(rows["base"][1]) + int(rows["fine_tuned"][1]) == 6, out.stdout
+    rows = {
+        line.split()[0]: line.split()
+        for line in out.stdout.splitlines()
+        if line.split()[:1] in (["base"], ["fine_tuned"])
+    }
+    assert rows["fine_tuned"][1] == "6", out.stdout
     assert rows["fine_tuned"][-1] != "-"  # the fine-tuned worker served with its adapter
     assert (tmp_path / "data" / "models" / "tiny-qwen3-vl" / "config.json").exists()
     assert "plus 6/6 shadow jobs" in out.stdout and "6 SIMULATED ratings" in out.stdout
@@ -116,7 +121,8 @@ def test_after_the_demo_the_everyday_commands_see_its_world_from_any_directory(
 
     out = _run(env, cwd, "advisor", "rollout", "set", "ansel", "base=0.9", "fine_tuned=0.1",
                "--reason", "test")  # fmt: skip
-    assert out.stdout.strip() == "ansel v2: base=0.9 fine_tuned=0.1"
+    # The demo's shadow share stays until a rollout changes it.
+    assert out.stdout.strip().startswith("ansel v2: base=0.9 fine_tuned=0.1"), out.stdout
     shown = _run(env, cwd, "advisor", "rollout", "show").stdout
     assert f"registry {registry} (default lookup" in shown
     [ansel_line] = [line for line in shown.splitlines() if line.startswith("ansel ")]
@@ -132,7 +138,7 @@ def test_after_the_demo_the_everyday_commands_see_its_world_from_any_directory(
     rows = {v["variant"]: v for v in report["variants"]}
     assert (rows["fine_tuned"]["routed"], rows["fine_tuned"]["finished"]) == (4, 4), rows
     guard = _run(env, cwd, "advisor", "guard", "--once").stdout
-    assert guard.startswith("ansel/fine_tuned: hold:"), guard
+    assert guard.startswith("ansel/fine_tuned: ok: no rule breached"), guard
     capacity = json.loads(_run(env, cwd, "advisor", "capacity", "--json").stdout)
     assert {v["variant"] for v in capacity["variants"]} == {"base", "fine_tuned"}
     check = _run(env, cwd, "advisor-worker", "check", "--variant", "fine_tuned", "--json")
