@@ -10,6 +10,8 @@ from typing import Any
 from celery import Celery
 from kombu import Connection, Exchange, Queue
 from kombu.exceptions import KombuError
+from kombu.transport import sqlalchemy as sqla_transport
+from sqlalchemy.exc import IntegrityError
 
 from jobs.contracts import ANALYZE_TASK, queue_for, queue_of
 from jobs.errors import BrokerUnreachable, summary
@@ -61,6 +63,24 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "broker_pool_limit": 4,
     }
+
+
+def _safe_get_or_create(channel: Any, queue: str) -> Any:
+    """kombu's sqla queue lookup, safe when several processes create the same queue at once.
+
+    kombu guards the select-then-insert with a thread lock only; two processes (a worker
+    declaring its queues while a producer publishes to one) can both insert, and the loser's
+    IntegrityError used to escape into the publish or the consumer.
+    """
+    try:
+        return _kombu_get_or_create(channel, queue)
+    except IntegrityError:
+        channel.session.rollback()
+        return channel.session.query(channel.queue_cls).filter_by(name=queue).one()
+
+
+_kombu_get_or_create = sqla_transport.Channel._get_or_create
+sqla_transport.Channel._get_or_create = _safe_get_or_create  # type: ignore[method-assign]
 
 
 def make_celery(settings: Settings, name: str) -> Celery:

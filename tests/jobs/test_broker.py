@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,3 +111,32 @@ def test_an_unreachable_broker_raises_a_typed_error_naming_it(url: str) -> None:
             queue_depths(app, ["advisor.base"], timeout=1.0)
     finally:
         app.close()
+
+
+_RACER = """
+import sys, time
+from kombu import Connection
+import jobs.broker  # noqa: F401 - installs the multi-process-safe queue lookup
+url, start, names = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+with Connection(url) as conn:
+    channel = conn.channel()
+    while time.time() < start:
+        pass
+    for name in names:
+        channel._get_or_create(name)
+"""
+
+
+def test_processes_creating_the_same_embedded_queues_at_once_all_succeed(tmp_path: Path) -> None:
+    url = f"sqla+sqlite:///{tmp_path / 'broker.db'}"
+    with Connection(url) as conn:  # the tables exist before the race
+        conn.channel()._get_or_create("warm-up")
+    start = time.time() + 2.0
+    names = [f"q{i}" for i in range(40)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _RACER, url, str(start), *names],
+                         stderr=subprocess.PIPE, text=True)
+        for _ in range(6)
+    ]  # fmt: skip
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, [e[-800:] for e in errors if e]
