@@ -25,6 +25,15 @@ class InvalidImage(AdvisorError):
     """The image cannot be used: unreadable, corrupt, too large or outside the allowed roots."""
 
 
+class UnsupportedFormat(InvalidImage):
+    """The file's signature names a format the service refuses; no decoder has opened it."""
+
+    def __init__(self, message: str, *, detected: str, accepted: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.detected = detected
+        self.accepted = accepted
+
+
 class InvalidWeights(AdvisorError):
     """Rollout weights are malformed: unknown variants, negative, or summing to zero."""
 

@@ -10,7 +10,6 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from jobs.errors import InvalidImage
 from producers.client import JobHandle
 from producers.gateway.errors import BrokerUnavailable, JobUnknown
 from producers.gateway.events import is_final, job_events, wait_for
@@ -95,14 +94,10 @@ async def analyze(
 ) -> Any:
     """A JSON body (`image` path or `image_base64`) or a multipart upload (`file`)."""
     item = await read_submission(request, gateway.settings)
-    try:
-        handle = await run_in_threadpool(
-            gateway.client.submit, item.image, item.advisor, subject=item.subject,
-            variant=item.variant, idempotency_key=item.idempotency_key,
-        )  # fmt: skip
-    except OSError as exc:
-        # Only the path case reads files here (e.g. a name too long for the filesystem).
-        raise InvalidImage(f"Image {str(item.image)[:200]!r} cannot be read: {exc}") from exc
+    handle = await run_in_threadpool(
+        gateway.client.submit, item.image, item.advisor, subject=item.subject,
+        variant=item.variant, idempotency_key=item.idempotency_key,
+    )  # fmt: skip
     accepted = _accepted(handle)
     if not handle.created:
         # An earlier submit with this idempotency key made the job; it may be further along.

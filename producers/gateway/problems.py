@@ -18,6 +18,7 @@ from jobs.errors import (
     JobNotFound,
     UnknownAdvisor,
     UnknownVariant,
+    UnsupportedFormat,
     summary,
 )
 from producers.errors import InvalidSubmission, PublishFailed
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 # Foreign exceptions (raised below the gateway) and what each means to an HTTP client.
 FOREIGN: tuple[tuple[type[Exception], int, str], ...] = (
     (JobNotFound, 404, "job_not_found"),
+    (UnsupportedFormat, 415, "unsupported_image_format"),
     (InvalidImage, 400, "invalid_image"),
     (UnknownAdvisor, 422, "unknown_advisor"),
     (UnknownVariant, 422, "unknown_variant"),
