@@ -34,6 +34,14 @@ class UnsupportedFormat(InvalidImage):
         self.accepted = accepted
 
 
+class IdempotencyConflict(AdvisorError):
+    """An idempotency key already names a different request; nothing was written."""
+
+    def __init__(self, message: str, *, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 class InvalidWeights(AdvisorError):
     """Rollout weights are malformed: unknown variants, negative, or summing to zero."""
 

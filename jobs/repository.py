@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, case, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -21,7 +21,7 @@ from jobs.contracts import (
     Status,
     model_used_for,
 )
-from jobs.errors import JobNotFound
+from jobs.errors import IdempotencyConflict, JobNotFound
 from jobs.models import Job, StoredImage, WorkerHeartbeat
 
 _KEY_CHUNK = 500
@@ -92,35 +92,53 @@ class Repository:
         """Insert jobs (and inline images) in one transaction.
 
         Returns (job, created) per input; an existing idempotency key returns the stored job.
+        Keys are claimed by the insert itself (ON CONFLICT DO NOTHING), so concurrent submits
+        with one key all get the one job; a key that names a different request raises
+        IdempotencyConflict and writes nothing.
         """
         now = utcnow()
-        keys = [new.idempotency_key for new in jobs if new.idempotency_key]
         with self.engine.begin() as conn:
             if images:
-                # One executemany each: a batch of n jobs costs a few statements, not n.
+                # One executemany each: a batch of n jobs costs a few statements, not n. A
+                # conflict touches created_at: the prune then sees the image as new (and waits
+                # for this transaction's row lock), so it never deletes an image a job needs.
                 conn.execute(
-                    self._insert_ignore(StoredImage, "sha256"),
+                    self._upsert(StoredImage, "sha256", {"created_at": now}),
                     [
                         {"sha256": sha, "data": data, "size": len(data), "created_at": now}
                         for sha, data in images.items()
                     ],
                 )
-            known = self._jobs_by_key(conn, keys) if keys else {}
-            results: list[tuple[Job, bool]] = []
-            rows: list[dict[str, Any]] = []
+            firsts: dict[str, NewJob] = {}  # key -> the batch's first job with it
+            row_of: list[dict[str, Any] | None] = []  # None: a key repeated within the batch
             for new in jobs:
                 key = new.idempotency_key
-                if key and key in known:
-                    results.append((known[key], False))
+                if key and key in firsts:
+                    _check_same_request(key, firsts[key], new)
+                    row_of.append(None)
                     continue
-                values = _new_job_values(new, now)
-                job = Job(**values)
                 if key:
-                    known[key] = job  # a key repeated within the batch makes one job
-                rows.append(values)
-                results.append((job, True))
+                    firsts[key] = new
+                row_of.append(_new_job_values(new, now))
+            rows = [row for row in row_of if row is not None]
+            inserted: set[str] = set()
             if rows:
-                conn.execute(insert(Job), rows)
+                claim = self._insert_ignore(Job, "idempotency_key").returning(Job.id)
+                inserted = set(conn.execute(claim, rows).scalars())
+            made = {row["idempotency_key"]: Job(**row) for row in rows if row["idempotency_key"]}
+            taken = [key for key, job in made.items() if job.id not in inserted]
+            stored = self._jobs_by_key(conn, taken) if taken else {}
+            for key, job in stored.items():
+                _check_same_request(key, job, firsts[key])
+            results: list[tuple[Job, bool]] = []
+            for new, row in zip(jobs, row_of, strict=True):
+                key = new.idempotency_key
+                if key and key in stored:
+                    results.append((stored[key], False))
+                elif row is None:
+                    results.append((made[key or ""], False))  # repeated within this batch
+                else:
+                    results.append((made[key] if key else Job(**row), True))
         return results
 
     @staticmethod
@@ -135,7 +153,11 @@ class Repository:
                 found[job.idempotency_key or ""] = job
         return found
 
-    def _insert_ignore(self, table: type[StoredImage], key: str) -> Any:
+    def _upsert(self, table: type[StoredImage], key: str, touch: dict[str, Any]) -> Any:
+        builder = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        return builder(table).on_conflict_do_update(index_elements=[key], set_=touch)
+
+    def _insert_ignore(self, table: type[Job], key: str) -> Any:
         builder = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
         return builder(table).on_conflict_do_nothing(index_elements=[key])
 
@@ -165,13 +187,17 @@ class Repository:
         ids = list(job_ids)
         if not ids:
             return
+        now = utcnow()
+        is_queued = Job.status == Status.QUEUED
         with self.engine.begin() as conn:
+            # Whatever the status: a fast worker may have started (or finished) the job before
+            # this runs, and the row must still say that its message went out.
             conn.execute(
                 update(Job)
-                .where(Job.id.in_(ids), Job.status == Status.QUEUED)
+                .where(Job.id.in_(ids))
                 .values(
-                    published_at=utcnow(),
-                    publish_error=None,
+                    published_at=case((is_queued, now), else_=func.coalesce(Job.published_at, now)),
+                    publish_error=case((is_queued, None), else_=Job.publish_error),
                     publish_attempts=Job.publish_attempts + 1,
                 )
             )
@@ -483,6 +509,31 @@ def _start_details(
         values["base_model"] = identity.base_model
         values["adapter_fingerprint"] = identity.adapter_fingerprint
     return values
+
+
+def _requested_variant(job: Job | NewJob) -> str | None:
+    """The variant a request forced (before any drain moved it), or None for a routed one."""
+    if Assignment(job.assignment) is not Assignment.FORCED:
+        return None
+    return getattr(job, "reassigned_from", None) or job.variant
+
+
+def _check_same_request(key: str, stored: Job | NewJob, new: NewJob) -> None:
+    """A key reused for another image, advisor or forced variant is refused.
+
+    The subject only steers routing; a retry that leaves it out still means the same job.
+    """
+    same = (
+        stored.advisor == new.advisor
+        and stored.image_sha256 == new.image_sha256
+        and _requested_variant(stored) == _requested_variant(new)
+    )
+    if not same:
+        raise IdempotencyConflict(
+            f"Idempotency key {key[:80]!r} already names a different request (another image, "
+            "advisor or variant); use a new key for a new request",
+            key=key,
+        )
 
 
 def _new_job_values(new: NewJob, now: datetime) -> dict[str, Any]:

@@ -123,7 +123,12 @@ class Client:
         return [self._handle(job, created, unsent, result.error) for job, created in stored]
 
     def _handle(self, job: Job, created: bool, unsent: set[str], error: str | None) -> JobHandle:
-        published = job.id not in unsent if created else job.published_at is not None
+        # A job a worker already started was evidently delivered, whatever its row says.
+        published = (
+            job.id not in unsent
+            if created
+            else job.published_at is not None or job.status != Status.QUEUED
+        )
         return JobHandle(
             id=job.id,
             advisor=job.advisor,

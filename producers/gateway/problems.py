@@ -13,6 +13,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 from jobs.errors import (
+    IdempotencyConflict,
     InvalidImage,
     InvalidWeights,
     JobNotFound,
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 # Foreign exceptions (raised below the gateway) and what each means to an HTTP client.
 FOREIGN: tuple[tuple[type[Exception], int, str], ...] = (
     (JobNotFound, 404, "job_not_found"),
+    (IdempotencyConflict, 409, "idempotency_key_reused"),
     (UnsupportedFormat, 415, "unsupported_image_format"),
     (InvalidImage, 400, "invalid_image"),
     (UnknownAdvisor, 422, "unknown_advisor"),
