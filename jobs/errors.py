@@ -46,6 +46,16 @@ class InvalidWeights(AdvisorError):
     """Rollout weights are malformed: unknown variants, negative, or summing to zero."""
 
 
+class StaleVersion(InvalidWeights):
+    """A rollout change named a version that is no longer current; nothing was written."""
+
+    def __init__(self, message: str, *, advisor: str, expected: int, current: int) -> None:
+        super().__init__(message)
+        self.advisor = advisor
+        self.expected = expected
+        self.current = current
+
+
 class MigrationScriptsMissing(AdvisorError):
     """The installation has no Alembic scripts where `jobs.migrate` looks for them."""
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from jobs.contracts import BASE_VARIANT
-from jobs.errors import InvalidWeights
+from jobs.errors import InvalidWeights, StaleVersion
 from jobs.models import Rollout, RolloutEvent
 from jobs.repository import as_utc, utcnow
 
@@ -22,6 +25,17 @@ class Weights:
     updated_at: datetime | None
     updated_by: str
     reason: str
+
+
+def _stale(advisor: str, expected: int, current: int | None) -> StaleVersion:
+    current = current or 0
+    return StaleVersion(
+        f"Weights of {advisor!r} are at version {current}, not {expected}: they changed "
+        "meanwhile; read them again (`advisor rollout show`) and retry with the current version",
+        advisor=advisor,
+        expected=expected,
+        current=current,
+    )
 
 
 def default_weights(advisor: str) -> Weights:
@@ -73,8 +87,14 @@ class RolloutStore:
         actor: str,
         reason: str,
         kind: str = "set",
+        expected_version: int | None = None,
     ) -> Weights:
-        """Replace the weights, bump the version and record the change, in one transaction."""
+        """Replace the weights, bump the version and record the change, in one transaction.
+
+        Compare-and-set: with `expected_version` (the version the caller's decision was based
+        on) the write happens only if that is still the current version, else StaleVersion
+        names the current one. Without it, the write still cannot interleave with another.
+        """
         if not reason.strip():
             raise InvalidWeights("A reason is required for every rollout change (--reason)")
         normalised = validate_weights(weights, known_variants)
@@ -82,23 +102,29 @@ class RolloutStore:
         with self.engine.begin() as conn:
             row = conn.execute(select(Rollout).where(Rollout.advisor == advisor)).first()
             old = dict(row.weights) if row is not None else None
-            version = (row.version if row is not None else 0) + 1
+            current = row.version if row is not None else 0
+            if expected_version is not None and expected_version != current:
+                raise _stale(advisor, expected_version, current)
+            version = current + 1
             if row is None:
-                conn.execute(
-                    insert(Rollout).values(
+                # A concurrent first write wins the insert; this one then lost the race.
+                won = conn.execute(
+                    self._insert_ignore().values(
                         advisor=advisor, weights=normalised, version=version,
                         updated_at=now, updated_by=actor, reason=reason,
-                    )
-                )  # fmt: skip
+                    ).returning(Rollout.advisor)
+                ).first() is not None  # fmt: skip
             else:
-                res = conn.execute(
+                won = conn.execute(
                     update(Rollout)
-                    .where(Rollout.advisor == advisor, Rollout.version == row.version)
+                    .where(Rollout.advisor == advisor, Rollout.version == current)
                     .values(weights=normalised, version=version, updated_at=now,
                             updated_by=actor, reason=reason)
-                )  # fmt: skip
-                if res.rowcount != 1:
-                    raise InvalidWeights(f"Weights of {advisor!r} changed concurrently; retry")
+                ).rowcount == 1  # fmt: skip
+            if not won:
+                # Read committed: this statement sees the version the other writer committed.
+                now_at = conn.scalar(select(Rollout.version).where(Rollout.advisor == advisor))
+                raise _stale(advisor, current, now_at)
             conn.execute(
                 insert(RolloutEvent).values(
                     advisor=advisor, version=version, kind=kind, old_weights=old,
@@ -106,6 +132,10 @@ class RolloutStore:
                 )
             )  # fmt: skip
         return Weights(advisor, normalised, version, now, actor, reason)
+
+    def _insert_ignore(self) -> Any:
+        builder = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        return builder(Rollout).on_conflict_do_nothing(index_elements=["advisor"])
 
     def history(self, advisor: str | None = None, limit: int = 50) -> list[RolloutEvent]:
         stmt = select(RolloutEvent).order_by(RolloutEvent.id.desc()).limit(limit)

@@ -102,14 +102,15 @@ def _actor(given: str | None) -> str:
     "/rollouts/{advisor}",
     response_model=RolloutPublic,
     tags=["rollouts"],
-    responses=error_responses(401, 422, 503),
+    responses=error_responses(401, 409, 422, 503),
 )
 def put_rollout(advisor: str, body: RolloutUpdate, gateway: AuthorisedDep) -> RolloutPublic:
     """Replace an advisor's weights (normalised, versioned, audited)."""
     control = gateway.rollouts
     weights = control.set_weights(
-        advisor, body.weights, reason=body.reason, actor=_actor(body.actor)
-    )
+        advisor, body.weights, reason=body.reason, actor=_actor(body.actor),
+        expected_version=body.expected_version,
+    )  # fmt: skip
     return _public(control.describe(weights))
 
 
@@ -117,13 +118,14 @@ def put_rollout(advisor: str, body: RolloutUpdate, gateway: AuthorisedDep) -> Ro
     "/rollouts/{advisor}/rollback",
     response_model=RollbackPublic,
     tags=["rollouts"],
-    responses=error_responses(401, 422, 503),
+    responses=error_responses(401, 409, 422, 503),
 )
 def post_rollback(advisor: str, body: RollbackRequest, gateway: AuthorisedDep) -> RollbackPublic:
     """Every non-base weight to 0; with `drain`, queued jobs move to base."""
     result = gateway.rollouts.rollback(
-        advisor, drain=body.drain, reason=body.reason, actor=_actor(body.actor)
-    )
+        advisor, drain=body.drain, reason=body.reason, actor=_actor(body.actor),
+        expected_version=body.expected_version,
+    )  # fmt: skip
     w = result.weights
     return RollbackPublic(
         advisor=w.advisor, weights=dict(w.weights), version=w.version,

@@ -17,6 +17,7 @@ from jobs.errors import (
     InvalidImage,
     InvalidWeights,
     JobNotFound,
+    StaleVersion,
     UnknownAdvisor,
     UnknownVariant,
     UnsupportedFormat,
@@ -31,6 +32,7 @@ logger = logging.getLogger(__name__)
 FOREIGN: tuple[tuple[type[Exception], int, str], ...] = (
     (JobNotFound, 404, "job_not_found"),
     (IdempotencyConflict, 409, "idempotency_key_reused"),
+    (StaleVersion, 409, "stale_version"),
     (UnsupportedFormat, 415, "unsupported_image_format"),
     (InvalidImage, 400, "invalid_image"),
     (UnknownAdvisor, 422, "unknown_advisor"),
@@ -80,8 +82,17 @@ async def _foreign(_request: Request, exc: Exception) -> JSONResponse:
             if code == "database_unavailable":
                 logger.warning("database error: %s", message)
                 message = f"Database unavailable or not migrated: {message}"
-            return problem(status, code, message, _headers_for(status, exc))
+            return problem(status, code, message, _headers_for(status, exc), **_extra_of(exc))
     return await _internal(_request, exc)
+
+
+def _extra_of(exc: Exception) -> dict[str, Any]:
+    """Fields a client acts on: the version to retry with, the key that was reused."""
+    if isinstance(exc, StaleVersion):
+        return {"current_version": exc.current}
+    if isinstance(exc, IdempotencyConflict):
+        return {"idempotency_key": exc.key}
+    return {}
 
 
 async def _validation(_request: Request, exc: Exception) -> JSONResponse:

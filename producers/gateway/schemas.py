@@ -13,6 +13,9 @@ from jobs.rollouts import Weights
 # No control characters: they have no place in paths, names or keys (PostgreSQL refuses NUL).
 PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 MAX_WAIT_SECONDS = 600.0
+EXPECTED_VERSION = (
+    "compare-and-set: written only if the weights are still at this version (409 otherwise)"
+)
 
 
 class ErrorBody(BaseModel):
@@ -185,6 +188,7 @@ class RolloutUpdate(BaseModel):
         default=None, min_length=1, max_length=120, pattern=PRINTABLE,
         description="who asks, for the audit trail (default: gateway@HOST)",
     )  # fmt: skip
+    expected_version: int | None = Field(default=None, ge=0, description=EXPECTED_VERSION)
 
 
 class RollbackRequest(BaseModel):
@@ -195,6 +199,7 @@ class RollbackRequest(BaseModel):
     reason: str = Field(min_length=1, max_length=2000, pattern=PRINTABLE)
     drain: bool = Field(default=False, description="also move queued jobs to base")
     actor: str | None = Field(default=None, min_length=1, max_length=120, pattern=PRINTABLE)
+    expected_version: int | None = Field(default=None, ge=0, description=EXPECTED_VERSION)
 
 
 class RollbackPublic(BaseModel):

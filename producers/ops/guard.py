@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from jobs.broker import beat_entry
 from jobs.contracts import BASE_VARIANT, GUARD_TASK, ErrorKind, Status
 from jobs.db import engine_for
+from jobs.errors import StaleVersion
 from jobs.models import Job
 from jobs.repository import utcnow
 from jobs.rollouts import RolloutStore
@@ -70,6 +71,7 @@ class GuardDecision:
     base_stats: ArmStats
     breaches: tuple[str, ...] = ()
     applied: bool = False  # the rollback was written
+    weights_version: int = 0  # the version judged; a rollback is written only over it
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "action": self.action.value}
@@ -107,11 +109,15 @@ def evaluate(
     by_variant: dict[str, list[Any]] = defaultdict(list)
     for row in rows:
         by_variant[row.variant].append(row)
-    weights = rollouts.get(advisor).weights
+    read = rollouts.get(advisor)
+    weights = read.weights
     base = _arm(by_variant.get(BASE_VARIANT, []))
     candidates = sorted((set(weights) | set(by_variant)) - {BASE_VARIANT})
     return [
-        _judge(advisor, v, weights.get(v, 0.0), _arm(by_variant.get(v, [])), base, th)
+        replace(
+            _judge(advisor, v, weights.get(v, 0.0), _arm(by_variant.get(v, [])), base, th),
+            weights_version=read.version,
+        )
         for v in candidates
     ]
 
@@ -197,8 +203,18 @@ def _roll_back(store: RolloutStore, registry: Registry, decision: GuardDecision)
     weights[BASE_VARIANT] = weights.get(BASE_VARIANT, 0.0) + weights[decision.variant]
     weights[decision.variant] = 0.0
     known = registry.names | set(current)
-    store.set(decision.advisor, weights, known_variants=known, actor=GUARD_ACTOR,
-              reason=decision.reason, kind="guard")  # fmt: skip
+    try:
+        # Over the version judged: an operator's change since then is never overwritten.
+        store.set(decision.advisor, weights, known_variants=known, actor=GUARD_ACTOR,
+                  reason=decision.reason, kind="guard",
+                  expected_version=decision.weights_version)  # fmt: skip
+    except StaleVersion as exc:
+        logger.warning("guard: %s; judged again next round", exc)
+        return replace(
+            decision, action=Action.HOLD,
+            reason=decision.reason + f"; weights changed meanwhile (now v{exc.current}), "
+            "judged again next round",
+        )  # fmt: skip
     logger.warning("guard rolled back %s/%s: %s", decision.advisor, decision.variant,
                    decision.reason)  # fmt: skip
     return replace(decision, applied=True)

@@ -85,28 +85,50 @@ class RolloutControl:
         ]
 
     def set_weights(
-        self, advisor: str, weights: dict[str, float], *, reason: str, actor: str
+        self,
+        advisor: str,
+        weights: dict[str, float],
+        *,
+        reason: str,
+        actor: str,
+        expected_version: int | None = None,
     ) -> Weights:
-        """Validated against the variants serving `advisor`, versioned and audited."""
+        """Validated against the variants serving `advisor`, versioned and audited.
+
+        With `expected_version`, only if the weights are still at that version (StaleVersion).
+        """
         get_persona(advisor)
         result = self.rollouts.set(
-            advisor, weights, known_variants=self.serving(advisor), actor=actor, reason=reason
-        )
+            advisor, weights, known_variants=self.serving(advisor), actor=actor, reason=reason,
+            expected_version=expected_version,
+        )  # fmt: skip
         self.router.invalidate()
         logger.info("%s weights -> %s (v%d) by %s: %s", advisor, result.weights,
                     result.version, actor, reason)  # fmt: skip
         return result
 
-    def rollback(self, advisor: str, *, drain: bool, reason: str, actor: str) -> RollbackResult:
-        """Every non-base weight to 0; with `drain`, move not-yet-started jobs back to base."""
+    def rollback(
+        self,
+        advisor: str,
+        *,
+        drain: bool,
+        reason: str,
+        actor: str,
+        expected_version: int | None = None,
+    ) -> RollbackResult:
+        """Every non-base weight to 0; with `drain`, move not-yet-started jobs back to base.
+
+        Written only over the version read here (or `expected_version`, if given).
+        """
         get_persona(advisor)
         serving = self.serving(advisor)
         current = self.rollouts.get(advisor)
         others = (set(current.weights) | serving) - {BASE_VARIANT}
         weights = {BASE_VARIANT: 1.0} | {name: 0.0 for name in sorted(others & serving)}
         result = self.rollouts.set(
-            advisor, weights, known_variants=serving, actor=actor, reason=reason, kind="rollback"
-        )
+            advisor, weights, known_variants=serving, actor=actor, reason=reason, kind="rollback",
+            expected_version=current.version if expected_version is None else expected_version,
+        )  # fmt: skip
         self.router.invalidate()
         logger.warning("%s rolled back to base (v%d) by %s: %s", advisor, result.version, actor,
                        reason)  # fmt: skip

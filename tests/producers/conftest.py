@@ -70,6 +70,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a subprocess's get_settings() equal `settings`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ADVISOR_")}
     for name, value in settings.model_dump(exclude={"gateway_token"}).items():
+        if value is None:
+            continue  # unset: the default applies (None has no environment spelling)
         if isinstance(value, list):
             value = json.dumps([str(v) for v in value])
         env[f"ADVISOR_{name.upper()}"] = str(value)

@@ -124,6 +124,23 @@ def test_rollout_set_show_and_rollback_round_trip(advisor: Advisor) -> None:
     assert shown["weston"]["variants"] == [BASE_VARIANT]
 
 
+def test_rollout_writes_with_a_stale_expected_version_are_refused_in_one_line(
+    advisor: Advisor,
+) -> None:
+    advisor("rollout", "set", "ansel", "base=0.9", "fine_tuned=0.1", "--reason", "canary",
+            "--expected-version", "0")  # fmt: skip
+    stale = advisor("rollout", "set", "ansel", "base=0.5", "fine_tuned=0.5", "--reason", "wide",
+                    "--expected-version", "0", code=1)  # fmt: skip
+    assert "are at version 1, not 0" in one_error_line(stale)
+    back = advisor("rollout", "rollback", "ansel", "--reason", "r", "--expected-version", "7",
+                   code=1)  # fmt: skip
+    assert "are at version 1, not 7" in one_error_line(back)
+    advisor("rollout", "rollback", "ansel", "--reason", "regression", "--expected-version", "1")
+    [ansel] = [r for r in json.loads(advisor("rollout", "show", "--json").stdout)
+               if r["advisor"] == FINE_TUNED_ADVISOR]  # fmt: skip
+    assert (ansel["version"], ansel["reason"]) == (2, "regression")
+
+
 def test_wait_draws_the_rows_progress_and_prints_the_finished_job(
     advisor: Advisor, photo_file: Path, sqlite_db: str
 ) -> None:

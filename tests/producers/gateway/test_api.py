@@ -260,6 +260,12 @@ def test_rollouts_are_shown_set_and_rolled_back_with_the_token(stack: Stack) -> 
             "/rollouts/banksy", headers=AUTH, json={"weights": {"base": 1}, "reason": "x"}
         )
         back = client.post("/rollouts/ansel/rollback", headers=AUTH, json={"reason": "bad scores"})
+        stale = client.put(
+            "/rollouts/ansel", headers=AUTH,
+            json={"weights": {"base": 1}, "reason": "late", "expected_version": before + 1},
+        )  # fmt: skip
+    assert (stale.status_code, stale.json()["error"]) == (409, "stale_version")
+    assert stale.json()["current_version"] == before + 2
     assert (bad.status_code, bad.json()["error"]) == (422, "invalid_weights")
     assert (unknown.status_code, unknown.json()["error"]) == (422, "unknown_advisor")
     assert back.status_code == 200, back.text
