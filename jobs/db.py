@@ -8,6 +8,8 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 
 @functools.cache
@@ -37,3 +39,23 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 def _sqlite_begin_immediate(conn: Any) -> None:
     # Writers queue on the busy timeout instead of failing on lock upgrade.
     conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def is_unmigrated(exc: SQLAlchemyError) -> bool:
+    """The schema is missing or older than the code (a table or column it expects is absent)."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig)
+    return type(orig).__name__ in ("UndefinedTable", "UndefinedColumn") or (
+        "no such table" in text or "no such column" in text
+    )
+
+
+def is_unreachable(exc: SQLAlchemyError) -> bool:
+    """The server did not answer, dropped the connection, or the pool ran dry."""
+    if isinstance(exc, PoolTimeout | InterfaceError):
+        return True
+    return (
+        isinstance(exc, OperationalError | DBAPIError)
+        and not is_unmigrated(exc)
+        and (isinstance(exc, OperationalError) or exc.connection_invalidated)
+    )

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from jobs.errors import ConfigError
 
@@ -130,8 +130,24 @@ def get_settings() -> Settings:
     """The process-wide Settings, read once from the environment."""
     try:
         return Settings()
-    except ValueError as exc:
-        raise ConfigError(f"Invalid ADVISOR_* setting: {exc}") from exc
+    except ValidationError as exc:
+        raise ConfigError(f"Invalid ADVISOR_* setting: {describe_invalid(exc)}") from None
+    except (SettingsError, ValueError) as exc:
+        raise ConfigError(f"Invalid ADVISOR_* setting: {type(exc).__name__}") from None
+
+
+def describe_invalid(exc: ValidationError) -> str:
+    """Each refused setting by its variable name and why, never with the value given.
+
+    pydantic's own text quotes the input (a URL with its password) and adds a help link.
+    """
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        loc = error.get("loc") or ()
+        name = f"ADVISOR_{str(loc[0]).upper()}" if loc else "settings"
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(message if message.startswith(name) else f"{name}: {message}")
+    return "; ".join(parts) or "invalid"
 
 
 def mask_url(url: str) -> str:

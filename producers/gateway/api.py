@@ -103,9 +103,10 @@ async def analyze(
         # An earlier submit with this idempotency key made the job; it may be further along.
         accepted.status = (await run_in_threadpool(gateway.client.status, handle.id)).status
     if not handle.published:
+        # The reason (broker host, driver text) is on the row for operators, not for clients.
         raise BrokerUnavailable(
-            f"Job {handle.id} is stored but the broker did not take it ({handle.publish_error}); "
-            "it is sent once the broker is back (`advisor sweep` or `advisor republish`)",
+            f"Job {handle.id} is stored but the broker did not take it yet; it is sent "
+            "automatically once the broker is back, follow it at its status_url",
             job_id=handle.id,
             status_url=accepted.status_url,
         )

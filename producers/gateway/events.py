@@ -66,8 +66,8 @@ async def job_events(client: Client, job_id: str, max_output_tokens: int) -> Asy
         try:
             job = await run_in_threadpool(client.status, job_id)
         except SQLAlchemyError as exc:
-            logger.warning("events for %s: database error %s", job_id, type(exc).__name__)
-            message = summary(exc, limit=300)
+            logger.warning("events for %s: %s", job_id, summary(exc, typed=True, limit=500))
+            message = "The database is unavailable; reconnect in a moment to follow the job"
             yield sse("error", {"error": "database_unavailable", "message": message})
             return
         if is_final(job):

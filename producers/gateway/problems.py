@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -80,8 +81,12 @@ async def _foreign(_request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, kind):
             message = summary(exc)
             if code == "database_unavailable":
-                logger.warning("database error: %s", message)
-                message = f"Database unavailable or not migrated: {message}"
+                # Driver text names hosts, SQL and parameters: the log gets it, clients do not.
+                logger.warning("database error: %s", summary(exc, typed=True, limit=500))
+                message = "The database is unavailable; try again shortly"
+            elif code == "broker_unavailable":
+                logger.warning("broker error: %s", message)
+                message = "The broker is unavailable; try again shortly"
             return problem(status, code, message, _headers_for(status, exc), **_extra_of(exc))
     return await _internal(_request, exc)
 
@@ -111,9 +116,17 @@ async def _http(_request: Request, exc: Exception) -> JSONResponse:
     return problem(exc.status_code, code, str(exc.detail), dict(exc.headers or {}) or None)
 
 
-async def _internal(_request: Request, exc: Exception) -> JSONResponse:
-    logger.error("Unhandled %s", type(exc).__name__, exc_info=exc)
-    return problem(500, "internal_error", f"Internal error ({type(exc).__name__}); see the log")
+async def _internal(request: Request, exc: Exception) -> JSONResponse:
+    """Anything not mapped above is a bug: logged with its traceback under an incident id,
+    answered with only that id (no exception type, no text)."""
+    incident = uuid.uuid4().hex[:12]
+    logger.error(
+        "Internal error %s on %s %s", incident, request.method, request.url.path, exc_info=exc
+    )
+    return problem(
+        500, "internal_error", f"Internal error; the gateway's log names it as incident {incident}",
+        incident=incident,
+    )  # fmt: skip
 
 
 def install(app: FastAPI) -> None:

@@ -119,6 +119,14 @@ def job_urls(job_id: str) -> tuple[str, str]:
     return f"/jobs/{job_id}", f"/jobs/{job_id}/events"
 
 
+UNSENT = "not yet taken by the broker; it is sent again automatically"
+
+
+def public_publish_error(job: Job) -> str | None:
+    """What clients learn of a failed publish: that it will be retried, not the broker's hosts."""
+    return UNSENT if job.publish_error and job.published_at is None else None
+
+
 def job_public(job: Job, max_output_tokens: int) -> JobPublic:
     status_url, events_url = job_urls(job.id)
     return JobPublic(
@@ -126,7 +134,7 @@ def job_public(job: Job, max_output_tokens: int) -> JobPublic:
         assignment=job.assignment, model_used=job.model_used,
         weights_version=job.weights_version, subject=job.subject, attempts=job.attempts,
         progress=job.progress or 0, max_output_tokens=max_output_tokens,
-        published=job.published_at is not None, publish_error=job.publish_error,
+        published=job.published_at is not None, publish_error=public_publish_error(job),
         queued_at=job.queued_at, started_at=job.started_at, completed_at=job.completed_at,
         queue_wait_ms=job.queue_wait_ms, inference_ms=job.inference_ms,
         prompt_tokens=job.prompt_tokens, output_tokens=job.output_tokens,

@@ -68,6 +68,16 @@ def test_a_new_database_is_reported_with_the_command_that_fixes_it(
     fresh_advisor(*args)
 
 
+def test_an_unreachable_database_is_named_as_such_not_as_a_missing_schema(
+    tmp_path: Path, registry_file: Path, redis_url: str
+) -> None:
+    dead = f"postgresql+psycopg://advisor:hunter2@127.0.0.1:{free_port()}/advisor"
+    advisor = Advisor(settings_env(make_settings(tmp_path, dead, registry_file, redis_url)))
+    line = one_error_line(advisor("status", "some-job", code=1))
+    assert line.startswith("advisor: database unreachable") and "ADVISOR_DATABASE_URL" in line
+    assert "db upgrade" not in line and "hunter2" not in line
+
+
 def test_submit_prints_the_job_and_an_idempotent_resubmit_prints_the_same_one(
     advisor: Advisor, photo_file: Path
 ) -> None:
