@@ -27,6 +27,13 @@ from jobs.models import Job, StoredImage, WorkerHeartbeat
 _KEY_CHUNK = 500
 
 
+def storable(text: str) -> str:
+    """`text` as every database stores it: no NUL (PostgreSQL refuses it), valid UTF-8."""
+    if "\x00" not in text and text.isascii():
+        return text
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -207,7 +214,9 @@ class Repository:
             conn.execute(
                 update(Job)
                 .where(Job.id.in_(list(job_ids)), Job.status == Status.QUEUED)
-                .values(publish_error=error[:2000], publish_attempts=Job.publish_attempts + 1)
+                .values(
+                    publish_error=storable(error[:2000]), publish_attempts=Job.publish_attempts + 1
+                )
             )
 
     def unpublished(self, limit: int = 500) -> list[Job]:
@@ -345,7 +354,7 @@ class Repository:
             status=Status.SUCCEEDED,
             completed_at=now,
             llm_outputs=outcome.llm_outputs,
-            raw_output=outcome.raw_output,
+            raw_output=storable(outcome.raw_output),
             prompt_tokens=outcome.prompt_tokens,
             output_tokens=outcome.output_tokens,
             progress=outcome.output_tokens,
@@ -372,11 +381,11 @@ class Repository:
             "status": Status.FAILED,
             "completed_at": utcnow(),
             "error_kind": kind,
-            "error": error[:4000],
+            "error": storable(error[:4000]),
             "lease_until": None,
         }
         if raw_output is not None:
-            values["raw_output"] = raw_output
+            values["raw_output"] = storable(raw_output)
         if output_tokens is not None:
             values["output_tokens"] = output_tokens
         if inference_ms is not None:
