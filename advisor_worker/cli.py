@@ -179,6 +179,11 @@ def _run(variant_name: str) -> int:
     watchdog = Watchdog(settings.task_time_limit)
     watchdog.start()
     bind_runtime(WorkerRuntime(settings, repo, provider, loaded, heartbeat, watchdog, scheduler))
+    if not settings.worker_remote_control:
+        from advisor_worker.control import restrict_remote_control
+
+        refused = restrict_remote_control()
+        logger.info("Remote control: inspection only (%d control commands refused)", len(refused))
     # No prefork: MLX state must not cross a fork, and one process serves one model. B > 1:
     # B threads each hold one unacknowledged message and feed its job to the MLX thread.
     pool = ["--pool=solo"] if batch == 1 else ["--pool=threads", f"--concurrency={batch}"]

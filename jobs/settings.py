@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     # KV-cache memory the worker may use for its B rows; None: derived from the machine.
     worker_memory_mb: int | None = Field(default=None, gt=0)
 
+    # False: workers answer only Celery's inspection commands (no remote shutdown,
+    # pool_restart, rate or time limit changes, revoke); True: all of them.
+    worker_remote_control: bool = False
+
     task_time_limit: int = Field(default=600, ge=5)
     max_attempts: int = Field(default=3, ge=1)
     heartbeat_interval: float = Field(default=5.0, gt=0)
