@@ -42,6 +42,19 @@ class IdempotencyConflict(AdvisorError):
         self.key = key
 
 
+class QuotaExceeded(AdvisorError):
+    """An API key already has its quota of jobs queued or running; nothing was written."""
+
+    def __init__(self, message: str, *, in_flight: int, limit: int) -> None:
+        super().__init__(message)
+        self.in_flight = in_flight
+        self.limit = limit
+
+
+class KeyProblem(AdvisorError):
+    """An API key command names no key, a key that exists already, or an unusable name."""
+
+
 class InvalidWeights(AdvisorError):
     """Rollout weights are malformed: unknown variants, negative, or summing to zero."""
 

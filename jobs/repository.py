@@ -21,8 +21,8 @@ from jobs.contracts import (
     Status,
     model_used_for,
 )
-from jobs.errors import IdempotencyConflict, JobNotFound
-from jobs.models import Job, StoredImage, WorkerHeartbeat
+from jobs.errors import IdempotencyConflict, JobNotFound, QuotaExceeded
+from jobs.models import ApiKey, Job, StoredImage, WorkerHeartbeat
 
 _KEY_CHUNK = 500
 
@@ -62,6 +62,7 @@ class NewJob:
     # The router's label (model_used_for with the split's weights); None: derived from
     # variant and assignment alone, a split counting as A/B traffic.
     model_used: ModelUsed | None = None
+    submitted_by: str | None = None  # the gateway API key's name
 
 
 class StartOutcome(enum.Enum):
@@ -94,17 +95,32 @@ class Repository:
     # -- creating jobs -------------------------------------------------------------
 
     def create_jobs(
-        self, jobs: Sequence[NewJob], images: dict[str, bytes] | None = None
+        self,
+        jobs: Sequence[NewJob],
+        images: dict[str, bytes] | None = None,
+        *,
+        max_in_flight: int | None = None,
     ) -> list[tuple[Job, bool]]:
         """Insert jobs (and inline images) in one transaction.
 
         Returns (job, created) per input; an existing idempotency key returns the stored job.
         Keys are claimed by the insert itself (ON CONFLICT DO NOTHING), so concurrent submits
         with one key all get the one job; a key that names a different request raises
-        IdempotencyConflict and writes nothing.
+        IdempotencyConflict and writes nothing. With `max_in_flight`, the submitter (every
+        job's `submitted_by`) may then have at most that many jobs queued or running, else
+        QuotaExceeded and nothing is written.
         """
         now = utcnow()
+        owners = {new.submitted_by for new in jobs}
         with self.engine.begin() as conn:
+            if max_in_flight is not None:
+                if len(owners) != 1 or None in owners:
+                    raise ValueError("a quota applies to the jobs of one submitter")
+                # Per submitter, one quota check at a time: concurrent submits cannot both
+                # see room for one more (SQLite's BEGIN IMMEDIATE serializes them anyway).
+                conn.execute(
+                    select(ApiKey.name).where(ApiKey.name.in_(owners)).with_for_update()
+                ).all()
             if images:
                 # One executemany each: a batch of n jobs costs a few statements, not n. A
                 # conflict touches created_at: the prune then sees the image as new (and waits
@@ -137,6 +153,8 @@ class Repository:
             stored = self._jobs_by_key(conn, taken) if taken else {}
             for key, job in stored.items():
                 _check_same_request(key, job, firsts[key])
+            if max_in_flight is not None:
+                _check_quota(conn, owners.pop() or "", max_in_flight)
             results: list[tuple[Job, bool]] = []
             for new, row in zip(jobs, row_of, strict=True):
                 key = new.idempotency_key
@@ -536,12 +554,29 @@ def _check_same_request(key: str, stored: Job | NewJob, new: NewJob) -> None:
         stored.advisor == new.advisor
         and stored.image_sha256 == new.image_sha256
         and _requested_variant(stored) == _requested_variant(new)
+        and stored.submitted_by == new.submitted_by
     )
     if not same:
         raise IdempotencyConflict(
             f"Idempotency key {key[:80]!r} already names a different request (another image, "
             "advisor or variant); use a new key for a new request",
             key=key,
+        )
+
+
+def _check_quota(conn: Connection, owner: str, limit: int) -> None:
+    """After this transaction's inserts: `owner` may have at most `limit` jobs in flight."""
+    in_flight = conn.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(Job.submitted_by == owner, Job.status.in_([Status.QUEUED, Status.RUNNING]))
+    )
+    if (in_flight or 0) > limit:
+        raise QuotaExceeded(
+            f"Key {owner!r} may have {limit} jobs queued or running at once; wait for some to "
+            "finish, then submit again",
+            in_flight=(in_flight or 0),
+            limit=limit,
         )
 
 
@@ -563,6 +598,7 @@ def _new_job_values(new: NewJob, now: datetime) -> dict[str, Any]:
         "progress": 0,
         "publish_attempts": 0,
         "queued_at": now,
+        "submitted_by": new.submitted_by,
     }
 
 

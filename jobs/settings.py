@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
@@ -58,6 +58,15 @@ class Settings(BaseSettings):
 
     gateway_token: SecretStr | None = None
     gateway_max_body_bytes: int = Field(default=30 * 1024 * 1024, gt=0)
+    # auto: intake is open until the first API key exists (`advisor keys create`), then every
+    # intake call needs one; keys: a key (or the operator token) is required from the start.
+    gateway_auth: Literal["auto", "keys"] = "auto"
+    # How often a gateway re-reads the keys table: a revocation takes effect within this.
+    gateway_keys_refresh_seconds: float = Field(default=2.0, gt=0, le=60)
+    # Per API key, unless the key names its own: submits per minute (a token bucket per
+    # gateway process, bursts up to the same number) and jobs queued or running at once.
+    key_rate_per_minute: int = Field(default=60, ge=1)
+    key_max_in_flight: int = Field(default=20, ge=1)
     log_level: str = "INFO"
 
     @field_validator("image_roots", mode="before")

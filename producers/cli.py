@@ -13,7 +13,18 @@ from sqlalchemy.exc import SQLAlchemyError
 from jobs.db import is_unmigrated, is_unreachable
 from jobs.errors import AdvisorError, summary
 from jobs.settings import get_settings
-from producers.commands import capacity, db, demo, guard, jobs, metrics, report, rollout, sweep
+from producers.commands import (
+    capacity,
+    db,
+    demo,
+    guard,
+    jobs,
+    keys,
+    metrics,
+    report,
+    rollout,
+    sweep,
+)
 from producers.commands.output import EXIT_FAILED, EXIT_TIMEOUT, EXIT_USAGE, Subparsers
 from producers.errors import JobTimeout
 
@@ -29,6 +40,7 @@ COMMANDS: list[Callable[[Subparsers], None]] = [
     capacity.register,
     sweep.register,
     metrics.register,
+    keys.register,
 ]
 
 

@@ -89,12 +89,24 @@ class Client:
         subject: str | None = None,
         variant: str | None = None,
         idempotency_key: str | None = None,
+        submitted_by: str | None = None,
+        max_in_flight: int | None = None,
     ) -> JobHandle:
         item = SubmitItem(image, advisor, subject, variant, idempotency_key)
-        return self.submit_many([item])[0]
+        return self.submit_many([item], submitted_by=submitted_by, max_in_flight=max_in_flight)[0]
 
-    def submit_many(self, items: Iterable[SubmitItem | Mapping[str, Any]]) -> list[JobHandle]:
-        """Validate and route all, write all rows in one transaction, then publish them."""
+    def submit_many(
+        self,
+        items: Iterable[SubmitItem | Mapping[str, Any]],
+        *,
+        submitted_by: str | None = None,
+        max_in_flight: int | None = None,
+    ) -> list[JobHandle]:
+        """Validate and route all, write all rows in one transaction, then publish them.
+
+        `submitted_by` (an API key's name) is recorded on every row; with `max_in_flight` that
+        submitter may have at most so many jobs queued or running (QuotaExceeded otherwise).
+        """
         checked = [check_item(as_item(raw), self.settings) for raw in items]
         decisions = [self.router.decide(c.item.advisor, c.subject, c.item.variant) for c in checked]
         new_jobs: list[NewJob] = []
@@ -114,9 +126,10 @@ class Client:
                     base_model=self.registry.get(decision.variant).base_model,
                     idempotency_key=c.item.idempotency_key,
                     model_used=decision.model_used,
+                    submitted_by=submitted_by,
                 )
             )
-        stored = self.repository.create_jobs(new_jobs, images)
+        stored = self.repository.create_jobs(new_jobs, images, max_in_flight=max_in_flight)
         # Only rows this call created are published: a repeated idempotency key publishes once.
         result = self.publish([job for job, created in stored if created])
         unsent = set(result.unsent)

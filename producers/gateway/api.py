@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -10,8 +11,10 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from jobs.models import Job
 from producers.client import JobHandle
-from producers.gateway.errors import BrokerUnavailable, JobUnknown
+from producers.gateway.auth import Caller, IntakeDep
+from producers.gateway.errors import BrokerUnavailable, JobUnknown, RateLimited, VariantForbidden
 from producers.gateway.events import is_final, job_events, wait_for
 from producers.gateway.intake import read_submission
 from producers.gateway.schemas import (
@@ -24,7 +27,7 @@ from producers.gateway.schemas import (
     job_public,
     job_urls,
 )
-from producers.gateway.service import GatewayDep
+from producers.gateway.service import Gateway, GatewayDep
 
 router = APIRouter(tags=["jobs"])
 
@@ -77,12 +80,13 @@ def _accepted(handle: JobHandle) -> JobAccepted:
     summary="Submit a photo for critique",
     responses={
         200: {"model": JobPublic, "description": "succeeded or failed within `wait` seconds"},
-        **error_responses(400, 413, 415, 422, 503),
+        **error_responses(400, 401, 403, 409, 413, 415, 422, 429, 503),
     },
     openapi_extra=ANALYZE_BODY,
 )
 async def analyze(
     gateway: GatewayDep,
+    caller: IntakeDep,
     request: Request,
     response: Response,
     wait: float = Query(
@@ -93,10 +97,30 @@ async def analyze(
     ),  # fmt: skip
 ) -> Any:
     """A JSON body (`image` path or `image_base64`) or a multipart upload (`file`)."""
-    item = await read_submission(request, gateway.settings)
+    settings = gateway.settings
+    quota: int | None = None
+    if caller.key is not None:
+        rate = caller.key.rate_per_minute or settings.key_rate_per_minute
+        pause = gateway.limiter.take(caller.key.name, rate)
+        if pause > 0:
+            raise RateLimited(
+                f"Key {caller.key.name!r} may submit {rate} jobs a minute; retry after the "
+                "Retry-After seconds",
+                retry_after=pause,
+            )
+        quota = caller.key.max_in_flight or settings.key_max_in_flight
+    item = await read_submission(request, settings)
+    if item.variant is not None and not caller.is_operator:
+        raise VariantForbidden(
+            "Forcing a variant bypasses the A/B split: it needs the operator token "
+            "(Authorization: Bearer $ADVISOR_GATEWAY_TOKEN); leave `variant` out to be routed"
+        )
     handle = await run_in_threadpool(
-        gateway.client.submit, item.image, item.advisor, subject=item.subject,
-        variant=item.variant, idempotency_key=item.idempotency_key,
+        partial(
+            gateway.client.submit, item.image, item.advisor, subject=item.subject,
+            variant=item.variant, idempotency_key=item.idempotency_key,
+            submitted_by=caller.name, max_in_flight=quota,
+        )
     )  # fmt: skip
     accepted = _accepted(handle)
     if not handle.created:
@@ -120,10 +144,22 @@ async def analyze(
     return accepted
 
 
-@router.get("/jobs/{job_id}", response_model=JobPublic, responses=error_responses(404, 503))
-def get_job(job_id: str, gateway: GatewayDep) -> JobPublic:
+def visible_job(gateway: Gateway, caller: Caller, job_id: str) -> Job:
+    """The job, if `caller` may see it (a key sees only its own); 404 alike otherwise.
+
+    For every endpoint about one job (status, events, feedback).
+    """
     job = gateway.client.status(checked_job_id(job_id))
-    return job_public(job, gateway.settings.max_output_tokens)
+    if not caller.may_see(job):
+        raise JobUnknown(f"No job {job_id[:80]!r} among the jobs of this key")
+    return job
+
+
+@router.get(
+    "/jobs/{job_id}", response_model=JobPublic, responses=error_responses(401, 403, 404, 503)
+)
+def get_job(job_id: str, gateway: GatewayDep, caller: IntakeDep) -> JobPublic:
+    return job_public(visible_job(gateway, caller, job_id), gateway.settings.max_output_tokens)
 
 
 @router.get(
@@ -134,11 +170,11 @@ def get_job(job_id: str, gateway: GatewayDep) -> JobPublic:
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
             "description": "`status`, `progress` and finally one `final` event (the job)",
         },
-        **error_responses(404, 503),
+        **error_responses(401, 403, 404, 503),
     },
 )
-def job_event_stream(job_id: str, gateway: GatewayDep) -> StreamingResponse:
-    gateway.client.status(checked_job_id(job_id))  # 404 before the stream starts
+def job_event_stream(job_id: str, gateway: GatewayDep, caller: IntakeDep) -> StreamingResponse:
+    visible_job(gateway, caller, job_id)  # 404 before the stream starts
     return StreamingResponse(
         job_events(gateway.client, job_id, gateway.settings.max_output_tokens),
         media_type="text/event-stream",

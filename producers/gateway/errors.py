@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from producers.errors import ProducerError
@@ -39,6 +40,19 @@ class Unauthorized(GatewayError):
     code = "unauthorized"
 
 
+class Forbidden(GatewayError):
+    """The caller is known but may not do this (a key of the wrong scope)."""
+
+    status = 403
+    code = "forbidden"
+
+
+class VariantForbidden(Forbidden):
+    """Forcing a variant bypasses the split: only the operator token may do it."""
+
+    code = "variant_forbidden"
+
+
 class JobUnknown(GatewayError):
     """No job has this id (or the id cannot be one)."""
 
@@ -65,6 +79,17 @@ class InvalidInput(GatewayError):
 
     status = 422
     code = "validation_error"
+
+
+class RateLimited(GatewayError):
+    """The key submitted more than its rate allows; Retry-After says when it may again."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message, retry_after=max(1, math.ceil(retry_after)))
+        self.retry_after = max(1, math.ceil(retry_after))
 
 
 class ServiceUnavailable(GatewayError):

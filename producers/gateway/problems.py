@@ -18,6 +18,7 @@ from jobs.errors import (
     InvalidImage,
     InvalidWeights,
     JobNotFound,
+    QuotaExceeded,
     StaleVersion,
     UnknownAdvisor,
     UnknownVariant,
@@ -25,7 +26,7 @@ from jobs.errors import (
     summary,
 )
 from producers.errors import InvalidSubmission, PublishFailed
-from producers.gateway.errors import GatewayError, RolloutsDisabled, Unauthorized
+from producers.gateway.errors import GatewayError, RateLimited, RolloutsDisabled, Unauthorized
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ FOREIGN: tuple[tuple[type[Exception], int, str], ...] = (
     (JobNotFound, 404, "job_not_found"),
     (IdempotencyConflict, 409, "idempotency_key_reused"),
     (StaleVersion, 409, "stale_version"),
+    (QuotaExceeded, 429, "too_many_in_flight"),
     (UnsupportedFormat, 415, "unsupported_image_format"),
     (InvalidImage, 400, "invalid_image"),
     (UnknownAdvisor, 422, "unknown_advisor"),
@@ -65,6 +67,10 @@ def problem(
 def _headers_for(status: int, exc: BaseException) -> dict[str, str] | None:
     if isinstance(exc, Unauthorized):
         return {"WWW-Authenticate": "Bearer"}
+    if isinstance(exc, RateLimited):
+        return {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, QuotaExceeded):
+        return {"Retry-After": RETRY_AFTER_SECONDS}
     if status == 503 and not isinstance(exc, RolloutsDisabled):
         # A dependency outage passes; a missing token does not, so no retry hint for it.
         return {"Retry-After": RETRY_AFTER_SECONDS}
@@ -97,6 +103,8 @@ def _extra_of(exc: Exception) -> dict[str, Any]:
         return {"current_version": exc.current}
     if isinstance(exc, IdempotencyConflict):
         return {"idempotency_key": exc.key}
+    if isinstance(exc, QuotaExceeded):
+        return {"limit": exc.limit}
     return {}
 
 

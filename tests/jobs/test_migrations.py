@@ -8,7 +8,7 @@ from jobs import migrate
 from jobs.db import engine_for
 from jobs.models import Base
 
-EXPECTED_TABLES = {"jobs", "images", "rollouts", "rollout_events", "worker_heartbeats"}
+EXPECTED_TABLES = {"jobs", "images", "rollouts", "rollout_events", "worker_heartbeats", "api_keys"}
 
 
 def table_names(url: str) -> set[str]:

@@ -11,7 +11,8 @@ import pytest
 
 from jobs.contracts import Assignment, ErrorKind, ModelUsed, Status
 from jobs.db import engine_for
-from jobs.errors import IdempotencyConflict
+from jobs.errors import IdempotencyConflict, QuotaExceeded
+from jobs.models import Job
 from jobs.repository import NewJob, Outcome, Repository, StartOutcome
 
 LEASE = 30.0
@@ -281,3 +282,32 @@ def test_a_job_started_before_its_publish_was_recorded_still_counts_as_published
     repo.mark_published([job_id])
     running = repo.get(job_id)
     assert running.status == Status.RUNNING and running.published_at is not None
+
+
+def test_a_submitter_over_its_in_flight_quota_is_refused_even_when_racing(
+    repo: Repository,
+) -> None:
+    from jobs.keys import KeyStore
+
+    KeyStore(repo.engine).create("app")
+    for i in range(2):
+        repo.create_jobs([new_job(subject=f"s{i}", submitted_by="app")], max_in_flight=3)
+    barrier = threading.Barrier(4)
+
+    def submit(index: int) -> str:
+        barrier.wait()
+        try:
+            repo.create_jobs([new_job(subject=f"r{index}", submitted_by="app")], max_in_flight=3)
+        except QuotaExceeded:
+            return "refused"
+        return "made"
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = sorted(pool.map(submit, range(4)))
+    assert outcomes == ["made", "refused", "refused", "refused"]
+    assert len(repo.find(Job.submitted_by == "app")) == 3
+    # Finished jobs free the quota; other submitters were never counted.
+    [first, *_] = repo.find(Job.submitted_by == "app")
+    assert repo.fail(first.id, ErrorKind.INTERNAL, "done")
+    repo.create_jobs([new_job(subject="later", submitted_by="app")], max_in_flight=3)
+    repo.create_jobs([new_job(subject="mine")])

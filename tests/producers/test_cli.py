@@ -184,3 +184,20 @@ def test_a_dead_broker_keeps_the_job_and_republish_says_why_it_cannot_send(
     assert "unreachable" in one_error_line(advisor("republish", code=1))
     job_id = out.stdout.split()[0]
     assert json.loads(advisor("status", job_id, "--json").stdout)["status"] == "queued"
+
+
+def test_keys_are_created_once_listed_without_the_key_and_revoked(advisor: Advisor) -> None:
+    created = advisor("keys", "create", "photo-app", "--max-in-flight", "3")
+    key = created.stdout.strip()
+    assert key.startswith("adv_") and "shown only now" in created.stderr
+    advisor("keys", "create", "grafana", "--read-only")
+    listed = json.loads(advisor("keys", "list", "--json").stdout)
+    assert [(k["name"], k["scope"], k["max_in_flight"]) for k in listed] == [
+        ("photo-app", "intake", 3), ("grafana", "read", None)
+    ]  # fmt: skip
+    assert key not in advisor("keys", "list").stdout
+    assert "refuse it within 2s" in advisor("keys", "revoke", "photo-app").stdout
+    assert json.loads(advisor("keys", "list", "--json").stdout)[0]["revoked_at"]
+    assert "exists already" in one_error_line(advisor("keys", "create", "photo-app", code=1))
+    assert "No key named" in one_error_line(advisor("keys", "revoke", "nobody", code=1))
+    assert "at least 1" in advisor("keys", "create", "x", "--rate-per-minute", "0", code=2).stderr
