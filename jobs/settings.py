@@ -67,6 +67,15 @@ class Settings(BaseSettings):
     # gateway process, bursts up to the same number) and jobs queued or running at once.
     key_rate_per_minute: int = Field(default=60, ge=1)
     key_max_in_flight: int = Field(default=20, ge=1)
+    # Bounded resources of one gateway process. Event streams and ?wait requests each hold a
+    # connection and poll the database: beyond these caps they are answered 503.
+    gateway_max_streams: int = Field(default=64, ge=1)
+    gateway_max_waits: int = Field(default=64, ge=1)
+    gateway_max_stream_seconds: float = Field(default=900.0, ge=1)  # then `expired`, closed
+    gateway_body_timeout_seconds: float = Field(default=60.0, gt=0)  # whole body, else 408
+    # uvicorn: connections at once (503 beyond) and how long an idle keep-alive one stays.
+    gateway_limit_concurrency: int = Field(default=256, ge=4)
+    gateway_keep_alive_seconds: float = Field(default=5.0, gt=0, le=300)
     log_level: str = "INFO"
 
     @field_validator("image_roots", mode="before")
@@ -112,6 +121,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 "ADVISOR_WORKER_LIVE_WINDOW must exceed ADVISOR_HEARTBEAT_INTERVAL, "
                 "else live workers look dead between beats"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _streams_leave_room_for_other_requests(self) -> Settings:
+        if self.gateway_max_streams + self.gateway_max_waits >= self.gateway_limit_concurrency:
+            raise ValueError(
+                "ADVISOR_GATEWAY_MAX_STREAMS + ADVISOR_GATEWAY_MAX_WAITS must stay below "
+                "ADVISOR_GATEWAY_LIMIT_CONCURRENCY, else streams alone can fill the gateway"
             )
         return self
 

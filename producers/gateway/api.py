@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from contextlib import nullcontext
 from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from jobs.models import Job
@@ -97,6 +99,27 @@ async def analyze(
     ),  # fmt: skip
 ) -> Any:
     """A JSON body (`image` path or `image_base64`) or a multipart upload (`file`)."""
+    # The wait slot is taken first: a 503 too_busy then means nothing was submitted.
+    with gateway.waits.take() if wait > 0 else nullcontext():
+        handle = await _submit(gateway, caller, request)
+        accepted = _accepted(handle)
+        if wait > 0:
+            job = await wait_for(gateway.client, handle.id, wait, request.is_disconnected)
+            if job is None:
+                return Response(status_code=204)  # the client left; nobody reads this
+            if is_final(job):
+                public = job_public(job, gateway.settings.max_output_tokens)
+                return JSONResponse(jsonable_encoder(public), status_code=200)
+            accepted.status = job.status
+        elif not handle.created:
+            # An earlier submit with this key made the job; it may be further along.
+            accepted.status = (await run_in_threadpool(gateway.client.status, handle.id)).status
+    response.headers["Location"] = accepted.status_url
+    return accepted
+
+
+async def _submit(gateway: Gateway, caller: Caller, request: Request) -> JobHandle:
+    """Rate limit, body, variant rule, quota; the stored and published job."""
     settings = gateway.settings
     quota: int | None = None
     if caller.key is not None:
@@ -122,26 +145,16 @@ async def analyze(
             submitted_by=caller.name, max_in_flight=quota,
         )
     )  # fmt: skip
-    accepted = _accepted(handle)
-    if not handle.created:
-        # An earlier submit with this idempotency key made the job; it may be further along.
-        accepted.status = (await run_in_threadpool(gateway.client.status, handle.id)).status
     if not handle.published:
         # The reason (broker host, driver text) is on the row for operators, not for clients.
+        status_url, _events_url = job_urls(handle.id)
         raise BrokerUnavailable(
             f"Job {handle.id} is stored but the broker did not take it yet; it is sent "
             "automatically once the broker is back, follow it at its status_url",
             job_id=handle.id,
-            status_url=accepted.status_url,
+            status_url=status_url,
         )
-    if wait > 0:
-        job = await wait_for(gateway.client, handle.id, wait)
-        if is_final(job):
-            public = job_public(job, gateway.settings.max_output_tokens)
-            return JSONResponse(jsonable_encoder(public), status_code=200)
-        accepted.status = job.status
-    response.headers["Location"] = accepted.status_url
-    return accepted
+    return handle
 
 
 def visible_job(gateway: Gateway, caller: Caller, job_id: str) -> Job:
@@ -175,8 +188,16 @@ def get_job(job_id: str, gateway: GatewayDep, caller: IntakeDep) -> JobPublic:
 )
 def job_event_stream(job_id: str, gateway: GatewayDep, caller: IntakeDep) -> StreamingResponse:
     visible_job(gateway, caller, job_id)  # 404 before the stream starts
+    lease = gateway.streams.take()  # 503 too_busy when every stream slot is taken
+    settings = gateway.settings
+    events = job_events(
+        gateway.client, job_id, settings.max_output_tokens, lease=lease,
+        max_seconds=settings.gateway_max_stream_seconds,
+    )  # fmt: skip
     return StreamingResponse(
-        job_events(gateway.client, job_id, gateway.settings.max_output_tokens),
+        events,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        # Also after a disconnect that cancelled the stream before its first event.
+        background=BackgroundTask(lease.release),
     )

@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -58,7 +59,10 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
 
     app.state.gateway = gateway
     problems.install(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.gateway_max_body_bytes)
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.gateway_max_body_bytes,
+        timeout=settings.gateway_body_timeout_seconds,
+    )  # fmt: skip
     app.include_router(api.router)
     app.include_router(ops.router)
     app.include_router(dashboard.router)
@@ -89,8 +93,19 @@ def main(argv: list[str] | None = None) -> int:
     except AdvisorError as exc:
         print(f"advisor-gateway: error: {exc}", file=sys.stderr)
         return 1
-    uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level.lower())
+    uvicorn.run(app, host=args.host, port=args.port, **uvicorn_options(settings))
     return 0
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """Connections at once (503 beyond) and idle keep-alive: a flood cannot hold the server."""
+    return {
+        "log_level": settings.log_level.lower(),
+        "limit_concurrency": settings.gateway_limit_concurrency,
+        "timeout_keep_alive": settings.gateway_keep_alive_seconds,
+        # Headers of one request at most 64 KiB (h11): no unbounded header buffering.
+        "h11_max_incomplete_event_size": 64 * 1024,
+    }
 
 
 if __name__ == "__main__":

@@ -60,6 +60,13 @@ class JobUnknown(GatewayError):
     code = "job_not_found"
 
 
+class BodyTimeout(GatewayError):
+    """The request body did not arrive within ADVISOR_GATEWAY_BODY_TIMEOUT_SECONDS."""
+
+    status = 408
+    code = "body_timeout"
+
+
 class BodyTooLarge(GatewayError):
     """The request body exceeds ADVISOR_GATEWAY_MAX_BODY_BYTES."""
 
@@ -97,6 +104,12 @@ class ServiceUnavailable(GatewayError):
 
     status = 503
     code = "service_unavailable"
+
+
+class TooBusy(ServiceUnavailable):
+    """Every event-stream (or ?wait) slot of this gateway is taken; retry shortly."""
+
+    code = "too_busy"
 
 
 class BrokerUnavailable(ServiceUnavailable):

@@ -18,6 +18,7 @@ from jobs.variants import Registry
 from producers.client import Client
 from producers.gateway.errors import RolloutsDisabled, Unauthorized
 from producers.gateway.keyring import KeyRing, RateLimiter
+from producers.gateway.limits import Slots
 from producers.ops.rollout import RolloutControl
 
 bearer = HTTPBearer(auto_error=False, description="the value of ADVISOR_GATEWAY_TOKEN")
@@ -34,6 +35,8 @@ class Gateway:
     broker: Celery  # the publisher's app, asked for queue depths
     keys: KeyRing
     limiter: RateLimiter
+    streams: Slots  # GET /jobs/{id}/events held open
+    waits: Slots  # POST /analyze?wait=... waiting
 
     @classmethod
     def of(cls, client: Client) -> Gateway:
@@ -47,6 +50,8 @@ class Gateway:
         return cls(
             settings, client, client.engine, client.repository, client.registry, rollouts,
             client.publisher.app, keys, RateLimiter(),
+            Slots(settings.gateway_max_streams, "event streams (ADVISOR_GATEWAY_MAX_STREAMS)"),
+            Slots(settings.gateway_max_waits, "waiting requests (ADVISOR_GATEWAY_MAX_WAITS)"),
         )  # fmt: skip
 
     def is_operator(self, token: str) -> bool:
