@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 ANALYZE_TASK = "advisor.analyze"
 SWEEP_TASK = "advisor.sweep"
 GUARD_TASK = "advisor.guard"
+PRUNE_TASK = "advisor.prune"
 QUEUE_PREFIX = "advisor."
 BASE_VARIANT = "base"
 FINE_TUNED_VARIANT = "fine_tuned"

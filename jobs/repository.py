@@ -9,7 +9,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, case, func, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    case,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -22,6 +33,7 @@ from jobs.contracts import (
     model_used_for,
 )
 from jobs.errors import IdempotencyConflict, JobNotFound, QuotaExceeded
+from jobs.images import STORED_PREFIX
 from jobs.models import ApiKey, Job, StoredImage, WorkerHeartbeat
 
 _KEY_CHUNK = 500
@@ -473,6 +485,37 @@ class Repository:
                 .values(**values)
             )
         return res.rowcount == 1
+
+    # -- retention -----------------------------------------------------------------
+
+    def prune_images(self, before: datetime) -> tuple[int, int]:
+        """Delete stored images older than `before` that no queued or running job needs.
+
+        Returns (images, bytes) deleted. A submit that reuses an image touches its
+        created_at in its own transaction, so an image about to be needed is never taken.
+        """
+        needed = (
+            select(Job.id)
+            .where(
+                Job.status.in_([Status.QUEUED, Status.RUNNING]),
+                Job.image_ref == literal(STORED_PREFIX) + StoredImage.sha256,
+            )
+            .exists()
+        )
+        doomed = and_(StoredImage.created_at < before, ~needed)
+        with self.engine.begin() as conn:
+            size = conn.scalar(select(func.coalesce(func.sum(StoredImage.size), 0)).where(doomed))
+            count = conn.execute(delete(StoredImage).where(doomed)).rowcount
+        return count, int(size or 0) if count else 0
+
+    def prune_jobs(self, before: datetime) -> int:
+        """Delete succeeded and failed jobs completed before `before`; a count."""
+        with self.engine.begin() as conn:
+            return conn.execute(
+                delete(Job).where(
+                    Job.status.in_([Status.SUCCEEDED, Status.FAILED]), Job.completed_at < before
+                )
+            ).rowcount
 
     # -- heartbeats ----------------------------------------------------------------
 

@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     weights_cache_seconds: float = Field(default=3.0, ge=0)
     router_salt: str = "mondrian"
 
+    # `advisor prune` (and its beat task): stored images older than this many days that no
+    # queued or running job needs are deleted; job rows only with --jobs (or the setting).
+    retention_days: float = Field(default=30.0, gt=0)
+    retention_prune_jobs: bool = False
+
     gateway_token: SecretStr | None = None
     gateway_max_body_bytes: int = Field(default=30 * 1024 * 1024, gt=0)
     # auto: intake is open until the first API key exists (`advisor keys create`), then every

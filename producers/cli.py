@@ -21,6 +21,7 @@ from producers.commands import (
     jobs,
     keys,
     metrics,
+    prune,
     report,
     rollout,
     sweep,
@@ -41,6 +42,7 @@ COMMANDS: list[Callable[[Subparsers], None]] = [
     sweep.register,
     metrics.register,
     keys.register,
+    prune.register,
 ]
 
 

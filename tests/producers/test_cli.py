@@ -201,3 +201,10 @@ def test_keys_are_created_once_listed_without_the_key_and_revoked(advisor: Advis
     assert "exists already" in one_error_line(advisor("keys", "create", "photo-app", code=1))
     assert "No key named" in one_error_line(advisor("keys", "revoke", "nobody", code=1))
     assert "at least 1" in advisor("keys", "create", "x", "--rate-per-minute", "0", code=2).stderr
+
+
+def test_prune_reports_what_it_deleted(advisor: Advisor) -> None:
+    out = json.loads(advisor("prune", "--older-than", "1", "--jobs", "--json").stdout)
+    assert out == {"older_than_days": 1.0, "images": 0, "image_bytes": 0, "jobs": 0}
+    assert "job rows kept, older than 30 days" in advisor("prune").stdout
+    advisor("prune", "--older-than", "0", code=2)
