@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     # Empty means "the embedded default under data_dir"; see the resolved_* properties.
     database_url: str = ""
     broker_url: str = ""
+
+    # TLS brokers (rediss://, amqps://) verify the server's certificate against this CA
+    # bundle, or the system's when unset.
+    broker_ca_file: Path | None = None
 
     base_model: str = DEFAULT_BASE_MODEL
     registry: Path = Path("adapters/registry.json")
@@ -63,9 +67,9 @@ class Settings(BaseSettings):
 
     gateway_token: SecretStr | None = None
     gateway_max_body_bytes: int = Field(default=30 * 1024 * 1024, gt=0)
-    # auto: intake is open until the first API key exists (`advisor keys create`), then every
-    # intake call needs one; keys: a key (or the operator token) is required from the start.
-    gateway_auth: Literal["auto", "keys"] = "auto"
+    # False: intake is open until the first API key exists (`advisor keys create`), then every
+    # intake call needs one; True: a key (or the operator token) is required from the start.
+    gateway_require_keys: bool = False
     # How often a gateway re-reads the keys table: a revocation takes effect within this.
     gateway_keys_refresh_seconds: float = Field(default=2.0, gt=0, le=60)
     # Per API key, unless the key names its own: submits per minute (a token bucket per
@@ -106,10 +110,11 @@ class Settings(BaseSettings):
     @field_validator("broker_url")
     @classmethod
     def _known_broker(cls, url: str) -> str:
-        if url and not url.startswith(("redis://", "rediss://", "amqp://", "pyamqp://", "sqla+")):
+        schemes = ("redis://", "rediss://", "amqp://", "amqps://", "pyamqp://", "sqla+")
+        if url and not url.startswith(schemes):
             raise ValueError(
                 f"ADVISOR_BROKER_URL scheme {url.split(':', 1)[0]!r} is not supported; "
-                "use redis://, amqp:// or sqla+sqlite:///PATH"
+                "use redis://, rediss:// (TLS), amqp://, amqps:// (TLS) or sqla+sqlite:///PATH"
             )
         return url
 

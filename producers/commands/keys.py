@@ -49,7 +49,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"{k.name:<24} {k.prefix}... {k.scope.value:<6} {state:<24} "
               f"rate/min={rate} in-flight={in_flight}")  # fmt: skip
     if not keys:
-        print("No keys: the gateway's intake is open (ADVISOR_GATEWAY_AUTH=auto)", file=sys.stderr)
+        print("No keys: the gateway's intake is open unless ADVISOR_GATEWAY_REQUIRE_KEYS=true",
+              file=sys.stderr)  # fmt: skip
     return 0
 
 

@@ -1,7 +1,7 @@
 """Who is calling: the operator, an API key, or anyone (while the gateway is open).
 
 The gateway is open, as the seed's curl example expects, until the first API key exists
-(`advisor keys create`) or ADVISOR_GATEWAY_AUTH=keys; from then on every intake call needs
+(`advisor keys create`) or ADVISOR_GATEWAY_REQUIRE_KEYS=true; from then on every intake call needs
 `Authorization: Bearer KEY` (or the operator token, ADVISOR_GATEWAY_TOKEN). Revoking every
 key does not reopen it. Endpoints take a Caller through IntakeDep or ReaderDep.
 """
@@ -42,7 +42,7 @@ async def resolve(gateway: GatewayDep, credentials: Credentials, scope: Scope) -
     if given is not None and gateway.is_operator(given):
         return Caller(is_operator=True)
     any_keys, info = await run_in_threadpool(gateway.keys.lookup, given)
-    if not any_keys and gateway.settings.gateway_auth == "auto":
+    if not any_keys and not gateway.settings.gateway_require_keys:
         return Caller()  # open: no key exists yet
     if info is None or info.is_revoked:
         raise Unauthorized(
