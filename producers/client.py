@@ -136,11 +136,14 @@ class Client:
         return [self._handle(job, created, unsent, result.error) for job, created in stored]
 
     def _handle(self, job: Job, created: bool, unsent: set[str], error: str | None) -> JobHandle:
-        # A job a worker already started was evidently delivered, whatever its row says.
+        # Another submit's job: unpublished only if its publish is known to have failed. A
+        # row without published_at may be mid-publish by its creator, or already started.
         published = (
             job.id not in unsent
             if created
-            else job.published_at is not None or job.status != Status.QUEUED
+            else job.published_at is not None
+            or job.status != Status.QUEUED
+            or not job.publish_error
         )
         return JobHandle(
             id=job.id,
