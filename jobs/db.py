@@ -23,7 +23,26 @@ def engine_for(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin_immediate)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args=POSTGRES_TIMEOUTS
+    )
+
+
+# A partitioned network drops packets without resetting connections: without these a query
+# or connect waits for TCP's own timeouts (minutes), past a worker's hard limit. With them a
+# dead path fails within seconds, as a transient error the callers' retries wait out.
+POSTGRES_TIMEOUTS = {
+    "connect_timeout": 10,
+    "tcp_user_timeout": 15_000,  # ms a sent query may go unacknowledged
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 3,
+    "keepalives_count": 3,
+    # The server's side: a client cut off between UPDATE and COMMIT would hold its row locks
+    # (and block the sweep's re-queue of its jobs) until the server noticed, hours later.
+    # Every transaction here is a few statements sent at once; none idles on purpose.
+    "options": "-c idle_in_transaction_session_timeout=15000",
+}
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
