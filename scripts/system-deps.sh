@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Optional system packages: OpenBLAS makes MLX's fp32 CPU matmuls fast on Linux; Chromium
-# renders the gateway's dashboard in its test. Each is installed once, quietly, as root.
+# renders the gateway's dashboard in its test; iproute2 and nftables build and cut the
+# network namespaces of the multi-host fault test. Each is installed once, quietly, as root.
 set -euo pipefail
 [ "$(uname -s)" = Linux ] || exit 0
 
@@ -23,4 +24,12 @@ fi
 if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
   install chromium "the dashboard test's headless browser" \
     "the dashboard test skips locally and fails in CI"
+fi
+if ! command -v ip >/dev/null; then
+  install iproute2 "the multi-host fault test's network namespaces" \
+    "the multi-host fault test skips locally and fails in CI"
+fi
+if ! command -v nft >/dev/null; then
+  install nftables "cutting a worker host off PostgreSQL in the multi-host fault test" \
+    "the multi-host fault test skips locally and fails in CI"
 fi
