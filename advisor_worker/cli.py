@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from advisor_worker.devtools import launchd
-from jobs.errors import AdvisorError
+from jobs.errors import AdvisorError, summary
 from jobs.settings import get_settings, mask_url
 
 logger = logging.getLogger("advisor_worker")
@@ -63,6 +63,19 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args.variant)
     except AdvisorError as exc:
         print(f"advisor-worker: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"advisor-worker: error: {summary(exc, typed=True, limit=300)}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        # The one catch-all: a bug or a broken model file, not bad input; the traceback is
+        # in the log at DEBUG.
+        logger.debug("Unexpected error", exc_info=exc)
+        print(
+            f"advisor-worker: internal error ({summary(exc, typed=True, limit=300)}); run with "
+            "ADVISOR_LOG_LEVEL=DEBUG for the traceback",
+            file=sys.stderr,
+        )
         return 1
 
 

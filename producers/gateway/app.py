@@ -14,8 +14,9 @@ from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import SQLAlchemyError
 
-from jobs.errors import AdvisorError
+from jobs.errors import AdvisorError, summary
 from jobs.settings import Settings, get_settings
 from jobs.variants import Registry
 from producers.client import Client
@@ -92,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         app = create_app(settings)
     except AdvisorError as exc:
         print(f"advisor-gateway: error: {exc}", file=sys.stderr)
+        return 1
+    except SQLAlchemyError as exc:
+        print(f"advisor-gateway: error: {summary(exc, typed=True, limit=300)}", file=sys.stderr)
         return 1
     uvicorn.run(app, host=args.host, port=args.port, **uvicorn_options(settings))
     return 0
