@@ -12,7 +12,7 @@ import pytest
 from advisor_worker.runtime import _Job, _Progress
 from jobs.contracts import Assignment, ErrorKind, Status
 from jobs.db import engine_for
-from jobs.images import Limits
+from jobs.images import Limits, ModelGeometry
 from jobs.repository import NewJob, Repository, StartOutcome
 from jobs.settings import Settings
 
@@ -31,7 +31,8 @@ def started(repo: Repository, ref: str, sha: str) -> str:
 def run(repo: Repository, job_id: str, image_bytes: object) -> str:
     runtime = SimpleNamespace(
         settings=Settings(), repo=repo, worker="w1", image_bytes=image_bytes,
-        limits=Limits(1_000_000, 1_000_000, 512),
+        limits=Limits(1_000_000, 1_000_000),
+        loaded=SimpleNamespace(geometry=ModelGeometry(448 * 448)),
     )  # fmt: skip
     job = _Job(runtime, repo.get(job_id), time.monotonic() + 10, 5.0, _Progress())  # type: ignore[arg-type]
     return job.run()
@@ -48,7 +49,7 @@ def test_an_unexpected_error_fails_the_started_job_at_once_as_internal_with_the_
 ) -> None:
     job_id = started(repo, "sha256:" + "a" * 64, "a" * 64)
 
-    def image_bytes(_ref: str, _until: float) -> bytes:
+    def image_bytes(_ref: str, _until: float) -> tuple[bytes, str | None]:
         raise error
 
     assert run(repo, job_id, image_bytes) == ErrorKind.INTERNAL.value
@@ -62,7 +63,7 @@ def test_bytes_that_differ_from_the_submitted_digest_fail_as_invalid_image(
     repo: Repository, tmp_path: Path
 ) -> None:
     job_id = started(repo, f"path:{tmp_path / 'a.jpg'}", hashlib.sha256(b"submitted").hexdigest())
-    assert run(repo, job_id, lambda _ref, _until: b"swapped since") == "invalid_image"
+    assert run(repo, job_id, lambda _ref, _until: (b"swapped since", "a.jpg")) == "invalid_image"
     job = repo.get(job_id)
     assert job.error_kind == ErrorKind.INVALID_IMAGE
     assert job.error and "changed since it was submitted" in job.error

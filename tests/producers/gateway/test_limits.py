@@ -30,7 +30,7 @@ def local_settings(tmp_path: Path, **values: object) -> Settings:
     database = f"sqlite:///{tmp_path / 'advisor.db'}"
     migrate.upgrade(database)
     return Settings(
-        data_dir=tmp_path / "data", database_url=database, registry=tmp_path / "none.json",
+        data_dir=tmp_path / "data", database_url=database, registry=None,
         image_roots=[tmp_path], **values,  # type: ignore[arg-type]
     )  # fmt: skip
 
