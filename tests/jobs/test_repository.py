@@ -8,12 +8,20 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from sqlalchemy import select
 
-from jobs.contracts import Assignment, ErrorKind, ModelUsed, Status
+from jobs.contracts import Assignment, DeliveryKind, ErrorKind, ModelUsed, Status
 from jobs.db import engine_for
 from jobs.errors import IdempotencyConflict, QuotaExceeded
-from jobs.models import Job
-from jobs.repository import ModelInput, NewJob, Outcome, Repository, StartOutcome
+from jobs.models import Delivery, Job
+from jobs.repository import (
+    ModelInput,
+    NewDelivery,
+    NewJob,
+    Outcome,
+    Repository,
+    StartOutcome,
+)
 
 LEASE = 30.0
 
@@ -167,6 +175,23 @@ def test_an_idempotency_key_returns_the_stored_job(repo: Repository) -> None:
     [(second, again)] = repo.create_jobs([new_job(idempotency_key="k-1", subject="other")])
     assert (created, again) == (True, False)
     assert second.id == first.id and second.subject == "user-1"
+
+
+def test_a_claimed_key_gets_no_second_deliveries_or_shadows(repo: Repository) -> None:
+    notice = NewDelivery(DeliveryKind.TASK, "app.done", "app.results")
+    first, made = repo.create_with_shadows(
+        [new_job(idempotency_key="k-s", id="p-1", deliveries=(notice,))], None,
+        [new_job(variant="fine_tuned", assignment=Assignment.SHADOW, shadow_of="p-1", id="s-1")],
+    )  # fmt: skip
+    again, none = repo.create_with_shadows(
+        [new_job(idempotency_key="k-s", id="p-2", deliveries=(notice,))], None,
+        [new_job(variant="fine_tuned", assignment=Assignment.SHADOW, shadow_of="p-2", id="s-2")],
+    )  # fmt: skip
+    assert [(j.id, c) for j, c in first + again] == [("p-1", True), ("p-1", False)]
+    assert [j.id for j in made] == ["s-1"] and none == []
+    assert sorted(j.id for j in repo.find()) == ["p-1", "s-1"]
+    with repo.engine.connect() as conn:
+        assert conn.execute(select(Delivery.job_id)).scalars().all() == ["p-1"]
 
 
 def test_a_key_repeated_within_one_batch_makes_one_job(repo: Repository) -> None:
