@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# A refusal is recorded on the consumer thread: a database outage must not stall consumption.
+REFUSAL_RETRY_SECONDS = 5.0
+
 app = make_celery(get_settings(), "advisor_worker")
 _runtime: WorkerRuntime | None = None
 _shadow_gate: ShadowGate | None = None
@@ -35,9 +38,12 @@ def bind_shadow_gate(gate: ShadowGate | None) -> None:
 
 
 def record_refused(job_id: str, problem: str) -> None:
-    """A message refused before it became a request still leaves its reason on the job."""
+    """A message refused before it became a request still leaves its reason on the job.
+
+    This runs on the consumer itself, so it waits for the database only briefly.
+    """
     if _runtime is not None:
-        _runtime.record_malformed(job_id, problem)
+        _runtime.record_malformed(job_id, problem, retry_for=REFUSAL_RETRY_SECONDS)
 
 
 # A malformed message is refused and logged before Celery builds a request from it.

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from advisor_worker.devtools import launchd
-from jobs.errors import AdvisorError
+from jobs.errors import AdvisorError, summary
 from jobs.settings import get_settings, mask_url
 from jobs.variants import Registry, load_registry_for
 
@@ -64,6 +64,19 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args.variant)
     except AdvisorError as exc:
         print(f"advisor-worker: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"advisor-worker: error: {summary(exc, typed=True, limit=300)}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        # The one catch-all: a bug or a broken model file, not bad input; the traceback is
+        # in the log at DEBUG.
+        logger.debug("Unexpected error", exc_info=exc)
+        print(
+            f"advisor-worker: internal error ({summary(exc, typed=True, limit=300)}); run with "
+            "ADVISOR_LOG_LEVEL=DEBUG for the traceback",
+            file=sys.stderr,
+        )
         return 1
 
 
@@ -201,6 +214,11 @@ def _run(variant_name: str) -> int:
     bind_runtime(
         WorkerRuntime(settings, repo, provider, loaded, heartbeat, watchdog, scheduler, notices)
     )
+    if not settings.worker_remote_control:
+        from advisor_worker.control import restrict_remote_control
+
+        refused = restrict_remote_control()
+        logger.info("Remote control: inspection only (%d control commands refused)", len(refused))
     # The shadow queue comes second: its jobs run only when none of this queue's wait.
     bind_shadow_gate(ShadowGate(app, variant_name))
     queues = f"{queue},{shadow_queue_for(variant_name)}"

@@ -3,16 +3,26 @@
 Celery's consumer turns InvalidTaskError into a logged rejection, but a protocol-2 body that
 is not `[args, kwargs, embed]` (or a message without an `id` header) makes its request
 constructor raise ValueError, TypeError or KeyError, which end the worker; redelivered, such
-a message would end every worker in turn.
+a message would end every worker in turn. So this is the catch-all around each message: any
+exception while taking one in becomes a rejection of that message, and the worker goes on.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from celery.exceptions import InvalidTaskError
 from celery.worker.strategy import default as default_strategy
+from kombu.exceptions import ContentDisallowed, DecodeError
+
+from jobs.contracts import is_plausible_job_id
+from jobs.errors import summary
+
+logger = logging.getLogger(__name__)
+# Exceptions Celery's consumer already turns into a logged rejection of the message.
+HANDLED_BY_CELERY = (InvalidTaskError, ContentDisallowed, DecodeError)
 
 
 def body_problem(headers: Any, payload: Any) -> str | None:
@@ -25,7 +35,11 @@ def body_problem(headers: Any, payload: Any) -> str | None:
         and len(timelimit) == 2
         and all(v is None or isinstance(v, int | float) for v in timelimit)
     ):
-        return f"its timelimit header is {timelimit!r}, not [soft, hard]"
+        return f"its timelimit header is {str(timelimit)[:80]!r}, not [soft, hard]"
+    for scheduled in ("eta", "expires"):
+        # This service never schedules: a message held back in memory is a resource sink.
+        if headers.get(scheduled) is not None:
+            return f"its headers carry {scheduled!r}; analyze messages are never scheduled"
     if not isinstance(payload, list | tuple) or len(payload) != 3:
         return f"its body is a {type(payload).__name__}, not [args, kwargs, embed]"
     args, kwargs, embed = payload
@@ -37,10 +51,13 @@ def body_problem(headers: Any, payload: Any) -> str | None:
 
 
 def readable_job_id(payload: Any) -> str | None:
-    """The job id a decoded, refused body names: `{"job_id": ..}` or `[.., {"job_id": ..}, ..]`."""
+    """The job id a decoded, refused body names: `{"job_id": ..}` or `[.., {"job_id": ..}, ..]`.
+
+    Only a plausible id: a NUL byte or 5,000 characters name no row and are never looked up.
+    """
     kwargs = payload[1] if isinstance(payload, list | tuple) and len(payload) >= 2 else payload
     job_id = kwargs.get("job_id") if isinstance(kwargs, dict) else None
-    return job_id if isinstance(job_id, str) and job_id else None
+    return job_id if is_plausible_job_id(job_id) else None
 
 
 def checked_strategy(task: Any, app: Any, consumer: Any, **options: Any) -> Callable[..., Any]:
@@ -49,7 +66,7 @@ def checked_strategy(task: Any, app: Any, consumer: Any, **options: Any) -> Call
 
     handler = default_strategy(task, app, consumer, **options)
 
-    def handle(message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **kw: Any) -> Any:
+    def checked(message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **kw: Any) -> Any:
         # body is only set for protocol 1, which this service never sends.
         problem = (
             "protocol 1 messages are not accepted"
@@ -61,7 +78,28 @@ def checked_strategy(task: Any, app: Any, consumer: Any, **options: Any) -> Call
             job_id = readable_job_id(message.payload) if body is None else None
             if job_id is not None:
                 on_refused(job_id, problem)
-            raise InvalidTaskError(f"Refused a {task.name} message: {problem}")
+            raise InvalidTaskError(f"Refused a {task.name} message: {problem[:500]}")
         return handler(message, body, ack, reject, callbacks, **kw)
 
-    return handle
+    return refusing_failures(checked, task.name)
+
+
+def refusing_failures(handle: Callable[..., Any], task_name: str) -> Callable[..., Any]:
+    """`handle` with every exception turned into a refusal of the one message it was given.
+
+    Anything but InvalidTaskError, ContentDisallowed and DecodeError would stop the consumer
+    ("Unrecoverable error"), and the redelivered message then the next worker.
+    """
+
+    def guarded(message: Any, *args: Any, **kw: Any) -> Any:
+        try:
+            return handle(message, *args, **kw)
+        except HANDLED_BY_CELERY:
+            raise
+        except Exception as exc:
+            logger.error("Refused a %s message that raised while taken in", task_name,
+                         exc_info=exc)  # fmt: skip
+            problem = summary(exc, typed=True, limit=300)
+            raise InvalidTaskError(f"Refused a {task_name} message: {problem}") from exc
+
+    return guarded

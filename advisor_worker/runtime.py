@@ -19,7 +19,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from advisor_worker import prompts
 from advisor_worker.backoff import call_with_backoff
 from advisor_worker.batching import BatchScheduler, GenerationJob, Ticket
-from advisor_worker.errors import GenerationCancelled, GenerationTimeout, InvalidOutput, WorkerError
+from advisor_worker.errors import (
+    DatabaseUnavailable,
+    GenerationCancelled,
+    GenerationTimeout,
+    InvalidOutput,
+    WorkerError,
+)
 from advisor_worker.generation import GenerationResult
 from advisor_worker.heartbeat import Heartbeat
 from advisor_worker.notices import NoticeThread
@@ -27,8 +33,8 @@ from advisor_worker.provider import LoadedVariant, ModelProvider
 from advisor_worker.watchdog import Watchdog
 from jobs.advisors import get_persona
 from jobs.analysis import SCHEMA_VERSION, Analysis, GeneratedAnalysis, generation_schema
-from jobs.contracts import AnalyzeRequest, ErrorKind
-from jobs.errors import InvalidImage, UnknownAdvisor, UnsupportedFormat
+from jobs.contracts import AnalyzeRequest, ErrorKind, is_plausible_job_id
+from jobs.errors import InvalidImage, UnknownAdvisor, UnsupportedFormat, summary
 from jobs.images import (
     PATH_PREFIX,
     STORED_PREFIX,
@@ -38,6 +44,7 @@ from jobs.images import (
     prepare,
     read_path,
 )
+from jobs.models import Job
 from jobs.repository import ModelInput, Outcome, Repository, StartOutcome, VariantIdentity
 from jobs.settings import Settings
 
@@ -107,15 +114,26 @@ class WorkerRuntime:
         configured ADVISOR_TASK_TIME_LIMIT-derived soft limit.
         """
         job_id = payload.get("job_id") if isinstance(payload, dict) else None
-        with self._armed(str(job_id)) as deadline:
+        label = job_id if is_plausible_job_id(job_id) else "(no valid job id)"
+        with self._armed(str(label)) as deadline:
             retry_until = deadline - RETRY_MARGIN_SECONDS
             soft = float(self.settings.soft_time_limit)
             if soft_limit is not None and soft_limit > 0:
                 soft = min(soft, soft_limit)
-            result = self._handle(payload, retry_until, soft)
-        if self.notices is not None and isinstance(job_id, str) and job_id:
+            try:
+                result = self._handle(payload, retry_until, soft)
+            except DatabaseUnavailable as exc:
+                # The job's lease expires and the sweep hands it on; nothing else to do here.
+                logger.error("Job %s: %s", label, exc)
+                result = "database_unavailable"
+            except Exception as exc:
+                # The catch-all: one message's failure never reaches Celery or the worker.
+                logger.error("Job %s: unexpected error while handling its message", label,
+                             exc_info=exc)  # fmt: skip
+                result = "error"
+        if self.notices is not None and is_plausible_job_id(job_id):
             # Whatever ended the job (or ended it earlier, if its notices are still due).
-            self.notices.hand_off(job_id)
+            self.notices.hand_off(str(job_id))
         return result
 
     @contextmanager
@@ -157,10 +175,14 @@ class WorkerRuntime:
         if outcome is not StartOutcome.STARTED:
             logger.info("Job %s not started: %s", job_id, outcome.value)
             return outcome.value
+        row = call_with_backoff(
+            lambda: self.repo.get(job_id), what=f"Reading job {job_id}", deadline=retry_until
+        )
+        _warn_if_message_differs(request, row)
         progress = _Progress()
         self.heartbeat.track(job_id, progress.read, on_cancel=progress.cancel.set)
         try:
-            return _Job(self, job_id, request, retry_until, soft_limit, progress).run()
+            return _Job(self, row, retry_until, soft_limit, progress).run()
         finally:
             self.heartbeat.untrack(job_id)
             try:
@@ -219,30 +241,38 @@ class WorkerRuntime:
 
     def _reject_malformed(self, payload: Any, exc: ValidationError, retry_until: float) -> str:
         problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}" for e in exc.errors()
-        )
+            f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}"
+            for e in exc.errors(include_url=False, include_input=False)
+        )[:2000]
         job_id = payload.get("job_id") if isinstance(payload, dict) else None
-        logger.error("Malformed analyze payload (job %s): %s", job_id, problems)
-        if isinstance(job_id, str) and job_id:
-            self.record_malformed(job_id, problems, retry_until=retry_until)
+        label = job_id if is_plausible_job_id(job_id) else None
+        logger.error("Malformed analyze payload (job %s): %s", label, problems)
+        if label is not None:
+            self.record_malformed(label, problems, retry_for=retry_until - time.monotonic())
         return "malformed"
 
-    def record_malformed(
-        self, job_id: str, problem: str, *, retry_until: float | None = None
-    ) -> None:
-        """Fail the job a refused message names, so its row says what happened."""
+    def record_malformed(self, job_id: str, problem: str, *, retry_for: float) -> None:
+        """Fail the job a refused message names, so its row says what happened.
+
+        Best effort: an implausible id is never looked up, and a database that refuses or
+        stays away for `retry_for` seconds is logged, never raised into the consumer.
+        """
+        if not is_plausible_job_id(job_id):
+            logger.error("Refused message names no valid job id; nothing recorded")
+            return
         message = f"Malformed task payload: {problem}"
-        until = retry_until if retry_until is not None else self._default_retry_until()
-        recorded = call_with_backoff(
-            lambda: self.repo.fail(job_id, ErrorKind.INVALID_REQUEST, message),
-            what=f"Recording the malformed payload of job {job_id}",
-            deadline=until,
-        )
+        try:
+            recorded = call_with_backoff(
+                lambda: self.repo.fail(job_id, ErrorKind.INVALID_REQUEST, message),
+                what=f"Recording the malformed payload of job {job_id}",
+                deadline=time.monotonic() + max(0.0, retry_for),
+            )
+        except (SQLAlchemyError, DatabaseUnavailable) as exc:
+            logger.error("Could not record the malformed payload of job %s: %s", job_id,
+                         summary(exc, typed=True, limit=300))  # fmt: skip
+            return
         if not recorded:
             logger.error("Job %s of the malformed payload is unknown or already final", job_id)
-
-    def _default_retry_until(self) -> float:
-        return time.monotonic() + self.settings.task_time_limit - RETRY_MARGIN_SECONDS
 
 
 @dataclass
@@ -250,8 +280,7 @@ class _Job:
     """One started job's run: load the image, generate, validate, record; state is its own."""
 
     runtime: WorkerRuntime
-    job_id: str
-    request: AnalyzeRequest
+    row: Job  # as started: the row, not the message, says which image and advisor
     retry_until: float
     soft_limit: float
     progress: _Progress
@@ -260,16 +289,35 @@ class _Job:
     def settings(self) -> Settings:
         return self.runtime.settings
 
+    @property
+    def job_id(self) -> str:
+        return self.row.id
+
     def _db(self, what: str, fn: Callable[[], T]) -> T:
         """A repository call that waits out a database outage until just before the hard limit."""
         return call_with_backoff(fn, what=what, deadline=self.retry_until)
 
     def run(self) -> str:
-        runtime, job_id, request = self.runtime, self.job_id, self.request
+        """The job's outcome; whatever it raises fails it at once as `internal`, with the why."""
         try:
-            data, name = runtime.image_bytes(request.image_ref, self.retry_until)
+            return self._run()
+        except DatabaseUnavailable:
+            raise  # nothing can be recorded now; the lease expires and the sweep hands it on
+        except Exception as exc:
+            logger.error("Job %s failed unexpectedly", self.job_id, exc_info=exc)
+            return self._fail(
+                ErrorKind.INTERNAL,
+                f"Unexpected {summary(exc, typed=True, limit=1000)} while handling the job; "
+                "the worker's log has the traceback",
+            )
+
+    def _run(self) -> str:
+        runtime, job_id, row = self.runtime, self.job_id, self.row
+        try:
+            data, name = runtime.image_bytes(row.image_ref, self.retry_until)
+            check_digest(data, row)
             prepared = prepare(data, runtime.limits, runtime.loaded.geometry, name=name)
-            persona = get_persona(request.advisor)
+            persona = get_persona(row.advisor)
         except UnsupportedFormat as exc:
             return self._fail(ErrorKind.UNSUPPORTED_FORMAT, str(exc))
         except InvalidImage as exc:
@@ -393,6 +441,25 @@ class _Job:
             self.runtime.worker,
         )
         return "lost_lease"
+
+
+def check_digest(data: bytes, row: Job) -> None:
+    """The bytes read now must be the ones submitted: a file swapped since then is refused."""
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != row.image_sha256:
+        raise InvalidImage(
+            f"Image {row.image_ref[:200]!r} changed since it was submitted (sha256 "
+            f"{digest[:12]}..., submitted as {row.image_sha256[:12]}...); resubmit the photo"
+        )
+
+
+def _warn_if_message_differs(request: AnalyzeRequest, row: Job) -> None:
+    if (request.advisor, request.image_ref) != (row.advisor, row.image_ref):
+        logger.warning(
+            "Job %s: the message names advisor %r and image %r, the row %r and %r; the row "
+            "is served", row.id, request.advisor[:64], request.image_ref[:200], row.advisor,
+            row.image_ref[:200],
+        )  # fmt: skip
 
 
 def parse_analysis(text: str, finish_reason: str, max_tokens: int) -> Analysis:

@@ -42,5 +42,5 @@ def get_persona(advisor: str) -> Persona:
         return personas()[advisor]
     except KeyError:
         raise UnknownAdvisor(
-            f"Unknown advisor {advisor!r}; known advisors: {sorted(personas())}"
+            f"Unknown advisor {advisor[:64]!r}; known advisors: {sorted(personas())}"
         ) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
     return {
         "broker_url": broker,
+        "broker_use_ssl": broker_tls(settings),
         "broker_transport_options": transport_options,
         "broker_connection_retry_on_startup": True,
         "task_serializer": "json",
@@ -81,6 +83,20 @@ def _safe_get_or_create(channel: Any, queue: str) -> Any:
 
 _kombu_get_or_create = sqla_transport.Channel._get_or_create
 sqla_transport.Channel._get_or_create = _safe_get_or_create  # type: ignore[method-assign]
+
+
+def broker_tls(settings: Settings) -> dict[str, Any] | None:
+    """TLS options for rediss:// and amqps://: the server's certificate is always verified.
+
+    kombu's Redis transport only switches to TLS when given these as a dict.
+    """
+    url = settings.resolved_broker_url
+    ca = str(settings.broker_ca_file) if settings.broker_ca_file else None
+    if url.startswith("rediss://"):
+        return {"ssl_cert_reqs": ssl.CERT_REQUIRED, **({"ssl_ca_certs": ca} if ca else {})}
+    if url.startswith("amqps://"):
+        return {"cert_reqs": ssl.CERT_REQUIRED, **({"ca_certs": ca} if ca else {})}
+    return None
 
 
 def make_celery(settings: Settings, name: str) -> Celery:

@@ -11,12 +11,16 @@ from pydantic import BaseModel, ConfigDict, Field
 ANALYZE_TASK = "advisor.analyze"
 SWEEP_TASK = "advisor.sweep"
 GUARD_TASK = "advisor.guard"
+PRUNE_TASK = "advisor.prune"
 QUEUE_PREFIX = "advisor."
 SHADOW_QUEUE_SUFFIX = ".shadow"
 BASE_VARIANT = "base"
 FINE_TUNED_VARIANT = "fine_tuned"
 
 _VARIANT_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Job ids are UUIDs (36 characters); a few tools write their own within the column's width.
+_JOB_ID = re.compile(r"^[A-Za-z0-9._:-]{1,36}$")
 
 
 def queue_for(variant: str) -> str:
@@ -37,6 +41,20 @@ def queue_of(variant: str, *, is_shadow: bool) -> str:
 
 def is_valid_variant_name(name: str) -> bool:
     return bool(_VARIANT_NAME.match(name))
+
+
+def is_storable_text(value: str) -> bool:
+    """No control characters (PostgreSQL refuses NUL) and valid UTF-8 (no lone surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return _CONTROL.search(value) is None
+
+
+def is_plausible_job_id(value: object) -> bool:
+    """Could `value` be the id of a job row? Anything else is never looked up."""
+    return isinstance(value, str) and _JOB_ID.match(value) is not None
 
 
 class Status(StrEnum):

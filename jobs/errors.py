@@ -34,6 +34,27 @@ class UnsupportedFormat(InvalidImage):
         self.accepted = accepted
 
 
+class IdempotencyConflict(AdvisorError):
+    """An idempotency key already names a different request; nothing was written."""
+
+    def __init__(self, message: str, *, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class QuotaExceeded(AdvisorError):
+    """An API key already has its quota of jobs queued or running; nothing was written."""
+
+    def __init__(self, message: str, *, in_flight: int, limit: int) -> None:
+        super().__init__(message)
+        self.in_flight = in_flight
+        self.limit = limit
+
+
+class KeyProblem(AdvisorError):
+    """An API key command names no key, a key that exists already, or an unusable name."""
+
+
 class InvalidWeights(AdvisorError):
     """Rollout weights are malformed: unknown variants, negative, or summing to zero."""
 
@@ -44,6 +65,16 @@ class InvalidFeedback(AdvisorError):
 
 class FeedbackRefused(AdvisorError):
     """The job cannot take feedback: not finished, failed, or a shadow job."""
+
+
+class StaleVersion(InvalidWeights):
+    """A rollout change named a version that is no longer current; nothing was written."""
+
+    def __init__(self, message: str, *, advisor: str, expected: int, current: int) -> None:
+        super().__init__(message)
+        self.advisor = advisor
+        self.expected = expected
+        self.current = current
 
 
 class MigrationScriptsMissing(AdvisorError):

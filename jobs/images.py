@@ -8,12 +8,12 @@ upload is stored without its location and serial numbers (`photo_privacy`).
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import io
 import logging
 import math
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +115,21 @@ class CheckedImage:
 
 def confine(path: str | Path, roots: list[Path]) -> Path:
     """Resolve `path` (symlinks included) and require it to lie under one of `roots`."""
+    try:
+        return _confine(path, roots)
+    except (OSError, RuntimeError, ValueError) as exc:
+        # A symlink loop (RuntimeError), an embedded NUL (ValueError), an unreadable directory.
+        raise InvalidImage(
+            f"Image path {str(path)[:200]!r} cannot be resolved: {_why(exc)}"
+        ) from exc
+
+
+def _why(exc: BaseException) -> str:
+    reason = getattr(exc, "strerror", None) or str(exc)
+    return f"{type(exc).__name__}: {reason}"
+
+
+def _confine(path: str | Path, roots: list[Path]) -> Path:
     if not roots:
         raise InvalidImage(
             "Image paths are disabled: set ADVISOR_IMAGE_ROOTS to the directories clients may "
@@ -142,21 +157,47 @@ def _names(roots: list[Path]) -> list[str]:
 
 
 def read_path(path: str | Path, roots: list[Path], limits: Limits) -> bytes:
+    """The bytes of a confined file; every filesystem failure is an InvalidImage."""
     resolved = confine(path, roots)
-    if not resolved.is_file():
-        raise InvalidImage(f"Image {str(path)!r} not found under the allowed roots")
-    size = resolved.stat().st_size
-    if size > limits.max_bytes:
-        raise InvalidImage(f"Image {str(path)!r} is {size} bytes; the limit is {limits.max_bytes}")
-    return resolved.read_bytes()
+    try:
+        if not resolved.is_file():
+            raise InvalidImage(f"Image {str(path)[:200]!r} not found under the allowed roots")
+        size = resolved.stat().st_size
+        if size > limits.max_bytes:
+            raise InvalidImage(
+                f"Image {str(path)[:200]!r} is {size} bytes; the limit is {limits.max_bytes}"
+            )
+        with resolved.open("rb") as handle:
+            # Read one byte past the limit: a file growing after a stat cannot slip through.
+            data = handle.read(limits.max_bytes + 1)
+    except OSError as exc:
+        raise InvalidImage(f"Image {str(path)[:200]!r} cannot be read: {_why(exc)}") from exc
+    if len(data) > limits.max_bytes:
+        raise InvalidImage(
+            f"Image {str(path)[:200]!r} is over {limits.max_bytes} bytes; the limit is "
+            f"{limits.max_bytes}"
+        )
+    return data
 
 
-def decode_base64(text: str, limits: Limits) -> bytes:
+# Whitespace that wrapped base64 (76-character lines) may carry; removed in one C pass.
+_BASE64_SPACE = b" \t\r\n\x0b\x0c"
+
+
+def decode_base64(text: str | bytes, limits: Limits) -> bytes:
+    """Strict base64 (whitespace allowed) to bytes, in a few linear copies, never a list of
+    chunks: peak memory stays within a small multiple of the input."""
+    try:
+        raw = text.encode("ascii") if isinstance(text, str) else text
+    except UnicodeEncodeError as exc:
+        raise InvalidImage("Inline image is not valid base64: non-ASCII characters") from exc
+    compact = raw.translate(None, _BASE64_SPACE)
+    del raw
     # 4 base64 characters carry 3 bytes; refuse before decoding a huge string.
-    if len(text) * 3 // 4 > limits.max_bytes + 3:
+    if len(compact) * 3 // 4 > limits.max_bytes + 3:
         raise InvalidImage(f"Inline image exceeds the {limits.max_bytes}-byte limit")
     try:
-        return base64.b64decode(text, validate=True)
+        return binascii.a2b_base64(compact, strict_mode=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidImage(f"Inline image is not valid base64: {exc}") from exc
 
@@ -262,7 +303,7 @@ def prepare(
             f"Image starts like {fmt} but is not a readable {fmt} file ({len(data)} bytes): "
             "truncated or corrupt"
         ) from exc
-    except (OSError, SyntaxError, ValueError, EOFError, RuntimeError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, RuntimeError, struct.error) as exc:
         raise InvalidImage(
             f"{fmt} image cannot be decoded ({type(exc).__name__}: {exc}); "
             f"send one of: {photo_formats.accepted_list()}"

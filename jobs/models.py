@@ -1,4 +1,4 @@
-"""SQLAlchemy tables: jobs, stored images, feedback, rollout weights and history, heartbeats."""
+"""SQLAlchemy tables: jobs, images, feedback, rollouts and history, heartbeats, API keys."""
 
 from __future__ import annotations
 
@@ -54,6 +54,7 @@ class Job(Base):
         CheckConstraint("attempts >= 0", name="attempts_non_negative"),
         Index("ix_jobs_status_variant", "status", "variant"),
         Index("ix_jobs_advisor_queued_at", "advisor", "queued_at"),
+        Index("ix_jobs_submitted_by_status", "submitted_by", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -99,6 +100,8 @@ class Job(Base):
     image_tokens: Mapped[int | None] = mapped_column(Integer)
     # Set by a cancel of a running job; its worker polls for it and stops generating.
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The API key (its name) that submitted the job over HTTP; None: CLI, library, no keys.
+    submitted_by: Mapped[str | None] = mapped_column(String(64))
 
     # A shadow job (assignment `shadow`): the same photo on the other arm of its primary's
     # split, never returned to the caller.
@@ -232,3 +235,21 @@ class WorkerHeartbeat(Base):
     # ADVISOR_WORKER_BATCH of the worker, and how many of those rows hold a job now.
     slots: Mapped[int | None] = mapped_column(Integer)
     slots_in_use: Mapped[int | None] = mapped_column(Integer)
+
+
+class ApiKey(Base):
+    """A client's key for the gateway, stored only as its sha256; revoked keys are kept."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (CheckConstraint("scope IN ('intake', 'read')", name="scope_known"),)
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # the key's start, to recognise it by
+    # intake: POST /analyze and its own jobs; read: /dashboard/data, /report, /metrics.
+    scope: Mapped[str] = mapped_column(String(16))
+    # None: ADVISOR_KEY_RATE_PER_MINUTE / ADVISOR_KEY_MAX_IN_FLIGHT apply.
+    rate_per_minute: Mapped[int | None] = mapped_column(Integer)
+    max_in_flight: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -9,7 +9,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -23,10 +35,18 @@ from jobs.contracts import (
     Status,
     model_used_for,
 )
-from jobs.errors import JobNotFound
-from jobs.models import Delivery, Job, StoredImage, WorkerHeartbeat
+from jobs.errors import IdempotencyConflict, JobNotFound, QuotaExceeded
+from jobs.images import STORED_PREFIX
+from jobs.models import ApiKey, Delivery, Job, StoredImage, WorkerHeartbeat
 
 _KEY_CHUNK = 500
+
+
+def storable(text: str) -> str:
+    """`text` as every database stores it: no NUL (PostgreSQL refuses it), valid UTF-8."""
+    if "\x00" not in text and text.isascii():
+        return text
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
 
 
 def utcnow() -> datetime:
@@ -83,6 +103,7 @@ class NewJob:
     # Outcome notices, written in the job's own transaction (the outbox).
     deliveries: tuple[NewDelivery, ...] = ()
     shadow_of: str | None = None  # a shadow job: the id of its primary
+    submitted_by: str | None = None  # the gateway API key's name
 
 
 class StartOutcome(enum.Enum):
@@ -133,54 +154,99 @@ class Repository:
     # -- creating jobs -------------------------------------------------------------
 
     def create_jobs(
-        self, jobs: Sequence[NewJob], images: dict[str, bytes] | None = None
+        self,
+        jobs: Sequence[NewJob],
+        images: dict[str, bytes] | None = None,
+        *,
+        max_in_flight: int | None = None,
     ) -> list[tuple[Job, bool]]:
         """Insert jobs (and inline images) in one transaction.
 
         Returns (job, created) per input; an existing idempotency key returns the stored job.
+        Keys are claimed by the insert itself (ON CONFLICT DO NOTHING), so concurrent submits
+        with one key all get the one job; a key that names a different request raises
+        IdempotencyConflict and writes nothing. With `max_in_flight`, the submitter (every
+        job's `submitted_by`) may then have at most that many jobs queued or running, else
+        QuotaExceeded and nothing is written.
         """
-        return self.create_with_shadows(jobs, images)[0]
+        return self.create_with_shadows(jobs, images, max_in_flight=max_in_flight)[0]
 
     def create_with_shadows(
         self,
         jobs: Sequence[NewJob],
         images: dict[str, bytes] | None = None,
         shadows: Sequence[NewJob] = (),
+        *,
+        max_in_flight: int | None = None,
     ) -> tuple[list[tuple[Job, bool]], list[Job]]:
         """`create_jobs`, plus shadow jobs (`shadow_of` naming a job of `jobs` by its id) in the
-        same transaction; a shadow whose primary was not created (a repeated key) is dropped."""
+        same transaction; a shadow whose primary was not created (a repeated key, or a key a
+        concurrent submit claimed first) is dropped, and so are its deliveries. Shadows carry
+        no submitter: they never count against a quota."""
         now = utcnow()
-        keys = [new.idempotency_key for new in jobs if new.idempotency_key]
+        owners = {new.submitted_by for new in jobs}
         with self.engine.begin() as conn:
-            if images:
-                # One executemany each: a batch of n jobs costs a few statements, not n.
+            if max_in_flight is not None:
+                if len(owners) != 1 or None in owners:
+                    raise ValueError("a quota applies to the jobs of one submitter")
+                # Per submitter, one quota check at a time: concurrent submits cannot both
+                # see room for one more (SQLite's BEGIN IMMEDIATE serializes them anyway).
                 conn.execute(
-                    self._insert_ignore(StoredImage, "sha256"),
+                    select(ApiKey.name).where(ApiKey.name.in_(owners)).with_for_update()
+                ).all()
+            if images:
+                # One executemany each: a batch of n jobs costs a few statements, not n. A
+                # conflict touches created_at: the prune then sees the image as new (and waits
+                # for this transaction's row lock), so it never deletes an image a job needs.
+                conn.execute(
+                    self._upsert(StoredImage, "sha256", {"created_at": now}),
                     [
                         {"sha256": sha, "data": data, "size": len(data), "created_at": now}
                         for sha, data in images.items()
                     ],
                 )
-            known = self._jobs_by_key(conn, keys) if keys else {}
-            results: list[tuple[Job, bool]] = []
-            rows: list[dict[str, Any]] = []
-            notices: list[dict[str, Any]] = []
+            firsts: dict[str, NewJob] = {}  # key -> the batch's first job with it
+            row_of: list[dict[str, Any] | None] = []  # None: a key repeated within the batch
             for new in jobs:
                 key = new.idempotency_key
-                if key and key in known:
-                    results.append((known[key], False))
+                if key and key in firsts:
+                    _check_same_request(key, firsts[key], new)
+                    row_of.append(None)
                     continue
-                values = _new_job_values(new, now)
-                job = Job(**values)
                 if key:
-                    known[key] = job  # a key repeated within the batch makes one job
-                rows.append(values)
-                notices += [d.values(job.id, now) for d in new.deliveries]
-                results.append((job, True))
-            created = {values["id"] for values in rows}
-            paired = [_new_job_values(new, now) for new in shadows if new.shadow_of in created]
-            if rows or paired:
-                conn.execute(insert(Job), rows + paired)
+                    firsts[key] = new
+                row_of.append(_new_job_values(new, now))
+            rows = [row for row in row_of if row is not None]
+            inserted: set[str] = set()
+            if rows:
+                claim = self._insert_ignore(Job, "idempotency_key").returning(Job.id)
+                inserted = set(conn.execute(claim, rows).scalars())
+            made = {row["idempotency_key"]: Job(**row) for row in rows if row["idempotency_key"]}
+            taken = [key for key, job in made.items() if job.id not in inserted]
+            stored = self._jobs_by_key(conn, taken) if taken else {}
+            for key, job in stored.items():
+                _check_same_request(key, job, firsts[key])
+            if max_in_flight is not None:
+                _check_quota(conn, owners.pop() or "", max_in_flight)
+            results: list[tuple[Job, bool]] = []
+            for new, row in zip(jobs, row_of, strict=True):
+                key = new.idempotency_key
+                if key and key in stored:
+                    results.append((stored[key], False))
+                elif row is None:
+                    results.append((made[key or ""], False))  # repeated within this batch
+                else:
+                    results.append((made[key] if key else Job(**row), True))
+            # Only the jobs this insert created get their notices and shadows.
+            notices = [
+                d.values(row["id"], now)
+                for new, row in zip(jobs, row_of, strict=True)
+                if row is not None and row["id"] in inserted
+                for d in new.deliveries
+            ]
+            paired = [_new_job_values(new, now) for new in shadows if new.shadow_of in inserted]
+            if paired:
+                conn.execute(insert(Job), paired)
             if notices:
                 conn.execute(insert(Delivery), notices)
         return results, [Job(**values) for values in paired]
@@ -197,7 +263,11 @@ class Repository:
                 found[job.idempotency_key or ""] = job
         return found
 
-    def _insert_ignore(self, table: type[StoredImage], key: str) -> Any:
+    def _upsert(self, table: type[StoredImage], key: str, touch: dict[str, Any]) -> Any:
+        builder = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        return builder(table).on_conflict_do_update(index_elements=[key], set_=touch)
+
+    def _insert_ignore(self, table: type[Job] | type[StoredImage], key: str) -> Any:
         builder = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
         return builder(table).on_conflict_do_nothing(index_elements=[key])
 
@@ -227,13 +297,17 @@ class Repository:
         ids = list(job_ids)
         if not ids:
             return
+        now = utcnow()
+        is_queued = Job.status == Status.QUEUED
         with self.engine.begin() as conn:
+            # Whatever the status: a fast worker may have started (or finished) the job before
+            # this runs, and the row must still say that its message went out.
             conn.execute(
                 update(Job)
-                .where(Job.id.in_(ids), Job.status == Status.QUEUED)
+                .where(Job.id.in_(ids))
                 .values(
-                    published_at=utcnow(),
-                    publish_error=None,
+                    published_at=case((is_queued, now), else_=func.coalesce(Job.published_at, now)),
+                    publish_error=case((is_queued, None), else_=Job.publish_error),
                     publish_attempts=Job.publish_attempts + 1,
                 )
             )
@@ -243,7 +317,9 @@ class Repository:
             conn.execute(
                 update(Job)
                 .where(Job.id.in_(list(job_ids)), Job.status == Status.QUEUED)
-                .values(publish_error=error[:2000], publish_attempts=Job.publish_attempts + 1)
+                .values(
+                    publish_error=storable(error[:2000]), publish_attempts=Job.publish_attempts + 1
+                )
             )
 
     def unpublished(self, limit: int = 500) -> list[Job]:
@@ -402,7 +478,7 @@ class Repository:
             status=Status.SUCCEEDED,
             completed_at=now,
             llm_outputs=outcome.llm_outputs,
-            raw_output=outcome.raw_output,
+            raw_output=storable(outcome.raw_output),
             prompt_tokens=outcome.prompt_tokens,
             output_tokens=outcome.output_tokens,
             progress=outcome.output_tokens,
@@ -429,11 +505,11 @@ class Repository:
             "status": Status.FAILED,
             "completed_at": utcnow(),
             "error_kind": kind,
-            "error": error[:4000],
+            "error": storable(error[:4000]),
             "lease_until": None,
         }
         if raw_output is not None:
-            values["raw_output"] = raw_output
+            values["raw_output"] = storable(raw_output)
         if output_tokens is not None:
             values["output_tokens"] = output_tokens
         if inference_ms is not None:
@@ -572,6 +648,37 @@ class Repository:
             )
         return res.rowcount == 1
 
+    # -- retention -----------------------------------------------------------------
+
+    def prune_images(self, before: datetime) -> tuple[int, int]:
+        """Delete stored images older than `before` that no queued or running job needs.
+
+        Returns (images, bytes) deleted. A submit that reuses an image touches its
+        created_at in its own transaction, so an image about to be needed is never taken.
+        """
+        needed = (
+            select(Job.id)
+            .where(
+                Job.status.in_([Status.QUEUED, Status.RUNNING]),
+                Job.image_ref == literal(STORED_PREFIX) + StoredImage.sha256,
+            )
+            .exists()
+        )
+        doomed = and_(StoredImage.created_at < before, ~needed)
+        with self.engine.begin() as conn:
+            size = conn.scalar(select(func.coalesce(func.sum(StoredImage.size), 0)).where(doomed))
+            count = conn.execute(delete(StoredImage).where(doomed)).rowcount
+        return count, int(size or 0) if count else 0
+
+    def prune_jobs(self, before: datetime) -> int:
+        """Delete succeeded and failed jobs completed before `before`; a count."""
+        with self.engine.begin() as conn:
+            return conn.execute(
+                delete(Job).where(
+                    Job.status.in_([Status.SUCCEEDED, Status.FAILED]), Job.completed_at < before
+                )
+            ).rowcount
+
     # -- heartbeats ----------------------------------------------------------------
 
     def beat(self, heartbeat: dict[str, Any]) -> None:
@@ -647,6 +754,48 @@ def _start_details(
     return values
 
 
+def _requested_variant(job: Job | NewJob) -> str | None:
+    """The variant a request forced (before any drain moved it), or None for a routed one."""
+    if Assignment(job.assignment) is not Assignment.FORCED:
+        return None
+    return getattr(job, "reassigned_from", None) or job.variant
+
+
+def _check_same_request(key: str, stored: Job | NewJob, new: NewJob) -> None:
+    """A key reused for another image, advisor or forced variant is refused.
+
+    The subject only steers routing; a retry that leaves it out still means the same job.
+    """
+    same = (
+        stored.advisor == new.advisor
+        and stored.image_sha256 == new.image_sha256
+        and _requested_variant(stored) == _requested_variant(new)
+        and stored.submitted_by == new.submitted_by
+    )
+    if not same:
+        raise IdempotencyConflict(
+            f"Idempotency key {key[:80]!r} already names a different request (another image, "
+            "advisor or variant); use a new key for a new request",
+            key=key,
+        )
+
+
+def _check_quota(conn: Connection, owner: str, limit: int) -> None:
+    """After this transaction's inserts: `owner` may have at most `limit` jobs in flight."""
+    in_flight = conn.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(Job.submitted_by == owner, Job.status.in_([Status.QUEUED, Status.RUNNING]))
+    )
+    if (in_flight or 0) > limit:
+        raise QuotaExceeded(
+            f"Key {owner!r} may have {limit} jobs queued or running at once; wait for some to "
+            "finish, then submit again",
+            in_flight=(in_flight or 0),
+            limit=limit,
+        )
+
+
 def _new_job_values(new: NewJob, now: datetime) -> dict[str, Any]:
     return {
         "id": new.id or str(uuid.uuid4()),
@@ -667,6 +816,7 @@ def _new_job_values(new: NewJob, now: datetime) -> dict[str, Any]:
         "publish_attempts": 0,
         "queued_at": now,
         "shadow_of": new.shadow_of,
+        "submitted_by": new.submitted_by,
     }
 
 

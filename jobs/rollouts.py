@@ -8,9 +8,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from jobs.contracts import BASE_VARIANT
-from jobs.errors import InvalidWeights
+from jobs.errors import InvalidWeights, StaleVersion
 from jobs.models import Rollout, RolloutEvent
 from jobs.repository import as_utc, utcnow
 
@@ -25,6 +27,17 @@ class Weights:
     reason: str
     # Share of split jobs also run on the other arm as shadow jobs (0: no pairing).
     shadow: float = 0.0
+
+
+def _stale(advisor: str, expected: int, current: int | None) -> StaleVersion:
+    current = current or 0
+    return StaleVersion(
+        f"Weights of {advisor!r} are at version {current}, not {expected}: they changed "
+        "meanwhile; read them again (`advisor rollout show`) and retry with the current version",
+        advisor=advisor,
+        expected=expected,
+        current=current,
+    )
 
 
 def default_weights(advisor: str) -> Weights:
@@ -84,11 +97,16 @@ class RolloutStore:
         kind: str = "set",
         shadow: float | None = None,
         details: dict[str, Any] | None = None,
+        expected_version: int | None = None,
     ) -> Weights:
         """Replace the weights, bump the version and record the change, in one transaction.
 
         `shadow` None keeps the advisor's current shadow share; `details` (e.g. the guard's
         statistics) is stored on the event.
+
+        Compare-and-set: with `expected_version` (the version the caller's decision was based
+        on) the write happens only if that is still the current version, else StaleVersion
+        names the current one. Without it, the write still cannot interleave with another.
         """
         if not reason.strip():
             raise InvalidWeights("A reason is required for every rollout change (--reason)")
@@ -98,21 +116,31 @@ class RolloutStore:
         with self.engine.begin() as conn:
             row = conn.execute(select(Rollout).where(Rollout.advisor == advisor)).first()
             old = dict(row.weights) if row is not None else None
-            version = (row.version if row is not None else 0) + 1
+            current = row.version if row is not None else 0
+            if expected_version is not None and expected_version != current:
+                raise _stale(advisor, expected_version, current)
+            version = current + 1
             if new_shadow is None:
                 new_shadow = float(row.shadow or 0.0) if row is not None else 0.0
             values = {"weights": normalised, "version": version, "updated_at": now,
                       "updated_by": actor, "reason": reason, "shadow": new_shadow}  # fmt: skip
             if row is None:
-                conn.execute(insert(Rollout).values(advisor=advisor, **values))
+                # A concurrent first write wins the insert; this one then lost the race.
+                won = conn.execute(
+                    self._insert_ignore()
+                    .values(advisor=advisor, **values)
+                    .returning(Rollout.advisor)
+                ).first() is not None  # fmt: skip
             else:
-                res = conn.execute(
+                won = conn.execute(
                     update(Rollout)
-                    .where(Rollout.advisor == advisor, Rollout.version == row.version)
+                    .where(Rollout.advisor == advisor, Rollout.version == current)
                     .values(**values)
-                )
-                if res.rowcount != 1:
-                    raise InvalidWeights(f"Weights of {advisor!r} changed concurrently; retry")
+                ).rowcount == 1  # fmt: skip
+            if not won:
+                # Read committed: this statement sees the version the other writer committed.
+                now_at = conn.scalar(select(Rollout.version).where(Rollout.advisor == advisor))
+                raise _stale(advisor, current, now_at)
             conn.execute(
                 insert(RolloutEvent).values(
                     advisor=advisor, version=version, kind=kind, old_weights=old,
@@ -137,6 +165,10 @@ class RolloutStore:
                     reason=reason, created_at=utcnow(), shadow=current.shadow, details=details,
                 )
             )  # fmt: skip
+
+    def _insert_ignore(self) -> Any:
+        builder = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        return builder(Rollout).on_conflict_do_nothing(index_elements=["advisor"])
 
     def history(self, advisor: str | None = None, limit: int = 50) -> list[RolloutEvent]:
         stmt = select(RolloutEvent).order_by(RolloutEvent.id.desc()).limit(limit)

@@ -8,8 +8,15 @@ import re
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from jobs.errors import ConfigError
 
@@ -28,6 +35,10 @@ class Settings(BaseSettings):
     # Empty means "the embedded default under data_dir"; see the resolved_* properties.
     database_url: str = ""
     broker_url: str = ""
+
+    # TLS brokers (rediss://, amqps://) verify the server's certificate against this CA
+    # bundle, or the system's when unset.
+    broker_ca_file: Path | None = None
 
     # Unset: the registry's `base_model`, else DEFAULT_BASE_MODEL (jobs.variants decides).
     base_model: str | None = None
@@ -60,6 +71,10 @@ class Settings(BaseSettings):
     # KV-cache memory the worker may use for its B rows; None: derived from the machine.
     worker_memory_mb: int | None = Field(default=None, gt=0)
 
+    # False: workers answer only Celery's inspection commands (no remote shutdown,
+    # pool_restart, rate or time limit changes, revoke); True: all of them.
+    worker_remote_control: bool = False
+
     task_time_limit: int = Field(default=600, ge=5)
     max_attempts: int = Field(default=3, ge=1)
     heartbeat_interval: float = Field(default=5.0, gt=0)
@@ -77,8 +92,31 @@ class Settings(BaseSettings):
     delivery_backoff_seconds: float = Field(default=10.0, gt=0)
     notify_broker_url: str = ""
 
+    # `advisor prune` (and its beat task): stored images older than this many days that no
+    # queued or running job needs are deleted; job rows only with --jobs (or the setting).
+    retention_days: float = Field(default=30.0, gt=0)
+    retention_prune_jobs: bool = False
+
     gateway_token: SecretStr | None = None
     gateway_max_body_bytes: int = Field(default=30 * 1024 * 1024, gt=0)
+    # False: intake is open until the first API key exists (`advisor keys create`), then every
+    # intake call needs one; True: a key (or the operator token) is required from the start.
+    gateway_require_keys: bool = False
+    # How often a gateway re-reads the keys table: a revocation takes effect within this.
+    gateway_keys_refresh_seconds: float = Field(default=2.0, gt=0, le=60)
+    # Per API key, unless the key names its own: submits per minute (a token bucket per
+    # gateway process, bursts up to the same number) and jobs queued or running at once.
+    key_rate_per_minute: int = Field(default=60, ge=1)
+    key_max_in_flight: int = Field(default=20, ge=1)
+    # Bounded resources of one gateway process. Event streams and ?wait requests each hold a
+    # connection and poll the database: beyond these caps they are answered 503.
+    gateway_max_streams: int = Field(default=64, ge=1)
+    gateway_max_waits: int = Field(default=64, ge=1)
+    gateway_max_stream_seconds: float = Field(default=900.0, ge=1)  # then `expired`, closed
+    gateway_body_timeout_seconds: float = Field(default=60.0, gt=0)  # whole body, else 408
+    # uvicorn: connections at once (503 beyond) and how long an idle keep-alive one stays.
+    gateway_limit_concurrency: int = Field(default=256, ge=4)
+    gateway_keep_alive_seconds: float = Field(default=5.0, gt=0, le=300)
     log_level: str = "INFO"
 
     @field_validator("base_model", "registry", mode="before")
@@ -132,11 +170,12 @@ class Settings(BaseSettings):
     @field_validator("broker_url", "notify_broker_url")
     @classmethod
     def _known_broker(cls, url: str, info: ValidationInfo) -> str:
-        if url and not url.startswith(("redis://", "rediss://", "amqp://", "pyamqp://", "sqla+")):
+        schemes = ("redis://", "rediss://", "amqp://", "amqps://", "pyamqp://", "sqla+")
+        if url and not url.startswith(schemes):
             name = f"ADVISOR_{str(info.field_name).upper()}"
             raise ValueError(
                 f"{name} scheme {url.split(':', 1)[0]!r} is not supported; "
-                "use redis://, amqp:// or sqla+sqlite:///PATH"
+                "use redis://, rediss:// (TLS), amqp://, amqps:// (TLS) or sqla+sqlite:///PATH"
             )
         return url
 
@@ -163,6 +202,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 "ADVISOR_WORKER_LIVE_WINDOW must exceed ADVISOR_HEARTBEAT_INTERVAL, "
                 "else live workers look dead between beats"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _streams_leave_room_for_other_requests(self) -> Settings:
+        if self.gateway_max_streams + self.gateway_max_waits >= self.gateway_limit_concurrency:
+            raise ValueError(
+                "ADVISOR_GATEWAY_MAX_STREAMS + ADVISOR_GATEWAY_MAX_WAITS must stay below "
+                "ADVISOR_GATEWAY_LIMIT_CONCURRENCY, else streams alone can fill the gateway"
             )
         return self
 
@@ -203,8 +251,24 @@ def get_settings() -> Settings:
     """The process-wide Settings, read once from the environment."""
     try:
         return Settings()
-    except ValueError as exc:
-        raise ConfigError(f"Invalid ADVISOR_* setting: {exc}") from exc
+    except ValidationError as exc:
+        raise ConfigError(f"Invalid ADVISOR_* setting: {describe_invalid(exc)}") from None
+    except (SettingsError, ValueError) as exc:
+        raise ConfigError(f"Invalid ADVISOR_* setting: {type(exc).__name__}") from None
+
+
+def describe_invalid(exc: ValidationError) -> str:
+    """Each refused setting by its variable name and why, never with the value given.
+
+    pydantic's own text quotes the input (a URL with its password) and adds a help link.
+    """
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        loc = error.get("loc") or ()
+        name = f"ADVISOR_{str(loc[0]).upper()}" if loc else "settings"
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(message if message.startswith(name) else f"{name}: {message}")
+    return "; ".join(parts) or "invalid"
 
 
 def mask_url(url: str) -> str:

@@ -10,6 +10,7 @@ from typing import NoReturn
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from jobs.db import is_unmigrated, is_unreachable
 from jobs.errors import AdvisorError, summary
 from jobs.settings import get_settings
 from producers.commands import (
@@ -20,7 +21,9 @@ from producers.commands import (
     feedback,
     guard,
     jobs,
+    keys,
     metrics,
+    prune,
     report,
     rollout,
     sweep,
@@ -42,6 +45,8 @@ COMMANDS: list[Callable[[Subparsers], None]] = [
     capacity.register,
     sweep.register,
     metrics.register,
+    keys.register,
+    prune.register,
 ]
 
 
@@ -75,14 +80,38 @@ def main(argv: list[str] | None = None) -> int:
         print(f"advisor: error: {summary(exc)}", file=sys.stderr)
         return EXIT_FAILED
     except SQLAlchemyError as exc:
-        print(
-            f"advisor: database error: {summary(exc)} "
-            "(check ADVISOR_DATABASE_URL; a new database? run `advisor db upgrade`)",
-            file=sys.stderr,
-        )
+        print(f"advisor: {database_problem(exc)}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:
+        # A file argument that cannot be read, a full disk: the reason is the message.
+        print(f"advisor: error: {summary(exc, typed=True)}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:
+        # The one catch-all: a bug, not bad input. One line here; the traceback in the log.
+        logging.getLogger("advisor").debug("Unexpected error", exc_info=exc)
+        print(
+            f"advisor: internal error ({type(exc).__name__}); run with ADVISOR_LOG_LEVEL=DEBUG "
+            "for the traceback and report it",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+
+
+def database_problem(exc: SQLAlchemyError) -> str:
+    """One line naming the kind of database failure and the way out."""
+    if is_unmigrated(exc):
+        return (
+            f"database has no schema or an old one ({summary(exc, limit=200)}); "
+            "run `advisor db upgrade`"
+        )
+    if is_unreachable(exc):
+        return (
+            f"database unreachable ({summary(exc, limit=300)}); check ADVISOR_DATABASE_URL and "
+            "that the server is up"
+        )
+    return f"database error: {summary(exc, typed=True, limit=300)}"
 
 
 if __name__ == "__main__":

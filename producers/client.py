@@ -130,16 +130,28 @@ class Client:
         notify: str | None = None,
         notify_queue: str | None = None,
         callback_url: str | None = None,
+        submitted_by: str | None = None,
+        max_in_flight: int | None = None,
     ) -> JobHandle:
         """One job. `notify` + `notify_queue`: once the job ends, a Celery task of that name
         goes to that queue with the outcome; `callback_url`: the outcome is POSTed there,
         signed (README "Results delivered"). Both at least once."""
         item = SubmitItem(image, advisor, subject, variant, idempotency_key, notify,
                           notify_queue, callback_url)  # fmt: skip
-        return self.submit_many([item])[0]
+        return self.submit_many([item], submitted_by=submitted_by, max_in_flight=max_in_flight)[0]
 
-    def submit_many(self, items: Iterable[SubmitItem | Mapping[str, Any]]) -> list[JobHandle]:
-        """Validate and route all, write all rows in one transaction, then publish them."""
+    def submit_many(
+        self,
+        items: Iterable[SubmitItem | Mapping[str, Any]],
+        *,
+        submitted_by: str | None = None,
+        max_in_flight: int | None = None,
+    ) -> list[JobHandle]:
+        """Validate and route all, write all rows in one transaction, then publish them.
+
+        `submitted_by` (an API key's name) is recorded on every row; with `max_in_flight` that
+        submitter may have at most so many jobs queued or running (QuotaExceeded otherwise).
+        """
         checked = [check_item(as_item(raw), self.settings, self.callback_policy) for raw in items]
         decisions = [self.router.decide(c.item.advisor, c.subject, c.item.variant) for c in checked]
         new_jobs: list[NewJob] = []
@@ -161,20 +173,31 @@ class Client:
                 model_used=decision.model_used,
                 photo=c.image.photo.to_dict(),
                 deliveries=c.deliveries,
+                submitted_by=submitted_by,
                 id=str(uuid.uuid4()),
             )
             new_jobs.append(primary)
             other = self.router.shadow_for(primary.advisor, decision, primary.id)
             if other is not None:
                 shadows.append(shadow_of(primary, other, self.registry.get(other).base_model))
-        stored, paired = self.repository.create_with_shadows(new_jobs, images, shadows)
+        stored, paired = self.repository.create_with_shadows(
+            new_jobs, images, shadows, max_in_flight=max_in_flight
+        )
         # Only rows this call created are published: a repeated idempotency key publishes once.
         result = self.publish([job for job, created in stored if created] + paired)
         unsent = set(result.unsent)
         return [self._handle(job, created, unsent, result.error) for job, created in stored]
 
     def _handle(self, job: Job, created: bool, unsent: set[str], error: str | None) -> JobHandle:
-        published = job.id not in unsent if created else job.published_at is not None
+        # Another submit's job: unpublished only if its publish is known to have failed. A
+        # row without published_at may be mid-publish by its creator, or already started.
+        published = (
+            job.id not in unsent
+            if created
+            else job.published_at is not None
+            or job.status != Status.QUEUED
+            or not job.publish_error
+        )
         return JobHandle(
             id=job.id,
             advisor=job.advisor,

@@ -12,7 +12,7 @@ from typing import Any
 from PIL import Image
 
 from jobs.advisors import get_persona
-from jobs.contracts import QUEUE_PREFIX, DeliveryKind
+from jobs.contracts import QUEUE_PREFIX, DeliveryKind, is_storable_text
 from jobs.errors import CallbackRefused, InvalidImage
 from jobs.images import (
     PATH_PREFIX,
@@ -34,6 +34,7 @@ MAX_SUBJECT = 200  # jobs.subject column width
 MAX_IDEMPOTENCY_KEY = 200  # jobs.idempotency_key column width
 # A Celery task or queue name an upstream app would use: `app.critique_done`, `app.results`.
 _CELERY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")
+MAX_IMAGE_PATH = 4000  # jobs.image_ref column width, less the "path:" prefix
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,12 @@ def check_image(image: ImageInput, settings: Settings) -> CheckedImage:
     """
     limits, geometry = limits_of(settings), geometry_of(settings)
     if isinstance(image, str | Path):
+        text = str(image)
+        if not text or len(text) > MAX_IMAGE_PATH or not is_storable_text(text):
+            raise InvalidImage(
+                f"Image path {text[:80]!r} must be 1 to {MAX_IMAGE_PATH} characters without "
+                "control characters"
+            )
         resolved = confine(image, settings.image_roots)
         data = read_path(resolved, settings.image_roots, limits)
         return verify(data, limits, geometry, ref=f"{PATH_PREFIX}{resolved}", name=resolved.name)
@@ -111,6 +118,11 @@ def check_text(value: str | None, what: str, limit: int) -> str | None:
         raise InvalidSubmission(f"{what} must be a non-empty string, got {value!r}")
     if len(value) > limit:
         raise InvalidSubmission(f"{what} is {len(value)} characters; the limit is {limit}")
+    if not is_storable_text(value):
+        raise InvalidSubmission(
+            f"{what} {value[:40]!r} contains control characters or invalid UTF-8 (lone "
+            "surrogates); send printable text"
+        )
     return value
 
 
@@ -149,6 +161,8 @@ def check_deliveries(
 
 def check_item(item: SubmitItem, settings: Settings, policy: CallbackPolicy) -> CheckedItem:
     """Advisor, subject, key, notices and image; raises before any row or message exists."""
+    if not isinstance(item.advisor, str):
+        raise InvalidSubmission(f"advisor must be a string, got {type(item.advisor).__name__}")
     get_persona(item.advisor)
     check_text(item.subject, "subject", MAX_SUBJECT)
     check_text(item.idempotency_key, "idempotency_key", MAX_IDEMPOTENCY_KEY)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Optional system packages: OpenBLAS makes MLX's fp32 CPU matmuls fast on Linux; Chromium
 # renders the gateway's dashboard in its test; colord-data (Adobe RGB) and libgs-common (a
-# SWOP CMYK profile; data only, no Ghostscript) give the photo tests real ICC profiles.
+# SWOP CMYK profile; data only, no Ghostscript) give the photo tests real ICC profiles;
+# iproute2 and nftables build and cut the network namespaces of the multi-host fault test.
 # Each is installed once, quietly, as root.
 set -euo pipefail
 [ "$(uname -s)" = Linux ] || exit 0
@@ -33,4 +34,12 @@ fi
 if [ ! -f /usr/share/color/icc/ghostscript/default_cmyk.icc ]; then
   install libgs-common "the photo tests' CMYK profile" \
     "the CMYK photo tests skip locally and fail in CI"
+fi
+if ! command -v ip >/dev/null; then
+  install iproute2 "the multi-host fault test's network namespaces" \
+    "the multi-host fault test skips locally and fails in CI"
+fi
+if ! command -v nft >/dev/null; then
+  install nftables "cutting a worker host off PostgreSQL in the multi-host fault test" \
+    "the multi-host fault test skips locally and fails in CI"
 fi

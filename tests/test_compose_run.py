@@ -110,10 +110,13 @@ def test_the_compose_services_run_natively_and_analyse_a_photo(
         env["ADVISOR_HEARTBEAT_INTERVAL"] = "1"
         return [str(BIN / program), *(_localise(a, volumes) for a in args)], env
 
-    def run_once(name: str) -> None:
+    def run_once(name: str, command: list[str] | None = None) -> str:
         argv, env = argv_env(name)
+        if command is not None:
+            argv = [str(BIN / command[0]), *command[1:]]
         proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=180)
         assert proc.returncode == 0, f"{name}: {argv} exited {proc.returncode}:\n{proc.stderr}"
+        return proc.stdout
 
     def start(name: str) -> tuple[subprocess.Popen[bytes], Path]:
         argv, env = argv_env(name)
@@ -125,6 +128,8 @@ def test_the_compose_services_run_natively_and_analyse_a_photo(
 
     with ExitStack() as stack:
         run_once("migrate")
+        # The gateway requires API keys from the start; the operator makes one.
+        key = run_once("gateway", ["advisor", "keys", "create", "compose-test"]).strip()
         run_once("tiny-model")
         proc, log = start("cpu-worker")
         wait_until_ready(WorkerProcess("base", proc, log), repo, 120)
@@ -141,8 +146,15 @@ def test_the_compose_services_run_natively_and_analyse_a_photo(
         response = httpx.post(
             "http://127.0.0.1:8000/analyze?wait=120",
             json={"image_base64": image, "advisor": "ansel"},
+            headers={"Authorization": f"Bearer {key}"},
             timeout=150,
         )
+        assert response.status_code == 200, response.text
+        anonymous = httpx.post(
+            "http://127.0.0.1:8000/analyze", json={"image_base64": image, "advisor": "ansel"},
+            timeout=30,
+        )  # fmt: skip
+        assert anonymous.status_code == 401, anonymous.text
         assert response.status_code == 200, response.text
         job = response.json()
         assert job["status"] == "succeeded" and job["variant"] == "base", job

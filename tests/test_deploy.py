@@ -248,6 +248,26 @@ def test_postgres_keeps_its_data_in_a_named_volume_and_reports_health() -> None:
         assert spec["services"][broker]["healthcheck"]["test"], broker
 
 
+def published(spec: dict[str, Any]) -> dict[str, list[str]]:
+    return {name: [str(p) for p in s.get("ports", [])] for name, s in spec["services"].items()}
+
+
+def test_only_the_gateway_listens_on_every_interface_unless_services_bind_says_otherwise() -> None:
+    ports = {name: p for name, p in published(compose()).items() if p}
+    assert ports.pop("gateway") == ["8000:8000"]
+    assert set(ports) == {"redis", "rabbitmq", "postgres", "flower"}
+    for name, bindings in ports.items():
+        assert all(b.startswith("127.0.0.1:") for b in bindings), (name, bindings)
+    lan = published(compose({**SECRETS, "SERVICES_BIND": "10.0.0.5"}))
+    assert lan["redis"] == ["10.0.0.5:6379:6379"] and lan["gateway"] == ["8000:8000"]
+
+
+def test_redis_needs_a_password_and_the_gateway_needs_api_keys_by_default() -> None:
+    spec = services()
+    assert "requirepass" in " ".join(spec["redis"]["command"])
+    assert spec["gateway"]["environment"]["ADVISOR_GATEWAY_REQUIRE_KEYS"] == "true"
+
+
 def test_every_project_service_shares_one_broker_and_one_database() -> None:
     envs = [
         s.get("environment", {})

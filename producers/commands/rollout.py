@@ -12,6 +12,8 @@ from producers.errors import InvalidSubmission
 from producers.ops.rollout import RolloutControl, default_actor
 from producers.views import registry_to_dict, weights_to_dict
 
+EXPECTED_HELP = "only if the weights are still at version N (as `rollout show` printed)"
+
 
 def rollout_control(producer: Client) -> RolloutControl:
     """Rollout control over `producer`'s database, registry, router and broker."""
@@ -73,8 +75,9 @@ def cmd_set(args: argparse.Namespace) -> int:
                 f"({producer.registry.where})"
             )
         result = rollout_control(producer).set_weights(
-            args.advisor, weights, reason=args.reason, actor=default_actor(), shadow=args.shadow
-        )
+            args.advisor, weights, reason=args.reason, actor=default_actor(), shadow=args.shadow,
+            expected_version=args.expected_version,
+        )  # fmt: skip
     print(f"{result.advisor} v{result.version}: {_format(result.weights, result.shadow)}")
     return 0
 
@@ -82,8 +85,9 @@ def cmd_set(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     with client() as producer:
         result = rollout_control(producer).rollback(
-            args.advisor, drain=args.drain, reason=args.reason, actor=default_actor()
-        )
+            args.advisor, drain=args.drain, reason=args.reason, actor=default_actor(),
+            expected_version=args.expected_version,
+        )  # fmt: skip
     w = result.weights
     print(f"{w.advisor} v{w.version}: {_format(w.weights)}")
     if args.drain:
@@ -106,9 +110,11 @@ def register(sub: Subparsers) -> None:
         "--shadow", type=float, metavar="F",
         help="share of split jobs also run on the other arm, paired (0-1; default: keep)",
     )  # fmt: skip
+    set_.add_argument("--expected-version", type=int, metavar="N", help=EXPECTED_HELP)
     set_.set_defaults(handler=cmd_set)
     back = r_sub.add_parser("rollback", help="send all of an advisor's traffic to base")
     back.add_argument("advisor")
     back.add_argument("--drain", action="store_true", help="also move queued jobs to base")
     back.add_argument("--reason", required=True)
+    back.add_argument("--expected-version", type=int, metavar="N", help=EXPECTED_HELP)
     back.set_defaults(handler=cmd_rollback)

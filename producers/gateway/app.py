@@ -7,14 +7,16 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import SQLAlchemyError
 
-from jobs.errors import AdvisorError
+from jobs.errors import AdvisorError, summary
 from jobs.settings import Settings, get_settings
 from jobs.variants import Registry
 from producers.client import Client
@@ -58,7 +60,10 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
 
     app.state.gateway = gateway
     problems.install(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.gateway_max_body_bytes)
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.gateway_max_body_bytes,
+        timeout=settings.gateway_body_timeout_seconds,
+    )  # fmt: skip
     app.include_router(api.router)
     app.include_router(ops.router)
     app.include_router(dashboard.router)
@@ -89,8 +94,22 @@ def main(argv: list[str] | None = None) -> int:
     except AdvisorError as exc:
         print(f"advisor-gateway: error: {exc}", file=sys.stderr)
         return 1
-    uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level.lower())
+    except SQLAlchemyError as exc:
+        print(f"advisor-gateway: error: {summary(exc, typed=True, limit=300)}", file=sys.stderr)
+        return 1
+    uvicorn.run(app, host=args.host, port=args.port, **uvicorn_options(settings))
     return 0
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """Connections at once (503 beyond) and idle keep-alive: a flood cannot hold the server."""
+    return {
+        "log_level": settings.log_level.lower(),
+        "limit_concurrency": settings.gateway_limit_concurrency,
+        "timeout_keep_alive": settings.gateway_keep_alive_seconds,
+        # Headers of one request at most 64 KiB (h11): no unbounded header buffering.
+        "h11_max_incomplete_event_size": 64 * 1024,
+    }
 
 
 if __name__ == "__main__":

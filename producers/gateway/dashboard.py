@@ -15,6 +15,7 @@ from sqlalchemy import select
 from jobs.contracts import Status
 from jobs.models import Job
 from jobs.repository import as_utc, utcnow
+from producers.gateway.auth import ReaderDep
 from producers.gateway.ops import finite
 from producers.gateway.schemas import error_responses
 from producers.gateway.service import Gateway, GatewayDep
@@ -108,9 +109,10 @@ def get_dashboard() -> FileResponse:
     return FileResponse(STATIC_DIR / "dashboard.html", media_type="text/html")
 
 
-@router.get("/dashboard/data", responses=error_responses(422, 503))
+@router.get("/dashboard/data", responses=error_responses(401, 403, 422, 503))
 def get_dashboard_data(
     gateway: GatewayDep,
+    _caller: ReaderDep,
     hours: float = Query(default=24.0, gt=0, le=24 * 90, description="window in hours"),
 ) -> dict[str, Any]:
     """What the dashboard page draws; it fetches this every few seconds."""

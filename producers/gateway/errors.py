@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from producers.errors import ProducerError
@@ -39,11 +40,31 @@ class Unauthorized(GatewayError):
     code = "unauthorized"
 
 
+class Forbidden(GatewayError):
+    """The caller is known but may not do this (a key of the wrong scope)."""
+
+    status = 403
+    code = "forbidden"
+
+
+class VariantForbidden(Forbidden):
+    """Forcing a variant bypasses the split: only the operator token may do it."""
+
+    code = "variant_forbidden"
+
+
 class JobUnknown(GatewayError):
     """No job has this id (or the id cannot be one)."""
 
     status = 404
     code = "job_not_found"
+
+
+class BodyTimeout(GatewayError):
+    """The request body did not arrive within ADVISOR_GATEWAY_BODY_TIMEOUT_SECONDS."""
+
+    status = 408
+    code = "body_timeout"
 
 
 class BodyTooLarge(GatewayError):
@@ -67,11 +88,28 @@ class InvalidInput(GatewayError):
     code = "validation_error"
 
 
+class RateLimited(GatewayError):
+    """The key submitted more than its rate allows; Retry-After says when it may again."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message, retry_after=max(1, math.ceil(retry_after)))
+        self.retry_after = max(1, math.ceil(retry_after))
+
+
 class ServiceUnavailable(GatewayError):
     """A dependency (database, broker) is down, or a feature is not configured."""
 
     status = 503
     code = "service_unavailable"
+
+
+class TooBusy(ServiceUnavailable):
+    """Every event-stream (or ?wait) slot of this gateway is taken; retry shortly."""
+
+    code = "too_busy"
 
 
 class BrokerUnavailable(ServiceUnavailable):

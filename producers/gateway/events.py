@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -16,6 +16,7 @@ from jobs.contracts import FINAL_STATUSES, Status
 from jobs.errors import summary
 from jobs.models import Job
 from producers.client import Client
+from producers.gateway.limits import Lease
 from producers.gateway.schemas import job_public
 
 logger = logging.getLogger(__name__)
@@ -29,8 +30,16 @@ def is_final(job: Job) -> bool:
     return Status(job.status) in FINAL_STATUSES
 
 
-async def wait_for(client: Client, job_id: str, timeout: float) -> Job:
-    """The job once final, or as it stands when `timeout` runs out; never blocks the loop."""
+async def wait_for(
+    client: Client,
+    job_id: str,
+    timeout: float,
+    is_disconnected: Callable[[], Awaitable[bool]] | None = None,
+) -> Job | None:
+    """The job once final, or as it stands when `timeout` runs out; never blocks the loop.
+
+    None once the client has gone (checked every poll): nobody is left to answer.
+    """
     deadline = time.monotonic() + timeout
     while True:
         job = await run_in_threadpool(client.status, job_id)
@@ -38,6 +47,9 @@ async def wait_for(client: Client, job_id: str, timeout: float) -> Job:
         if is_final(job) or remaining <= 0:
             return job
         await anyio.sleep(min(POLL_SECONDS, remaining))
+        if is_disconnected is not None and await is_disconnected():
+            logger.info("wait for %s: the client went away; polling stopped", job_id)
+            return None
 
 
 def sse(event: str, data: Any) -> str:
@@ -55,19 +67,46 @@ def _brief(job: Job, max_output_tokens: int) -> dict[str, Any]:
     }
 
 
-async def job_events(client: Client, job_id: str, max_output_tokens: int) -> AsyncIterator[str]:
+async def job_events(
+    client: Client,
+    job_id: str,
+    max_output_tokens: int,
+    *,
+    lease: Lease | None = None,
+    max_seconds: float = float("inf"),
+) -> AsyncIterator[str]:
     """`status` on every status change, `progress` on every new token count while running,
-    then one `final` event carrying the whole job; the stream ends there."""
+    then one `final` event carrying the whole job; the stream ends there.
+
+    After `max_seconds` an `expired` event ends it (the client may reconnect). A client that
+    disconnects cancels this generator at its next poll; the stream's `lease` is given back
+    either way.
+    """
+    try:
+        async for event in _events(client, job_id, max_output_tokens, max_seconds):
+            yield event
+    finally:
+        if lease is not None:
+            lease.release()
+
+
+async def _events(
+    client: Client, job_id: str, max_output_tokens: int, max_seconds: float
+) -> AsyncIterator[str]:
     yield "retry: 2000\n\n"
     status: str | None = None
     progress: int | None = None
-    quiet_since = time.monotonic()
+    started = quiet_since = time.monotonic()
     while True:
+        if time.monotonic() - started >= max_seconds:
+            message = f"This stream ended after {max_seconds:g}s; reconnect to follow the job"
+            yield sse("expired", {"error": "stream_expired", "message": message})
+            return
         try:
             job = await run_in_threadpool(client.status, job_id)
         except SQLAlchemyError as exc:
-            logger.warning("events for %s: database error %s", job_id, type(exc).__name__)
-            message = summary(exc, limit=300)
+            logger.warning("events for %s: %s", job_id, summary(exc, typed=True, limit=500))
+            message = "The database is unavailable; reconnect in a moment to follow the job"
             yield sse("error", {"error": "database_unavailable", "message": message})
             return
         if is_final(job):

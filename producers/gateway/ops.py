@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from producers.gateway.auth import ReaderDep
 from producers.gateway.schemas import (
     PRINTABLE,
     HealthReport,
@@ -58,9 +59,9 @@ def get_health(response: Response, gateway: GatewayDep) -> HealthReport:
     tags=["operations"],
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}},
-               **error_responses(503)},
+               **error_responses(401, 403, 503)},
 )  # fmt: skip
-def get_metrics(gateway: GatewayDep) -> Response:
+def get_metrics(gateway: GatewayDep, _caller: ReaderDep) -> Response:
     """Prometheus text format; queue depths are left out while the broker is unreachable."""
     settings = gateway.settings
     queues = [queue for _variant, queue in queues_of(gateway.registry)]
@@ -69,9 +70,10 @@ def get_metrics(gateway: GatewayDep) -> Response:
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/report", tags=["operations"], responses=error_responses(422, 503))
+@router.get("/report", tags=["operations"], responses=error_responses(401, 403, 422, 503))
 def get_report(
     gateway: GatewayDep,
+    _caller: ReaderDep,
     days: float = Query(default=7.0, gt=0, le=MAX_REPORT_DAYS, description="window in days"),
     advisor: str | None = Query(default=None, min_length=1, max_length=64, pattern=PRINTABLE),
 ) -> JSONResponse:
@@ -102,14 +104,15 @@ def _actor(given: str | None) -> str:
     "/rollouts/{advisor}",
     response_model=RolloutPublic,
     tags=["rollouts"],
-    responses=error_responses(401, 422, 503),
+    responses=error_responses(401, 409, 422, 503),
 )
 def put_rollout(advisor: str, body: RolloutUpdate, gateway: AuthorisedDep) -> RolloutPublic:
     """Replace an advisor's weights (normalised, versioned, audited) and its shadow share."""
     control = gateway.rollouts
     weights = control.set_weights(
-        advisor, body.weights, reason=body.reason, actor=_actor(body.actor), shadow=body.shadow
-    )
+        advisor, body.weights, reason=body.reason, actor=_actor(body.actor), shadow=body.shadow,
+        expected_version=body.expected_version,
+    )  # fmt: skip
     return _public(control.describe(weights))
 
 
@@ -117,13 +120,14 @@ def put_rollout(advisor: str, body: RolloutUpdate, gateway: AuthorisedDep) -> Ro
     "/rollouts/{advisor}/rollback",
     response_model=RollbackPublic,
     tags=["rollouts"],
-    responses=error_responses(401, 422, 503),
+    responses=error_responses(401, 409, 422, 503),
 )
 def post_rollback(advisor: str, body: RollbackRequest, gateway: AuthorisedDep) -> RollbackPublic:
     """Every non-base weight to 0; with `drain`, queued jobs move to base."""
     result = gateway.rollouts.rollback(
-        advisor, drain=body.drain, reason=body.reason, actor=_actor(body.actor)
-    )
+        advisor, drain=body.drain, reason=body.reason, actor=_actor(body.actor),
+        expected_version=body.expected_version,
+    )  # fmt: skip
     w = result.weights
     return RollbackPublic(
         advisor=w.advisor, weights=dict(w.weights), version=w.version,

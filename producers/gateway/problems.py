@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,23 +16,29 @@ from starlette.exceptions import HTTPException
 from jobs.errors import (
     CallbackRefused,
     FeedbackRefused,
+    IdempotencyConflict,
     InvalidFeedback,
     InvalidImage,
     InvalidWeights,
     JobNotFound,
+    QuotaExceeded,
+    StaleVersion,
     UnknownAdvisor,
     UnknownVariant,
     UnsupportedFormat,
     summary,
 )
 from producers.errors import InvalidSubmission, JobFinished, PublishFailed
-from producers.gateway.errors import GatewayError, RolloutsDisabled, Unauthorized
+from producers.gateway.errors import GatewayError, RateLimited, RolloutsDisabled, Unauthorized
 
 logger = logging.getLogger(__name__)
 
 # Foreign exceptions (raised below the gateway) and what each means to an HTTP client.
 FOREIGN: tuple[tuple[type[Exception], int, str], ...] = (
     (JobNotFound, 404, "job_not_found"),
+    (IdempotencyConflict, 409, "idempotency_key_reused"),
+    (StaleVersion, 409, "stale_version"),
+    (QuotaExceeded, 429, "too_many_in_flight"),
     # Before InvalidImage, its parent: a refused format is a 415 naming the accepted ones.
     (UnsupportedFormat, 415, "unsupported_format"),
     (InvalidImage, 400, "invalid_image"),
@@ -68,6 +75,10 @@ def problem(
 def _headers_for(status: int, exc: BaseException) -> dict[str, str] | None:
     if isinstance(exc, Unauthorized):
         return {"WWW-Authenticate": "Bearer"}
+    if isinstance(exc, RateLimited):
+        return {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, QuotaExceeded):
+        return {"Retry-After": RETRY_AFTER_SECONDS}
     if status == 503 and not isinstance(exc, RolloutsDisabled):
         # A dependency outage passes; a missing token does not, so no retry hint for it.
         return {"Retry-After": RETRY_AFTER_SECONDS}
@@ -84,16 +95,31 @@ async def _foreign(_request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, kind):
             message = summary(exc)
             if code == "database_unavailable":
-                logger.warning("database error: %s", message)
-                message = f"Database unavailable or not migrated: {message}"
-            extra: dict[str, Any] = {}
-            if isinstance(exc, UnsupportedFormat):
-                extra = {"detected": exc.detected, "accepted": list(exc.accepted)}
-            elif isinstance(exc, JobFinished):
-                # A 409 names the status the job ended with, for programs as well as people.
-                extra = {"job_status": exc.status}
-            return problem(status, code, message, _headers_for(status, exc), **extra)
+                # Driver text names hosts, SQL and parameters: the log gets it, clients do not.
+                logger.warning("database error: %s", summary(exc, typed=True, limit=500))
+                message = "The database is unavailable; try again shortly"
+            elif code == "broker_unavailable":
+                logger.warning("broker error: %s", message)
+                message = "The broker is unavailable; try again shortly"
+            return problem(status, code, message, _headers_for(status, exc), **_extra_of(exc))
     return await _internal(_request, exc)
+
+
+def _extra_of(exc: Exception) -> dict[str, Any]:
+    """Fields a client acts on: the version to retry with, the key that was reused, the
+    formats accepted, the status a job ended with."""
+    if isinstance(exc, StaleVersion):
+        return {"current_version": exc.current}
+    if isinstance(exc, IdempotencyConflict):
+        return {"idempotency_key": exc.key}
+    if isinstance(exc, QuotaExceeded):
+        return {"limit": exc.limit}
+    if isinstance(exc, UnsupportedFormat):
+        return {"detected": exc.detected, "accepted": list(exc.accepted)}
+    if isinstance(exc, JobFinished):
+        # A 409 names the status the job ended with, for programs as well as people.
+        return {"job_status": exc.status}
+    return {}
 
 
 async def _validation(_request: Request, exc: Exception) -> JSONResponse:
@@ -112,9 +138,17 @@ async def _http(_request: Request, exc: Exception) -> JSONResponse:
     return problem(exc.status_code, code, str(exc.detail), dict(exc.headers or {}) or None)
 
 
-async def _internal(_request: Request, exc: Exception) -> JSONResponse:
-    logger.error("Unhandled %s", type(exc).__name__, exc_info=exc)
-    return problem(500, "internal_error", f"Internal error ({type(exc).__name__}); see the log")
+async def _internal(request: Request, exc: Exception) -> JSONResponse:
+    """Anything not mapped above is a bug: logged with its traceback under an incident id,
+    answered with only that id (no exception type, no text)."""
+    incident = uuid.uuid4().hex[:12]
+    logger.error(
+        "Internal error %s on %s %s", incident, request.method, request.url.path, exc_info=exc
+    )
+    return problem(
+        500, "internal_error", f"Internal error; the gateway's log names it as incident {incident}",
+        incident=incident,
+    )  # fmt: skip
 
 
 def install(app: FastAPI) -> None:

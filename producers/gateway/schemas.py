@@ -22,6 +22,9 @@ from producers.views import delivery_to_dict
 # No control characters: they have no place in paths, names or keys (PostgreSQL refuses NUL).
 PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 MAX_WAIT_SECONDS = 600.0
+EXPECTED_VERSION = (
+    "compare-and-set: written only if the weights are still at this version (409 otherwise)"
+)
 
 
 class ErrorBody(BaseModel):
@@ -230,6 +233,14 @@ def job_urls(job_id: str) -> tuple[str, str]:
     return f"/jobs/{job_id}", f"/jobs/{job_id}/events"
 
 
+UNSENT = "not yet taken by the broker; it is sent again automatically"
+
+
+def public_publish_error(job: Job) -> str | None:
+    """What clients learn of a failed publish: that it will be retried, not the broker's hosts."""
+    return UNSENT if job.publish_error and job.published_at is None else None
+
+
 def job_public(
     job: Job, max_output_tokens: int, deliveries: list[Delivery] | None = None
 ) -> JobPublic:
@@ -240,7 +251,7 @@ def job_public(
         assignment=job.assignment, model_used=job.model_used,
         weights_version=job.weights_version, subject=job.subject, attempts=job.attempts,
         progress=job.progress or 0, max_output_tokens=max_output_tokens,
-        published=job.published_at is not None, publish_error=job.publish_error,
+        published=job.published_at is not None, publish_error=public_publish_error(job),
         queued_at=job.queued_at, started_at=job.started_at, completed_at=job.completed_at,
         queue_wait_ms=job.queue_wait_ms, inference_ms=job.inference_ms,
         prompt_tokens=job.prompt_tokens, output_tokens=job.output_tokens,
@@ -316,6 +327,7 @@ class RolloutUpdate(BaseModel):
         default=None, min_length=1, max_length=120, pattern=PRINTABLE,
         description="who asks, for the audit trail (default: gateway@HOST)",
     )  # fmt: skip
+    expected_version: int | None = Field(default=None, ge=0, description=EXPECTED_VERSION)
 
 
 class RollbackRequest(BaseModel):
@@ -326,6 +338,7 @@ class RollbackRequest(BaseModel):
     reason: str = Field(min_length=1, max_length=2000, pattern=PRINTABLE)
     drain: bool = Field(default=False, description="also move queued jobs to base")
     actor: str | None = Field(default=None, min_length=1, max_length=120, pattern=PRINTABLE)
+    expected_version: int | None = Field(default=None, ge=0, description=EXPECTED_VERSION)
 
 
 class RollbackPublic(BaseModel):

@@ -11,11 +11,14 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 
+from jobs.keys import KeyStore
 from jobs.repository import Repository
 from jobs.settings import Settings
 from jobs.variants import Registry
 from producers.client import Client
 from producers.gateway.errors import RolloutsDisabled, Unauthorized
+from producers.gateway.keyring import KeyRing, RateLimiter
+from producers.gateway.limits import Slots
 from producers.ops.rollout import RolloutControl
 
 bearer = HTTPBearer(auto_error=False, description="the value of ADVISOR_GATEWAY_TOKEN")
@@ -30,6 +33,10 @@ class Gateway:
     registry: Registry
     rollouts: RolloutControl
     broker: Celery  # the publisher's app, asked for queue depths
+    keys: KeyRing
+    limiter: RateLimiter
+    streams: Slots  # GET /jobs/{id}/events held open
+    waits: Slots  # POST /analyze?wait=... waiting
 
     @classmethod
     def of(cls, client: Client) -> Gateway:
@@ -39,10 +46,22 @@ class Gateway:
             client.registry, client.rollouts, client.repository, client.router, client.outbox,
             live_window=settings.worker_live_window,
         )  # fmt: skip
+        keys = KeyRing(KeyStore(client.engine), settings.gateway_keys_refresh_seconds)
         return cls(
             settings, client, client.engine, client.repository, client.registry, rollouts,
-            client.publisher.app,
+            client.publisher.app, keys, RateLimiter(),
+            Slots(settings.gateway_max_streams, "event streams (ADVISOR_GATEWAY_MAX_STREAMS)"),
+            Slots(settings.gateway_max_waits, "waiting requests (ADVISOR_GATEWAY_MAX_WAITS)"),
         )  # fmt: skip
+
+    def is_operator(self, token: str) -> bool:
+        """`token` is ADVISOR_GATEWAY_TOKEN (compared in constant time); never with none set."""
+        expected = self.settings.gateway_token
+        if expected is None or not expected.get_secret_value():
+            return False
+        return secrets.compare_digest(
+            token.encode("utf-8", "replace"), expected.get_secret_value().encode()
+        )
 
     def check_token(self, credentials: HTTPAuthorizationCredentials | None) -> None:
         expected = self.settings.gateway_token
@@ -52,7 +71,7 @@ class Gateway:
                 "and send it as `Authorization: Bearer <token>`"
             )
         given = credentials.credentials if credentials is not None else ""
-        if not secrets.compare_digest(given.encode(), expected.get_secret_value().encode()):
+        if not self.is_operator(given):
             raise Unauthorized(
                 "Missing or wrong bearer token: send `Authorization: Bearer <token>` with the "
                 "value of ADVISOR_GATEWAY_TOKEN"
@@ -75,15 +94,3 @@ def authorised(gateway: GatewayDep, credentials: Credentials) -> Gateway:
 
 
 AuthorisedDep = Annotated[Gateway, Depends(authorised)]
-
-
-def submitter(gateway: GatewayDep) -> Gateway:
-    """A dependency: the gateway, for a caller that may submit photos and rate critiques.
-
-    POST /analyze and POST /jobs/{id}/feedback both take it, so whatever protects one (an API
-    key, a rate limit) protects the other; a test keeps their dependencies equal.
-    """
-    return gateway
-
-
-SubmitterDep = Annotated[Gateway, Depends(submitter)]

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
 from celery import Celery
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.broker import queue_depths
 from jobs.contracts import BASE_VARIANT, queue_for
+from jobs.db import is_unmigrated
 from jobs.errors import BrokerUnreachable, summary
 from jobs.models import Job
-from jobs.settings import mask_url
 from jobs.variants import Registry
 from producers.gateway.schemas import DependencyHealth, HealthReport, QueueHealth
 from producers.gateway.service import Gateway
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -28,22 +31,37 @@ class BrokerState:
 
 
 def check_database(engine: Engine) -> DependencyHealth:
-    """Connects and reads the jobs table, so an unmigrated database is reported too."""
+    """Connects and reads the jobs table, so an unmigrated database is reported too.
+
+    The detail names the kind of failure only: /health is public, driver text (SQL, hosts)
+    goes to the log.
+    """
     try:
         with engine.connect() as conn:
-            conn.execute(select(func.count()).select_from(Job)).scalar_one()
+            conn.execute(select(Job.id).limit(1)).first()
     except SQLAlchemyError as exc:
-        return DependencyHealth(ok=False, detail=summary(exc, typed=True))
+        return DependencyHealth(ok=False, detail=_database_failure(exc))
     return DependencyHealth(ok=True, detail=engine.dialect.name)
 
 
+def _database_failure(exc: SQLAlchemyError) -> str:
+    logger.warning("health: database check failed: %s", summary(exc, typed=True, limit=500))
+    return "not migrated" if is_unmigrated(exc) else "unreachable"
+
+
 def check_broker(app: Celery, broker_url: str, queues: list[str]) -> BrokerState:
-    """Each queue's depth (absent queue: 0), or why the broker did not answer."""
+    """Each queue's depth (absent queue: 0), or that the broker did not answer (logged why)."""
     try:
         depths = queue_depths(app, queues)
     except BrokerUnreachable as exc:
-        return BrokerState(False, str(exc), {})
-    return BrokerState(True, mask_url(broker_url), depths)
+        logger.warning("health: %s", exc)
+        return BrokerState(False, "unreachable", {})
+    return BrokerState(True, broker_kind(broker_url), depths)
+
+
+def broker_kind(url: str) -> str:
+    """The transport alone (redis, amqp, sqla+sqlite...): never a host, user or password."""
+    return url.split("://", 1)[0]
 
 
 def queues_of(registry: Registry) -> list[tuple[str, str]]:
@@ -68,7 +86,7 @@ def health(gateway: Gateway) -> HealthReport:
                 slots[w.variant] += w.slots or 1  # rows from before batching: one at a time
                 busy[w.variant] += w.slots_in_use or 0
         except SQLAlchemyError as exc:
-            database = DependencyHealth(ok=False, detail=summary(exc, typed=True, limit=300))
+            database = DependencyHealth(ok=False, detail=_database_failure(exc))
     queues = [
         QueueHealth(
             queue=queue,

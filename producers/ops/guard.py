@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from jobs.broker import beat_entry
 from jobs.contracts import BASE_VARIANT, GUARD_TASK, ErrorKind, Status
 from jobs.db import engine_for
+from jobs.errors import StaleVersion
 from jobs.models import Job
 from jobs.repository import utcnow
 from jobs.rollouts import RolloutStore
@@ -88,6 +89,7 @@ class GuardDecision:
     breaches: tuple[str, ...] = ()
     applied: bool = False  # the rollback was written
     checks: tuple[RuleCheck, ...] = ()
+    weights_version: int = 0  # the version judged; a rollback is written only over it
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "action": self.action.value}
@@ -127,11 +129,15 @@ def evaluate(
     by_variant: dict[str, list[Any]] = defaultdict(list)
     for row in rows:
         by_variant[row.variant].append(row)
-    weights = rollouts.get(advisor).weights
+    read = rollouts.get(advisor)
+    weights = read.weights
     base = _arm(by_variant.get(BASE_VARIANT, []))
     candidates = sorted((set(weights) | set(by_variant)) - {BASE_VARIANT})
     return [
-        _judge(advisor, v, weights.get(v, 0.0), rows, _arm(by_variant.get(v, [])), base, th)
+        replace(
+            _judge(advisor, v, weights.get(v, 0.0), rows, _arm(by_variant.get(v, [])), base, th),
+            weights_version=read.version,
+        )
         for v in candidates
     ]
 
@@ -229,9 +235,19 @@ def _roll_back(
     others = any(w > 0 for v, w in weights.items() if v != BASE_VARIANT)
     known = registry.names | set(current.weights)
     applied = replace(decision, applied=True)
-    store.set(decision.advisor, weights, known_variants=known, actor=GUARD_ACTOR,
-              reason=decision.reason, kind="guard", shadow=None if others else 0.0,
-              details=statistics(applied, th))  # fmt: skip
+    try:
+        # Over the version judged: an operator's change since then is never overwritten.
+        store.set(decision.advisor, weights, known_variants=known, actor=GUARD_ACTOR,
+                  reason=decision.reason, kind="guard", shadow=None if others else 0.0,
+                  details=statistics(applied, th),
+                  expected_version=decision.weights_version)  # fmt: skip
+    except StaleVersion as exc:
+        logger.warning("guard: %s; judged again next round", exc)
+        return replace(
+            decision, action=Action.HOLD,
+            reason=decision.reason + f"; weights changed meanwhile (now v{exc.current}), "
+            "judged again next round",
+        )  # fmt: skip
     logger.warning("guard rolled back %s/%s: %s", decision.advisor, decision.variant,
                    decision.reason)  # fmt: skip
     return applied

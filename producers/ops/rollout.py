@@ -92,23 +92,36 @@ class RolloutControl:
         reason: str,
         actor: str,
         shadow: float | None = None,
+        expected_version: int | None = None,
     ) -> Weights:
         """Validated against the variants serving `advisor`, versioned and audited.
 
         `shadow`: the share of split jobs also run on the other arm (None keeps the current).
+        With `expected_version`, only if the weights are still at that version (StaleVersion).
         """
         get_persona(advisor)
         result = self.rollouts.set(
             advisor, weights, known_variants=self.serving(advisor), actor=actor, reason=reason,
-            shadow=shadow,
+            shadow=shadow, expected_version=expected_version,
         )  # fmt: skip
         self.router.invalidate()
         logger.info("%s weights -> %s, shadow %.2f (v%d) by %s: %s", advisor, result.weights,
                     result.shadow, result.version, actor, reason)  # fmt: skip
         return result
 
-    def rollback(self, advisor: str, *, drain: bool, reason: str, actor: str) -> RollbackResult:
-        """Every non-base weight to 0; with `drain`, move not-yet-started jobs back to base."""
+    def rollback(
+        self,
+        advisor: str,
+        *,
+        drain: bool,
+        reason: str,
+        actor: str,
+        expected_version: int | None = None,
+    ) -> RollbackResult:
+        """Every non-base weight to 0; with `drain`, move not-yet-started jobs back to base.
+
+        Written only over the version read here (or `expected_version`, if given).
+        """
         get_persona(advisor)
         serving = self.serving(advisor)
         current = self.rollouts.get(advisor)
@@ -118,6 +131,7 @@ class RolloutControl:
         result = self.rollouts.set(
             advisor, weights, known_variants=serving, actor=actor, reason=reason,
             kind="rollback", shadow=0.0,
+            expected_version=current.version if expected_version is None else expected_version,
         )  # fmt: skip
         self.router.invalidate()
         logger.warning("%s rolled back to base (v%d) by %s: %s", advisor, result.version, actor,

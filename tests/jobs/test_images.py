@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import zlib
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from PIL import Image
 
 from jobs.errors import InvalidImage, UnsupportedFormat
 from jobs.images import Limits, ModelGeometry, confine, decode_base64, read_path, verify
+from jobs.photo_formats import sniff
 
 LIMITS = Limits(max_bytes=50_000, max_pixels=1_000_000)
 GEOMETRY = ModelGeometry(448 * 448)
@@ -127,3 +129,62 @@ def test_a_good_image_reports_its_size_format_and_digest() -> None:
     checked = verify(png(), LIMITS, GEOMETRY)
     assert (checked.photo.width, checked.photo.height, checked.photo.format) == (40, 30, "PNG")
     assert checked.ref == f"sha256:{checked.sha256}" and checked.is_stored
+
+
+REFUSED_BY_NAME = {
+    "EPS": b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n",
+    "PDF": b"%PDF-1.7\n1 0 obj\n",
+    "PSD (Photoshop)": b"8BPS\x00\x01" + b"\x00" * 30,
+    "GIF": b"GIF89a\x01\x00\x01\x00\x00\x00\x00;",
+    "BMP": b"BM" + b"\x00" * 60,
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED_BY_NAME))
+def test_formats_outside_the_allowlist_are_refused_by_name_before_any_decoder(name: str) -> None:
+    with pytest.raises(UnsupportedFormat) as info:
+        verify(REFUSED_BY_NAME[name], LIMITS, GEOMETRY)
+    assert info.value.detected == name
+    assert str(info.value).startswith(f"{name} is not accepted; send one of: JPEG, PNG, WebP")
+
+
+def test_the_allowlist_names_the_common_formats_by_their_signatures() -> None:
+    jpeg = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(jpeg, format="JPEG")
+    webp = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(webp, format="WEBP")
+    assert [sniff(d) for d in (jpeg.getvalue(), png(), webp.getvalue())] == [
+        "JPEG", "PNG", "WEBP"
+    ]  # fmt: skip
+
+
+def test_an_eps_behind_a_jpeg_signature_is_only_ever_parsed_as_jpeg() -> None:
+    disguised = b"\xff\xd8\xff" + REFUSED_BY_NAME["EPS"]
+    with pytest.raises(InvalidImage, match="not a readable JPEG|JPEG image cannot be decoded"):
+        verify(disguised, LIMITS, GEOMETRY)
+
+
+def test_a_symlink_loop_under_a_root_is_an_invalid_image(roots: list[Path]) -> None:
+    (roots[0] / "loop-a").symlink_to(roots[0] / "loop-b")
+    (roots[0] / "loop-b").symlink_to(roots[0] / "loop-a")
+    with pytest.raises(InvalidImage, match="cannot be resolved"):
+        read_path("loop-a", roots, LIMITS)
+
+
+def test_a_nul_byte_in_a_path_is_an_invalid_image(roots: list[Path]) -> None:
+    with pytest.raises(InvalidImage, match="cannot be resolved"):
+        read_path("2026/a\x00.png", roots, LIMITS)
+
+
+def test_an_unreadable_file_is_an_invalid_image(roots: list[Path]) -> None:
+    target = roots[0] / "2026" / "a.png"
+    target.chmod(0)
+    try:
+        if os.access(target, os.R_OK):
+            # root reads anything; a directory in place of the file fails the same way.
+            target.unlink()
+            target.mkdir()
+        with pytest.raises(InvalidImage):
+            read_path("2026/a.png", roots, LIMITS)
+    finally:
+        target.chmod(0o644)

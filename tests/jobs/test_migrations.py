@@ -12,7 +12,7 @@ from jobs.models import Base
 
 EXPECTED_TABLES = {
     "jobs", "images", "feedback", "rollouts", "rollout_events", "worker_heartbeats",
-    "deliveries",
+    "deliveries", "api_keys",
 }  # fmt: skip
 
 

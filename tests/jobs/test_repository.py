@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from sqlalchemy import select
 
-from jobs.contracts import Assignment, ErrorKind, ModelUsed, Status
+from jobs.contracts import Assignment, DeliveryKind, ErrorKind, ModelUsed, Status
 from jobs.db import engine_for
-from jobs.repository import ModelInput, NewJob, Outcome, Repository, StartOutcome
+from jobs.errors import IdempotencyConflict, QuotaExceeded
+from jobs.models import Delivery, Job
+from jobs.repository import (
+    ModelInput,
+    NewDelivery,
+    NewJob,
+    Outcome,
+    Repository,
+    StartOutcome,
+)
 
 LEASE = 30.0
 
@@ -165,6 +177,23 @@ def test_an_idempotency_key_returns_the_stored_job(repo: Repository) -> None:
     assert second.id == first.id and second.subject == "user-1"
 
 
+def test_a_claimed_key_gets_no_second_deliveries_or_shadows(repo: Repository) -> None:
+    notice = NewDelivery(DeliveryKind.TASK, "app.done", "app.results")
+    first, made = repo.create_with_shadows(
+        [new_job(idempotency_key="k-s", id="p-1", deliveries=(notice,))], None,
+        [new_job(variant="fine_tuned", assignment=Assignment.SHADOW, shadow_of="p-1", id="s-1")],
+    )  # fmt: skip
+    again, none = repo.create_with_shadows(
+        [new_job(idempotency_key="k-s", id="p-2", deliveries=(notice,))], None,
+        [new_job(variant="fine_tuned", assignment=Assignment.SHADOW, shadow_of="p-2", id="s-2")],
+    )  # fmt: skip
+    assert [(j.id, c) for j, c in first + again] == [("p-1", True), ("p-1", False)]
+    assert [j.id for j in made] == ["s-1"] and none == []
+    assert sorted(j.id for j in repo.find()) == ["p-1", "s-1"]
+    with repo.engine.connect() as conn:
+        assert conn.execute(select(Delivery.job_id)).scalars().all() == ["p-1"]
+
+
 def test_a_key_repeated_within_one_batch_makes_one_job(repo: Repository) -> None:
     stored = repo.create_jobs([new_job(idempotency_key="k-2"), new_job(idempotency_key="k-2")])
     [(first, created), (second, again)] = stored
@@ -253,3 +282,74 @@ def test_two_processes_racing_to_start_a_job_only_one_wins(
             p.join(timeout=30)
         assert outcomes == ["busy", "started"]
         assert repo.get(job_id).attempts == 1
+
+
+def test_concurrent_submits_with_one_key_all_get_the_one_job(repo: Repository) -> None:
+    barrier = threading.Barrier(8)
+
+    def submit(_index: int) -> tuple[str, bool]:
+        barrier.wait()
+        [(job, created)] = repo.create_jobs([new_job(idempotency_key="race-1")])
+        return job.id, created
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(submit, range(8)))
+    assert len({job_id for job_id, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+    assert len(repo.find()) == 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"image_sha256": "c" * 64}, {"advisor": "weston"},
+     {"variant": "fine_tuned", "assignment": Assignment.FORCED}],
+    ids=["other image", "other advisor", "forced variant"],
+)  # fmt: skip
+def test_a_key_reused_for_a_different_request_is_refused_and_writes_nothing(
+    repo: Repository, change: dict[str, object]
+) -> None:
+    [(first, _)] = repo.create_jobs([new_job(idempotency_key="k-3")])
+    with pytest.raises(IdempotencyConflict, match="'k-3' already names a different request"):
+        repo.create_jobs([new_job(subject="s-2"), new_job(idempotency_key="k-3", **change)])
+    assert [job.id for job in repo.find()] == [first.id]
+    with pytest.raises(IdempotencyConflict):
+        repo.create_jobs([new_job(idempotency_key="k-4"), new_job(idempotency_key="k-4", **change)])
+
+
+def test_a_job_started_before_its_publish_was_recorded_still_counts_as_published(
+    repo: Repository,
+) -> None:
+    job_id = create(repo)
+    assert start(repo, job_id) is StartOutcome.STARTED
+    repo.mark_published([job_id])
+    running = repo.get(job_id)
+    assert running.status == Status.RUNNING and running.published_at is not None
+
+
+def test_a_submitter_over_its_in_flight_quota_is_refused_even_when_racing(
+    repo: Repository,
+) -> None:
+    from jobs.keys import KeyStore
+
+    KeyStore(repo.engine).create("app")
+    for i in range(2):
+        repo.create_jobs([new_job(subject=f"s{i}", submitted_by="app")], max_in_flight=3)
+    barrier = threading.Barrier(4)
+
+    def submit(index: int) -> str:
+        barrier.wait()
+        try:
+            repo.create_jobs([new_job(subject=f"r{index}", submitted_by="app")], max_in_flight=3)
+        except QuotaExceeded:
+            return "refused"
+        return "made"
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = sorted(pool.map(submit, range(4)))
+    assert outcomes == ["made", "refused", "refused", "refused"]
+    assert len(repo.find(Job.submitted_by == "app")) == 3
+    # Finished jobs free the quota; other submitters were never counted.
+    [first, *_] = repo.find(Job.submitted_by == "app")
+    assert repo.fail(first.id, ErrorKind.INTERNAL, "done")
+    repo.create_jobs([new_job(subject="later", submitted_by="app")], max_in_flight=3)
+    repo.create_jobs([new_job(subject="mine")])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -56,7 +57,7 @@ def test_a_bad_environment_value_names_the_variable() -> None:
     env = {"ADVISOR_TASK_TIME_LIMIT": "soon", "PATH": "/usr/bin"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode != 0
-    assert "task_time_limit" in out.stderr
+    assert "ADVISOR_TASK_TIME_LIMIT: Input should be a valid integer" in out.stderr
 
 
 def test_image_roots_accept_a_path_list() -> None:
@@ -100,3 +101,21 @@ def test_the_model_image_budget_and_capture_prompt_come_from_the_environment(
     assert (Settings().model_image_pixels, Settings().prompt_capture) == (401_408, False)
     with pytest.raises(ValidationError, match="model_image_pixels"):
         Settings(model_image_pixels=100)
+
+
+def test_a_bad_setting_is_named_without_its_value_or_a_help_link() -> None:
+    script = (
+        "from jobs.settings import get_settings\n"
+        "try:\n    get_settings()\nexcept Exception as exc:\n    print(exc)\n"
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("ADVISOR_")},
+        "ADVISOR_DATABASE_URL": "mysql://advisor:hunter2@db.internal/advisor",
+        "ADVISOR_BROKER_URL": "redis://:s3cret-pass@broker.internal:6379/0",
+        "ADVISOR_MAX_ATTEMPTS": "many-s3cret",
+    }
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    text = out.stdout
+    assert "ADVISOR_DATABASE_URL 'mysql'" in text and "ADVISOR_MAX_ATTEMPTS" in text, text
+    for secret in ("hunter2", "s3cret", "db.internal", "errors.pydantic.dev", "input_value"):
+        assert secret not in text, text

@@ -70,6 +70,16 @@ def test_a_new_database_is_reported_with_the_command_that_fixes_it(
     fresh_advisor(*args)
 
 
+def test_an_unreachable_database_is_named_as_such_not_as_a_missing_schema(
+    tmp_path: Path, registry_file: Path, redis_url: str
+) -> None:
+    dead = f"postgresql+psycopg://advisor:hunter2@127.0.0.1:{free_port()}/advisor"
+    advisor = Advisor(settings_env(make_settings(tmp_path, dead, registry_file, redis_url)))
+    line = one_error_line(advisor("status", "some-job", code=1))
+    assert line.startswith("advisor: database unreachable") and "ADVISOR_DATABASE_URL" in line
+    assert "db upgrade" not in line and "hunter2" not in line
+
+
 def test_submit_prints_the_job_and_an_idempotent_resubmit_prints_the_same_one(
     advisor: Advisor, photo_file: Path
 ) -> None:
@@ -127,6 +137,23 @@ def test_rollout_set_show_and_rollback_round_trip(advisor: Advisor) -> None:
     assert ansel["weights"] == {BASE_VARIANT: 1.0, FINE_TUNED_VARIANT: 0.0}
     assert "@" in ansel["updated_by"]
     assert shown["weston"]["variants"] == [BASE_VARIANT]
+
+
+def test_rollout_writes_with_a_stale_expected_version_are_refused_in_one_line(
+    advisor: Advisor,
+) -> None:
+    advisor("rollout", "set", "ansel", "base=0.9", "fine_tuned=0.1", "--reason", "canary",
+            "--expected-version", "0")  # fmt: skip
+    stale = advisor("rollout", "set", "ansel", "base=0.5", "fine_tuned=0.5", "--reason", "wide",
+                    "--expected-version", "0", code=1)  # fmt: skip
+    assert "are at version 1, not 0" in one_error_line(stale)
+    back = advisor("rollout", "rollback", "ansel", "--reason", "r", "--expected-version", "7",
+                   code=1)  # fmt: skip
+    assert "are at version 1, not 7" in one_error_line(back)
+    advisor("rollout", "rollback", "ansel", "--reason", "regression", "--expected-version", "1")
+    [ansel] = [r for r in json.loads(advisor("rollout", "show", "--json").stdout)["advisors"]
+               if r["advisor"] == FINE_TUNED_ADVISOR]  # fmt: skip
+    assert (ansel["version"], ansel["reason"]) == (2, "regression")
 
 
 def test_wait_draws_the_rows_progress_and_prints_the_finished_job(
@@ -189,3 +216,27 @@ def test_cancel_then_the_sweep_sends_the_completion_task_and_deliveries_shows_it
     [outcome], _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
     assert (outcome["job_id"], outcome["status"]) == (job["id"], "cancelled")
     assert "Resending 0 undelivered" in advisor("deliveries", "retry").stdout
+
+
+def test_keys_are_created_once_listed_without_the_key_and_revoked(advisor: Advisor) -> None:
+    created = advisor("keys", "create", "photo-app", "--max-in-flight", "3")
+    key = created.stdout.strip()
+    assert key.startswith("adv_") and "shown only now" in created.stderr
+    advisor("keys", "create", "grafana", "--read-only")
+    listed = json.loads(advisor("keys", "list", "--json").stdout)
+    assert [(k["name"], k["scope"], k["max_in_flight"]) for k in listed] == [
+        ("photo-app", "intake", 3), ("grafana", "read", None)
+    ]  # fmt: skip
+    assert key not in advisor("keys", "list").stdout
+    assert "refuse it within 2s" in advisor("keys", "revoke", "photo-app").stdout
+    assert json.loads(advisor("keys", "list", "--json").stdout)[0]["revoked_at"]
+    assert "exists already" in one_error_line(advisor("keys", "create", "photo-app", code=1))
+    assert "No key named" in one_error_line(advisor("keys", "revoke", "nobody", code=1))
+    assert "at least 1" in advisor("keys", "create", "x", "--rate-per-minute", "0", code=2).stderr
+
+
+def test_prune_reports_what_it_deleted(advisor: Advisor) -> None:
+    out = json.loads(advisor("prune", "--older-than", "1", "--jobs", "--json").stdout)
+    assert out == {"older_than_days": 1.0, "images": 0, "image_bytes": 0, "jobs": 0}
+    assert "job rows kept, older than 30 days" in advisor("prune").stdout
+    advisor("prune", "--older-than", "0", code=2)

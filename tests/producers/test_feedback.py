@@ -17,6 +17,7 @@ from producers import cli
 from producers.client import Client
 from producers.commands import feedback as feedback_command
 from producers.gateway import api, create_app
+from producers.gateway.auth import intake_caller
 from tests.producers.conftest import make_settings
 from tests.producers.crafted_jobs import Crafter
 
@@ -131,7 +132,7 @@ def test_the_http_api_answers_201_then_200_and_clear_4xx(
     assert [(f.rating, f.comment) for f in stored] == [(2, "missed the horizon")]
 
 
-def test_feedback_is_protected_exactly_like_analyze() -> None:
+def test_feedback_and_cancel_are_protected_exactly_like_analyze() -> None:
     routes = {
         (r.path, m): r for r in api.router.routes if isinstance(r, APIRoute) for m in r.methods
     }
@@ -146,4 +147,5 @@ def test_feedback_is_protected_exactly_like_analyze() -> None:
 
     analyze = dependencies(routes[("/analyze", "POST")])
     feedback = dependencies(routes[("/jobs/{job_id}/feedback", "POST")])
-    assert analyze == feedback and analyze
+    cancel = dependencies(routes[("/jobs/{job_id}", "DELETE")])
+    assert analyze == feedback == cancel and intake_caller in analyze

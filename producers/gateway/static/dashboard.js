@@ -176,11 +176,30 @@ function renderCharts(data) {
   });
 }
 
+// Once the gateway has API keys, /dashboard/data needs a read-only key (or the operator
+// token): open /dashboard#key=KEY once; the key stays in this tab's session storage only.
+function readKey() {
+  const match = window.location.hash.match(/key=([^&]+)/);
+  if (match) {
+    sessionStorage.setItem("advisor-key", decodeURIComponent(match[1]));
+    history.replaceState(null, "", window.location.pathname + window.location.search);
+  }
+  return sessionStorage.getItem("advisor-key");
+}
+
 async function refresh() {
   const hours = document.getElementById("hours").value;
+  const key = readKey();
+  const headers = key ? { Authorization: "Bearer " + key } : {};
   let data;
   try {
-    const response = await fetch("/dashboard/data?hours=" + hours, { cache: "no-store" });
+    const response = await fetch("/dashboard/data?hours=" + hours, { cache: "no-store", headers });
+    if (response.status === 401 || response.status === 403) {
+      const status = document.getElementById("status");
+      status.textContent = "needs a read-only key: open /dashboard#key=KEY";
+      status.className = "pill unreachable";
+      return;
+    }
     if (!response.ok) {
       const body = await response.json().catch(() => ({}));
       throw new Error("HTTP " + response.status + ": " + (body.message || response.statusText));

@@ -24,6 +24,7 @@ from jobs.db import engine_for
 from jobs.repository import Repository
 from jobs.settings import Settings
 from producers.gateway import create_app
+from producers.gateway.app import uvicorn_options
 from tests.conftest import free_port
 from tests.support import Env, WorkerProcess, start_worker
 
@@ -72,9 +73,10 @@ class ThreadGateway:
     def __init__(self, settings: Settings) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        options = {**uvicorn_options(settings), "log_level": "warning"}
         config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=self.port, log_level="warning",
-            ws="none", lifespan="on",
+            create_app(settings), host="127.0.0.1", port=self.port, ws="none", lifespan="on",
+            **options,
         )  # fmt: skip
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="gateway", daemon=True)

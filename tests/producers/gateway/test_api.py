@@ -91,7 +91,7 @@ def test_wait_that_runs_out_answers_202_with_the_status_urls(stack: Stack) -> No
     with stack.client() as client:
         response = client.post(
             "/analyze", params={"wait": 1.0},
-            json={"image": "test.jpg", "advisor": "ansel", "variant": IDLE_VARIANT},
+            json={"image": "test.jpg", "advisor": "ansel", "variant": IDLE_VARIANT}, headers=AUTH,
         )  # fmt: skip
         assert response.status_code == 202, response.text
         accepted = response.json()
@@ -106,6 +106,7 @@ def test_a_multipart_upload_is_analyzed(stack: Stack) -> None:
             "/analyze",
             files={"file": ("holiday.jpg", jpeg(2), "image/jpeg")},
             data={"advisor": "ansel", "variant": "fine_tuned"},
+            headers=AUTH,
         )
         assert response.status_code == 202, response.text
         job = follow(client, response.json()["job_id"])
@@ -151,11 +152,14 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str]] = [
      422, "validation_error"),
     ("unknown advisor", {"json": {"image": "test.jpg", "advisor": "banksy"}},
      422, "unknown_advisor"),
-    ("unknown variant", {"json": {"image": "test.jpg", "advisor": "ansel", "variant": "xl"}},
-     422, "unknown_variant"),
+    ("unknown variant", {"json": {"image": "test.jpg", "advisor": "ansel", "variant": "xl"},
+                         "headers": AUTH}, 422, "unknown_variant"),
     ("variant not serving the advisor",
-     {"json": {"image": "test.jpg", "advisor": "weston", "variant": "fine_tuned"}},
-     422, "unknown_variant"),
+     {"json": {"image": "test.jpg", "advisor": "weston", "variant": "fine_tuned"},
+      "headers": AUTH}, 422, "unknown_variant"),
+    ("variant without the operator token",
+     {"json": {"image": "test.jpg", "advisor": "ansel", "variant": "fine_tuned"}},
+     403, "variant_forbidden"),
     ("upload without advisor", {"files": {"file": ("a.jpg", jpeg(3), "image/jpeg")}},
      422, "validation_error"),
 ]  # fmt: skip
@@ -266,6 +270,12 @@ def test_rollouts_are_shown_set_and_rolled_back_with_the_token(stack: Stack) -> 
             "/rollouts/banksy", headers=AUTH, json={"weights": {"base": 1}, "reason": "x"}
         )
         back = client.post("/rollouts/ansel/rollback", headers=AUTH, json={"reason": "bad scores"})
+        stale = client.put(
+            "/rollouts/ansel", headers=AUTH,
+            json={"weights": {"base": 1}, "reason": "late", "expected_version": before + 1},
+        )  # fmt: skip
+    assert (stale.status_code, stale.json()["error"]) == (409, "stale_version")
+    assert stale.json()["current_version"] == before + 2
     assert (bad.status_code, bad.json()["error"]) == (422, "invalid_weights")
     assert (unknown.status_code, unknown.json()["error"]) == (422, "unknown_advisor")
     assert back.status_code == 200, back.text

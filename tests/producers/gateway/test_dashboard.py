@@ -14,7 +14,7 @@ from jobs.contracts import Assignment, Status
 from jobs.repository import NewJob
 from producers.client import Client
 from tests.conftest import IN_CI
-from tests.producers.gateway.conftest import Stack, follow, jpeg
+from tests.producers.gateway.conftest import TOKEN, Stack, follow, jpeg
 
 ROOT = Path(__file__).resolve().parents[3]
 SCREENSHOT = ROOT / ".artifacts" / "dashboard.png"
@@ -59,6 +59,7 @@ def test_the_dashboard_draws_every_chart_from_live_data(stack: Stack, tmp_path: 
                 "/analyze", params={"wait": 120},
                 files={"file": ("p.jpg", jpeg(seed), "image/jpeg")},
                 data={"advisor": "ansel", "variant": variant},
+                headers={"Authorization": f"Bearer {TOKEN}"},
             )  # fmt: skip
             assert done.status_code == 200, done.text
             rated = client.post(f"/jobs/{done.json()['id']}/feedback", json={"rating": 4})

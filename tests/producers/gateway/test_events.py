@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from tests.producers.gateway.conftest import Stack, jpeg
+from tests.producers.gateway.conftest import TOKEN, Stack, jpeg
 
 
 def events(response: httpx.Response) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -31,6 +31,7 @@ def test_a_client_sees_progress_events_then_the_final_event(stack: Stack) -> Non
             "/analyze",
             files={"file": ("p.jpg", jpeg(40), "image/jpeg")},
             data={"advisor": "ansel", "variant": "base"},
+            headers={"Authorization": f"Bearer {TOKEN}"},
         )
         assert submitted.status_code == 202, submitted.text
         url = submitted.json()["events_url"]

@@ -10,7 +10,7 @@ from celery import Celery
 
 from jobs.contracts import GUARD_TASK, Assignment, ErrorKind
 from jobs.db import engine_for
-from jobs.rollouts import RolloutStore
+from jobs.rollouts import RolloutStore, Weights
 from jobs.variants import Registry, load_registry
 from producers.ops.guard import (
     Action,
@@ -24,6 +24,8 @@ from producers.ops.guard import (
 )
 from tests.producers.conftest import make_settings
 from tests.producers.crafted_jobs import Crafter
+
+KNOWN = {"base", "fine_tuned"}
 
 
 def registry(registry_file: Path) -> Registry:
@@ -204,3 +206,26 @@ def test_the_loop_evaluates_every_interval_until_stopped(
 
     assert rounds == 3
     assert [[d.action for d in r] for r in seen] == [[Action.HOLD]] * 3
+
+
+def test_an_operator_change_between_the_guards_read_and_write_is_not_overwritten(
+    migrated_url: str, registry_file: Path
+) -> None:
+    crafter, store = canary(migrated_url)
+    outcomes(crafter, "base", 30, {})
+    outcomes(crafter, "fine_tuned", 22, {ErrorKind.TIMEOUT: 8})
+    read = store.get
+
+    def read_then_operator_writes(advisor: str) -> Weights:
+        seen = read(advisor)
+        if store.history(advisor, limit=10)[0].actor != "alice":
+            store.set(advisor, {"base": 0.5, "fine_tuned": 0.5}, known_variants=KNOWN,
+                      actor="alice", reason="widen the canary")  # fmt: skip
+        return seen
+
+    store.get = read_then_operator_writes  # type: ignore[method-assign]
+    [decision] = enforce(crafter.engine, store, registry(registry_file), advisors=["ansel"])
+
+    assert (decision.action, decision.applied) == (Action.HOLD, False)
+    assert "changed meanwhile (now v2)" in decision.reason
+    assert read("ansel").weights == {"base": 0.5, "fine_tuned": 0.5}

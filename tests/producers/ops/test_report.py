@@ -268,7 +268,7 @@ def test_report_command_prints_json_and_fails_in_one_line_without_a_database(
         monkeypatch.setattr(module, "get_settings", lambda: settings)
     assert cli.main(["report", "--json"]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "database error" in err
+    assert err.count("\n") == 1 and "run `advisor db upgrade`" in err
 
     from jobs import migrate
 

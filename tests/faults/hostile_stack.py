@@ -1,0 +1,205 @@
+"""A live stack for hostile clients: the real `advisor-gateway` and a worker on PostgreSQL + Redis.
+
+API keys exist (so the intake is authenticated), the limits are small enough to reach in a
+test, and the operator token is set. The gateway's and the worker's logs are kept to check
+that no request or message was answered by accident.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+import zlib
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from jobs import migrate
+from jobs.contracts import Assignment
+from jobs.db import engine_for
+from jobs.keys import KeyStore, Scope
+from jobs.models import Job
+from jobs.repository import NewJob, Repository
+from jobs.settings import Settings
+from tests.conftest import PG_ADMIN_URL, free_port, require_service
+from tests.faults.servers import RedisServer
+from tests.support import Env, WorkerProcess, start_worker
+
+TOKEN = "hostile-operator-token"
+IDLE = "canary"  # registered, never served: jobs forced onto it stay queued
+MAX_BODY = 1_000_000
+MAX_STREAMS = MAX_WAITS = 3
+
+
+@dataclass
+class Keys:
+    app: str  # intake, generous limits
+    other: str  # intake, another client
+    slow: str  # intake, 2 submits a minute
+    single: str  # intake, 1 job in flight
+    reader: str  # read-only
+    revoked: str
+
+
+@dataclass
+class HostileStack:
+    root: Path
+    url: str
+    settings: Settings
+    env: Env
+    keys: Keys
+    worker: WorkerProcess
+    gateway: subprocess.Popen[bytes]
+    gateway_log: Path
+
+    @property
+    def repo(self) -> Repository:
+        return Repository(engine_for(self.settings.resolved_database_url))
+
+    def rows(self) -> int:
+        return len(self.repo.find())
+
+    def client(self, key: str | None = None, **kwargs: object) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, timeout=60, headers=headers, **kwargs)  # type: ignore[arg-type]
+
+    def idle_job(self, submitted_by: str | None = None) -> str:
+        """A queued job no worker will take (its variant is never served)."""
+        sha = uuid.uuid4().hex * 2
+        new = NewJob("ansel", sha, f"sha256:{sha}", "idle", IDLE, Assignment.FORCED, 0,
+                     submitted_by=submitted_by)  # fmt: skip
+        [(job, _)] = self.repo.create_jobs([new])
+        return job.id
+
+    def assert_alive(self) -> None:
+        assert self.worker.proc.poll() is None, self.worker.output()[-3000:]
+        assert self.gateway.poll() is None, self.gateway_log.read_text()[-3000:]
+
+
+def png_bomb(side: int = 30_000) -> bytes:
+    """A valid PNG header claiming side x side pixels, with a body of a few hundred bytes."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (len(data).to_bytes(4, "big") + kind + data
+                + zlib.crc32(kind + data).to_bytes(4, "big"))  # fmt: skip
+
+    header = side.to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
+    body = zlib.compress(b"\x00" * (side * 3 + 1) * 4, 9)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+    )
+
+
+@contextmanager
+def _database() -> Iterator[str]:
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    name = f"advisor_hostile_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    url = f"{base}/{name}"
+    try:
+        yield url
+    finally:
+        engine_for(url).dispose()
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            httpx.get(url, timeout=2)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} did not answer in 30 s")
+
+
+@pytest.fixture(scope="module")
+def hostile(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, adapter_dir: Path
+) -> Iterator[HostileStack]:
+    root = tmp_path_factory.mktemp("hostile")
+    (root / "images").mkdir()
+    cleanup = ExitStack()
+    redis_server = RedisServer(root)
+    redis_server.start()
+    cleanup.callback(redis_server.stop)
+    database_url = cleanup.enter_context(_database())
+    migrate.upgrade(database_url)
+    registry = root / "registry.json"
+    entry = {"adapter": str(adapter_dir), "advisors": ["ansel"]}
+    registry.write_text(json.dumps({"variants": {"fine_tuned": entry, IDLE: entry}}))
+    values = {
+        "ADVISOR_DATA_DIR": str(root / "data"),
+        "ADVISOR_DATABASE_URL": database_url,
+        "ADVISOR_BROKER_URL": redis_server.url,
+        "ADVISOR_BASE_MODEL": str(tiny_model_dir),
+        "ADVISOR_REGISTRY": str(registry),
+        "ADVISOR_IMAGE_ROOTS": str(root / "images"),
+        "ADVISOR_TEXT_LIMIT": "16",
+        "ADVISOR_MAX_OUTPUT_TOKENS": "1500",
+        "ADVISOR_HEARTBEAT_INTERVAL": "1",
+        "ADVISOR_WORKER_LIVE_WINDOW": "8",
+        "ADVISOR_TASK_TIME_LIMIT": "60",
+        "ADVISOR_WEIGHTS_CACHE_SECONDS": "0",
+        "ADVISOR_GATEWAY_TOKEN": TOKEN,
+        "ADVISOR_GATEWAY_MAX_BODY_BYTES": str(MAX_BODY),
+        "ADVISOR_MAX_IMAGE_BYTES": "500000",
+        "ADVISOR_GATEWAY_MAX_STREAMS": str(MAX_STREAMS),
+        "ADVISOR_GATEWAY_MAX_WAITS": str(MAX_WAITS),
+        "ADVISOR_GATEWAY_LIMIT_CONCURRENCY": "32",
+        "ADVISOR_GATEWAY_BODY_TIMEOUT_SECONDS": "2",
+        "ADVISOR_GATEWAY_KEYS_REFRESH_SECONDS": "0.5",
+        "ADVISOR_KEY_RATE_PER_MINUTE": "600",
+    }
+    env = Env(values)
+    settings = Settings(**{k.removeprefix("ADVISOR_").lower(): v for k, v in values.items()})
+    store = KeyStore(engine_for(database_url))
+    keys = Keys(
+        app=store.create("app")[1], other=store.create("other")[1],
+        slow=store.create("slow", rate_per_minute=2)[1],
+        single=store.create("single", max_in_flight=1)[1],
+        reader=store.create("reader", Scope.READ)[1], revoked=store.create("gone")[1],
+    )  # fmt: skip
+    store.revoke("gone")
+    port = free_port()
+    log = root / "gateway.log"
+    with log.open("wb") as handle:
+        gateway = subprocess.Popen(
+            [str(Path(sys.executable).parent / "advisor-gateway"), "--port", str(port)],
+            env=env.full(), stdout=handle, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    worker: WorkerProcess | None = None
+    try:
+        worker = start_worker(env, "base", root)
+        url = f"http://127.0.0.1:{port}"
+        _wait_http(f"{url}/health", gateway, log)
+        yield HostileStack(root, url, settings, env, keys, worker, gateway, log)
+    finally:
+        if worker is not None:
+            worker.terminate(timeout=30)
+        gateway.terminate()
+        try:
+            gateway.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            gateway.kill()
+        cleanup.close()
+    # Every request was answered on purpose: the gateway never logged a traceback.
+    text = log.read_text(errors="replace")
+    assert "Traceback" not in text, text[-5000:]
+
+
+def job_rows(stack: HostileStack, *criteria: object) -> list[Job]:
+    return stack.repo.find(*criteria)
