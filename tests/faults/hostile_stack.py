@@ -195,6 +195,7 @@ def hostile(
             gateway.wait(timeout=20)
         except subprocess.TimeoutExpired:
             gateway.kill()
+            gateway.wait(timeout=20)
         cleanup.close()
     # Every request was answered on purpose: the gateway never logged a traceback.
     text = log.read_text(errors="replace")

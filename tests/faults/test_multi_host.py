@@ -91,6 +91,7 @@ def hosts(tmp_path: Path, tiny_model_dir: Path) -> Iterator[Hosts]:
                     proc.wait(timeout=20)
                 except Exception:  # noqa: BLE001 - a stuck process is killed, whatever it did
                     proc.kill()
+                    proc.wait(timeout=20)
 
 
 def _start(network: Network, root: Path, model: Path, procs: list) -> Hosts:  # type: ignore[type-arg]
