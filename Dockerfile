@@ -23,6 +23,7 @@ RUN useradd --create-home --uid 10001 advisor \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY jobs ./jobs
+COPY photos ./photos
 COPY producers ./producers
 COPY advisor_worker ./advisor_worker
 # The migrations: the wheel carries them as jobs/_alembic, for `advisor db upgrade`.

@@ -308,7 +308,7 @@ class BatchScheduler:
         prompt = build_prompt(self.model, self.processor, job.system_prompt, job.user_text)
         inputs = prepare_inputs(
             self.processor,
-            # Intake already sized it for the model (jobs.images.prepare).
+            # Intake already sized it for the model (photos.intake.prepare).
             images=[job.image],
             prompts=prompt,
             image_token_index=getattr(self.model.config, "image_token_index", None),

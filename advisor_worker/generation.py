@@ -19,7 +19,7 @@ from PIL import Image
 from advisor_worker.errors import GenerationTimeout, ModelLoadFailed, WorkerError
 from advisor_worker.structured import json_schema_constraint
 from jobs.errors import ConfigError
-from jobs.images import ModelGeometry
+from photos.intake import ModelGeometry
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def generate_json(
 ) -> GenerationResult:
     """Generate text constrained to `schema` about `image`; the one call the worker makes.
 
-    `image` is the model's input as intake made it (jobs.images.prepare: RGB, sRGB, upright,
+    `image` is the model's input as intake made it (photos.intake.prepare: RGB, sRGB, upright,
     sized by model_geometry), so the processor passes it through unresized.
 
     Run it on the thread that loaded the model (MLX streams are thread-local). `temperature`

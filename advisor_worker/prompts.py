@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from jobs.advisors import Persona
 from jobs.analysis import DIMENSIONS, SCORE_MAX, SCORE_MIN
-from jobs.photo_capture import Capture
+from photos.capture import Capture
 
 # Recorded on every job (prompt_version) so A/B arms compare like with like. "1" is the
 # instructions alone (every job before the column existed); "+capture" adds EXIF facts.

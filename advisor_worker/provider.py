@@ -20,8 +20,8 @@ from advisor_worker.batching import BatchScheduler
 from advisor_worker.errors import ModelLoadFailed
 from advisor_worker.slots import SlotPlan
 from jobs.analysis import generation_schema
-from jobs.images import ModelGeometry
 from jobs.variants import Variant
+from photos.intake import ModelGeometry
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

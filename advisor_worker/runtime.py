@@ -35,7 +35,10 @@ from jobs.advisors import get_persona
 from jobs.analysis import SCHEMA_VERSION, Analysis, GeneratedAnalysis, generation_schema
 from jobs.contracts import AnalyzeRequest, ErrorKind, is_plausible_job_id
 from jobs.errors import InvalidImage, UnknownAdvisor, UnsupportedFormat, summary
-from jobs.images import (
+from jobs.models import Job
+from jobs.repository import ModelInput, Outcome, Repository, StartOutcome, VariantIdentity
+from jobs.settings import Settings
+from photos.intake import (
     PATH_PREFIX,
     STORED_PREFIX,
     Limits,
@@ -44,9 +47,6 @@ from jobs.images import (
     prepare,
     read_path,
 )
-from jobs.models import Job
-from jobs.repository import ModelInput, Outcome, Repository, StartOutcome, VariantIdentity
-from jobs.settings import Settings
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -24,9 +24,9 @@ from bench.stats import Figure, Goal, Section, ratios, table
 from bench.targets import Target, worker_env
 from jobs.analysis import generation_schema
 from jobs.contracts import FINAL_STATUSES, Status
-from jobs.images import Limits, prepare
 from jobs.models import Job
 from jobs.repository import as_utc
+from photos.intake import Limits, prepare
 from producers import Client, SubmitItem
 from producers.commands.demo import photo
 

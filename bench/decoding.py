@@ -16,7 +16,7 @@ from bench.serving import ADVISOR, TEXT_LIMIT
 from bench.stats import Figure, Goal, Section, ratios, table
 from jobs.advisors import get_persona
 from jobs.analysis import generation_schema
-from jobs.images import Limits, ModelGeometry, prepare
+from photos.intake import Limits, ModelGeometry, prepare
 from producers.commands.demo import photo
 
 # Qwen3-VL's real vocabulary: the mask's cost grows with it, and the random models have ~1k.

@@ -17,9 +17,9 @@ from bench.targets import Target, worker_env
 from jobs.advisors import get_persona
 from jobs.analysis import generation_schema
 from jobs.contracts import FINAL_STATUSES, Status
-from jobs.images import Limits, prepare
 from jobs.repository import Repository, as_utc
 from jobs.settings import Settings
+from photos.intake import Limits, prepare
 from producers import Client
 from producers.commands.demo import photo
 

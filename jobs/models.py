@@ -91,7 +91,7 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text)
     reassigned_from: Mapped[str | None] = mapped_column(String(63))
     reassigned_reason: Mapped[str | None] = mapped_column(Text)
-    # Intake's facts (jobs.images.Photo.to_dict): format, size, orientation, profile, capture.
+    # Intake's facts (photos.intake.Photo.to_dict): format, size, orientation, profile, capture.
     photo: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     prompt_version: Mapped[str | None] = mapped_column(String(32))
     # The image the model got, as the worker sized it, and what it cost in prompt tokens.

@@ -36,8 +36,8 @@ from jobs.contracts import (
     model_used_for,
 )
 from jobs.errors import IdempotencyConflict, JobNotFound, QuotaExceeded
-from jobs.images import STORED_PREFIX
 from jobs.models import ApiKey, Delivery, Job, StoredImage, WorkerHeartbeat
+from photos.intake import STORED_PREFIX
 
 _KEY_CHUNK = 500
 
@@ -99,7 +99,7 @@ class NewJob:
     # The router's label (model_used_for with the split's weights); None: derived from
     # variant and assignment alone, a split counting as A/B traffic.
     model_used: ModelUsed | None = None
-    photo: dict[str, Any] | None = None  # jobs.images.Photo.to_dict() of the submitted image
+    photo: dict[str, Any] | None = None  # photos.intake.Photo.to_dict() of the submitted image
     # Outcome notices, written in the job's own transaction (the outbox).
     deliveries: tuple[NewDelivery, ...] = ()
     shadow_of: str | None = None  # a shadow job: the id of its primary

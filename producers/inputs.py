@@ -14,7 +14,10 @@ from PIL import Image
 from jobs.advisors import get_persona
 from jobs.contracts import QUEUE_PREFIX, DeliveryKind, is_storable_text
 from jobs.errors import CallbackRefused, InvalidImage
-from jobs.images import (
+from jobs.repository import NewDelivery
+from jobs.settings import Settings
+from jobs.webhooks import CallbackPolicy
+from photos.intake import (
     PATH_PREFIX,
     CheckedImage,
     Limits,
@@ -23,9 +26,6 @@ from jobs.images import (
     read_path,
     verify,
 )
-from jobs.repository import NewDelivery
-from jobs.settings import Settings
-from jobs.webhooks import CallbackPolicy
 from producers.errors import InvalidSubmission
 
 ImageInput = str | Path | bytes | bytearray | memoryview | Image.Image

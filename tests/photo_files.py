@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, TiffImagePlugin
 
-from jobs import images  # noqa: F401 - registers the HEIF plugin used by save(..., "HEIF")
+from photos import intake  # noqa: F401 - registers the HEIF plugin used by save(..., "HEIF")
 from tests.conftest import IN_CI
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,9 +14,9 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from jobs.errors import InvalidImage
-from jobs.images import decode_base64
-from jobs.photo_formats import accepted_list
 from jobs.settings import Settings
+from photos.formats import accepted_list
+from photos.intake import decode_base64
 from producers.gateway.errors import (
     BodyTooLarge,
     InvalidBase64,

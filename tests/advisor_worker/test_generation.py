@@ -16,7 +16,7 @@ from PIL import Image
 from advisor_worker.generation import generate_json, model_geometry, probe_image, probe_logits
 from jobs.analysis import generation_schema
 from jobs.errors import ConfigError
-from jobs.images import ModelGeometry, fit_for_model, image_tokens
+from photos.intake import ModelGeometry, fit_for_model, image_tokens
 
 SCHEMA = generation_schema(text_limit=8)
 

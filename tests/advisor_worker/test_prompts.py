@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from advisor_worker import prompts
-from jobs.photo_capture import Capture
+from photos.capture import Capture
 
 CAPTURE = Capture(
     make="NIKON CORPORATION", model="NIKON Z 6", lens="NIKKOR Z 24-70mm f/4 S",

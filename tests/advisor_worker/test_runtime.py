@@ -12,9 +12,9 @@ import pytest
 from advisor_worker.runtime import _Job, _Progress
 from jobs.contracts import Assignment, ErrorKind, Status
 from jobs.db import engine_for
-from jobs.images import Limits, ModelGeometry
 from jobs.repository import NewJob, Repository, StartOutcome
 from jobs.settings import Settings
+from photos.intake import Limits, ModelGeometry
 
 
 @pytest.fixture

@@ -17,9 +17,9 @@ from sqlalchemy import func, select
 
 from jobs.contracts import BASE_VARIANT, FINE_TUNED_VARIANT, Assignment, Status
 from jobs.errors import InvalidImage, UnknownAdvisor, UnknownVariant
-from jobs.images import Limits, ModelGeometry, prepare
 from jobs.models import Job, StoredImage
 from jobs.repository import NewJob, Outcome, StartOutcome
+from photos.intake import Limits, ModelGeometry, prepare
 from producers import Client, JobTimeout, SubmitItem
 from producers.errors import InvalidSubmission
 from producers.publisher import BATCH_JOBS

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jobs.photo_formats import ACCEPTED
+from photos.formats import ACCEPTED
 from producers.views import job_to_dict
 from tests.photo_files import (
     ADOBE_RGB,

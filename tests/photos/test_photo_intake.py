@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from jobs import images
 from jobs.errors import InvalidImage, UnsupportedFormat
-from jobs.images import Limits, ModelGeometry, image_tokens, model_size, prepare, verify
-from jobs.photo_formats import ACCEPTED
+from photos import intake
+from photos.formats import ACCEPTED
+from photos.intake import Limits, ModelGeometry, image_tokens, model_size, prepare, verify
 from tests.photo_files import (
     ADOBE_RGB,
     BOTTOM_LEFT,
@@ -267,7 +267,7 @@ def no_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
     def forbidden(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("a decoder opened a refused file")
 
-    monkeypatch.setattr(images.Image, "open", forbidden)
+    monkeypatch.setattr(intake.Image, "open", forbidden)
 
 
 @pytest.mark.parametrize(("kind", "data"), list(refused_files().items()))

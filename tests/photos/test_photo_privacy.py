@@ -11,8 +11,8 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from jobs.errors import InvalidImage
-from jobs.images import Limits, ModelGeometry, prepare, verify
-from jobs.photo_privacy import scrub
+from photos.intake import Limits, ModelGeometry, prepare, verify
+from photos.privacy import scrub
 from tests.photo_files import (
     SERIALS,
     card,

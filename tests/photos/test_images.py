@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from jobs.errors import InvalidImage, UnsupportedFormat
-from jobs.images import Limits, ModelGeometry, confine, decode_base64, read_path, verify
-from jobs.photo_formats import sniff
+from photos.formats import sniff
+from photos.intake import Limits, ModelGeometry, confine, decode_base64, read_path, verify
 
 LIMITS = Limits(max_bytes=50_000, max_pixels=1_000_000)
 GEOMETRY = ModelGeometry(448 * 448)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 from PIL import Image
 
-from jobs.photo_formats import AVIF, HEIF, JPEG, PNG, TIFF, WEBP
+from photos.formats import AVIF, HEIF, JPEG, PNG, TIFF, WEBP
 
 GPS_IFD, EXIF_IFD = 0x8825, 0x8769
 # Owner, body and lens serials, DNG's camera serial, and maker notes: Canon, Nikon, Sony,

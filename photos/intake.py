@@ -3,7 +3,7 @@
 Order: byte limit, format allowlist by signature (before any decoder), header pixel check
 (against bombs), one decode, EXIF orientation, ICC -> sRGB with alpha and bit depth
 flattened, capture facts by a tag whitelist, then the model's pixel budget. An inline
-upload is stored without its location and serial numbers (`photo_privacy`).
+upload is stored without its location and serial numbers (`privacy`).
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from typing import Any
 import pillow_heif
 from PIL import Image, UnidentifiedImageError, features
 
-from jobs import photo_formats, photo_privacy
 from jobs.errors import InvalidImage
-from jobs.photo_capture import Capture, read_capture
-from jobs.photo_color import to_srgb
-from jobs.photo_formats import AVIF, HEIF, JPEG, PNG, TIFF, WEBP
+from photos import formats, privacy
+from photos.capture import Capture, read_capture
+from photos.colour import to_srgb
+from photos.formats import AVIF, HEIF, JPEG, PNG, TIFF, WEBP
 
 PATH_PREFIX = "path:"
 STORED_PREFIX = "sha256:"
@@ -255,7 +255,7 @@ def _storable(
     data: bytes, prepared: Prepared, limits: Limits, geometry: ModelGeometry, name: str | None
 ) -> bytes:
     """`data` scrubbed, proven to give the worker the same photo facts and the same pixels."""
-    scrubbed = photo_privacy.scrub(data, prepared.photo.format)
+    scrubbed = privacy.scrub(data, prepared.photo.format)
     if scrubbed is data and not prepared.is_private:
         return data
     again = prepare(scrubbed, limits, geometry, name=name) if scrubbed is not data else prepared
@@ -281,7 +281,7 @@ def prepare(
         raise InvalidImage("Image is empty (0 bytes)")
     if len(data) > limits.max_bytes:
         raise InvalidImage(f"Image is {len(data)} bytes; the limit is {limits.max_bytes}")
-    fmt = photo_formats.sniff(data, name)
+    fmt = formats.sniff(data, name)
     if fmt == AVIF and not features.check("avif"):
         raise InvalidImage("AVIF needs Pillow built with libavif (the wheels >= 11.3 are)")
     try:
@@ -306,7 +306,7 @@ def prepare(
     except (OSError, SyntaxError, ValueError, EOFError, RuntimeError, struct.error) as exc:
         raise InvalidImage(
             f"{fmt} image cannot be decoded ({type(exc).__name__}: {exc}); "
-            f"send one of: {photo_formats.accepted_list()}"
+            f"send one of: {formats.accepted_list()}"
         ) from exc
 
 
@@ -319,7 +319,7 @@ def _decode(img: Image.Image, fmt: str, limits: Limits, geometry: ModelGeometry)
         )
     frames = getattr(img, "n_frames", 1)
     if frames > 1 and fmt in _STILL_ONLY:
-        raise photo_formats.refuse(
+        raise formats.refuse(
             f"{_STILL_ONLY[fmt]} ({frames} frames)", ": export a single frame or page"
         )
     if fmt == JPEG:
@@ -347,7 +347,7 @@ def _decode(img: Image.Image, fmt: str, limits: Limits, geometry: ModelGeometry)
     srgb = _resized(srgb, model_size(width, height, geometry))
     srgb.info = {}
     photo = Photo(fmt, width, height, applied, profile, capture)
-    return Prepared(photo, srgb, photo_privacy.is_private(exif))
+    return Prepared(photo, srgb, privacy.is_private(exif))
 
 
 def fit_for_model(image: Image.Image, geometry: ModelGeometry) -> Image.Image:
