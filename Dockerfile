@@ -24,6 +24,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY jobs ./jobs
 COPY photos ./photos
+COPY notices ./notices
 COPY producers ./producers
 COPY advisor_worker ./advisor_worker
 # The migrations: the wheel carries them as jobs/_alembic, for `advisor db upgrade`.

@@ -11,7 +11,7 @@ import logging
 import queue
 import threading
 
-from jobs.courier import Courier
+from notices.courier import Courier
 
 logger = logging.getLogger(__name__)
 

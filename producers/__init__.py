@@ -15,7 +15,7 @@ from jobs.errors import (
     UnknownVariant,
 )
 from jobs.feedback import FeedbackRecord
-from jobs.webhooks import verify_signature
+from notices.webhooks import verify_signature
 from producers.client import Client, JobHandle
 from producers.errors import (
     InvalidSubmission,

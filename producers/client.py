@@ -12,7 +12,6 @@ from types import TracebackType
 from typing import Any
 
 from jobs.contracts import FINAL_STATUSES, Assignment, Status
-from jobs.courier import Courier, policy_of
 from jobs.db import engine_for
 from jobs.deliveries import DeliveryStore
 from jobs.feedback import DEFAULT_SOURCE, FeedbackRecord, FeedbackStore
@@ -21,7 +20,8 @@ from jobs.repository import CancelOutcome, NewJob, Repository
 from jobs.rollouts import RolloutStore
 from jobs.settings import Settings, get_settings
 from jobs.variants import Registry, load_registry_for
-from jobs.webhooks import CallbackPolicy
+from notices.courier import Courier, policy_of
+from notices.webhooks import CallbackPolicy
 from producers.errors import JobFinished, JobTimeout
 from producers.inputs import ImageInput, SubmitItem, as_item, check_item
 from producers.outbox import REPUBLISH_GRACE_SECONDS, Outbox

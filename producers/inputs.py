@@ -16,7 +16,7 @@ from jobs.contracts import QUEUE_PREFIX, DeliveryKind, is_storable_text
 from jobs.errors import CallbackRefused, InvalidImage
 from jobs.repository import NewDelivery
 from jobs.settings import Settings
-from jobs.webhooks import CallbackPolicy
+from notices.webhooks import CallbackPolicy
 from photos.intake import (
     PATH_PREFIX,
     CheckedImage,

@@ -30,13 +30,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.broker import beat_entry, queue_depths
 from jobs.contracts import SWEEP_TASK, Status, queue_of
-from jobs.courier import Courier, DeliveryRound
 from jobs.db import engine_for
 from jobs.deliveries import DeliveryStore
 from jobs.errors import BrokerUnreachable, summary
 from jobs.models import Job
 from jobs.repository import Repository, utcnow
 from jobs.settings import Settings
+from notices.courier import Courier, DeliveryRound
 from producers.errors import PublishFailed
 from producers.ops.rounds import run_rounds
 from producers.outbox import Outbox

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from jobs.errors import CallbackRefused
-from jobs.webhooks import (
+from notices.webhooks import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
     CallbackPolicy,

@@ -23,7 +23,7 @@ from jobs.deliveries import DeliveryStore, backoff_seconds
 from jobs.models import Delivery, Job
 from jobs.repository import utcnow
 from jobs.settings import Settings
-from jobs.webhooks import CallbackPolicy, PostResult, WebhookSender
+from notices.webhooks import CallbackPolicy, PostResult, WebhookSender
 
 logger = logging.getLogger(__name__)
 

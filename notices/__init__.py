@@ -1,0 +1,1 @@
+"""Outcome delivery: the courier that sends a finished job's notice, and the webhook sender."""
