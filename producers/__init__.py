@@ -14,7 +14,6 @@ from jobs.errors import (
     UnknownAdvisor,
     UnknownVariant,
 )
-from jobs.feedback import FeedbackRecord
 from notices.webhooks import verify_signature
 from producers.client import Client, JobHandle
 from producers.errors import (
@@ -24,6 +23,7 @@ from producers.errors import (
     ProducerError,
     PublishFailed,
 )
+from producers.feedback import FeedbackRecord
 from producers.inputs import SubmitItem
 from producers.router import Decision, Router
 

@@ -14,18 +14,18 @@ from typing import Any
 from jobs.contracts import FINAL_STATUSES, Assignment, Status
 from jobs.db import engine_for
 from jobs.deliveries import DeliveryStore
-from jobs.feedback import DEFAULT_SOURCE, FeedbackRecord, FeedbackStore
 from jobs.models import Delivery, Job
 from jobs.repository import CancelOutcome, NewJob, Repository
-from jobs.rollouts import RolloutStore
 from jobs.settings import Settings, get_settings
 from jobs.variants import Registry, load_registry_for
 from notices.courier import Courier, policy_of
 from notices.webhooks import CallbackPolicy
 from producers.errors import JobFinished, JobTimeout
+from producers.feedback import DEFAULT_SOURCE, FeedbackRecord, FeedbackStore
 from producers.inputs import ImageInput, SubmitItem, as_item, check_item
 from producers.outbox import REPUBLISH_GRACE_SECONDS, Outbox
 from producers.publisher import Publisher, PublishResult
+from producers.rollouts import RolloutStore
 from producers.router import Router
 
 DEFAULT_WAIT_SECONDS = 600.0

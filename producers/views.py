@@ -8,8 +8,8 @@ from urllib.parse import urlsplit
 
 from jobs.contracts import DeliveryKind
 from jobs.models import Delivery, Job
-from jobs.rollouts import Weights
 from jobs.variants import Registry
+from producers.rollouts import Weights
 
 
 def _plain(value: Any) -> Any:

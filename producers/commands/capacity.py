@@ -10,7 +10,6 @@ from jobs.broker import make_celery, queue_depths
 from jobs.contracts import queue_for, shadow_queue_for
 from jobs.db import engine_for
 from jobs.errors import BrokerUnreachable
-from jobs.rollouts import RolloutStore
 from jobs.settings import Settings, get_settings
 from jobs.variants import Registry, load_registry_for
 from producers.commands.arguments import fraction, positive
@@ -21,6 +20,7 @@ from producers.ops.capacity import (
     plan_capacity,
     render_plan,
 )
+from producers.rollouts import RolloutStore
 
 
 def cmd_capacity(args: argparse.Namespace) -> int:

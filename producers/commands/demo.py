@@ -19,12 +19,12 @@ from PIL import Image, ImageDraw
 from jobs import migrate
 from jobs.contracts import FINAL_STATUSES, Status
 from jobs.errors import AdvisorError
-from jobs.feedback import FeedbackStore
 from jobs.models import Job
 from jobs.settings import Settings, get_settings, mask_url
 from producers.client import Client
 from producers.commands.output import Subparsers
 from producers.commands.rollout import rollout_control
+from producers.feedback import FeedbackStore
 from producers.inputs import SubmitItem
 from producers.ops.rollout import default_actor
 

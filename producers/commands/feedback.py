@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict
 
-from jobs.feedback import DEFAULT_SOURCE
 from producers.commands.output import Subparsers, client, emit_json
+from producers.feedback import DEFAULT_SOURCE
 
 
 def cmd_feedback(args: argparse.Namespace) -> int:

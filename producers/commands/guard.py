@@ -6,12 +6,12 @@ import argparse
 import json
 
 from jobs.db import engine_for
-from jobs.rollouts import RolloutStore
 from jobs.settings import get_settings
 from jobs.variants import load_registry_for
 from producers.commands.arguments import positive
 from producers.commands.output import Subparsers
 from producers.ops.guard import GuardDecision, GuardThresholds, enforce, run_loop
+from producers.rollouts import RolloutStore
 
 
 def cmd_guard(args: argparse.Namespace) -> int:

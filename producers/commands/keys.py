@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from jobs.db import engine_for
-from jobs.keys import KeyInfo, KeyStore, Scope
 from jobs.settings import get_settings
 from producers.commands.output import Subparsers, emit_json
+from producers.keys import KeyInfo, KeyStore, Scope
 
 
 def key_store() -> KeyStore:

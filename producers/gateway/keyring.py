@@ -6,7 +6,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from jobs.keys import KeyInfo, KeyStore, hash_key
+from producers.keys import KeyInfo, KeyStore, hash_key
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from jobs.feedback import (
+from jobs.models import Delivery, Job
+from producers.feedback import (
     DEFAULT_SOURCE,
     MAX_COMMENT,
     MAX_RATING,
@@ -15,8 +16,7 @@ from jobs.feedback import (
     MIN_RATING,
     FeedbackRecord,
 )
-from jobs.models import Delivery, Job
-from jobs.rollouts import Weights
+from producers.rollouts import Weights
 from producers.views import delivery_to_dict
 
 # No control characters: they have no place in paths, names or keys (PostgreSQL refuses NUL).

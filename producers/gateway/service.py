@@ -11,7 +11,6 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 
-from jobs.keys import KeyStore
 from jobs.repository import Repository
 from jobs.settings import Settings
 from jobs.variants import Registry
@@ -19,6 +18,7 @@ from producers.client import Client
 from producers.gateway.errors import RolloutsDisabled, Unauthorized
 from producers.gateway.keyring import KeyRing, RateLimiter
 from producers.gateway.limits import Slots
+from producers.keys import KeyStore
 from producers.ops.rollout import RolloutControl
 
 bearer = HTTPBearer(auto_error=False, description="the value of ADVISOR_GATEWAY_TOKEN")

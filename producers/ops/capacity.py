@@ -14,8 +14,8 @@ from sqlalchemy import Engine, func, select
 from jobs.contracts import BASE_VARIANT, FINE_TUNED_VARIANT, Status, queue_for, shadow_queue_for
 from jobs.models import Job
 from jobs.repository import utcnow
-from jobs.rollouts import RolloutStore
 from jobs.variants import Registry
+from producers.rollouts import RolloutStore
 from producers.router import other_arm
 
 # The fine-tuned weight's rollout steps.

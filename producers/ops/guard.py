@@ -26,11 +26,11 @@ from jobs.db import engine_for
 from jobs.errors import StaleVersion
 from jobs.models import Job
 from jobs.repository import utcnow
-from jobs.rollouts import RolloutStore
 from jobs.settings import Settings
 from jobs.variants import Registry, load_registry_for
 from producers.ops.guardrails import Limits, RuleCheck, check_rules, judged
 from producers.ops.rounds import run_rounds
+from producers.rollouts import RolloutStore
 
 logger = logging.getLogger(__name__)
 

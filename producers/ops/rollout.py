@@ -12,9 +12,9 @@ from jobs.advisors import get_persona, personas
 from jobs.contracts import BASE_VARIANT, ErrorKind, Status
 from jobs.models import Job
 from jobs.repository import Repository
-from jobs.rollouts import RolloutStore, Weights, default_weights
 from jobs.variants import Registry
 from producers.outbox import Outbox
+from producers.rollouts import RolloutStore, Weights, default_weights
 from producers.router import Router
 
 logger = logging.getLogger(__name__)

@@ -329,7 +329,7 @@ def test_a_job_started_before_its_publish_was_recorded_still_counts_as_published
 def test_a_submitter_over_its_in_flight_quota_is_refused_even_when_racing(
     repo: Repository,
 ) -> None:
-    from jobs.keys import KeyStore
+    from producers.keys import KeyStore
 
     KeyStore(repo.engine).create("app")
     for i in range(2):

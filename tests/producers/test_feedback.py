@@ -12,10 +12,10 @@ from fastapi.testclient import TestClient
 from jobs.contracts import Assignment, ErrorKind
 from jobs.db import engine_for
 from jobs.errors import FeedbackRefused, InvalidFeedback, JobNotFound
-from jobs.feedback import FeedbackStore
 from producers import cli
 from producers.client import Client
 from producers.commands import feedback as feedback_command
+from producers.feedback import FeedbackStore
 from producers.gateway import api, create_app
 from producers.gateway.auth import intake_caller
 from tests.producers.conftest import make_settings

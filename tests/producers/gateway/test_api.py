@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from jobs.rollouts import RolloutStore
+from producers.rollouts import RolloutStore
 from tests.conftest import IN_CI
 from tests.producers.gateway.conftest import IDLE_VARIANT, TOKEN, Stack, follow, jpeg
 

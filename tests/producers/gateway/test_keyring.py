@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from jobs.db import engine_for
-from jobs.keys import KeyStore
 from producers.gateway.keyring import KeyRing, RateLimiter
+from producers.keys import KeyStore
 
 
 def test_the_bucket_allows_a_burst_then_one_submit_per_interval() -> None:

@@ -10,7 +10,6 @@ from celery import Celery
 
 from jobs.contracts import GUARD_TASK, Assignment, ErrorKind
 from jobs.db import engine_for
-from jobs.rollouts import RolloutStore, Weights
 from jobs.variants import Registry, load_registry
 from producers.ops.guard import (
     Action,
@@ -22,6 +21,7 @@ from producers.ops.guard import (
     register_guard_task,
     run_loop,
 )
+from producers.rollouts import RolloutStore, Weights
 from tests.producers.conftest import make_settings
 from tests.producers.crafted_jobs import Crafter
 

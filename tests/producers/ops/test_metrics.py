@@ -13,8 +13,8 @@ from jobs.contracts import ErrorKind
 from jobs.db import engine_for
 from jobs.models import WorkerHeartbeat
 from jobs.repository import utcnow
-from jobs.rollouts import RolloutStore
 from producers.ops.metrics import render_metrics
+from producers.rollouts import RolloutStore
 from tests.producers.conftest import beat, make_settings
 from tests.producers.crafted_jobs import Crafter
 

@@ -14,16 +14,16 @@ from scipy import stats
 from jobs.analysis import DIMENSIONS
 from jobs.contracts import Assignment, ErrorKind
 from jobs.db import engine_for
-from jobs.feedback import FeedbackStore
 from jobs.repository import utcnow
-from jobs.rollouts import RolloutStore
 from jobs.settings import Settings
 from producers import cli
 from producers.commands import report as report_command
+from producers.feedback import FeedbackStore
 from producers.ops.report import build_report, compare_model_performance
 from producers.ops.report_text import render_report
 from producers.ops.srm import srm_check
 from producers.ops.stats import compare_scores, score_copy
+from producers.rollouts import RolloutStore
 from tests.producers.crafted_jobs import Crafter
 
 VARIANTS = {"base", "fine_tuned"}

@@ -9,7 +9,7 @@ import pytest
 
 from jobs.db import engine_for
 from jobs.errors import StaleVersion
-from jobs.rollouts import RolloutStore, Weights
+from producers.rollouts import RolloutStore, Weights
 
 KNOWN = {"base", "fine_tuned"}
 

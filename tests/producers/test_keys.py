@@ -6,7 +6,7 @@ import pytest
 
 from jobs.db import engine_for
 from jobs.errors import KeyProblem
-from jobs.keys import KeyStore, Scope, hash_key
+from producers.keys import KeyStore, Scope, hash_key
 
 
 @pytest.fixture
