@@ -25,9 +25,10 @@ COPY pyproject.toml README.md ./
 COPY jobs ./jobs
 COPY photos ./photos
 COPY notices ./notices
+COPY store ./store
 COPY producers ./producers
 COPY advisor_worker ./advisor_worker
-# The migrations: the wheel carries them as jobs/_alembic, for `advisor db upgrade`.
+# The migrations: the wheel carries them as store/_alembic, for `advisor db upgrade`.
 COPY alembic ./alembic
 RUN pip install ".[${EXTRAS}]"
 # The registry and adapters are data, mounted at run time; ADVISOR_REGISTRY must name a file.

@@ -144,11 +144,11 @@ def _run(variant_name: str) -> int:
     from jobs.advisors import get_persona, personas
     from jobs.analysis import generation_schema
     from jobs.contracts import queue_for, shadow_queue_for
-    from jobs.db import engine_for
-    from jobs.deliveries import DeliveryStore
     from jobs.errors import ConfigError
-    from jobs.repository import Repository
     from notices.courier import Courier
+    from store.db import engine_for
+    from store.deliveries import DeliveryStore
+    from store.repository import Repository
 
     settings = get_settings()
     registry = _registry()

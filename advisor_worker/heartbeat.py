@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from jobs.repository import Repository
+from store.repository import Repository
 
 logger = logging.getLogger(__name__)
 

@@ -33,20 +33,19 @@ from advisor_worker.provider import LoadedVariant, ModelProvider
 from advisor_worker.watchdog import Watchdog
 from jobs.advisors import get_persona
 from jobs.analysis import SCHEMA_VERSION, Analysis, GeneratedAnalysis, generation_schema
-from jobs.contracts import AnalyzeRequest, ErrorKind, is_plausible_job_id
-from jobs.errors import InvalidImage, UnknownAdvisor, UnsupportedFormat, summary
-from jobs.models import Job
-from jobs.repository import ModelInput, Outcome, Repository, StartOutcome, VariantIdentity
-from jobs.settings import Settings
-from photos.intake import (
+from jobs.contracts import (
     PATH_PREFIX,
     STORED_PREFIX,
-    Limits,
-    Prepared,
-    image_tokens,
-    prepare,
-    read_path,
+    AnalyzeRequest,
+    ErrorKind,
+    is_plausible_job_id,
 )
+from jobs.errors import InvalidImage, UnknownAdvisor, UnsupportedFormat, summary
+from jobs.settings import Settings
+from photos.intake import Limits, Prepared, image_tokens, prepare, read_path
+from store.lifecycle import ModelInput, Outcome, StartOutcome, VariantIdentity
+from store.models import Job
+from store.repository import Repository
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from jobs.db import engine_for
-from jobs.models import Base
 from jobs.settings import get_settings
+from store.db import engine_for
+from store.models import Base
 
 config = context.config
 target_metadata = Base.metadata

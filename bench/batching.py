@@ -23,12 +23,12 @@ from bench.serving import ADVISOR, settings_for
 from bench.stats import Figure, Goal, Section, ratios, table
 from bench.targets import Target, worker_env
 from jobs.analysis import generation_schema
+from jobs.clock import as_utc
 from jobs.contracts import FINAL_STATUSES, Status
-from jobs.models import Job
-from jobs.repository import as_utc
 from photos.intake import Limits, prepare
 from producers import Client, SubmitItem
 from producers.commands.demo import photo
+from store.models import Job
 
 # `mlx_vlm.generate` is also a function the package re-exports; import the module itself.
 _ar = importlib.import_module("mlx_vlm.generate.ar")

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.repository import Repository
+from store.repository import Repository
 
 WORKER = [sys.executable, "-m", "advisor_worker.cli", "run", "--variant"]
 

@@ -9,11 +9,11 @@ from bench import launcher, models
 from bench.serving import ADVISOR, settings_for
 from bench.stats import Figure, Section, ratios, table
 from bench.targets import Target, worker_env
+from jobs.clock import as_utc
 from jobs.contracts import FINAL_STATUSES, Status
-from jobs.models import Job
-from jobs.repository import as_utc
 from producers import Client, SubmitItem
 from producers.commands.demo import photo
+from store.models import Job
 
 
 def drain(client: Client, jobs: int, tag: str) -> float:

@@ -16,12 +16,13 @@ from bench.stats import Figure, Goal, Section, ratios, table
 from bench.targets import Target, worker_env
 from jobs.advisors import get_persona
 from jobs.analysis import generation_schema
+from jobs.clock import as_utc
 from jobs.contracts import FINAL_STATUSES, Status
-from jobs.repository import Repository, as_utc
 from jobs.settings import Settings
 from photos.intake import Limits, prepare
 from producers import Client
 from producers.commands.demo import photo
+from store.repository import Repository
 
 ADVISOR = "ansel"
 # The smallest string cap the settings allow keeps a random model's answer short (~300 tokens).

@@ -10,8 +10,8 @@ from typing import Any
 import redis
 from sqlalchemy import create_engine, text
 
-from jobs import migrate
 from jobs.settings import Settings
+from store import migrate
 
 # Database 15: the test fixtures use 1-14, and each benchmark flushes its own database first.
 DEFAULT_REDIS = "redis://127.0.0.1:6379/15"

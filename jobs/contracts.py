@@ -15,6 +15,9 @@ PRUNE_TASK = "advisor.prune"
 QUEUE_PREFIX = "advisor."
 SHADOW_QUEUE_SUFFIX = ".shadow"
 BASE_VARIANT = "base"
+# A job's image_ref: a path the workers can read, or an image stored in the database.
+PATH_PREFIX = "path:"
+STORED_PREFIX = "sha256:"
 FINE_TUNED_VARIANT = "fine_tuned"
 
 _VARIANT_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")

@@ -78,7 +78,7 @@ class StaleVersion(InvalidWeights):
 
 
 class MigrationScriptsMissing(AdvisorError):
-    """The installation has no Alembic scripts where `jobs.migrate` looks for them."""
+    """The installation has no Alembic scripts where `store.migrate` looks for them."""
 
 
 class BrokerUnreachable(AdvisorError):

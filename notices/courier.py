@@ -18,12 +18,12 @@ from kombu import Exchange, Queue
 from kombu.exceptions import KombuError
 
 from jobs.broker import make_celery, unreachable
+from jobs.clock import utcnow
 from jobs.contracts import DeliveryKind, Status
-from jobs.deliveries import DeliveryStore, backoff_seconds
-from jobs.models import Delivery, Job
-from jobs.repository import utcnow
 from jobs.settings import Settings
 from notices.webhooks import CallbackPolicy, PostResult, WebhookSender
+from store.deliveries import DeliveryStore, backoff_seconds
+from store.models import Delivery, Job
 
 logger = logging.getLogger(__name__)
 

@@ -22,14 +22,13 @@ from typing import Any
 import pillow_heif
 from PIL import Image, UnidentifiedImageError, features
 
+from jobs.contracts import STORED_PREFIX
 from jobs.errors import InvalidImage
 from photos import formats, privacy
 from photos.capture import Capture, read_capture
 from photos.colour import to_srgb
 from photos.formats import AVIF, HEIF, JPEG, PNG, TIFF, WEBP
 
-PATH_PREFIX = "path:"
-STORED_PREFIX = "sha256:"
 # Qwen3-VL: 16-pixel patches merged 2x2, so one image token per 32x32 pixels.
 PATCH_FACTOR = 32
 MAX_ASPECT = 200  # the Qwen-VL processors refuse anything longer

@@ -10,7 +10,6 @@ from typing import NoReturn
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from jobs.db import is_unmigrated, is_unreachable
 from jobs.errors import AdvisorError, summary
 from jobs.settings import get_settings
 from producers.commands import (
@@ -30,6 +29,7 @@ from producers.commands import (
 )
 from producers.commands.output import EXIT_FAILED, EXIT_TIMEOUT, EXIT_USAGE, Subparsers
 from producers.errors import JobTimeout
+from store.db import is_unmigrated, is_unreachable
 
 # Every subcommand group registers here; its handler lets errors reach main(), which turns
 # each into one line and an exit code.

@@ -12,10 +12,6 @@ from types import TracebackType
 from typing import Any
 
 from jobs.contracts import FINAL_STATUSES, Assignment, Status
-from jobs.db import engine_for
-from jobs.deliveries import DeliveryStore
-from jobs.models import Delivery, Job
-from jobs.repository import CancelOutcome, NewJob, Repository
 from jobs.settings import Settings, get_settings
 from jobs.variants import Registry, load_registry_for
 from notices.courier import Courier, policy_of
@@ -27,6 +23,12 @@ from producers.outbox import REPUBLISH_GRACE_SECONDS, Outbox
 from producers.publisher import Publisher, PublishResult
 from producers.rollouts import RolloutStore
 from producers.router import Router
+from store.db import engine_for
+from store.deliveries import DeliveryStore
+from store.lifecycle import CancelOutcome
+from store.models import Delivery, Job
+from store.repository import Repository
+from store.submissions import NewJob
 
 DEFAULT_WAIT_SECONDS = 600.0
 

@@ -6,13 +6,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Engine, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from jobs.clock import as_utc, utcnow
 from jobs.contracts import Assignment, Status
 from jobs.errors import FeedbackRefused, InvalidFeedback, JobNotFound
-from jobs.models import Feedback, Job
-from jobs.repository import as_utc, utcnow
+from store.dialect import insert_for
+from store.models import Feedback, Job
 
 MIN_RATING, MAX_RATING = 1, 5
 MAX_COMMENT = 2000
@@ -66,7 +65,6 @@ class FeedbackStore:
         now = utcnow()
         values = {"rating": rating, "helpful": helpful, "comment": comment,
                   "simulated": simulated, "updated_at": now}  # fmt: skip
-        builder = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
         with self.engine.begin() as conn:
             job = conn.execute(
                 select(Job.status, Job.assignment, Job.error_kind).where(Job.id == job_id)
@@ -76,7 +74,7 @@ class FeedbackStore:
             _check_rateable(job_id, job.status, job.assignment, job.error_kind)
             # Claim, don't check-then-write: the insert loses to a concurrent one and updates.
             inserted = conn.execute(
-                builder(Feedback)
+                insert_for(self.engine, Feedback)
                 .values(job_id=job_id, source=source, created_at=now, **values)
                 .on_conflict_do_nothing(index_elements=["job_id", "source"])
                 .returning(Feedback.id)

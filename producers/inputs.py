@@ -12,21 +12,13 @@ from typing import Any
 from PIL import Image
 
 from jobs.advisors import get_persona
-from jobs.contracts import QUEUE_PREFIX, DeliveryKind, is_storable_text
+from jobs.contracts import PATH_PREFIX, QUEUE_PREFIX, DeliveryKind, is_storable_text
 from jobs.errors import CallbackRefused, InvalidImage
-from jobs.repository import NewDelivery
 from jobs.settings import Settings
 from notices.webhooks import CallbackPolicy
-from photos.intake import (
-    PATH_PREFIX,
-    CheckedImage,
-    Limits,
-    ModelGeometry,
-    confine,
-    read_path,
-    verify,
-)
+from photos.intake import CheckedImage, Limits, ModelGeometry, confine, read_path, verify
 from producers.errors import InvalidSubmission
+from store.submissions import NewDelivery
 
 ImageInput = str | Path | bytes | bytearray | memoryview | Image.Image
 

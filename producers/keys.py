@@ -14,9 +14,9 @@ from typing import Any
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from jobs.clock import as_utc, utcnow
 from jobs.errors import KeyProblem
-from jobs.models import ApiKey
-from jobs.repository import as_utc, utcnow
+from store.models import ApiKey
 
 KEY_PREFIX = "adv_"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")

@@ -6,10 +6,11 @@ import logging
 from collections.abc import Sequence
 from datetime import timedelta
 
-from jobs.models import Job
-from jobs.repository import Repository, as_utc, utcnow
+from jobs.clock import as_utc, utcnow
 from producers.errors import PublishFailed
 from producers.publisher import Publisher, PublishResult
+from store.models import Job
+from store.repository import Repository
 
 logger = logging.getLogger(__name__)
 

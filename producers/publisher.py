@@ -12,8 +12,8 @@ from kombu.exceptions import KombuError
 
 from jobs.broker import analyze_queue, is_redis, make_celery, unreachable
 from jobs.contracts import ANALYZE_TASK, AnalyzeRequest, queue_of
-from jobs.models import Job
 from jobs.settings import Settings
+from store.models import Job
 
 logger = logging.getLogger(__name__)
 

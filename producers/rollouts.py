@@ -8,13 +8,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from jobs.clock import as_utc, utcnow
 from jobs.contracts import BASE_VARIANT
 from jobs.errors import InvalidWeights, StaleVersion
-from jobs.models import Rollout, RolloutEvent
-from jobs.repository import as_utc, utcnow
+from store.dialect import insert_for
+from store.models import Rollout, RolloutEvent
 
 
 @dataclass(frozen=True)
@@ -167,8 +166,7 @@ class RolloutStore:
             )  # fmt: skip
 
     def _insert_ignore(self) -> Any:
-        builder = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
-        return builder(Rollout).on_conflict_do_nothing(index_elements=["advisor"])
+        return insert_for(self.engine, Rollout).on_conflict_do_nothing(index_elements=["advisor"])
 
     def history(self, advisor: str | None = None, limit: int = 50) -> list[RolloutEvent]:
         stmt = select(RolloutEvent).order_by(RolloutEvent.id.desc()).limit(limit)

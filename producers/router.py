@@ -12,10 +12,10 @@ from typing import Generic, TypeVar
 
 from jobs.contracts import BASE_VARIANT, Assignment, ModelUsed, model_used_for
 from jobs.errors import UnknownVariant
-from jobs.repository import Repository
 from jobs.settings import Settings
 from jobs.variants import Registry
 from producers.rollouts import RolloutStore, Weights
+from store.repository import Repository
 
 logger = logging.getLogger(__name__)
 

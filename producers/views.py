@@ -7,9 +7,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from jobs.contracts import DeliveryKind
-from jobs.models import Delivery, Job
 from jobs.variants import Registry
 from producers.rollouts import Weights
+from store.models import Delivery, Job
 
 
 def _plain(value: Any) -> Any:

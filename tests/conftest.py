@@ -54,7 +54,7 @@ def postgres_url() -> Iterator[str]:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
     yield f"{url}/{name}"
-    from jobs.db import engine_for
+    from store.db import engine_for
 
     full = f"{url}/{name}"
     engine_for(full).dispose()
@@ -70,7 +70,7 @@ def database_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def migrated_url(database_url: str) -> str:
-    from jobs import migrate
+    from store import migrate
 
     migrate.upgrade(database_url)
     return database_url

@@ -12,8 +12,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobs.db import engine_for
-from jobs.repository import Repository
+from store.db import engine_for
+from store.repository import Repository
 
 WORKER_BIN = [sys.executable, "-m", "advisor_worker.cli"]
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-from jobs.db import engine_for
-from jobs.repository import Repository
+from store.db import engine_for
+from store.repository import Repository
 from tests.conftest import is_listening
 from tests.support import WorkerProcess, wait_until_ready
 from tests.test_deploy import OUR_IMAGES, SECRETS, _argv, compose

@@ -26,11 +26,11 @@ from PIL import Image
 from advisor_worker.devtools.adapter_maker import write_random_adapter
 from advisor_worker.devtools.tiny_model import build_tiny_model
 from jobs.contracts import Assignment, Status
-from jobs.db import engine_for
-from jobs.repository import Repository
 from jobs.settings import Settings
 from producers import Client, SubmitItem
 from producers.rollouts import RolloutStore
+from store.db import engine_for
+from store.repository import Repository
 from tests.deploy_support import RUNBOOK, RunbookStep, runbook_steps
 from tests.support import WorkerProcess, wait_until_final, wait_until_ready
 

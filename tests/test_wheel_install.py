@@ -18,20 +18,20 @@ import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
-from jobs.db import engine_for
-from jobs.models import Base
+from store.db import engine_for
+from store.models import Base
 from tests.deploy_support import ROOT
 
 SETUPTOOLS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
 SCRIPTS_DIR = ROOT / "alembic"
-INSTALLED_SCRIPTS = "jobs/_alembic"
+INSTALLED_SCRIPTS = "store/_alembic"
 JUNK = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
 
 _PROBE = r"""
-import json, alembic, jobs, jobs.migrate
+import json, alembic, jobs, store.migrate
 print(json.dumps({
     "jobs": jobs.__file__,
-    "scripts": str(jobs.migrate.script_location()),
+    "scripts": str(store.migrate.script_location()),
     "alembic": alembic.__file__,
 }))
 """
@@ -139,7 +139,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
 
 
 @pytest.mark.slow
-def test_the_wheel_ships_the_migrations_inside_jobs_and_no_alembic_package(
+def test_the_wheel_ships_the_migrations_inside_store_and_no_alembic_package(
     installed: Installed,
 ) -> None:
     names = set(zipfile.ZipFile(installed.wheel).namelist())

@@ -8,7 +8,6 @@ from dataclasses import replace
 
 from jobs.broker import make_celery, queue_depths
 from jobs.contracts import queue_for, shadow_queue_for
-from jobs.db import engine_for
 from jobs.errors import BrokerUnreachable
 from jobs.settings import Settings, get_settings
 from jobs.variants import Registry, load_registry_for
@@ -21,6 +20,7 @@ from producers.ops.capacity import (
     render_plan,
 )
 from producers.rollouts import RolloutStore
+from store.db import engine_for
 
 
 def cmd_capacity(args: argparse.Namespace) -> int:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from jobs import migrate
 from jobs.settings import get_settings, mask_url
 from producers.commands.output import Subparsers
+from store import migrate
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:

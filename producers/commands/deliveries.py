@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs.models import Delivery
 from producers.commands.output import EXIT_USAGE, Subparsers, client, emit_json
 from producers.views import delivery_target, delivery_to_dict
+from store.models import Delivery
 
 
 def _line(delivery: Delivery) -> str:

@@ -16,10 +16,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from jobs import migrate
 from jobs.contracts import FINAL_STATUSES, Status
 from jobs.errors import AdvisorError
-from jobs.models import Job
 from jobs.settings import Settings, get_settings, mask_url
 from producers.client import Client
 from producers.commands.output import Subparsers
@@ -27,6 +25,8 @@ from producers.commands.rollout import rollout_control
 from producers.feedback import FeedbackStore
 from producers.inputs import SubmitItem
 from producers.ops.rollout import default_actor
+from store import migrate
+from store.models import Job
 
 ADVISOR = "ansel"
 WORKER = [sys.executable, "-m", "advisor_worker.cli"]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from jobs.db import engine_for
 from jobs.settings import get_settings
 from jobs.variants import load_registry_for
 from producers.commands.arguments import positive
 from producers.commands.output import Subparsers
 from producers.ops.guard import GuardDecision, GuardThresholds, enforce, run_loop
 from producers.rollouts import RolloutStore
+from store.db import engine_for
 
 
 def cmd_guard(args: argparse.Namespace) -> int:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs.db import engine_for
 from jobs.settings import get_settings
 from producers.commands.output import Subparsers, emit_json
 from producers.keys import KeyInfo, KeyStore, Scope
+from store.db import engine_for
 
 
 def key_store() -> KeyStore:

@@ -16,12 +16,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.broker import make_celery, queue_depths
 from jobs.contracts import queue_for
-from jobs.db import engine_for
 from jobs.errors import BrokerUnreachable, summary
 from jobs.settings import Settings, get_settings, mask_url
 from jobs.variants import load_registry_for
 from producers.commands.output import Subparsers
 from producers.ops.metrics import render_metrics
+from store.db import engine_for
 
 logger = logging.getLogger(__name__)
 

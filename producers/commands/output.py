@@ -6,11 +6,11 @@ import json
 from typing import Any
 
 from jobs.contracts import Status
-from jobs.models import Job
 from jobs.settings import get_settings
 from producers.client import Client
 from producers.commands.progress import ProgressBar
 from producers.views import job_to_dict
+from store.models import Job
 
 EXIT_FAILED, EXIT_USAGE, EXIT_TIMEOUT = 1, 2, 3
 Subparsers = Any  # argparse's _SubParsersAction is private; its type adds nothing here

@@ -6,7 +6,7 @@ import sys
 import time
 from typing import TextIO
 
-from jobs.models import Job
+from store.models import Job
 
 
 class ProgressBar:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from jobs.db import engine_for
-from jobs.repository import Repository
 from jobs.settings import get_settings
 from producers.commands.arguments import positive
 from producers.commands.output import Subparsers
 from producers.ops.prune import prune
+from store.db import engine_for
+from store.repository import Repository
 
 
 def cmd_prune(args: argparse.Namespace) -> int:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from jobs.db import engine_for
 from jobs.settings import get_settings
 from producers.commands.arguments import positive
 from producers.commands.output import Subparsers
 from producers.ops.report import build_report
 from producers.ops.report_text import render_report
+from store.db import engine_for
 
 
 def cmd_report(args: argparse.Namespace) -> int:

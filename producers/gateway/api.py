@@ -14,7 +14,6 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from jobs.contracts import Status
-from jobs.models import Job
 from producers.client import JobHandle
 from producers.gateway.auth import Caller, IntakeDep
 from producers.gateway.errors import BrokerUnavailable, JobUnknown, RateLimited, VariantForbidden
@@ -34,6 +33,7 @@ from producers.gateway.schemas import (
     job_urls,
 )
 from producers.gateway.service import Gateway, GatewayDep
+from store.models import Job
 
 router = APIRouter(tags=["jobs"])
 

@@ -14,10 +14,10 @@ from typing import Annotated
 from fastapi import Depends
 from starlette.concurrency import run_in_threadpool
 
-from jobs.models import Job
 from producers.gateway.errors import Forbidden, Unauthorized
 from producers.gateway.service import Credentials, GatewayDep
 from producers.keys import KeyInfo, Scope
+from store.models import Job
 
 
 @dataclass(frozen=True)

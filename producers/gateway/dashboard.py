@@ -12,15 +12,15 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
+from jobs.clock import as_utc, utcnow
 from jobs.contracts import Status
-from jobs.models import Job
-from jobs.repository import as_utc, utcnow
 from producers.gateway.auth import ReaderDep
 from producers.gateway.ops import finite
 from producers.gateway.schemas import error_responses
 from producers.gateway.service import Gateway, GatewayDep
 from producers.gateway.status import health
 from producers.ops.report import build_report
+from store.models import Job
 
 STATIC_DIR = Path(__file__).parent / "static"
 SCORE_BINS = [str(n) for n in range(1, 11)]  # bin k holds overall scores in [k, k+1); 10 is 10

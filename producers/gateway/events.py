@@ -14,10 +14,10 @@ from starlette.concurrency import run_in_threadpool
 
 from jobs.contracts import FINAL_STATUSES, Status
 from jobs.errors import summary
-from jobs.models import Job
 from producers.client import Client
 from producers.gateway.limits import Lease
 from producers.gateway.schemas import job_public
+from store.models import Job
 
 logger = logging.getLogger(__name__)
 

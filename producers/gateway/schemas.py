@@ -7,7 +7,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from jobs.models import Delivery, Job
 from producers.feedback import (
     DEFAULT_SOURCE,
     MAX_COMMENT,
@@ -18,6 +17,7 @@ from producers.feedback import (
 )
 from producers.rollouts import Weights
 from producers.views import delivery_to_dict
+from store.models import Delivery, Job
 
 # No control characters: they have no place in paths, names or keys (PostgreSQL refuses NUL).
 PRINTABLE = r"^[^\x00-\x1f\x7f]+$"

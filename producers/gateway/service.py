@@ -11,7 +11,6 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 
-from jobs.repository import Repository
 from jobs.settings import Settings
 from jobs.variants import Registry
 from producers.client import Client
@@ -20,6 +19,7 @@ from producers.gateway.keyring import KeyRing, RateLimiter
 from producers.gateway.limits import Slots
 from producers.keys import KeyStore
 from producers.ops.rollout import RolloutControl
+from store.repository import Repository
 
 bearer = HTTPBearer(auto_error=False, description="the value of ADVISOR_GATEWAY_TOKEN")
 

@@ -13,12 +13,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.broker import queue_depths
 from jobs.contracts import BASE_VARIANT, queue_for
-from jobs.db import is_unmigrated
 from jobs.errors import BrokerUnreachable, summary
-from jobs.models import Job
 from jobs.variants import Registry
 from producers.gateway.schemas import DependencyHealth, HealthReport, QueueHealth
 from producers.gateway.service import Gateway
+from store.db import is_unmigrated
+from store.models import Job
 
 logger = logging.getLogger(__name__)
 

@@ -11,12 +11,12 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
+from jobs.clock import utcnow
 from jobs.contracts import BASE_VARIANT, FINE_TUNED_VARIANT, Status, queue_for, shadow_queue_for
-from jobs.models import Job
-from jobs.repository import utcnow
 from jobs.variants import Registry
 from producers.rollouts import RolloutStore
 from producers.router import other_arm
+from store.models import Job
 
 # The fine-tuned weight's rollout steps.
 LADDER = (0.10, 0.25, 0.50, 1.0)

@@ -21,16 +21,16 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.broker import beat_entry
+from jobs.clock import utcnow
 from jobs.contracts import BASE_VARIANT, GUARD_TASK, ErrorKind, Status
-from jobs.db import engine_for
 from jobs.errors import StaleVersion
-from jobs.models import Job
-from jobs.repository import utcnow
 from jobs.settings import Settings
 from jobs.variants import Registry, load_registry_for
 from producers.ops.guardrails import Limits, RuleCheck, check_rules, judged
 from producers.ops.rounds import run_rounds
 from producers.rollouts import RolloutStore
+from store.db import engine_for
+from store.models import Job
 
 logger = logging.getLogger(__name__)
 

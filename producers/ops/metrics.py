@@ -12,10 +12,10 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 from sqlalchemy import Engine, case, func, select
 
+from jobs.clock import utcnow
 from jobs.contracts import Status, queue_of
-from jobs.models import Job, Rollout, WorkerHeartbeat
-from jobs.repository import utcnow
 from jobs.settings import Settings
+from store.models import Job, Rollout, WorkerHeartbeat
 
 # Analyses take ~30-100 s on the real model and 1-10 s on dev models; buckets cover both.
 INFERENCE_BUCKETS_SECONDS = (

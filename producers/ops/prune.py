@@ -15,10 +15,11 @@ from typing import Any
 from celery import Celery
 
 from jobs.broker import beat_entry
+from jobs.clock import utcnow
 from jobs.contracts import PRUNE_TASK
-from jobs.db import engine_for
-from jobs.repository import Repository, utcnow
 from jobs.settings import Settings
+from store.db import engine_for
+from store.repository import Repository
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,8 @@ import numpy as np
 from sqlalchemy import Engine, func, select
 
 from jobs.analysis import DIMENSIONS
+from jobs.clock import utcnow
 from jobs.contracts import BASE_VARIANT, Assignment, ErrorKind, ModelUsed, Status
-from jobs.models import Feedback, Job
-from jobs.repository import utcnow
 from producers.ops.srm import SrmCheck, srm_checks
 from producers.ops.stats import (
     Comparison,
@@ -34,6 +33,7 @@ from producers.ops.verdicts import (
     paired_comparisons,
     verdicts,
 )
+from store.models import Feedback, Job
 
 logger = logging.getLogger(__name__)
 

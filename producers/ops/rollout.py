@@ -10,12 +10,12 @@ from dataclasses import dataclass
 
 from jobs.advisors import get_persona, personas
 from jobs.contracts import BASE_VARIANT, ErrorKind, Status
-from jobs.models import Job
-from jobs.repository import Repository
 from jobs.variants import Registry
 from producers.outbox import Outbox
 from producers.rollouts import RolloutStore, Weights, default_weights
 from producers.router import Router
+from store.models import Job
+from store.repository import Repository
 
 logger = logging.getLogger(__name__)
 

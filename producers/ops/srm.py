@@ -11,7 +11,7 @@ from scipy import stats
 from sqlalchemy import Engine, select
 
 from jobs.contracts import BASE_VARIANT, Assignment, Status
-from jobs.models import Rollout, RolloutEvent
+from store.models import Rollout, RolloutEvent
 
 SRM_STAGES = ("routed", "started", "finished")
 # SRM is a data-quality alarm checked often, so it needs a much stricter threshold.

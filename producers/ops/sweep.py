@@ -29,18 +29,19 @@ from kombu.exceptions import KombuError
 from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.broker import beat_entry, queue_depths
+from jobs.clock import utcnow
 from jobs.contracts import SWEEP_TASK, Status, queue_of
-from jobs.db import engine_for
-from jobs.deliveries import DeliveryStore
 from jobs.errors import BrokerUnreachable, summary
-from jobs.models import Job
-from jobs.repository import Repository, utcnow
 from jobs.settings import Settings
 from notices.courier import Courier, DeliveryRound
 from producers.errors import PublishFailed
 from producers.ops.rounds import run_rounds
 from producers.outbox import Outbox
 from producers.publisher import Publisher
+from store.db import engine_for
+from store.deliveries import DeliveryStore
+from store.models import Job
+from store.repository import Repository
 
 logger = logging.getLogger(__name__)
 

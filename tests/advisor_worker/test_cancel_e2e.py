@@ -9,10 +9,10 @@ import httpx
 import pytest
 
 from jobs.contracts import Status
-from jobs.db import engine_for
-from jobs.models import Job
-from jobs.repository import Repository
 from producers import Client
+from store.db import engine_for
+from store.models import Job
+from store.repository import Repository
 from tests.advisor_worker.test_worker_e2e import photo, settings_of, setup_env
 from tests.producers.gateway.conftest import ThreadGateway
 from tests.support import Env, running_workers, wait_until_final

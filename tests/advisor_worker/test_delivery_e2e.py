@@ -13,12 +13,13 @@ from pathlib import Path
 
 from jobs.broker import analyze_queue, make_celery
 from jobs.contracts import ANALYZE_TASK, Assignment, DeliveryKind, Status
-from jobs.db import engine_for
-from jobs.deliveries import DeliveryStore
-from jobs.repository import NewDelivery, NewJob, Repository
 from jobs.settings import Settings
 from producers import Client
 from producers.commands.sweep import sweeper
+from store.db import engine_for
+from store.deliveries import DeliveryStore
+from store.repository import Repository
+from store.submissions import NewDelivery, NewJob
 from tests.advisor_worker.test_worker_e2e import photo, settings_of, setup_env
 from tests.producers.conftest import RedisServer, own_redis  # noqa: F401 - a fixture
 from tests.receivers import WEBHOOK_SECRET, UpstreamWorker, WebhookReceiver, wait_until

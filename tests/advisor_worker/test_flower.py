@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from jobs.contracts import ANALYZE_TASK, queue_for, shadow_queue_for
-from jobs.db import engine_for
-from jobs.repository import Repository
 from producers import Client, SubmitItem
+from store.db import engine_for
+from store.repository import Repository
 from tests.advisor_worker.test_worker_e2e import photo, settings_of, setup_env
 from tests.conftest import free_port
 from tests.support import Env, running_workers, wait_until_final

@@ -7,8 +7,9 @@ import time
 
 from advisor_worker.heartbeat import Heartbeat
 from jobs.contracts import Assignment
-from jobs.db import engine_for
-from jobs.repository import NewJob, Repository
+from store.db import engine_for
+from store.repository import Repository
+from store.submissions import NewJob
 
 
 def test_a_cancel_request_reaches_only_the_cancelled_job_within_half_a_second(

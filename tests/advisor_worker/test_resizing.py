@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from jobs.contracts import Status
-from jobs.db import engine_for
-from jobs.repository import Repository
 from producers import Client, SubmitItem
+from store.db import engine_for
+from store.repository import Repository
 from tests.advisor_worker.test_worker_e2e import photo, settings_of, setup_env
 from tests.support import Env, WorkerProcess, running_workers, wait_until_final
 

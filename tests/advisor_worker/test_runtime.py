@@ -11,10 +11,12 @@ import pytest
 
 from advisor_worker.runtime import _Job, _Progress
 from jobs.contracts import Assignment, ErrorKind, Status
-from jobs.db import engine_for
-from jobs.repository import NewJob, Repository, StartOutcome
 from jobs.settings import Settings
 from photos.intake import Limits, ModelGeometry
+from store.db import engine_for
+from store.lifecycle import StartOutcome
+from store.repository import Repository
+from store.submissions import NewJob
 
 
 @pytest.fixture

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from jobs.contracts import Assignment, Status
-from jobs.db import engine_for
-from jobs.models import Job
-from jobs.repository import NewJob, Repository
 from producers import Client, SubmitItem
 from producers.ops.report import build_report
+from store.db import engine_for
+from store.models import Job
+from store.repository import Repository
+from store.submissions import NewJob
 from tests.advisor_worker.test_worker_e2e import photo, settings_of, setup_env
 from tests.support import Env, running_workers, wait_until_final
 

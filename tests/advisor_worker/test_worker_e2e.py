@@ -14,13 +14,14 @@ from PIL import Image
 from sqlalchemy import text
 
 from advisor_worker.devtools.adapter_maker import write_random_adapter
-from jobs import migrate
 from jobs.broker import analyze_queue, make_celery
 from jobs.contracts import ANALYZE_TASK, Assignment, ErrorKind, Status
-from jobs.db import engine_for
-from jobs.repository import NewJob, Repository
 from jobs.settings import Settings
 from producers import Client, SubmitItem
+from store import migrate
+from store.db import engine_for
+from store.repository import Repository
+from store.submissions import NewJob
 from tests.support import Env, running_workers, wait_until_final
 
 

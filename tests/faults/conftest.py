@@ -20,16 +20,16 @@ from PIL import Image
 from sqlalchemy.exc import OperationalError
 
 from advisor_worker.devtools.adapter_maker import write_random_adapter
-from jobs import migrate
 from jobs.broker import make_celery
 from jobs.contracts import FINAL_STATUSES, Status, queue_for
-from jobs.db import engine_for
-from jobs.models import Job
-from jobs.repository import Repository
 from jobs.settings import Settings
 from producers import Client
 from producers.commands.sweep import sweeper
 from producers.ops.sweep import SweepReport
+from store import migrate
+from store.db import engine_for
+from store.models import Job
+from store.repository import Repository
 from tests.advisor_worker.conftest import tiny_model_dir  # noqa: F401 - a fixture, re-exported
 from tests.faults.servers import PostgresCluster, RedisServer
 from tests.support import WORKER_BIN, Env, WorkerProcess, wait_until_ready

@@ -22,13 +22,14 @@ import httpx
 import psycopg
 import pytest
 
-from jobs import migrate
 from jobs.contracts import Assignment
-from jobs.db import engine_for
-from jobs.models import Job
-from jobs.repository import NewJob, Repository
 from jobs.settings import Settings
 from producers.keys import KeyStore, Scope
+from store import migrate
+from store.db import engine_for
+from store.models import Job
+from store.repository import Repository
+from store.submissions import NewJob
 from tests.conftest import PG_ADMIN_URL, free_port, require_service
 from tests.faults.servers import RedisServer
 from tests.support import Env, WorkerProcess, start_worker

@@ -15,9 +15,9 @@ from PIL import Image
 from jobs.analysis import Analysis
 from jobs.broker import analyze_queue, make_celery
 from jobs.contracts import ANALYZE_TASK, Assignment, ErrorKind, Status
-from jobs.models import Job
-from jobs.repository import NewJob
 from producers import Client, SubmitItem
+from store.models import Job
+from store.submissions import NewJob
 from tests.faults.conftest import Stack, Tally, sweeping, tally, wait_final
 from tests.faults.servers import RedisServer
 

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 
 from jobs.contracts import Status
-from jobs.models import Job
+from store.models import Job
 from tests.faults.conftest import Stack, Tally, sweeping, tally, wait_final
 from tests.faults.servers import RedisServer
 

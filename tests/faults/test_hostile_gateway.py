@@ -29,10 +29,10 @@ from PIL import Image
 
 from jobs.broker import analyze_queue, make_celery
 from jobs.contracts import ANALYZE_TASK, Assignment, ErrorKind, Status
-from jobs.models import Job
-from jobs.repository import NewJob
 from producers import Client
 from producers.keys import KeyStore
+from store.models import Job
+from store.submissions import NewJob
 from tests.faults.hostile_stack import (
     IDLE,
     MAX_BODY,

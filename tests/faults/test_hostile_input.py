@@ -15,9 +15,9 @@ from kombu import Connection, Producer
 
 from jobs.broker import analyze_queue, make_celery
 from jobs.contracts import ANALYZE_TASK, Assignment, ErrorKind, Status
-from jobs.repository import NewJob
 from producers import Client
 from producers.commands.sweep import sweeper
+from store.submissions import NewJob
 from tests.faults.conftest import Stack, Tally, photo, tally, wait_final
 from tests.faults.servers import RedisServer
 

@@ -20,11 +20,12 @@ import httpx
 import pytest
 from PIL import Image
 
-from jobs import migrate
-from jobs.db import engine_for
-from jobs.models import Job
-from jobs.repository import Repository, utcnow
+from jobs.clock import utcnow
 from jobs.settings import Settings
+from store import migrate
+from store.db import engine_for
+from store.models import Job
+from store.repository import Repository
 from tests.conftest import free_port
 from tests.faults.conftest import Tally, sweeping, tally, wait_final
 from tests.faults.netns import NetnsPostgres, Network, require_netns, start_in, wait_port

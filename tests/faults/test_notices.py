@@ -10,8 +10,8 @@ import psycopg
 import redis
 
 from jobs.contracts import FINAL_STATUSES, Status
-from jobs.deliveries import DeliveryStore
 from producers import Client
+from store.deliveries import DeliveryStore
 from tests.faults.conftest import Stack, photo, sweeping
 from tests.faults.servers import RedisServer
 from tests.receivers import WEBHOOK_SECRET, WebhookReceiver, wait_until

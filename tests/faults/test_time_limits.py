@@ -11,7 +11,7 @@ import psycopg
 
 from advisor_worker.watchdog import EXIT_HARD_LIMIT
 from jobs.contracts import ErrorKind, Status
-from jobs.models import Job
+from store.models import Job
 from tests.faults.conftest import Stack, Tally, sweeping, tally, wait_final
 
 

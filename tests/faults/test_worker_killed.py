@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from jobs.contracts import Status
-from jobs.models import Job
+from store.models import Job
 from tests.faults.conftest import Stack, Tally, sweeping, tally, wait_final
 
 

@@ -1,4 +1,4 @@
-"""The producer side and the shared contract load no MLX."""
+"""The producer side, the contract, the store, photo intake and notices load no MLX."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import subprocess
 import sys
 
 
-def test_importing_producers_and_jobs_loads_no_mlx() -> None:
+def test_importing_producers_jobs_store_photos_and_notices_loads_no_mlx() -> None:
     code = (
-        "import sys, jobs.repository, jobs.broker, photos.intake, jobs.variants, jobs.advisors\n"
+        "import sys, jobs.broker, jobs.clock, jobs.variants, jobs.advisors\n"
+        "import store.repository, store.deliveries, store.migrate, photos.intake\n"
+        "import notices.courier, notices.webhooks\n"
         "import producers, producers.client, producers.router, producers.cli\n"
         "banned = {'mlx', 'mlx_vlm', 'advisor_worker'}\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in banned)\n"

@@ -19,11 +19,11 @@ import redis
 from PIL import Image
 from pydantic import SecretStr
 
-from jobs import migrate
 from jobs.contracts import queue_for
-from jobs.db import engine_for
-from jobs.repository import Repository
 from jobs.settings import Settings
+from store import migrate
+from store.db import engine_for
+from store.repository import Repository
 from tests.conftest import IN_CI, free_port, is_listening
 
 FINE_TUNED_ADVISOR = "ansel"  # the registry's fine_tuned variant serves only this advisor

@@ -10,8 +10,10 @@ from sqlalchemy import Engine, update
 
 from jobs.analysis import DIMENSIONS, Analysis, GeneratedAnalysis
 from jobs.contracts import Assignment, ErrorKind
-from jobs.models import Job
-from jobs.repository import NewJob, Outcome, Repository, StartOutcome
+from store.lifecycle import Outcome, StartOutcome
+from store.models import Job
+from store.repository import Repository
+from store.submissions import NewJob
 
 
 def analysis(scores: Sequence[int]) -> dict[str, Any]:

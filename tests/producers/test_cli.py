@@ -12,8 +12,9 @@ import pytest
 import redis
 
 from jobs.contracts import BASE_VARIANT, FINE_TUNED_VARIANT
-from jobs.db import engine_for
-from jobs.repository import Outcome, Repository, StartOutcome
+from store.db import engine_for
+from store.lifecycle import Outcome, StartOutcome
+from store.repository import Repository
 from tests.conftest import free_port
 from tests.producers.conftest import FINE_TUNED_ADVISOR, make_settings, photo, settings_env
 

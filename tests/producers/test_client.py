@@ -17,12 +17,13 @@ from sqlalchemy import func, select
 
 from jobs.contracts import BASE_VARIANT, FINE_TUNED_VARIANT, Assignment, Status
 from jobs.errors import InvalidImage, UnknownAdvisor, UnknownVariant
-from jobs.models import Job, StoredImage
-from jobs.repository import NewJob, Outcome, StartOutcome
 from photos.intake import Limits, ModelGeometry, prepare
 from producers import Client, JobTimeout, SubmitItem
 from producers.errors import InvalidSubmission
 from producers.publisher import BATCH_JOBS
+from store.lifecycle import Outcome, StartOutcome
+from store.models import Job, StoredImage
+from store.submissions import NewJob
 from tests.photo_files import card, encode, exif, private_leftovers
 from tests.producers.conftest import (
     FINE_TUNED_ADVISOR,

@@ -13,11 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from jobs.db import engine_for
-from jobs.repository import Repository
 from jobs.settings import Settings
 from producers.commands import demo
 from producers.commands.demo import photo
+from store.db import engine_for
+from store.repository import Repository
 from tests.conftest import free_port
 from tests.support import WorkerProcess, script, wait_until_ready
 

@@ -10,7 +10,6 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from jobs.contracts import Assignment, ErrorKind
-from jobs.db import engine_for
 from jobs.errors import FeedbackRefused, InvalidFeedback, JobNotFound
 from producers import cli
 from producers.client import Client
@@ -18,6 +17,7 @@ from producers.commands import feedback as feedback_command
 from producers.feedback import FeedbackStore
 from producers.gateway import api, create_app
 from producers.gateway.auth import intake_caller
+from store.db import engine_for
 from tests.producers.conftest import make_settings
 from tests.producers.crafted_jobs import Crafter
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.db import engine_for
 from jobs.errors import KeyProblem
 from producers.keys import KeyStore, Scope, hash_key
+from store.db import engine_for
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import httpx
 
-from jobs.db import engine_for
 from jobs.settings import Settings
 from producers import Client, SubmitItem
+from store.db import engine_for
 from tests.conftest import free_port
 from tests.producers.conftest import make_settings, photo, settings_env
 from tests.producers.crafted_jobs import Crafter

@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from jobs.db import engine_for
 from jobs.errors import StaleVersion
 from producers.rollouts import RolloutStore, Weights
+from store.db import engine_for
 
 KNOWN = {"base", "fine_tuned"}
 

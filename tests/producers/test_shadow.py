@@ -12,10 +12,10 @@ import redis
 
 from jobs.contracts import Assignment, ErrorKind, Status, queue_for, shadow_queue_for
 from jobs.errors import InvalidWeights
-from jobs.models import Job
 from producers import Client, SubmitItem
 from producers.commands.rollout import rollout_control
 from producers.router import bucket_of, other_arm
+from store.models import Job
 from tests.producers.conftest import FINE_TUNED_ADVISOR, beat, make_settings, photo
 
 

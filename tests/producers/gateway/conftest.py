@@ -19,12 +19,12 @@ import pytest
 import uvicorn
 from PIL import Image
 
-from jobs import migrate
-from jobs.db import engine_for
-from jobs.repository import Repository
 from jobs.settings import Settings
 from producers.gateway import create_app
 from producers.gateway.app import uvicorn_options
+from store import migrate
+from store.db import engine_for
+from store.repository import Repository
 from tests.conftest import free_port
 from tests.support import Env, WorkerProcess, start_worker
 

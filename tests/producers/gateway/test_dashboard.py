@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from jobs.contracts import Assignment, Status
-from jobs.repository import NewJob
 from producers.client import Client
+from store.submissions import NewJob
 from tests.conftest import IN_CI
 from tests.producers.gateway.conftest import TOKEN, Stack, follow, jpeg
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import httpx
 
-from jobs import migrate
 from jobs.contracts import Status
-from jobs.db import engine_for
-from jobs.models import Job
-from jobs.repository import Repository
 from jobs.settings import Settings
 from producers.gateway.schemas import UNSENT
+from store import migrate
+from store.db import engine_for
+from store.models import Job
+from store.repository import Repository
 from tests.conftest import free_port
 from tests.producers.gateway.conftest import ThreadGateway, jpeg, settings_of, stack_env
 from tests.support import running_workers

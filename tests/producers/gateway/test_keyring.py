@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.db import engine_for
 from producers.gateway.keyring import KeyRing, RateLimiter
 from producers.keys import KeyStore
+from store.db import engine_for
 
 
 def test_the_bucket_allows_a_burst_then_one_submit_per_interval() -> None:
@@ -21,7 +21,7 @@ def test_the_bucket_allows_a_burst_then_one_submit_per_interval() -> None:
 def test_a_revoked_key_is_refused_once_the_ring_rereads_and_keys_keep_the_gate_shut(
     sqlite_url: str,
 ) -> None:
-    from jobs import migrate
+    from store import migrate
 
     migrate.upgrade(sqlite_url)
     store = KeyStore(engine_for(sqlite_url))

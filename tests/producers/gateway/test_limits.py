@@ -14,11 +14,11 @@ from pathlib import Path
 
 import httpx
 
-from jobs import migrate
-from jobs.db import engine_for
-from jobs.repository import Repository
 from jobs.settings import Settings
 from producers.gateway.intake import _from_json
+from store import migrate
+from store.db import engine_for
+from store.repository import Repository
 from tests.producers.gateway.conftest import ThreadGateway, jpeg
 
 IMAGE = base64.b64encode(jpeg(7)).decode()

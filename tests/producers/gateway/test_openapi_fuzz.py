@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
 
-from jobs import migrate
 from jobs.settings import Settings
 from producers.gateway import create_app
+from store import migrate
 from tests.producers.gateway.conftest import TOKEN, jpeg, write_registry
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from jobs.clock import utcnow
 from jobs.contracts import Assignment
-from jobs.db import engine_for
-from jobs.repository import utcnow
 from jobs.variants import load_registry
 from producers.commands import capacity as capacity_command
 from producers.ops.capacity import next_weights, plan_capacity, render_plan
 from producers.rollouts import RolloutStore
+from store.db import engine_for
 from tests.producers.conftest import make_settings
 from tests.producers.crafted_jobs import Crafter
 

@@ -9,7 +9,6 @@ import pytest
 from celery import Celery
 
 from jobs.contracts import GUARD_TASK, Assignment, ErrorKind
-from jobs.db import engine_for
 from jobs.variants import Registry, load_registry
 from producers.ops.guard import (
     Action,
@@ -22,6 +21,7 @@ from producers.ops.guard import (
     run_loop,
 )
 from producers.rollouts import RolloutStore, Weights
+from store.db import engine_for
 from tests.producers.conftest import make_settings
 from tests.producers.crafted_jobs import Crafter
 

@@ -9,12 +9,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
+from jobs.clock import utcnow
 from jobs.contracts import ErrorKind
-from jobs.db import engine_for
-from jobs.models import WorkerHeartbeat
-from jobs.repository import utcnow
 from producers.ops.metrics import render_metrics
 from producers.rollouts import RolloutStore
+from store.db import engine_for
+from store.models import WorkerHeartbeat
 from tests.producers.conftest import beat, make_settings
 from tests.producers.crafted_jobs import Crafter
 

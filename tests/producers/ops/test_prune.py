@@ -7,13 +7,15 @@ from datetime import timedelta
 from celery import Celery
 from sqlalchemy import update
 
-from jobs import migrate
+from jobs.clock import utcnow
 from jobs.contracts import PRUNE_TASK, Assignment, ErrorKind
-from jobs.db import engine_for
-from jobs.models import Job, StoredImage
-from jobs.repository import NewJob, Repository, utcnow
 from jobs.settings import Settings
 from producers.ops.prune import beat_schedule, prune, register_prune_task
+from store import migrate
+from store.db import engine_for
+from store.models import Job, StoredImage
+from store.repository import Repository
+from store.submissions import NewJob
 
 
 def stored_job(repo: Repository, sha: str) -> str:

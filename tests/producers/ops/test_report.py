@@ -12,9 +12,8 @@ import pytest
 from scipy import stats
 
 from jobs.analysis import DIMENSIONS
+from jobs.clock import utcnow
 from jobs.contracts import Assignment, ErrorKind
-from jobs.db import engine_for
-from jobs.repository import utcnow
 from jobs.settings import Settings
 from producers import cli
 from producers.commands import report as report_command
@@ -24,6 +23,7 @@ from producers.ops.report_text import render_report
 from producers.ops.srm import srm_check
 from producers.ops.stats import compare_scores, score_copy
 from producers.rollouts import RolloutStore
+from store.db import engine_for
 from tests.producers.crafted_jobs import Crafter
 
 VARIANTS = {"base", "fine_tuned"}
@@ -270,7 +270,7 @@ def test_report_command_prints_json_and_fails_in_one_line_without_a_database(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "run `advisor db upgrade`" in err
 
-    from jobs import migrate
+    from store import migrate
 
     migrate.upgrade(sqlite_url)
     assert cli.main(["report", "--json"]) == 0

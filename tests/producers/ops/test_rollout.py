@@ -9,10 +9,10 @@ import pytest
 
 from jobs.contracts import BASE_VARIANT, FINE_TUNED_VARIANT, Assignment, ModelUsed, Status
 from jobs.errors import InvalidWeights, UnknownAdvisor
-from jobs.repository import StartOutcome
 from producers import Client
 from producers.commands.rollout import rollout_control
 from producers.ops.rollout import RolloutControl
+from store.lifecycle import StartOutcome
 from tests.producers.conftest import (
     FINE_TUNED_ADVISOR,
     beat,

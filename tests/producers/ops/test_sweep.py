@@ -14,10 +14,11 @@ import redis
 from celery import Celery
 
 from jobs.contracts import SWEEP_TASK, Assignment, ErrorKind, Status, queue_for
-from jobs.repository import NewJob, StartOutcome
 from producers import Client
 from producers.commands.sweep import sweeper
 from producers.ops.sweep import SweepReport, beat_schedule, register_sweep_task
+from store.lifecycle import StartOutcome
+from store.submissions import NewJob
 from tests.producers.conftest import (
     FINE_TUNED_ADVISOR,
     RedisServer,

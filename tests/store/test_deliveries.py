@@ -7,11 +7,13 @@ from datetime import timedelta
 
 import pytest
 
+from jobs.clock import utcnow
 from jobs.contracts import DeliveryKind, DeliveryState, ErrorKind
-from jobs.db import engine_for
-from jobs.deliveries import MAX_BACKOFF_SECONDS, DeliveryStore, backoff_seconds
-from jobs.repository import NewDelivery, Repository, utcnow
-from tests.jobs.test_repository import new_job, outcome, start
+from store.db import engine_for
+from store.deliveries import MAX_BACKOFF_SECONDS, DeliveryStore, backoff_seconds
+from store.repository import Repository
+from store.submissions import NewDelivery
+from tests.store.test_repository import new_job, outcome, start
 
 NOTICES = (
     NewDelivery(DeliveryKind.TASK, "app.critique_done", "app.results"),

@@ -9,7 +9,7 @@ from alembic.config import Config
 
 from jobs.errors import MigrationScriptsMissing
 
-# The repo's top-level alembic/ is installed from the wheel as jobs/_alembic (pyproject's
+# The repo's top-level alembic/ is installed from the wheel as store/_alembic (pyproject's
 # package-dir); a source checkout or an editable install reads alembic/ where it is.
 _PACKAGE = Path(__file__).resolve().parent
 INSTALLED_SCRIPTS = _PACKAGE / "_alembic"

@@ -6,9 +6,9 @@ import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 
-from jobs import migrate
-from jobs.db import engine_for
-from jobs.models import Base
+from store import migrate
+from store.db import engine_for
+from store.models import Base
 
 EXPECTED_TABLES = {
     "jobs", "images", "feedback", "rollouts", "rollout_events", "worker_heartbeats",

@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, and_, or_, select, update
 
+from jobs.clock import as_utc, utcnow
 from jobs.contracts import FINAL_STATUSES, DeliveryState
-from jobs.models import Delivery, Job
-from jobs.repository import as_utc, utcnow
+from store.models import Delivery, Job
 
 T = TypeVar("T", Delivery, Job)
 

@@ -11,17 +11,12 @@ import pytest
 from sqlalchemy import select
 
 from jobs.contracts import Assignment, DeliveryKind, ErrorKind, ModelUsed, Status
-from jobs.db import engine_for
 from jobs.errors import IdempotencyConflict, QuotaExceeded
-from jobs.models import Delivery, Job
-from jobs.repository import (
-    ModelInput,
-    NewDelivery,
-    NewJob,
-    Outcome,
-    Repository,
-    StartOutcome,
-)
+from store.db import engine_for
+from store.lifecycle import ModelInput, Outcome, StartOutcome
+from store.models import Delivery, Job
+from store.repository import Repository
+from store.submissions import NewDelivery, NewJob
 
 LEASE = 30.0
 

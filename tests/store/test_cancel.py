@@ -7,9 +7,10 @@ import time
 import pytest
 
 from jobs.contracts import Status
-from jobs.db import engine_for
-from jobs.repository import CancelOutcome, Repository, StartOutcome
-from tests.jobs.test_repository import create, outcome, start
+from store.db import engine_for
+from store.lifecycle import CancelOutcome, StartOutcome
+from store.repository import Repository
+from tests.store.test_repository import create, outcome, start
 
 
 @pytest.fixture

@@ -1,0 +1,60 @@
+"""Worker heartbeats: one row per worker, who is alive and what it serves."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import (
+    select,
+    update,
+)
+
+from jobs.clock import utcnow
+from store.dialect import insert_for
+from store.models import WorkerHeartbeat
+from store.reading import Reader
+
+
+class Heartbeats(Reader):
+    """Heartbeat rows, upserted by each worker and read by the sweep and the report."""
+
+    def beat(self, heartbeat: dict[str, Any]) -> None:
+        """Upsert this worker's heartbeat row."""
+        now = utcnow()
+        values = {**heartbeat, "last_seen": now, "stopped_at": None}
+        stmt = insert_for(self.engine, WorkerHeartbeat).values(started_at=now, **values)
+        stmt = stmt.on_conflict_do_update(index_elements=["worker"], set_=values)
+        with self.engine.begin() as conn:
+            conn.execute(stmt)
+
+    def mark_stopped(self, worker: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(WorkerHeartbeat)
+                .where(WorkerHeartbeat.worker == worker)
+                .values(stopped_at=utcnow(), current_job=None, slots_in_use=0)
+            )
+
+    def count_done(self, worker: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(WorkerHeartbeat)
+                .where(WorkerHeartbeat.worker == worker)
+                .values(jobs_done=WorkerHeartbeat.jobs_done + 1)
+            )
+
+    def live_workers(
+        self, window_seconds: float, variant: str | None = None
+    ) -> list[WorkerHeartbeat]:
+        since = utcnow() - timedelta(seconds=window_seconds)
+        stmt = select(WorkerHeartbeat).where(
+            WorkerHeartbeat.last_seen >= since, WorkerHeartbeat.stopped_at.is_(None)
+        )
+        if variant is not None:
+            stmt = stmt.where(WorkerHeartbeat.variant == variant)
+        with self.engine.connect() as conn:
+            return [WorkerHeartbeat(**r._mapping) for r in conn.execute(stmt)]
+
+    def live_variants(self, window_seconds: float) -> set[str]:
+        return {hb.variant for hb in self.live_workers(window_seconds)}

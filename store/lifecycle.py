@@ -1,0 +1,382 @@
+"""The worker's transitions: start, progress, succeed, fail, requeue, give up and cancel."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    and_,
+    func,
+    or_,
+    select,
+    update,
+)
+
+from jobs.clock import as_utc, utcnow
+from jobs.contracts import (
+    FINAL_STATUSES,
+    ErrorKind,
+    Status,
+)
+from jobs.errors import JobNotFound
+from store.dialect import storable
+from store.models import Job
+from store.reading import Reader, job_from_row
+
+
+class StartOutcome(enum.Enum):
+    STARTED = "started"
+    FINISHED = "finished"  # already succeeded or failed: a redelivery, do nothing
+    BUSY = "busy"  # running under a live lease elsewhere
+    POISON = "poison"  # killed its workers too often; now failed
+    MISSING = "missing"
+    REASSIGNED = "reassigned"  # the row now names another variant (drained): drop the message
+    CANCELLED = "cancelled"  # a cancel was requested while it waited for a new attempt
+
+
+class CancelOutcome(enum.Enum):
+    CANCELLED = "cancelled"  # was queued: now cancelled, never to start
+    REQUESTED = "requested"  # running: its worker stops it within about a second
+    FINISHED = "finished"  # already succeeded, failed or cancelled: nothing to stop
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished analysis, as the worker records it."""
+
+    llm_outputs: dict[str, Any]
+    raw_output: str
+    prompt_tokens: int
+    output_tokens: int
+    inference_ms: int
+    schema_version: str
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """What the model was given for a job, as the worker records it before generating."""
+
+    photo: dict[str, Any]
+    prompt_version: str
+    width: int
+    height: int
+    image_tokens: int
+
+
+@dataclass(frozen=True)
+class VariantIdentity:
+    """What actually serves a job, written by the serving worker when it starts the job."""
+
+    base_model: str
+    adapter_fingerprint: str | None
+
+
+def poison_error(attempts: int) -> str:
+    """Why a job that kept killing or losing its worker was failed."""
+    return (
+        f"Gave up after {attempts} attempts that never finished "
+        "(each killed or lost its worker); inspect the input and resubmit"
+    )
+
+
+class Lifecycle(Reader):
+    """Each change of a job's state is one guarded UPDATE."""
+
+    def start(
+        self,
+        job_id: str,
+        worker: str,
+        *,
+        lease_seconds: float,
+        max_attempts: int,
+        variant: str | None = None,
+        identity: VariantIdentity | None = None,
+    ) -> StartOutcome:
+        """queued -> running (attempts += 1), or take over a running job whose lease expired.
+
+        With `variant` (the message's), a row that names another variant is left alone. The
+        one UPDATE that starts the job also records what serves it (`identity`) and how long
+        it waited in the queue.
+        """
+        now = utcnow()
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(
+                    Job.status, Job.attempts, Job.lease_until, Job.variant, Job.queued_at,
+                    Job.cancel_requested_at,
+                ).where(Job.id == job_id)
+            ).first()  # fmt: skip
+            if row is None:
+                return StartOutcome.MISSING
+            if Status(row.status) in FINAL_STATUSES:
+                return StartOutcome.FINISHED
+            if variant is not None and row.variant != variant:
+                return StartOutcome.REASSIGNED
+            startable = or_(
+                Job.status == Status.QUEUED,
+                and_(Job.status == Status.RUNNING, Job.lease_until < now),
+            )
+            if variant is not None:
+                # In the same UPDATE, so a drain between the read and here cannot be missed.
+                startable = and_(startable, Job.variant == variant)
+            if row.cancel_requested_at is not None:
+                # Cancelled while running, then its worker died: it is not started again.
+                res = conn.execute(
+                    update(Job)
+                    .where(Job.id == job_id, startable)
+                    .values(**_cancelled(now, "Cancelled; its last attempt ended with its worker"))
+                )
+                return StartOutcome.CANCELLED if res.rowcount == 1 else StartOutcome.BUSY
+            if row.attempts >= max_attempts:
+                res = conn.execute(
+                    update(Job)
+                    .where(Job.id == job_id, startable)
+                    .values(
+                        status=Status.FAILED,
+                        completed_at=now,
+                        error_kind=ErrorKind.POISON,
+                        error=poison_error(row.attempts),
+                        lease_until=None,
+                    )
+                )
+                return StartOutcome.POISON if res.rowcount == 1 else StartOutcome.BUSY
+            res = conn.execute(
+                update(Job)
+                .where(Job.id == job_id, startable)
+                .values(
+                    status=Status.RUNNING,
+                    attempts=Job.attempts + 1,
+                    worker=worker,
+                    started_at=now,
+                    lease_until=now + timedelta(seconds=lease_seconds),
+                    progress=0,
+                    **_start_details(now, as_utc(row.queued_at), identity),
+                )
+            )
+            return StartOutcome.STARTED if res.rowcount == 1 else StartOutcome.BUSY
+
+    def record_progress(
+        self, job_id: str, worker: str, output_tokens: int, *, lease_seconds: float
+    ) -> bool:
+        """Token progress; also renews the lease. False if the job is no longer ours."""
+        return self._update_running(
+            job_id,
+            worker,
+            progress=output_tokens,
+            lease_until=utcnow() + timedelta(seconds=lease_seconds),
+        )
+
+    def attach_model_input(self, job_id: str, worker: str, model_input: ModelInput) -> bool:
+        """The photo as the serving worker read it, the prompt version and the model's image."""
+        return self._update_running(
+            job_id,
+            worker,
+            photo=model_input.photo,
+            prompt_version=model_input.prompt_version,
+            model_image_width=model_input.width,
+            model_image_height=model_input.height,
+            image_tokens=model_input.image_tokens,
+        )
+
+    def succeed(self, job_id: str, worker: str, outcome: Outcome) -> bool:
+        """running -> succeeded, only by the worker holding the job."""
+        now = utcnow()
+        return self._update_running(
+            job_id,
+            worker,
+            status=Status.SUCCEEDED,
+            completed_at=now,
+            llm_outputs=outcome.llm_outputs,
+            raw_output=storable(outcome.raw_output),
+            prompt_tokens=outcome.prompt_tokens,
+            output_tokens=outcome.output_tokens,
+            progress=outcome.output_tokens,
+            inference_ms=outcome.inference_ms,
+            schema_version=outcome.schema_version,
+            lease_until=None,
+            error_kind=None,
+            error=None,
+        )
+
+    def fail(
+        self,
+        job_id: str,
+        kind: ErrorKind,
+        error: str,
+        *,
+        worker: str | None = None,
+        raw_output: str | None = None,
+        output_tokens: int | None = None,
+        inference_ms: int | None = None,
+    ) -> bool:
+        """queued|running -> failed. A worker may only fail a job it holds."""
+        values: dict[str, Any] = {
+            "status": Status.FAILED,
+            "completed_at": utcnow(),
+            "error_kind": kind,
+            "error": storable(error[:4000]),
+            "lease_until": None,
+        }
+        if raw_output is not None:
+            values["raw_output"] = storable(raw_output)
+        if output_tokens is not None:
+            values["output_tokens"] = output_tokens
+        if inference_ms is not None:
+            values["inference_ms"] = inference_ms
+        guard = [Job.id == job_id]
+        if worker is None:
+            guard.append(Job.status.in_([Status.QUEUED, Status.RUNNING]))
+        else:
+            guard.append(
+                or_(
+                    Job.status == Status.QUEUED,
+                    and_(Job.status == Status.RUNNING, Job.worker == worker),
+                )
+            )
+        with self.engine.begin() as conn:
+            return conn.execute(update(Job).where(*guard).values(**values)).rowcount == 1
+
+    def requeue(self, job_id: str, reason: str, *, worker: str | None = None) -> bool:
+        """running -> queued: handed back by its worker, or recovered after its lease expired."""
+        guard = [Job.id == job_id, Job.status == Status.RUNNING, Job.cancel_requested_at.is_(None)]
+        guard.append(Job.worker == worker if worker is not None else Job.lease_until < utcnow())
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(Job)
+                .where(*guard)
+                .values(
+                    status=Status.QUEUED,
+                    lease_until=None,
+                    published_at=None,
+                    publish_error=reason[:2000],
+                )
+            )
+        return res.rowcount == 1
+
+    def expired_running(self, limit: int = 500) -> list[Job]:
+        return self.find(Job.status == Status.RUNNING, Job.lease_until < utcnow(), limit=limit)
+
+    def give_up(self, job_id: str, max_attempts: int) -> bool:
+        """running with an expired lease and no attempts left -> failed as poison."""
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(Job)
+                .where(
+                    Job.id == job_id,
+                    Job.status == Status.RUNNING,
+                    Job.lease_until < utcnow(),
+                    Job.attempts >= max_attempts,
+                )
+                .values(
+                    status=Status.FAILED,
+                    completed_at=utcnow(),
+                    error_kind=ErrorKind.POISON,
+                    error=poison_error(max_attempts),
+                    lease_until=None,
+                )
+            )
+        return res.rowcount == 1
+
+    # -- cancelling ----------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> tuple[CancelOutcome, Job]:
+        """A queued job is cancelled at once; a running one gets a request its worker polls."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == Status.QUEUED)
+                .values(**_cancelled(now, "Cancelled before it started"))
+            )
+            outcome = CancelOutcome.CANCELLED
+            if res.rowcount == 0:
+                # Started meanwhile, or running already: ask its worker (a repeat keeps the first).
+                res = conn.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.status == Status.RUNNING)
+                    .values(cancel_requested_at=func.coalesce(Job.cancel_requested_at, now))
+                )
+                outcome = CancelOutcome.REQUESTED if res.rowcount == 1 else CancelOutcome.FINISHED
+            row = conn.execute(select(Job).where(Job.id == job_id)).first()
+        if row is None:
+            raise JobNotFound(f"No job {job_id!r}")
+        return outcome, job_from_row(row)
+
+    def cancel_requests(self, job_ids: Sequence[str]) -> dict[str, datetime]:
+        """Which of these running jobs have a cancel request, and since when."""
+        if not job_ids:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(Job.id, Job.cancel_requested_at).where(
+                    Job.id.in_(list(job_ids)), Job.cancel_requested_at.is_not(None)
+                )
+            ).all()
+        return {row.id: as_utc(row.cancel_requested_at) or utcnow() for row in rows}
+
+    def record_cancelled(
+        self,
+        job_id: str,
+        worker: str,
+        message: str,
+        *,
+        raw_output: str | None = None,
+        output_tokens: int | None = None,
+        inference_ms: int | None = None,
+    ) -> bool:
+        """running -> cancelled by the worker holding it; the partial text is kept."""
+        values = _cancelled(utcnow(), message)
+        values.update(raw_output=raw_output, output_tokens=output_tokens,
+                      inference_ms=inference_ms)  # fmt: skip
+        return self._update_running(job_id, worker, **values)
+
+    def cancel_abandoned(self, job_id: str) -> bool:
+        """running, cancel requested and its lease expired (the worker died) -> cancelled."""
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(Job)
+                .where(
+                    Job.id == job_id,
+                    Job.status == Status.RUNNING,
+                    Job.cancel_requested_at.is_not(None),
+                    Job.lease_until < utcnow(),
+                )
+                .values(**_cancelled(utcnow(), "Cancelled; its worker stopped before it could"))
+            )
+        return res.rowcount == 1
+
+    def _update_running(self, job_id: str, worker: str, **values: Any) -> bool:
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == Status.RUNNING, Job.worker == worker)
+                .values(**values)
+            )
+        return res.rowcount == 1
+
+
+def _cancelled(now: datetime, message: str) -> dict[str, Any]:
+    # No error_kind: a cancel is the submitter's choice, never a failure of the service.
+    return {
+        "status": Status.CANCELLED,
+        "completed_at": now,
+        "error_kind": None,
+        "error": message,
+        "lease_until": None,
+    }
+
+
+def _start_details(
+    now: datetime, queued_at: datetime | None, identity: VariantIdentity | None
+) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if queued_at is not None:
+        values["queue_wait_ms"] = max(0, int((now - queued_at).total_seconds() * 1000))
+    if identity is not None:
+        values["base_model"] = identity.base_model
+        values["adapter_fingerprint"] = identity.adapter_fingerprint
+    return values
