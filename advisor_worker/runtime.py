@@ -104,7 +104,7 @@ class WorkerRuntime:
 
     @property
     def limits(self) -> Limits:
-        return Limits(self.settings.max_image_bytes, self.settings.max_image_pixels)
+        return Limits.of(self.settings)
 
     def handle(self, payload: Any, *, soft_limit: float | None = None) -> str:
         """Process one message and say what happened; bad input fails the job, never the worker.

@@ -85,7 +85,7 @@ class Raw:
         self.model, self.processor = load(str(model_dir))
         self.model.set_dtype(mx.float32)
         mx.eval(self.model.parameters())
-        limits = Limits(settings.max_image_bytes, settings.max_image_pixels)
+        limits = Limits.of(settings)
         geometry = model_geometry(self.processor, settings.model_image_pixels)
         self.images = [prepare(photo(i), limits, geometry).image for i in range(64)]
         self.prompt = prompts.user_prompt()

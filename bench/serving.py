@@ -91,7 +91,7 @@ class Direct:
         self.model, self.processor = load(str(model_dir))
         self.model.set_dtype(mx.float32)
         mx.eval(self.model.parameters())
-        self.limits = Limits(settings.max_image_bytes, settings.max_image_pixels)
+        self.limits = Limits.of(settings)
         self.geometry = generation.model_geometry(self.processor, settings.model_image_pixels)
         self.persona = get_persona(ADVISOR)
         self.schema = generation_schema(settings.text_limit)

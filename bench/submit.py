@@ -11,11 +11,10 @@ from PIL import Image
 
 from bench.stats import Figure, Goal, Section, ratios, table
 from bench.targets import Target
-from jobs.broker import analyze_queue, make_celery
+from jobs.broker import SEND_RETRY_POLICY, analyze_queue, make_celery
 from jobs.contracts import ANALYZE_TASK, AnalyzeRequest, queue_for
 from jobs.settings import Settings
 from producers import Client, SubmitItem
-from producers.publisher import RETRY_POLICY
 
 ADVISOR = "ansel"
 LABELS = {
@@ -56,7 +55,7 @@ def raw_send(settings: Settings, n: int, *, batched: bool) -> float:
             app.send_task(
                 ANALYZE_TASK, kwargs=body, queue=analyze_queue("base"),
                 routing_key=queue_for("base"), producer=producer, retry=True,
-                retry_policy=RETRY_POLICY,
+                retry_policy=SEND_RETRY_POLICY,
             )  # fmt: skip
 
     try:

@@ -125,6 +125,22 @@ def beat_entry(
     return {key: {"task": task, "schedule": interval_seconds, "options": options}}
 
 
+# A dead broker must fail a submit or a notice in seconds, not hang it: ~1.7 s of retries.
+SEND_RETRY_POLICY = {
+    "max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0,
+}  # fmt: skip
+
+
+def send_errors(app: Celery) -> tuple[type[BaseException], ...]:
+    """What a failed send can raise: the transport's own types too (redis-py's are not
+    OSErrors), learnt from a connection that is never opened."""
+    probe = app.connection_for_write()
+    try:
+        return (KombuError, OSError, *probe.connection_errors, *probe.channel_errors)
+    finally:
+        probe.release()
+
+
 def unreachable(url: str, exc: BaseException) -> str:
     """The reason a broker call failed, naming the broker (password masked)."""
     return f"broker {mask_url(url)} unreachable ({summary(exc, typed=True)})"

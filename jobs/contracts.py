@@ -18,6 +18,10 @@ BASE_VARIANT = "base"
 # A job's image_ref: a path the workers can read, or an image stored in the database.
 PATH_PREFIX = "path:"
 STORED_PREFIX = "sha256:"
+# Widths the job row and the message share; producers check them before a row exists.
+NAME_WIDTH = 200  # subject, idempotency key, notice task and queue names
+IMAGE_REF_WIDTH = 4096  # the jobs.image_ref column and the message's image_ref
+MAX_IMAGE_PATH = IMAGE_REF_WIDTH - len(PATH_PREFIX)  # a path reference fits the column
 FINE_TUNED_VARIANT = "fine_tuned"
 
 _VARIANT_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
@@ -141,4 +145,4 @@ class AnalyzeRequest(BaseModel):
     job_id: str = Field(min_length=1, max_length=64)
     advisor: str = Field(min_length=1, max_length=64)
     variant: str = Field(min_length=1, max_length=63)
-    image_ref: str = Field(min_length=1, max_length=4096)
+    image_ref: str = Field(min_length=1, max_length=IMAGE_REF_WIDTH)

@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kombu import Exchange, Queue
-from kombu.exceptions import KombuError
 
-from jobs.broker import make_celery, unreachable
+from jobs.broker import SEND_RETRY_POLICY, make_celery, send_errors, unreachable
 from jobs.clock import utcnow
 from jobs.contracts import DeliveryKind, Status
 from jobs.settings import Settings
@@ -28,10 +27,6 @@ from store.models import Delivery, Job
 logger = logging.getLogger(__name__)
 
 NOTICE_VERSION = 1
-# A failing broker must not hold a sender for long: ~1.7 s of retries, as the publisher.
-TASK_RETRY_POLICY = {
-    "max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0,
-}  # fmt: skip
 
 
 def notice_for(job: Job) -> dict[str, Any]:
@@ -69,18 +64,14 @@ class TaskSender:
         url = settings.resolved_notify_broker_url
         self.url = url
         self.app = make_celery(settings.model_copy(update={"broker_url": url}), "advisor-notices")
-        probe = self.app.connection_for_write()
-        self._errors: tuple[type[BaseException], ...] = (
-            KombuError, OSError, *probe.connection_errors, *probe.channel_errors,
-        )  # fmt: skip
-        probe.release()
+        self._errors = send_errors(self.app)
 
     def send(self, task: str, queue: str, notice: dict[str, Any], task_id: str) -> PostResult:
         try:
             self.app.send_task(
                 task, args=[notice], task_id=task_id,
                 queue=Queue(queue, Exchange(queue, type="direct"), routing_key=queue),
-                routing_key=queue, retry=True, retry_policy=TASK_RETRY_POLICY,
+                routing_key=queue, retry=True, retry_policy=SEND_RETRY_POLICY,
             )  # fmt: skip
         except self._errors as exc:
             return PostResult(False, error=unreachable(self.url, exc))

@@ -24,6 +24,7 @@ from PIL import Image, UnidentifiedImageError, features
 
 from jobs.contracts import STORED_PREFIX
 from jobs.errors import InvalidImage
+from jobs.settings import Settings
 from photos import formats, privacy
 from photos.capture import Capture, read_capture
 from photos.colour import to_srgb
@@ -59,6 +60,11 @@ _STILL_ONLY = {PNG: "animated PNG", WEBP: "animated WebP", TIFF: "multi-page TIF
 class Limits:
     max_bytes: int
     max_pixels: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        """The configured limits, the same at submit and in the worker."""
+        return cls(settings.max_image_bytes, settings.max_image_pixels)
 
 
 @dataclass(frozen=True)

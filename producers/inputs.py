@@ -12,7 +12,14 @@ from typing import Any
 from PIL import Image
 
 from jobs.advisors import get_persona
-from jobs.contracts import PATH_PREFIX, QUEUE_PREFIX, DeliveryKind, is_storable_text
+from jobs.contracts import (
+    MAX_IMAGE_PATH,
+    NAME_WIDTH,
+    PATH_PREFIX,
+    QUEUE_PREFIX,
+    DeliveryKind,
+    is_storable_text,
+)
 from jobs.errors import CallbackRefused, InvalidImage
 from jobs.settings import Settings
 from notices.webhooks import CallbackPolicy
@@ -22,11 +29,8 @@ from store.submissions import NewDelivery
 
 ImageInput = str | Path | bytes | bytearray | memoryview | Image.Image
 
-MAX_SUBJECT = 200  # jobs.subject column width
-MAX_IDEMPOTENCY_KEY = 200  # jobs.idempotency_key column width
 # A Celery task or queue name an upstream app would use: `app.critique_done`, `app.results`.
-_CELERY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")
-MAX_IMAGE_PATH = 4000  # jobs.image_ref column width, less the "path:" prefix
+_CELERY_NAME = re.compile(rf"^[A-Za-z_][A-Za-z0-9_.:-]{{0,{NAME_WIDTH - 1}}}$")
 
 
 @dataclass(frozen=True)
@@ -52,10 +56,6 @@ class CheckedItem:
     deliveries: tuple[NewDelivery, ...] = ()
 
 
-def limits_of(settings: Settings) -> Limits:
-    return Limits(settings.max_image_bytes, settings.max_image_pixels)
-
-
 def geometry_of(settings: Settings) -> ModelGeometry:
     """The model's image size as far as a producer knows it (the worker adds its processor's)."""
     return ModelGeometry(settings.model_image_pixels)
@@ -78,7 +78,7 @@ def check_image(image: ImageInput, settings: Settings) -> CheckedImage:
     Every image goes through the worker's own intake pipeline here, so a photo the worker
     would refuse is refused at submit, before a row exists.
     """
-    limits, geometry = limits_of(settings), geometry_of(settings)
+    limits, geometry = Limits.of(settings), geometry_of(settings)
     if isinstance(image, str | Path):
         text = str(image)
         if not text or len(text) > MAX_IMAGE_PATH or not is_storable_text(text):
@@ -156,8 +156,8 @@ def check_item(item: SubmitItem, settings: Settings, policy: CallbackPolicy) -> 
     if not isinstance(item.advisor, str):
         raise InvalidSubmission(f"advisor must be a string, got {type(item.advisor).__name__}")
     get_persona(item.advisor)
-    check_text(item.subject, "subject", MAX_SUBJECT)
-    check_text(item.idempotency_key, "idempotency_key", MAX_IDEMPOTENCY_KEY)
+    check_text(item.subject, "subject", NAME_WIDTH)
+    check_text(item.idempotency_key, "idempotency_key", NAME_WIDTH)
     if item.variant is not None:
         check_text(item.variant, "variant", 63)
     deliveries = check_deliveries(item, settings, policy)

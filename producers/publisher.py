@@ -8,17 +8,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kombu.exceptions import KombuError
-
-from jobs.broker import analyze_queue, is_redis, make_celery, unreachable
+from jobs.broker import (
+    SEND_RETRY_POLICY,
+    analyze_queue,
+    is_redis,
+    make_celery,
+    send_errors,
+    unreachable,
+)
 from jobs.contracts import ANALYZE_TASK, AnalyzeRequest, queue_of
 from jobs.settings import Settings
 from store.models import Job
 
 logger = logging.getLogger(__name__)
 
-# A dead broker must fail a submit in seconds, not hang it: ~1.7 s of retries in all.
-RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0}
 # Redis: bound connect and reads so a black-holed broker host fails fast as well.
 REDIS_SOCKET_OPTIONS = {"socket_connect_timeout": 3.0, "socket_timeout": 10.0}
 # Jobs per broker batch, and its buffer (task message + task-sent event each, with room).
@@ -51,15 +54,7 @@ class Publisher:
                 **self.app.conf.broker_transport_options,
                 **REDIS_SOCKET_OPTIONS,
             }
-        # The transport's own exception types (redis-py's are not OSErrors), learnt unconnected.
-        probe = self.app.connection_for_write()
-        self._errors: tuple[type[BaseException], ...] = (
-            KombuError,
-            OSError,
-            *probe.connection_errors,
-            *probe.channel_errors,
-        )
-        probe.release()
+        self._errors = send_errors(self.app)
 
     def publish(self, jobs: Sequence[Job]) -> PublishResult:
         """Send each job once; after the first failure the rest are left for the republisher."""
@@ -113,7 +108,7 @@ class Publisher:
             routing_key=queue_of(job.variant, is_shadow=is_shadow),
             producer=producer,
             retry=True,
-            retry_policy=RETRY_POLICY,
+            retry_policy=SEND_RETRY_POLICY,
         )
 
     def _describe(self, exc: BaseException) -> str:

@@ -24,6 +24,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from jobs.contracts import IMAGE_REF_WIDTH, NAME_WIDTH
+
 # Deterministic constraint names so migrations diff cleanly on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -58,11 +60,11 @@ class Job(Base):
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(NAME_WIDTH), unique=True)
     advisor: Mapped[str] = mapped_column(String(64))
     image_sha256: Mapped[str] = mapped_column(String(64))
-    image_ref: Mapped[str] = mapped_column(String(4096))
-    subject: Mapped[str] = mapped_column(String(200))
+    image_ref: Mapped[str] = mapped_column(String(IMAGE_REF_WIDTH))
+    subject: Mapped[str] = mapped_column(String(NAME_WIDTH))
     variant: Mapped[str] = mapped_column(String(63))
     model_used: Mapped[str] = mapped_column(String(32))
     assignment: Mapped[str] = mapped_column(String(16))
@@ -131,7 +133,7 @@ class Delivery(Base):
     kind: Mapped[str] = mapped_column(String(16))
     # The task name or the callback URL; `queue` is the task's queue.
     target: Mapped[str] = mapped_column(String(2048))
-    queue: Mapped[str | None] = mapped_column(String(200))
+    queue: Mapped[str | None] = mapped_column(String(NAME_WIDTH))
     state: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # None: as soon as the job is final; else the next retry, after a failed attempt.

@@ -16,7 +16,7 @@ from starlette.formparsers import MultiPartException
 from jobs.errors import InvalidImage
 from jobs.settings import Settings
 from photos.formats import accepted_list
-from photos.intake import decode_base64
+from photos.intake import Limits, decode_base64
 from producers.gateway.errors import (
     BodyTooLarge,
     InvalidBase64,
@@ -25,7 +25,7 @@ from producers.gateway.errors import (
     UnsupportedMediaType,
 )
 from producers.gateway.schemas import AnalyzeSubmission, SubmissionFields
-from producers.inputs import SubmitItem, limits_of
+from producers.inputs import SubmitItem
 
 JSON_TYPES = ("application/json",)
 MULTIPART = "multipart/form-data"
@@ -92,7 +92,7 @@ def image_from_base64(text: str, settings: Settings) -> bytes:
             limit=limit,
         )
     try:
-        return decode_base64(text, limits_of(settings))
+        return decode_base64(text, Limits.of(settings))
     except InvalidImage as exc:
         if "byte limit" in str(exc):
             raise BodyTooLarge(

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from jobs.contracts import MAX_IMAGE_PATH, NAME_WIDTH
 from producers.feedback import (
     DEFAULT_SOURCE,
     MAX_COMMENT,
@@ -48,7 +49,7 @@ class SubmissionFields(BaseModel):
 
     advisor: str = Field(min_length=1, max_length=64, pattern=PRINTABLE, examples=["ansel"])
     subject: str | None = Field(
-        default=None, min_length=1, max_length=200, pattern=PRINTABLE,
+        default=None, min_length=1, max_length=NAME_WIDTH, pattern=PRINTABLE,
         description="sticky routing key (default: the image's sha256)",
     )  # fmt: skip
     variant: str | None = Field(
@@ -56,15 +57,15 @@ class SubmissionFields(BaseModel):
         description="force a variant, bypassing the split",
     )  # fmt: skip
     idempotency_key: str | None = Field(
-        default=None, min_length=1, max_length=200, pattern=PRINTABLE,
+        default=None, min_length=1, max_length=NAME_WIDTH, pattern=PRINTABLE,
         description="resubmitting with the same key returns the same job",
     )  # fmt: skip
     notify: str | None = Field(
-        default=None, min_length=1, max_length=200, pattern=PRINTABLE,
+        default=None, min_length=1, max_length=NAME_WIDTH, pattern=PRINTABLE,
         description="a Celery task your app's worker runs when the job ends (with notify_queue)",
     )  # fmt: skip
     notify_queue: str | None = Field(
-        default=None, min_length=1, max_length=200, pattern=PRINTABLE,
+        default=None, min_length=1, max_length=NAME_WIDTH, pattern=PRINTABLE,
         description="the queue that task is published to",
     )  # fmt: skip
     callback_url: str | None = Field(
@@ -77,7 +78,7 @@ class AnalyzeSubmission(SubmissionFields):
     """POST /analyze as JSON: an image path under the allowed roots, or the image's bytes."""
 
     image: str | None = Field(
-        default=None, min_length=1, max_length=4096, pattern=PRINTABLE,
+        default=None, min_length=1, max_length=MAX_IMAGE_PATH, pattern=PRINTABLE,
         description="a path under ADVISOR_IMAGE_ROOTS (relative to a root, or absolute)",
     )  # fmt: skip
     image_base64: str | None = Field(default=None, description="the image file, base64")
