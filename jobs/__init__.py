@@ -1,1 +1,1 @@
-"""The MLX-free contract shared by producers and workers: settings, messages, schema, tables."""
+"""The MLX-free contract shared by producers and workers: names, messages, Analysis, settings."""
