@@ -46,6 +46,9 @@ def register(sub: Subparsers) -> None:
     p = sub.add_parser("guard", help="roll a breaching variant back to weight 0")
     p.add_argument("--once", action="store_true", help="one evaluation, then exit")
     p.add_argument("--interval", type=positive, default=60.0, help="seconds between rounds")
-    p.add_argument("--window-hours", type=positive, default=GuardThresholds.window_hours)
+    p.add_argument(
+        "--window-hours", type=positive, default=GuardThresholds.window_hours,
+        help="only for a variant with no recorded rollout: judge its last N hours",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true", help="one JSON line per round")
     p.set_defaults(handler=cmd_guard)
