@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from celery import Celery
@@ -161,13 +161,14 @@ def decide(
     now: datetime,
 ) -> list[GuardDecision]:
     """The decisions over judged `rows` (completion order, none after `now`) in `state`."""
-    times = [as_utc(r.completed_at) for r in rows]
+    # judged() keeps only rows with completed_at; SQLite hands them back naive.
+    times = [cast(datetime, as_utc(r.completed_at)) for r in rows]
     candidates = sorted((set(state.weights) | {r.variant for r in rows}) - {BASE_VARIANT})
     out = []
     for variant in candidates:
         start = state.starts.get(variant)
         since = start if start is not None else now - timedelta(hours=th.window_hours)
-        mine = rows[bisect_left(times, since) :]  # type: ignore[arg-type]
+        mine = rows[bisect_left(times, since) :]
         arm = _arm([r for r in mine if r.variant == variant])
         base = _arm([r for r in mine if r.variant == BASE_VARIANT])
         weight = state.weights.get(variant, 0.0)
