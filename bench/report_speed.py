@@ -1,8 +1,9 @@
-"""The A/B report's time at 10,000 jobs and 1,000 shadow pairs, today's code against main's:
-`python -m bench.report_speed [--jobs N] [--pairs N] [--repeats R]`.
+"""The A/B report's time at 10,000 jobs and 1,000 shadow pairs, this tree against a baseline:
+`python -m bench.report_speed [--jobs N] [--pairs N] [--repeats R] [--baseline REF]`.
 
-main's report modules are copied out of git (`git show main:...`) into a temporary package,
-so both implementations run in one process over the same SQLite database.
+The baseline's report modules (default: where this branch left main, `git merge-base HEAD
+main`) are copied out of git into a temporary package, so both implementations run in one
+process over the same SQLite database.
 """
 
 from __future__ import annotations
@@ -88,13 +89,13 @@ def _row(
     }  # fmt: skip
 
 
-def old_build_report(where: Path) -> Callable[..., Any]:
-    """main's build_report, its ops modules imported from a copy under `where`."""
+def old_build_report(where: Path, ref: str) -> Callable[..., Any]:
+    """`ref`'s build_report, its ops modules imported from a copy under `where`."""
     package = where / "old_ops"
     package.mkdir()
     (package / "__init__.py").write_text("")
     for name in OLD_MODULES:
-        source = subprocess.run(["git", "show", f"main:producers/ops/{name}.py"], check=True,
+        source = subprocess.run(["git", "show", f"{ref}:producers/ops/{name}.py"], check=True,
                                 capture_output=True, text=True).stdout  # fmt: skip
         for other in OLD_MODULES:
             source = source.replace(f"producers.ops.{other}", f"old_ops.{other}")
@@ -119,13 +120,20 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--pairs", type=int, default=1_000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--baseline", help="a git ref (default: merge-base of HEAD and main)")
     args = parser.parse_args()
+    ref = (
+        args.baseline
+        or subprocess.run(
+            ["git", "merge-base", "HEAD", "main"], check=True, capture_output=True, text=True
+        ).stdout.strip()
+    )
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/report.db"
         migrate.upgrade(url)
         engine = engine_for(url)
         populate(engine, args.jobs, args.pairs)
-        old = old_build_report(Path(tmp))
+        old = old_build_report(Path(tmp), ref)
         new_s: list[float] = []
         old_s: list[float] = []
         for _ in range(args.repeats):  # interleaved, so a busy moment hits both alike
@@ -136,7 +144,7 @@ def main() -> None:
         return f"{statistics.median(values):.2f} s ({min(values):.2f}-{max(values):.2f})"
 
     print(f"report at {args.jobs} jobs + {args.pairs} shadow pairs, {args.repeats} runs each, "
-          f"median (min-max): this branch {show(new_s)}; main {show(old_s)}; "
+          f"median (min-max): this tree {show(new_s)}; baseline {ref[:10]} {show(old_s)}; "
           f"ratio {statistics.median(old_s) / statistics.median(new_s):.1f}x")  # fmt: skip
 
 

@@ -106,7 +106,7 @@ def build_report(
     """Everything over jobs queued in the last `days` (optionally one advisor's)."""
     now = now or utcnow()
     since = now - timedelta(days=days)
-    stmt = job_rows_query().where(Job.queued_at >= since, Job.queued_at <= now)
+    stmt = job_rows_query(engine.dialect.name).where(Job.queued_at >= since, Job.queued_at <= now)
     if advisor is not None:
         stmt = stmt.where(Job.advisor == advisor)
     rated = (
@@ -169,8 +169,9 @@ def _variant_stats(variant: str, rows: Sequence[Any], shadows: Sequence[Any]) ->
     scored = [r for r in ok if r.overall is not None]
     dims: dict[str, list[int]] = defaultdict(list)
     for r in scored:
-        for name, score in r.scores:
-            dims[name].append(score)
+        for name, score in zip(r.dimensions[::2], r.dimensions[1::2], strict=True):
+            if name is not None and score is not None:
+                dims[name].append(score)
     timed = [r for r in ok if r.inference_ms and r.output_tokens is not None]
     infer_s = sum(r.inference_ms for r in timed) / 1000
     return VariantStats(
@@ -204,7 +205,7 @@ def _spread(values: Iterable[int | None]) -> Spread:
 
 
 def _score_tuple(row: JobRow) -> tuple[int, ...]:
-    return tuple(score for _, score in row.scores)
+    return row.scores
 
 
 def _comparisons(rows: Sequence[Any]) -> list[Comparison]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Engine, Select, select
+from sqlalchemy import JSON, ColumnElement, Engine, Select, func, select
 
 from jobs.analysis import DIMENSIONS
 from jobs.models import Job
@@ -17,16 +17,23 @@ _COLUMNS = (
     Job.status, Job.started_at, Job.completed_at, Job.error_kind, Job.queue_wait_ms,
     Job.inference_ms, Job.output_tokens, Job.shadow_of,
 )  # fmt: skip
-# Only these parts of llm_outputs are read; the texts around them can be long.
-_OVERALL = Job.llm_outputs["overall_score"].as_float().label("overall")
-_DIMENSIONS = [
-    column
-    for i in range(len(DIMENSIONS))
-    for column in (
-        Job.llm_outputs[("dimensions", i, "name")].as_string().label(f"name{i}"),
-        Job.llm_outputs[("dimensions", i, "score")].as_integer().label(f"score{i}"),
-    )
-]
+# Only these parts of llm_outputs are read (the texts around them can be long), in one
+# parse of the document per row: overall_score, then each dimension's name and score.
+_PATHS: tuple[tuple[str | int, ...], ...] = (
+    ("overall_score",),
+    *((("dimensions", i, key)) for i in range(len(DIMENSIONS)) for key in ("name", "score")),
+)
+
+
+def _extracted(dialect: str) -> ColumnElement[Any]:
+    if dialect == "sqlite":
+        # json_extract with several paths parses once and returns a JSON array.
+        paths = ["$." + ".".join(f"{p}" if isinstance(p, str) else f"[{p}]" for p in path)
+                 for path in _PATHS]  # fmt: skip
+        paths = [p.replace(".[", "[") for p in paths]
+        return func.json_extract(Job.llm_outputs, *paths, type_=JSON).label("extracted")
+    parts = [Job.llm_outputs[path] for path in _PATHS]
+    return func.json_build_array(*parts, type_=JSON).label("extracted")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,34 +55,40 @@ class JobRow:
     output_tokens: int | None
     shadow_of: str | None
     overall: float | None
-    scores: tuple[tuple[str, int], ...]  # (dimension, score) in stored order
+    dimensions: tuple[Any, ...]  # name, score, name, score, ... in stored order (None: absent)
+
+    @property
+    def scores(self) -> tuple[int, ...]:
+        return tuple(s for s in self.dimensions[1::2] if s is not None)
 
     def score_of(self, dimension: str) -> int | None:
-        return next((s for name, s in self.scores if name == dimension), None)
+        try:
+            return cast(int | None, self.dimensions[self.dimensions.index(dimension) + 1])
+        except ValueError:
+            return None
 
 
-def job_rows_query() -> Select[Any]:
-    return cast("Select[Any]", select(*_COLUMNS, _OVERALL, *_DIMENSIONS))
+def job_rows_query(dialect: str) -> Select[Any]:
+    """The report's columns for the engine's dialect ("sqlite" or "postgresql")."""
+    return cast("Select[Any]", select(*_COLUMNS, _extracted(dialect)))
 
 
 def job_rows(engine: Engine, stmt: Select[Any]) -> list[JobRow]:
     """Runs a `job_rows_query()` (with its filters) and builds the rows."""
     with engine.connect() as conn:
         fetched: Sequence[Any] = conn.execute(stmt).all()
-    first = len(_COLUMNS) + 1
     out = []
     for r in fetched:
-        dims = r[first:]
-        scores = tuple(
-            (name, int(score))
-            for name, score in zip(dims[::2], dims[1::2], strict=True)
-            if name is not None and score is not None
-        )
+        parts = r.extracted or _NOTHING
+        overall = float(parts[0]) if parts[0] is not None else None
         out.append(
             JobRow(
                 r.id, r.advisor, r.variant, r.reassigned_from, r.assignment, r.weights_version,
                 r.status, r.started_at, r.completed_at, r.error_kind, r.queue_wait_ms,
-                r.inference_ms, r.output_tokens, r.shadow_of, r.overall, scores,
+                r.inference_ms, r.output_tokens, r.shadow_of, overall, tuple(parts[1:]),
             )
         )  # fmt: skip
     return out
+
+
+_NOTHING = (None,) * len(_PATHS)
