@@ -35,11 +35,20 @@ from producers.ops.report import build_report
 OLD_MODULES = ("sequential", "stats", "guardrails", "verdicts", "srm", "report")
 
 
+# A real critique is ~1,000 tokens: about 3 KB of JSON, mostly text around the scores.
+_TEXT = "The light falls softly across the frame and the subject reads clearly. " * 2
+
+
 def _analysis(rng: random.Random, shift: float) -> dict[str, Any]:
     scores = [max(1, min(10, round(rng.gauss(6 + shift, 1.5)))) for _ in DIMENSIONS]
-    dims = [{"name": n, "score": s, "comment": "c", "recommendation": "r"}
+    dims = [{"name": n, "score": s, "comment": _TEXT, "recommendation": _TEXT}
             for n, s in zip(DIMENSIONS, scores, strict=True)]  # fmt: skip
-    return {"dimensions": dims, "overall_score": round(sum(scores) / len(scores), 1)}
+    return {
+        "image_description": _TEXT * 2, "dimensions": dims,
+        "overall_score": round(sum(scores) / len(scores), 1),
+        "key_strengths": [_TEXT[:80]] * 3, "priority_improvements": [_TEXT[:80]] * 3,
+        "technical_notes": _TEXT,
+    }  # fmt: skip
 
 
 def populate(engine: Engine, jobs: int, pairs: int, seed: int = 1) -> None:
