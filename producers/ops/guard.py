@@ -31,6 +31,7 @@ from jobs.repository import as_utc, utcnow
 from jobs.rollouts import RolloutStore
 from jobs.settings import Settings
 from jobs.variants import Registry, load_registry_for
+from producers.errors import StatisticsError
 from producers.ops.exposure import RolloutState, state_at, weight_changes
 from producers.ops.guardrails import Limits, RuleCheck, check_rules, judged
 from producers.ops.rounds import run_rounds
@@ -193,7 +194,12 @@ def _judge(
         window = f"last {th.window_hours:g}h: no recorded exposure"
     else:
         window = f"one sequence since {since:%Y-%m-%d %H:%M} UTC"
-    checks = tuple(check_rules(rows, variant, th.limits))
+    try:
+        checks = tuple(check_rules(rows, variant, th.limits))
+    except StatisticsError as exc:
+        # Bad data is named and held for a person, never judged on a p-value computed on it.
+        reason = f"cannot judge {variant} of {advisor}: {exc} ({window})"
+        return GuardDecision(advisor, variant, Action.HOLD, reason, weight, arm, base)
     breaches = tuple(c.describe() for c in checks if c.breached)
     if breaches:
         action = Action.ROLLBACK if weight > 0 else Action.HOLD

@@ -2,30 +2,35 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from celery import Celery
 from sqlalchemy import update
 
-from jobs.contracts import GUARD_TASK, Assignment, ErrorKind
+from jobs.contracts import GUARD_TASK, Assignment, ErrorKind, Status
 from jobs.db import engine_for
 from jobs.models import Job, RolloutEvent
 from jobs.repository import utcnow
 from jobs.rollouts import RolloutStore, Weights
 from jobs.variants import Registry, load_registry
+from producers.ops.exposure import RolloutState
 from producers.ops.guard import (
     Action,
     GuardDecision,
     GuardThresholds,
     beat_schedule,
+    decide,
     enforce,
     evaluate,
     register_guard_task,
     run_loop,
 )
+from producers.ops.guardrails import judged
 from tests.producers.conftest import make_settings
 from tests.producers.crafted_jobs import Crafter
 
@@ -292,3 +297,19 @@ def test_a_variant_without_rollout_history_falls_back_to_the_window(sqlite_db: s
 
     assert decision.is_fallback_window and "last 2h: no recorded exposure" in decision.reason
     assert decision.action is Action.OK and decision.variant_stats.completed == 20
+
+
+def test_a_non_finite_measurement_holds_with_a_named_reason_instead_of_a_p_value() -> None:
+    now = utcnow()
+    rows = [
+        SimpleNamespace(variant=variant, status=Status.SUCCEEDED, error_kind=None,
+                        assignment=Assignment.SPLIT, completed_at=now - timedelta(minutes=i),
+                        inference_ms=math.inf if i == 3 else 40_000 + i)
+        for i, variant in enumerate(["base", "fine_tuned"] * 25)
+    ]  # fmt: skip
+    state = RolloutState({"base": 0.9, "fine_tuned": 0.1}, 1, {"fine_tuned": now - timedelta(1)})
+
+    [decision] = decide("ansel", judged(rows), state, GuardThresholds(), now)
+
+    assert decision.action is Action.HOLD and not decision.checks
+    assert decision.reason.startswith("cannot judge fine_tuned of ansel: observations must be")

@@ -158,6 +158,11 @@ def test_verdicts_say_not_enough_data_no_difference_or_worse() -> None:
     assert lower.sequence_low < lower.descriptive.ci_low
     no_spread = compare_scores("a", "ft", stream([7.0] * 25, [7.0] * 25))
     assert no_spread.verdict == "no significant difference" and no_spread.descriptive.p is None
+    # A/A far from zero reads like A/A near it (no cancellation in the sums).
+    far = compare_scores("a", "ft", stream([s + 1e12 for s in base[:30]], [s + 1e12 for s in base]))
+    near = compare_scores("a", "ft", stream(base[:30], base))
+    assert far.verdict == near.verdict == "no significant difference"
+    assert far.sequential_p == pytest.approx(near.sequential_p, abs=1e-3)
     nan = compare_scores("a", "ft", stream([7.0, math.nan] * 15, base))
     assert nan.verdict.startswith("invalid data: observations must be finite")
     assert nan.sequential_p is None
