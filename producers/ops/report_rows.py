@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import JSON, ColumnElement, Engine, Select, func, select
 
@@ -36,9 +35,11 @@ def _extracted(dialect: str) -> ColumnElement[Any]:
     return func.json_build_array(*parts, type_=JSON).label("extracted")
 
 
-@dataclass(frozen=True, slots=True)
-class JobRow:
-    """One job as the report reads it; `overall` is None unless it has a stored analysis."""
+class JobRow(NamedTuple):
+    """One job as the report reads it; `overall` is None unless it has a stored analysis.
+
+    A named tuple: 10,000 of them are built per report, several times faster than a frozen
+    dataclass."""
 
     id: str
     advisor: str
@@ -56,10 +57,7 @@ class JobRow:
     shadow_of: str | None
     overall: float | None
     dimensions: tuple[Any, ...]  # name, score, name, score, ... in stored order (None: absent)
-
-    @property
-    def scores(self) -> tuple[int, ...]:
-        return tuple(s for s in self.dimensions[1::2] if s is not None)
+    scores: tuple[int, ...]  # the dimension scores present, in stored order
 
     def score_of(self, dimension: str) -> int | None:
         try:
@@ -81,11 +79,13 @@ def job_rows(engine: Engine, stmt: Select[Any]) -> list[JobRow]:
     for r in fetched:
         parts = r.extracted or _NOTHING
         overall = float(parts[0]) if parts[0] is not None else None
+        dims = tuple(parts[1:])
+        scores = tuple(s for s in dims[1::2] if s is not None)
         out.append(
             JobRow(
                 r.id, r.advisor, r.variant, r.reassigned_from, r.assignment, r.weights_version,
                 r.status, r.started_at, r.completed_at, r.error_kind, r.queue_wait_ms,
-                r.inference_ms, r.output_tokens, r.shadow_of, overall, tuple(parts[1:]),
+                r.inference_ms, r.output_tokens, r.shadow_of, overall, dims, scores,
             )
         )  # fmt: skip
     return out
