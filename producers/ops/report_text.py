@@ -84,7 +84,7 @@ def _paired_row(stat: PairedStat) -> str:
         f"{_interval(stat.sequence_low, stat.sequence_high):<17}"
         f"{_num(stat.sequential_p, '.3g'):>8}{_pct(stat.candidate_higher):>8}"
         f"{_pct(stat.candidate_lower):>8}   "
-        f"{_interval(d.paired_t_low, d.paired_t_high):<17}{_num(d.wilcoxon_p, '.3g'):>10}"
+        f"{_interval(d.paired_t_low, d.paired_t_high):<29}{_num(d.wilcoxon_p, '.3g'):>10}"
     )
 
 
@@ -99,7 +99,7 @@ def _paired(report: Report) -> list[str]:
         lines.append(f"  {p.advisor:<12}{p.variant:<14}{p.pairs} pairs")
         lines.append(
             f"    {'score':<22}{'diff':>7} {'[always-valid]':<17}{'p':>8}{'higher':>8}"
-            f"{'lower':>8}   {'descriptive: [paired t 95%]':<17}{'Wilcoxon p':>10}"
+            f"{'lower':>8}   {'descriptive: [paired t 95%]':<29}{'Wilcoxon p':>10}"
         )
         lines += [_paired_row(stat) for stat in (p.overall, *p.dimensions)]
     if not report.paired:
