@@ -26,6 +26,7 @@ from producers.ops.report_text import render_report
 from producers.ops.sequential import MEANS_METHOD, MIN_PAIRS, PAIRED_METHOD
 from producers.ops.srm import srm_check
 from producers.ops.stats import compare_scores, score_copy
+from producers.ops.verdicts import wilcoxon_p
 from tests.producers.crafted_jobs import Crafter
 
 VARIANTS = {"base", "fine_tuned"}
@@ -398,3 +399,17 @@ def test_feedback_decides_once_both_arms_have_enough_ratings(migrated_url: str) 
     )
     text = render_report(report)
     assert "simulated = demo raters" in text and "on feedback rating" in text
+
+
+def test_wilcoxon_is_exact_only_for_small_untied_samples_and_never_a_permutation_test() -> None:
+    untied = np.array([0.3, -0.1, 0.7, 1.1, -0.4, 0.9, 1.3, 0.2, -0.6, 1.7])
+    p, method = wilcoxon_p(untied)
+    assert method == "exact" and p == pytest.approx(stats.wilcoxon(untied, method="exact").pvalue)
+    # 13 tied pairs, the case: scipy's default fell into a 1.6 s permutation test.
+    tied = np.array([-1.0, -0.5, -1.0, -0.5, -1.5, 0.5, -1.0, -0.5, -1.0, -1.5, -0.5, -1.0, 0.0])
+    p, method = wilcoxon_p(tied)
+    expected = stats.wilcoxon(tied[tied != 0], method="asymptotic").pvalue
+    assert method == "asymptotic" and p == pytest.approx(expected)
+    assert wilcoxon_p(np.zeros(5)) == (None, None)
+    large = np.random.default_rng(4).normal(0.1, 1.0, 1000)
+    assert wilcoxon_p(large)[1] == "asymptotic"
