@@ -106,9 +106,10 @@ def build_report(
     """Everything over jobs queued in the last `days` (optionally one advisor's)."""
     now = now or utcnow()
     since = now - timedelta(days=days)
-    stmt = job_rows_query(engine.dialect.name).where(Job.queued_at >= since, Job.queued_at <= now)
+    where = [Job.queued_at >= since, Job.queued_at <= now]
     if advisor is not None:
-        stmt = stmt.where(Job.advisor == advisor)
+        where.append(Job.advisor == advisor)
+    stmt = job_rows_query(engine.dialect.name, *where)
     rated = (
         select(Feedback.job_id, Feedback.rating, Feedback.helpful, Feedback.simulated,
                Feedback.created_at)

@@ -7,6 +7,8 @@ from datetime import datetime
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import JSON, ColumnElement, Engine, Select, func, select
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects.postgresql import JSONB
 
 from jobs.analysis import DIMENSIONS
 from jobs.models import Job
@@ -24,15 +26,9 @@ _PATHS: tuple[tuple[str | int, ...], ...] = (
 )
 
 
-def _extracted(dialect: str) -> ColumnElement[Any]:
-    if dialect == "sqlite":
-        # json_extract with several paths parses once and returns a JSON array.
-        paths = ["$." + ".".join(f"{p}" if isinstance(p, str) else f"[{p}]" for p in path)
-                 for path in _PATHS]  # fmt: skip
-        paths = [p.replace(".[", "[") for p in paths]
-        return func.json_extract(Job.llm_outputs, *paths, type_=JSON).label("extracted")
-    parts = [Job.llm_outputs[path] for path in _PATHS]
-    return func.json_build_array(*parts, type_=JSON).label("extracted")
+def _sqlite_paths() -> list[str]:
+    return ["$" + "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in path)
+            for path in _PATHS]  # fmt: skip
 
 
 class JobRow(NamedTuple):
@@ -66,9 +62,20 @@ class JobRow(NamedTuple):
             return None
 
 
-def job_rows_query(dialect: str) -> Select[Any]:
-    """The report's columns for the engine's dialect ("sqlite" or "postgresql")."""
-    return cast("Select[Any]", select(*_COLUMNS, _extracted(dialect)))
+def job_rows_query(dialect: str, *where: ColumnElement[bool]) -> Select[Any]:
+    """The report's columns of the jobs matching `where`, for the engine's dialect."""
+    if dialect == "sqlite":
+        # json_extract with several paths parses the document once and returns a JSON array.
+        extracted = func.json_extract(Job.llm_outputs, *_sqlite_paths(), type_=JSON)
+        return cast("Select[Any]", select(*_COLUMNS, extracted.label("extracted")).where(*where))
+    # PostgreSQL re-parses a json value at every operator: cast it to jsonb once, then index.
+    # OFFSET 0 keeps the planner from inlining the cast into each of the 15 paths.
+    inner = select(*_COLUMNS, sql_cast(Job.llm_outputs, JSONB).label("doc")).where(*where)
+    rows = inner.offset(0).subquery()
+    parts = [rows.c.doc[path] for path in _PATHS]
+    built = func.jsonb_build_array(*parts, type_=JSON).label("extracted")
+    columns = [rows.c[column.key] for column in _COLUMNS]
+    return cast("Select[Any]", select(*columns, built))
 
 
 def job_rows(engine: Engine, stmt: Select[Any]) -> list[JobRow]:
