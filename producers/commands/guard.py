@@ -101,9 +101,11 @@ def register(sub: Subparsers) -> None:
         help="the guard's decisions at each past round over recorded jobs; writes nothing",
     )
     r.add_argument("--advisor", required=True)
-    r.add_argument("--from", dest="start", type=moment, help="ISO time (default: --to - 7 days)")
-    r.add_argument("--to", type=moment, help="ISO time (default: now)")
-    r.add_argument("--every", type=positive, default=60.0, help="minutes between rounds")
+    r.add_argument("--from", dest="start", type=moment, metavar="ISO",
+                   help="first round (default: --to minus 7 days)")  # fmt: skip
+    r.add_argument("--to", type=moment, metavar="ISO", help="last round (default: now)")
+    r.add_argument("--every", type=positive, default=60.0, metavar="MINUTES",
+                   help="minutes between rounds (default 60)")  # fmt: skip
     r.add_argument("--window-hours", type=positive, default=GuardThresholds.window_hours,
                    help="only for a variant with no recorded rollout")  # fmt: skip
     r.add_argument("--json", action="store_true", help="one JSON array of the rounds")
