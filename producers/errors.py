@@ -37,3 +37,15 @@ class JobFinished(ProducerError):
         super().__init__(f"Job {job_id} already {status}; there is nothing to cancel")
         self.job_id = job_id
         self.status = status
+
+
+class StatisticsError(ProducerError):
+    """Data a statistical test cannot be computed on; reported as such, never as a p-value."""
+
+
+class NonFiniteValue(StatisticsError):
+    """An observation is NaN or infinite."""
+
+
+class NotBinary(StatisticsError):
+    """A rate's outcome is neither 0 nor 1."""

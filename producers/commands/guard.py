@@ -1,15 +1,20 @@
-"""`advisor guard`: judge non-base variants every interval and roll back a breaching one."""
+"""`advisor guard`: judge non-base variants every interval and roll back a breaching one;
+`advisor guard replay`: the same rules over recorded jobs, round by round, writing nothing."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from datetime import UTC, datetime, timedelta
 
+from jobs.clock import utcnow
 from jobs.settings import get_settings
 from jobs.variants import load_registry_for
 from producers.commands.arguments import positive
 from producers.commands.output import Subparsers
 from producers.ops.guard import GuardDecision, GuardThresholds, enforce, run_loop
+from producers.ops.replay import ReplayRound, replay
 from producers.rollouts import RolloutStore
 from store.db import engine_for
 
@@ -42,10 +47,74 @@ def cmd_guard(args: argparse.Namespace) -> int:
     return 0
 
 
+def moment(text: str) -> datetime:
+    """An argparse type: an ISO 8601 time, UTC unless it names its offset."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO time such as 2026-12-01T08:00, got {text!r}"
+        ) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _replay_line(r: ReplayRound) -> str:
+    interval = f"[{_num(r.ci_low, '.3g')}, {_num(r.ci_high, '.3g')}]"
+    return (
+        f"{r.at:%Y-%m-%d %H:%M}  {r.variant:<14}{r.action:<9}v{r.weights_version:<4}"
+        f"w {r.weight:.2f}  {r.rule or '-'}: {_num(r.estimate, '.3g')} {interval} "
+        f"p {_num(r.p, '.3g')}"
+    )
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    end = args.to or utcnow()
+    start = args.start or end - timedelta(days=7)
+    if start > end:
+        print(f"advisor: error: --from {start.isoformat()} is after --to {end.isoformat()}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    engine = engine_for(get_settings().resolved_database_url)
+    thresholds = GuardThresholds(window_hours=args.window_hours)
+    rounds = replay(engine, args.advisor, start=start, end=end,
+                    every=timedelta(minutes=args.every), thresholds=thresholds)  # fmt: skip
+    if args.json:
+        print(json.dumps([r.to_dict() for r in rounds]))
+        return 0
+    for r in rounds:
+        print(_replay_line(r))
+    rollbacks = [r for r in rounds if r.action == "rollback"]
+    print(f"{len(rounds)} decisions at {args.every:g}-minute rounds, {len(rollbacks)} rollback(s)"
+          + (f", first at {rollbacks[0].at:%Y-%m-%d %H:%M}" if rollbacks else ""))  # fmt: skip
+    return 0
+
+
 def register(sub: Subparsers) -> None:
     p = sub.add_parser("guard", help="roll a breaching variant back to weight 0")
+    actions = p.add_subparsers(dest="guard_action")
+    r = actions.add_parser(
+        "replay",
+        help="the guard's decisions at each past round over recorded jobs; writes nothing",
+    )
+    r.add_argument("--advisor", required=True)
+    r.add_argument("--from", dest="start", type=moment, metavar="ISO",
+                   help="first round (default: --to minus 7 days)")  # fmt: skip
+    r.add_argument("--to", type=moment, metavar="ISO", help="last round (default: now)")
+    r.add_argument("--every", type=positive, default=60.0, metavar="MINUTES",
+                   help="minutes between rounds (default 60)")  # fmt: skip
+    r.add_argument("--window-hours", type=positive, default=GuardThresholds.window_hours,
+                   help="only for a variant with no recorded rollout")  # fmt: skip
+    r.add_argument("--json", action="store_true", help="one JSON array of the rounds")
+    r.set_defaults(handler=cmd_replay)
     p.add_argument("--once", action="store_true", help="one evaluation, then exit")
     p.add_argument("--interval", type=positive, default=60.0, help="seconds between rounds")
-    p.add_argument("--window-hours", type=positive, default=GuardThresholds.window_hours)
+    p.add_argument(
+        "--window-hours", type=positive, default=GuardThresholds.window_hours,
+        help="only for a variant with no recorded rollout: judge its last N hours",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true", help="one JSON line per round")
     p.set_defaults(handler=cmd_guard)

@@ -22,7 +22,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def register(sub: Subparsers) -> None:
     p = sub.add_parser(
-        "report", help="A/B report: outcomes, scores, Welch test, SRM and score-copy checks"
+        "report", help="A/B report: always-valid verdicts, outcomes, scores, SRM, score copy"
     )
     p.add_argument("--days", type=positive, default=7.0, help="window (default 7)")
     p.add_argument("--advisor", help="only this advisor's jobs")

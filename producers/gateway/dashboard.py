@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -83,9 +84,12 @@ def dashboard_data(gateway: Gateway, hours: float) -> dict[str, Any]:
     ]  # fmt: skip
     paired = [
         {"advisor": p.advisor, "variant": p.variant, "pairs": p.pairs,
-         "mean_difference": p.overall.mean_difference, "ci_low": p.overall.ci_low,
-         "ci_high": p.overall.ci_high, "wilcoxon_p": p.overall.wilcoxon_p,
-         "candidate_higher": p.overall.candidate_higher}
+         "mean_difference": p.overall.mean_difference,
+         "sequence_low": p.overall.sequence_low, "sequence_high": p.overall.sequence_high,
+         "sequential_p": p.overall.sequential_p,
+         "candidate_higher": p.overall.candidate_higher,
+         # Fixed-horizon figures: shown as such, never as a second verdict.
+         "descriptive": asdict(p.overall.descriptive)}
         for p in report.paired
     ]  # fmt: skip
     return finite(

@@ -1,19 +1,21 @@
-"""The guard: judge non-base variants against base over a recent window; roll back on a breach.
+"""The guard: judge each candidate against base on one growing sequence; roll back on a breach.
 
-Every rule is an always-valid sequential test (producers/ops/guardrails.py), so checking
-every minute does not inflate false alarms.
+Every rule is an always-valid sequential test (producers/ops/guardrails.py) over the jobs
+that finished since the candidate's current exposure began (producers/ops/exposure.py), so
+reading it every minute for weeks keeps the false-rollback rate within alpha. A fresh test
+on a sliding window each round would be a new test every round (docs/statistics.md).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import defaultdict
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from celery import Celery
@@ -21,11 +23,13 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.broker import beat_entry
-from jobs.clock import utcnow
+from jobs.clock import as_utc, utcnow
 from jobs.contracts import BASE_VARIANT, GUARD_TASK, ErrorKind, Status
 from jobs.errors import StaleVersion
 from jobs.settings import Settings
 from jobs.variants import Registry, load_registry_for
+from producers.errors import StatisticsError
+from producers.ops.exposure import RolloutState, state_at, weight_changes
 from producers.ops.guardrails import Limits, RuleCheck, check_rules, judged
 from producers.ops.rounds import run_rounds
 from producers.rollouts import RolloutStore
@@ -50,6 +54,7 @@ CHECK_KIND = "guard-check"
 
 @dataclass(frozen=True)
 class GuardThresholds:
+    # Only for a variant with no recorded exposure (no rollout history): the last N hours.
     window_hours: float = 6.0
     max_failure_rate: float = Limits.max_failure_rate  # absolute caps
     max_invalid_output_rate: float = Limits.max_invalid_output_rate
@@ -90,9 +95,21 @@ class GuardDecision:
     applied: bool = False  # the rollback was written
     checks: tuple[RuleCheck, ...] = ()
     weights_version: int = 0  # the version judged; a rollback is written only over it
+    # The judged sequence: jobs finished since then (its exposure's start, else the window).
+    sequence_start: datetime | None = None
+    is_fallback_window: bool = False  # no recorded exposure: the last window_hours instead
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "action": self.action.value}
+        start = self.sequence_start.isoformat() if self.sequence_start else None
+        return {**asdict(self), "action": self.action.value, "sequence_start": start}
+
+    @property
+    def deciding(self) -> RuleCheck | None:
+        """The rule behind the action: the first breach, else the one closest to breaching."""
+        breached = [c for c in self.checks if c.breached]
+        if breached:
+            return breached[0]
+        return min(self.checks, key=lambda c: c.p, default=None)
 
 
 def _arm(rows: Sequence[Any]) -> ArmStats:
@@ -111,10 +128,19 @@ def evaluate(
     thresholds: GuardThresholds | None = None,
     now: datetime | None = None,
 ) -> list[GuardDecision]:
-    """One decision per non-base variant that has weight or recent jobs for `advisor`."""
+    """One decision per non-base variant that has weight or judged jobs for `advisor`, each
+    over the jobs finished since its current exposure began, up to `now`."""
     th = thresholds or GuardThresholds()
     now = now or utcnow()
-    since = now - timedelta(hours=th.window_hours)
+    read = rollouts.get(advisor)
+    recorded = state_at(weight_changes(engine, advisor), now)
+    state = RolloutState(read.weights, read.version, recorded.starts)
+    since = min([*state.starts.values(), now - timedelta(hours=th.window_hours)])
+    return decide(advisor, finished_rows(engine, advisor, since, now), state, th, now)
+
+
+def finished_rows(engine: Engine, advisor: str, since: datetime, until: datetime) -> list[Any]:
+    """The judged split jobs of `advisor` finished in [since, until], in completion order."""
     stmt = select(
         Job.variant, Job.status, Job.error_kind, Job.inference_ms, Job.assignment,
         Job.completed_at,
@@ -122,24 +148,35 @@ def evaluate(
         Job.advisor == advisor,
         Job.status.in_([Status.SUCCEEDED, Status.FAILED]),
         Job.completed_at >= since,
-        Job.completed_at <= now,
+        Job.completed_at <= until,
     )  # fmt: skip
     with engine.connect() as conn:
-        rows = judged(conn.execute(stmt).all())
-    by_variant: dict[str, list[Any]] = defaultdict(list)
-    for row in rows:
-        by_variant[row.variant].append(row)
-    read = rollouts.get(advisor)
-    weights = read.weights
-    base = _arm(by_variant.get(BASE_VARIANT, []))
-    candidates = sorted((set(weights) | set(by_variant)) - {BASE_VARIANT})
-    return [
-        replace(
-            _judge(advisor, v, weights.get(v, 0.0), rows, _arm(by_variant.get(v, [])), base, th),
-            weights_version=read.version,
-        )
-        for v in candidates
-    ]
+        return judged(conn.execute(stmt).all())
+
+
+def decide(
+    advisor: str,
+    rows: Sequence[Any],
+    state: RolloutState,
+    th: GuardThresholds,
+    now: datetime,
+) -> list[GuardDecision]:
+    """The decisions over judged `rows` (completion order, none after `now`) in `state`."""
+    # judged() keeps only rows with completed_at; SQLite hands them back naive.
+    times = [cast(datetime, as_utc(r.completed_at)) for r in rows]
+    candidates = sorted((set(state.weights) | {r.variant for r in rows}) - {BASE_VARIANT})
+    out = []
+    for variant in candidates:
+        start = state.starts.get(variant)
+        since = start if start is not None else now - timedelta(hours=th.window_hours)
+        mine = rows[bisect_left(times, since) :]
+        arm = _arm([r for r in mine if r.variant == variant])
+        base = _arm([r for r in mine if r.variant == BASE_VARIANT])
+        weight = state.weights.get(variant, 0.0)
+        decision = _judge(advisor, variant, weight, mine, arm, base, th, since, start is None)
+        out.append(replace(decision, weights_version=state.version, sequence_start=since,
+                           is_fallback_window=start is None))  # fmt: skip
+    return out
 
 
 def _judge(
@@ -150,16 +187,26 @@ def _judge(
     arm: ArmStats,
     base: ArmStats,
     th: GuardThresholds,
+    since: datetime,
+    is_fallback: bool,
 ) -> GuardDecision:
-    window = f"last {th.window_hours:g}h"
-    checks = tuple(check_rules(rows, variant, th.limits))
+    if is_fallback:
+        window = f"last {th.window_hours:g}h: no recorded exposure"
+    else:
+        window = f"one sequence since {since:%Y-%m-%d %H:%M} UTC"
+    try:
+        checks = tuple(check_rules(rows, variant, th.limits))
+    except StatisticsError as exc:
+        # Bad data is named and held for a person, never judged on a p-value computed on it.
+        reason = f"cannot judge {variant} of {advisor}: {exc} ({window})"
+        return GuardDecision(advisor, variant, Action.HOLD, reason, weight, arm, base)
     breaches = tuple(c.describe() for c in checks if c.breached)
     if breaches:
         action = Action.ROLLBACK if weight > 0 else Action.HOLD
         reason = f"guard: {variant} of {advisor} breached " + "; ".join(breaches) + f" ({window})"
         reason += "" if weight > 0 else "; already at weight 0"
     elif arm.completed == 0:
-        action, reason = Action.HOLD, f"no finished split job of {variant} in the {window}"
+        action, reason = Action.HOLD, f"no finished split job of {variant} ({window})"
     else:
         action = Action.OK
         reason = f"no rule breached over {arm.completed} jobs ({window}, sequential tests)"
@@ -201,7 +248,9 @@ def statistics(decision: GuardDecision, th: GuardThresholds) -> dict[str, Any]:
     return {
         "variant": decision.variant,
         "action": decision.action.value,
-        "window_hours": th.window_hours,
+        "sequence_start": decision.sequence_start.isoformat() if decision.sequence_start else None,
+        "is_fallback_window": decision.is_fallback_window,
+        "window_hours": th.window_hours,  # used only when is_fallback_window
         "alpha": th.alpha,
         "variant_stats": asdict(decision.variant_stats),
         "base_stats": asdict(decision.base_stats),

@@ -5,8 +5,10 @@ in completion order:
 - failure rate and invalid-output rate vs base: which arm each failure came from, against the
   candidate's share of the jobs finished before it (odds-ratio mixture SPRT, one-sided);
 - the same two rates against absolute caps (odds-ratio mixture SPRT against the cap);
-- inference time: the t-mixture on log inference time; a breach when the confidence sequence
-  puts the candidate above `max_inference_ratio` times base.
+- inference time: the mSPRT with Welch variance on log inference time; a breach when the
+  confidence sequence puts the candidate above `max_inference_ratio` times base.
+The rate tests are exact at every n; the time test says nothing before MIN_PER_ARM succeeded
+jobs per arm (producers/ops/sequential.py).
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ class RuleCheck:
     p: float
     log_lr: float
     breached: bool
+    # The confidence sequence of variant_value where the test has one (the time ratio).
+    ci_low: float | None = None
+    ci_high: float | None = None
 
     def describe(self) -> str:
         value = "-" if self.variant_value is None else f"{self.variant_value:.3f}"
@@ -118,11 +123,15 @@ def _latency(rows: Sequence[Any], variant: str, limits: Limits) -> RuleCheck:
         math.log(r.inference_ms) - (limit if c else 0.0) for r, c in zip(timed, is_c, strict=True)
     ]
     test = two_sample(logs, is_c, alpha=limits.alpha)
-    ratio = math.exp(test.estimate + limit) if test.estimate is not None else None
+
+    def ratio(shifted: float | None) -> float | None:
+        return math.exp(shifted + limit) if shifted is not None else None
+
     above = test.estimate is not None and test.estimate > 0
-    return RuleCheck("inference time vs base", test.method, ratio, None,
+    return RuleCheck("inference time vs base", test.method, ratio(test.estimate), None,
                      limits.max_inference_ratio, test.n, test.p, test.log_lr,
-                     test.is_significant and above)  # fmt: skip
+                     test.is_significant and above, ratio(test.ci_low),
+                     ratio(test.ci_high))  # fmt: skip
 
 
 def check_rules(rows: Sequence[Any], variant: str, limits: Limits | None = None) -> list[RuleCheck]:

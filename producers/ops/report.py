@@ -16,6 +16,7 @@ from sqlalchemy import Engine, func, select
 from jobs.analysis import DIMENSIONS
 from jobs.clock import utcnow
 from jobs.contracts import BASE_VARIANT, Assignment, ErrorKind, ModelUsed, Status
+from producers.ops.report_rows import JobRow, job_rows, job_rows_query
 from producers.ops.srm import SrmCheck, srm_checks
 from producers.ops.stats import (
     Comparison,
@@ -99,22 +100,16 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-_COLUMNS = (
-    Job.id, Job.advisor, Job.variant, Job.reassigned_from, Job.assignment, Job.weights_version,
-    Job.status, Job.started_at, Job.completed_at, Job.error_kind, Job.queue_wait_ms,
-    Job.inference_ms, Job.output_tokens, Job.llm_outputs, Job.shadow_of,
-)  # fmt: skip
-
-
 def build_report(
     engine: Engine, *, days: float, advisor: str | None, now: datetime | None = None
 ) -> Report:
     """Everything over jobs queued in the last `days` (optionally one advisor's)."""
     now = now or utcnow()
     since = now - timedelta(days=days)
-    stmt = select(*_COLUMNS).where(Job.queued_at >= since, Job.queued_at <= now)
+    where = [Job.queued_at >= since, Job.queued_at <= now]
     if advisor is not None:
-        stmt = stmt.where(Job.advisor == advisor)
+        where.append(Job.advisor == advisor)
+    stmt = job_rows_query(engine.dialect.name, *where)
     rated = (
         select(Feedback.job_id, Feedback.rating, Feedback.helpful, Feedback.simulated,
                Feedback.created_at)
@@ -124,8 +119,8 @@ def build_report(
     )  # fmt: skip
     if advisor is not None:
         rated = rated.where(Job.advisor == advisor)
+    every = job_rows(engine, stmt)
     with engine.connect() as conn:
-        every = conn.execute(stmt).all()
         feedback = conn.execute(rated).all()
     logger.debug("report over %d jobs since %s", len(every), since)
     rows = [r for r in every if r.shadow_of is None]
@@ -138,7 +133,7 @@ def build_report(
         by_variant[row.variant].append(row)
     names = _ordered(set(by_variant) | set(shadows))
     variants = tuple(_variant_stats(v, by_variant[v], shadows[v]) for v in names)
-    succeeded = [r for r in rows if r.status == Status.SUCCEEDED and r.llm_outputs]
+    succeeded = [r for r in rows if r.status == Status.SUCCEEDED and r.overall is not None]
     copies = [score_copy("all", [_score_tuple(r) for r in succeeded])]
     copies += [
         score_copy(v, [_score_tuple(r) for r in succeeded if r.variant == v])
@@ -172,11 +167,12 @@ def _variant_stats(variant: str, rows: Sequence[Any], shadows: Sequence[Any]) ->
     for r in failed_rows:
         failed[r.error_kind or "unknown"] += 1
     completed = len(ok) + len(failed_rows)
-    scored = [r for r in ok if r.llm_outputs]
+    scored = [r for r in ok if r.overall is not None]
     dims: dict[str, list[int]] = defaultdict(list)
     for r in scored:
-        for d in r.llm_outputs.get("dimensions", []):
-            dims[d["name"]].append(d["score"])
+        for name, score in zip(r.dimensions[::2], r.dimensions[1::2], strict=True):
+            if name is not None and score is not None:
+                dims[name].append(score)
     timed = [r for r in ok if r.inference_ms and r.output_tokens is not None]
     infer_s = sum(r.inference_ms for r in timed) / 1000
     return VariantStats(
@@ -191,7 +187,7 @@ def _variant_stats(variant: str, rows: Sequence[Any], shadows: Sequence[Any]) ->
         invalid_output_rate=failed.get(ErrorKind.INVALID_OUTPUT, 0) / completed
         if completed
         else None,
-        score=summarise([float(r.llm_outputs["overall_score"]) for r in scored]),
+        score=summarise([r.overall for r in scored]),
         dimension_means={n: float(np.mean(dims[n])) for n in DIMENSIONS if dims[n]},
         queue_wait_ms=_spread([r.queue_wait_ms for r in rows]),
         inference_ms=_spread([r.inference_ms for r in ok]),
@@ -209,21 +205,25 @@ def _spread(values: Iterable[int | None]) -> Spread:
     return Spread(len(present), float(p50), float(p95))
 
 
-def _score_tuple(row: Any) -> tuple[int, ...]:
-    return tuple(int(d["score"]) for d in row.llm_outputs.get("dimensions", []))
+def _score_tuple(row: JobRow) -> tuple[int, ...]:
+    return row.scores
 
 
 def _comparisons(rows: Sequence[Any]) -> list[Comparison]:
     # Only split traffic is randomised, and per advisor, so arms differ only by the variant.
     scored: dict[str, list[Any]] = defaultdict(list)
     for r in rows:
-        if r.assignment == Assignment.SPLIT and r.status == Status.SUCCEEDED and r.llm_outputs:
+        if (
+            r.assignment == Assignment.SPLIT
+            and r.status == Status.SUCCEEDED
+            and r.overall is not None
+        ):
             scored[r.advisor].append(r)
     out = []
     for advisor in sorted(scored):
         done = sorted(scored[advisor], key=lambda r: r.completed_at)
         for variant in sorted({r.variant for r in done} - {BASE_VARIANT}):
-            stream = [(r.variant == variant, float(r.llm_outputs["overall_score"]))
+            stream = [(r.variant == variant, float(r.overall))
                       for r in done if r.variant in (variant, BASE_VARIANT)]  # fmt: skip
             out.append(compare_scores(advisor, variant, stream))
     return out

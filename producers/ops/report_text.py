@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from jobs.analysis import DIMENSIONS
 from producers.ops.report import Report, Spread
-from producers.ops.sequential import MIXTURE_SD
+from producers.ops.sequential import MIN_PAIRS, MIN_PER_ARM, MIXTURE_SD
 from producers.ops.srm import SRM_ALPHA
 from producers.ops.stats import ALPHA
-from producers.ops.verdicts import MIN_PAIRS, MIN_RATINGS_PER_ARM, PairedStat
+from producers.ops.verdicts import MIN_RATINGS_PER_ARM, PairedStat
 
 
 def _num(value: float | None, fmt: str = ".2f") -> str:
@@ -34,9 +34,10 @@ def _interval(low: float | None, high: float | None, fmt: str = "+.2f") -> str:
 
 def _verdicts(report: Report) -> list[str]:
     lines = [
-        f"Verdicts (variant - base; always-valid, alpha {ALPHA}, readable after every job; "
-        f"metric: feedback with >= {MIN_RATINGS_PER_ARM} ratings per arm, else shadow pairs "
-        f"(>= {MIN_PAIRS}), else overall_score):"
+        f"Verdicts: what decides (variant - base; always-valid estimate, confidence sequence "
+        f"and p, alpha {ALPHA}, readable after every job; silent below {MIN_PER_ARM} per arm "
+        f"or {MIN_PAIRS} pairs; metric: feedback with >= {MIN_RATINGS_PER_ARM} ratings per "
+        f"arm, else shadow pairs (>= {MIN_PAIRS}), else overall_score):"
     ]
     for v in report.verdicts:
         lines.append(
@@ -77,24 +78,28 @@ def _feedback(report: Report) -> list[str]:
 
 
 def _paired_row(stat: PairedStat) -> str:
+    d = stat.descriptive
     return (
         f"    {stat.name:<22}{_num(stat.mean_difference, '+.2f'):>7} "
-        f"{_interval(stat.ci_low, stat.ci_high):<17}{_num(stat.wilcoxon_p, '.3g'):>10}  "
         f"{_interval(stat.sequence_low, stat.sequence_high):<17}"
-        f"{_pct(stat.candidate_higher):>8}{_pct(stat.candidate_lower):>8}"
+        f"{_num(stat.sequential_p, '.3g'):>8}{_pct(stat.candidate_higher):>8}"
+        f"{_pct(stat.candidate_lower):>8}   "
+        f"{_interval(d.paired_t_low, d.paired_t_high):<29}{_num(d.wilcoxon_p, '.3g'):>10}"
     )
 
 
 def _paired(report: Report) -> list[str]:
     lines = [
-        "Paired shadow runs (the same photo through both arms; candidate - base; paired t "
-        "and Wilcoxon signed-rank are fixed-horizon, the always-valid sequence is not):"
+        "Paired shadow runs (the same photo through both arms; candidate - base). The "
+        "always-valid interval and p are what the verdict reads; the columns after "
+        "'descriptive' (paired t, Wilcoxon signed-rank) are fixed-horizon, valid only if read "
+        "once, and never a verdict:"
     ]
     for p in report.paired:
         lines.append(f"  {p.advisor:<12}{p.variant:<14}{p.pairs} pairs")
         lines.append(
-            f"    {'score':<22}{'diff':>7} {'[paired t 95%]':<17}{'Wilcoxon p':>10}  "
-            f"{'[always-valid]':<17}{'higher':>8}{'lower':>8}"
+            f"    {'score':<22}{'diff':>7} {'[always-valid]':<17}{'p':>8}{'higher':>8}"
+            f"{'lower':>8}   {'descriptive: [paired t 95%]':<29}{'Wilcoxon p':>10}"
         )
         lines += [_paired_row(stat) for stat in (p.overall, *p.dimensions)]
     if not report.paired:
@@ -145,15 +150,17 @@ def render_report(report: Report) -> str:
     lines += ["", *_feedback(report), "", *_paired(report)]
     lines += [
         "",
-        f"Variant - base on overall_score (split jobs, per advisor; verdict by the always-valid "
-        f"test; Welch, alpha {ALPHA}, for reference: valid only if read once):",
+        "Variant - base on unpaired overall_score (split jobs, per advisor; always-valid; the "
+        "verdict's metric only when it says overall_score above; Welch is descriptive: "
+        "fixed-horizon, valid only if read once):",
     ]
     for c in report.comparisons:
         diff = f"{_num(c.difference, '+.2f')} {_interval(c.sequence_low, c.sequence_high)}"
+        w = c.descriptive
         lines.append(
             f"  {c.advisor:<12}{c.variant:<14}n {c.n_variant} vs {c.n_base}  diff {diff}  "
-            f"p {_num(c.sequential_p, '.3g')}  (Welch {_interval(c.ci_low, c.ci_high)} "
-            f"t {_num(c.t)} p {_num(c.p, '.3g')})  -> {c.verdict}"
+            f"p {_num(c.sequential_p, '.3g')}  -> {c.verdict}  (descriptive: Welch "
+            f"{_interval(w.ci_low, w.ci_high)} t {_num(w.t)} p {_num(w.p, '.3g')})"
         )
     if not report.comparisons:
         lines.append("  no split traffic on a non-base variant")

@@ -11,15 +11,16 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import stats
 
+from producers.errors import StatisticsError
 from producers.ops import sequential
 from producers.ops.sequential import MEANS_METHOD
 
-MIN_SAMPLES_PER_ARM = 2  # the sequential test is valid from the start; it needs a spread
 ALPHA = 0.05
 # Upstream, 36 of 43 outputs copied the prompt's numbers; half copied is clearly broken.
 COPY_SUSPICIOUS_SHARE = 0.5
 
 NOT_ENOUGH_DATA = "not enough data"
+INVALID_DATA = "invalid data"
 NO_DIFFERENCE = "no significant difference"
 
 
@@ -48,11 +49,24 @@ def summarise(values: Sequence[float]) -> ScoreSummary:
 
 
 @dataclass(frozen=True)
+class WelchDescriptive:
+    """Welch's fixed-horizon interval and test: valid only if read once, never a verdict."""
+
+    ci_low: float | None
+    ci_high: float | None
+    t: float | None
+    p: float | None
+
+
+NO_WELCH = WelchDescriptive(None, None, None, None)
+
+
+@dataclass(frozen=True)
 class Comparison:
     """`variant - base` on overall_score for one advisor's split traffic.
 
     The verdict is the always-valid test's (`method`, `sequence_*`, `sequential_p`); Welch's
-    interval and p (`ci_*`, `t`, `p`) are shown for reference: valid only if read once.
+    figures sit under `descriptive`.
     """
 
     advisor: str
@@ -62,15 +76,12 @@ class Comparison:
     mean_base: float | None
     mean_variant: float | None
     difference: float | None
-    ci_low: float | None
-    ci_high: float | None
-    t: float | None
-    p: float | None
     verdict: str
     method: str = MEANS_METHOD
     sequence_low: float | None = None
     sequence_high: float | None = None
     sequential_p: float | None = None
+    descriptive: WelchDescriptive = NO_WELCH
 
 
 def compare_scores(
@@ -78,7 +89,6 @@ def compare_scores(
     variant: str,
     stream: Sequence[tuple[bool, float]],
     *,
-    min_samples: int = MIN_SAMPLES_PER_ARM,
     alpha: float = ALPHA,
 ) -> Comparison:
     """`stream`: (is the variant's, score) in the order the jobs finished."""
@@ -88,25 +98,28 @@ def compare_scores(
     mean_v = float(np.mean(variant_scores)) if nv else None
     mean_b = float(np.mean(base_scores)) if nb else None
     diff = mean_v - mean_b if mean_v is not None and mean_b is not None else None
-    no_test = Comparison(advisor, variant, nb, nv, mean_b, mean_v, diff, None, None, None, None, "")
-    if min(nv, nb) < min_samples:
+    no_test = Comparison(advisor, variant, nb, nv, mean_b, mean_v, diff, "")
+    try:
+        seq = sequential.two_sample([x for _, x in stream], [v for v, _ in stream], alpha=alpha)
+    except StatisticsError as exc:
+        return replace(no_test, verdict=f"{INVALID_DATA}: {exc}")
+    if seq.estimate is None:
         return replace(no_test, verdict=NOT_ENOUGH_DATA)
-    seq = sequential.two_sample([x for _, x in stream], [v for v, _ in stream], alpha=alpha)
     tested = replace(no_test, sequence_low=seq.ci_low, sequence_high=seq.ci_high,
                      sequential_p=seq.p)  # fmt: skip
+    verdict = NO_DIFFERENCE
+    if seq.is_significant and diff is not None:
+        verdict = f"{variant} better" if diff > 0 else f"{variant} worse"
     if np.var(variant_scores) == 0 and np.var(base_scores) == 0:
         # Welch's statistic is undefined with no variance in either arm.
-        return replace(tested, verdict=NOT_ENOUGH_DATA + " (no variance in either arm)")
+        return replace(tested, verdict=verdict)
     with warnings.catch_warnings():
         # One arm without spread (identical scores) is a valid Welch input; scipy warns anyway.
         warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
         res = stats.ttest_ind(variant_scores, base_scores, equal_var=False)
     ci = res.confidence_interval(1 - alpha)
-    verdict = NO_DIFFERENCE
-    if seq.is_significant and diff is not None:
-        verdict = f"{variant} better" if diff > 0 else f"{variant} worse"
-    return replace(tested, ci_low=float(ci.low), ci_high=float(ci.high),
-                   t=float(res.statistic), p=float(res.pvalue), verdict=verdict)  # fmt: skip
+    welch = WelchDescriptive(float(ci.low), float(ci.high), float(res.statistic), float(res.pvalue))
+    return replace(tested, verdict=verdict, descriptive=welch)
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,28 @@ from scipy import stats
 
 from jobs.analysis import DIMENSIONS
 from jobs.contracts import BASE_VARIANT, Assignment, Status
+from producers.errors import StatisticsError
 from producers.ops.guardrails import RuleCheck, check_rules
-from producers.ops.sequential import ALPHA, MIXTURE_SD, SequentialResult, one_sample, two_sample
-from producers.ops.stats import NO_DIFFERENCE, NOT_ENOUGH_DATA, ScoreSummary, summarise
+from producers.ops.sequential import (
+    ALPHA,
+    MEANS_METHOD,
+    MIN_PAIRS,
+    MIXTURE_SD,
+    Floats,
+    SequentialResult,
+    one_sample,
+    two_sample,
+)
+from producers.ops.stats import (
+    INVALID_DATA,
+    NO_DIFFERENCE,
+    NOT_ENOUGH_DATA,
+    ScoreSummary,
+    summarise,
+)
 
-# Below these, the verdict falls back to the next metric.
+# Below these, the verdict falls back to the next metric (MIN_PAIRS: the paired test's own).
 MIN_RATINGS_PER_ARM = 20
-MIN_PAIRS = 10
 
 FEEDBACK_METRIC = "feedback rating"
 PAIRED_METRIC = "paired overall_score"
@@ -50,20 +65,28 @@ class FeedbackSummary:
 
 
 @dataclass(frozen=True)
+class PairedDescriptive:
+    """Fixed-horizon figures on the same differences: valid only if read once, never a verdict."""
+
+    paired_t_low: float | None  # paired t, 95%
+    paired_t_high: float | None
+    wilcoxon_p: float | None
+    wilcoxon_method: str | None  # "exact" (small n, no ties) or "asymptotic"
+
+
+@dataclass(frozen=True)
 class PairedStat:
-    """candidate - base on one score over the pairs: fixed-horizon (paired t, Wilcoxon) and
-    the always-valid confidence sequence."""
+    """candidate - base on one score over the pairs: the always-valid confidence sequence and
+    p (what decides), with the fixed-horizon figures under `descriptive`."""
 
     name: str
     mean_difference: float | None
-    ci_low: float | None  # paired t, 95%
-    ci_high: float | None
-    wilcoxon_p: float | None
     candidate_higher: float | None  # share of photos the candidate scored higher
     candidate_lower: float | None
     sequence_low: float | None
     sequence_high: float | None
     sequential_p: float
+    descriptive: PairedDescriptive
 
 
 @dataclass(frozen=True)
@@ -143,7 +166,7 @@ def _pairs(rows: Sequence[Any]) -> dict[tuple[str, str], list[tuple[Any, Any]]]:
     for shadow in rows:
         primary = by_id.get(shadow.shadow_of) if shadow.shadow_of else None
         if primary is None or not all(
-            r.status == Status.SUCCEEDED and r.llm_outputs for r in (shadow, primary)
+            r.status == Status.SUCCEEDED and r.overall is not None for r in (shadow, primary)
         ):
             continue
         if BASE_VARIANT not in (shadow.variant, primary.variant):
@@ -155,44 +178,50 @@ def _pairs(rows: Sequence[Any]) -> dict[tuple[str, str], list[tuple[Any, Any]]]:
     return found
 
 
-def _dimension(row: Any, name: str) -> float | None:
-    for d in row.llm_outputs.get("dimensions", []):
-        if d.get("name") == name:
-            return float(d["score"])
-    return None
+# scipy's exact Wilcoxon is instant up to here; past it, or with ties, the normal approximation.
+EXACT_WILCOXON_MAX_N = 25
+
+
+def wilcoxon_p(diffs: Floats) -> tuple[float | None, str | None]:
+    """Two-sided signed-rank p over the non-zero differences, and the method used.
+
+    Never scipy's "auto", which turns into a slow permutation test on small tied samples."""
+    nonzero = diffs[diffs != 0]
+    if len(nonzero) == 0:
+        return None, None
+    untied = len(np.unique(np.abs(nonzero))) == len(nonzero)
+    method = "exact" if len(nonzero) <= EXACT_WILCOXON_MAX_N and untied else "asymptotic"
+    return float(stats.wilcoxon(nonzero, method=method).pvalue), method
 
 
 def paired_stat(name: str, diffs: Sequence[float], alpha: float = ALPHA) -> PairedStat:
     n = len(diffs)
     seq = one_sample(list(diffs), alpha=alpha)
     if n == 0:
-        return PairedStat(name, None, None, None, None, None, None, None, None, 1.0)
+        nothing = PairedDescriptive(None, None, None, None)
+        return PairedStat(name, None, None, None, None, None, 1.0, nothing)
     arr = np.asarray(diffs, dtype=float)
-    low = high = wilcoxon_p = None
+    low = high = None
     with warnings.catch_warnings():
         # Near-identical differences are valid input; scipy warns about precision anyway.
         warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
         if n >= 2 and np.var(arr) > 0:
             t = stats.ttest_1samp(arr, 0.0).confidence_interval(1 - alpha)
             low, high = float(t.low), float(t.high)
-        if np.any(arr != 0):
-            wilcoxon_p = float(stats.wilcoxon(arr, zero_method="wilcox").pvalue)
+        w_p, w_method = wilcoxon_p(arr)
     return PairedStat(
-        name, float(arr.mean()), low, high, wilcoxon_p, float(np.mean(arr > 0)),
-        float(np.mean(arr < 0)), seq.ci_low, seq.ci_high, seq.p,
+        name, float(arr.mean()), float(np.mean(arr > 0)), float(np.mean(arr < 0)),
+        seq.ci_low, seq.ci_high, seq.p, PairedDescriptive(low, high, w_p, w_method),
     )  # fmt: skip
 
 
 def paired_comparisons(rows: Sequence[Any]) -> list[PairedComparison]:
     out = []
     for (advisor, variant), pairs in sorted(_pairs(rows).items()):
-        overall = [
-            float(c.llm_outputs["overall_score"]) - float(b.llm_outputs["overall_score"])
-            for c, b in pairs
-        ]
+        overall = [c.overall - b.overall for c, b in pairs]
         dims = []
         for name in DIMENSIONS:
-            values = [(_dimension(c, name), _dimension(b, name)) for c, b in pairs]
+            values = [(c.score_of(name), b.score_of(name)) for c, b in pairs]
             dims.append(
                 paired_stat(name, [c - b for c, b in values if c is not None and b is not None])
             )
@@ -204,8 +233,9 @@ def paired_comparisons(rows: Sequence[Any]) -> list[PairedComparison]:
     return out
 
 
-def _decision(variant: str, test: SequentialResult, enough: bool) -> str:
-    if not enough or test.estimate is None:
+def _decision(variant: str, test: SequentialResult) -> str:
+    # Each test is silent (no estimate) until its minimum sample: docs/statistics.md.
+    if test.estimate is None:
         return NOT_ENOUGH_DATA
     if not test.is_significant:
         return NO_DIFFERENCE
@@ -261,32 +291,37 @@ def _verdict(
             FEEDBACK_METRIC,
             f"{len(rated)} rated critiques (>= {MIN_RATINGS_PER_ARM} per arm)",
         )
-        test = two_sample([x for _, _, x in rated], [v for _, v, _ in rated], alpha=alpha)
-        n_base, n_variant, enough = n_rated_b, n_rated_v, True
+        values, arms = [x for _, _, x in rated], [v for _, v, _ in rated]
+        n_base, n_variant = n_rated_b, n_rated_v
     elif len(pairs) >= MIN_PAIRS:
         metric = PAIRED_METRIC
         why = (f"{n_rated_v}+{n_rated_b} ratings (< {MIN_RATINGS_PER_ARM} per arm); "
                f"{len(pairs)} shadow pairs")  # fmt: skip
-        diffs = [float(c.llm_outputs["overall_score"]) - float(b.llm_outputs["overall_score"])
-                 for c, b in pairs]  # fmt: skip
-        test = one_sample(diffs, alpha=alpha)
+        values, arms = [c.overall - b.overall for c, b in pairs], []
         n_base = n_variant = len(pairs)
-        enough = True
     else:
         metric = UNPAIRED_METRIC
         why = (f"{n_rated_v}+{n_rated_b} ratings (< {MIN_RATINGS_PER_ARM} per arm), "
                f"{len(pairs)} pairs (< {MIN_PAIRS})")  # fmt: skip
         scored = sorted(
-            (r.completed_at, r.variant == variant, float(r.llm_outputs["overall_score"]))
+            (r.completed_at, r.variant == variant, r.overall)
             for r in rows
-            if r.status == Status.SUCCEEDED and r.llm_outputs and r.completed_at is not None
+            if r.status == Status.SUCCEEDED and r.overall is not None and r.completed_at is not None
         )
-        test = two_sample([x for _, _, x in scored], [v for _, v, _ in scored], alpha=alpha)
-        n_variant = sum(1 for _, v, _ in scored if v)
+        values, arms = [x for _, _, x in scored], [v for _, v, _ in scored]
+        n_variant = sum(arms)
         n_base = len(scored) - n_variant
-        enough = min(n_base, n_variant) >= 2
+    ok = not any(c.breached for c in guardrails)
+    try:
+        test = (one_sample(values, alpha=alpha) if metric == PAIRED_METRIC
+                else two_sample(values, arms, alpha=alpha))  # fmt: skip
+    except StatisticsError as exc:
+        # Bad data gets a named reason, never a p-value computed on it.
+        return Verdict(advisor, variant, metric, MEANS_METHOD, why, n_base, n_variant, None,
+                       None, None, 1.0, alpha, {"mixture_sd": MIXTURE_SD},
+                       f"{INVALID_DATA}: {exc}", guardrails, ok)  # fmt: skip
     return Verdict(
         advisor, variant, metric, test.method, why, n_base, n_variant, test.estimate,
-        test.ci_low, test.ci_high, test.p, alpha, {"mixture_sd": MIXTURE_SD},
-        _decision(variant, test, enough), guardrails, not any(c.breached for c in guardrails),
+        test.ci_low, test.ci_high, test.p, alpha, test.parameters,
+        _decision(variant, test), guardrails, ok,
     )  # fmt: skip

@@ -16,6 +16,7 @@ import pytest
 from jobs.settings import Settings
 from producers.commands import demo
 from producers.commands.demo import photo
+from producers.ops.sequential import MEANS_METHOD, MIN_PAIRS
 from store.db import engine_for
 from store.repository import Repository
 from tests.conftest import free_port
@@ -53,8 +54,8 @@ def test_the_demo_builds_everything_and_every_job_succeeds(tmp_path: Path) -> No
     assert data["paired"][0]["pairs"] == 6
     # Six ratings and six pairs are too few to judge on: the verdict says so and falls back.
     assert data["verdicts"][0]["metric"] == "overall_score"
-    assert "6 pairs (< 10)" in data["verdicts"][0]["why"]
-    assert data["verdicts"][0]["method"] == "sequential (mSPRT)"
+    assert f"6 pairs (< {MIN_PAIRS})" in data["verdicts"][0]["why"]
+    assert data["verdicts"][0]["method"] == MEANS_METHOD
 
 
 def test_the_demo_does_not_replace_a_registry_it_did_not_write(tmp_path: Path) -> None:

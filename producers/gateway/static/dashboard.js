@@ -102,8 +102,9 @@ function renderAb(data) {
   ], "no feedback yet");
   fillRows("paired", data.paired, (p) => [
     p.advisor, p.variant, String(p.pairs),
-    fmt(p.mean_difference, 2, true) + " [" + fmt(p.ci_low, 2, true) + ", " + fmt(p.ci_high, 2, true) + "]",
-    fmt(p.wilcoxon_p, 3), pct(p.candidate_higher),
+    fmt(p.mean_difference, 2, true) + " [" + fmt(p.sequence_low, 2, true) + ", " + fmt(p.sequence_high, 2, true) + "]",
+    fmt(p.sequential_p, 3), pct(p.candidate_higher),
+    "[" + fmt(p.descriptive.paired_t_low, 2, true) + ", " + fmt(p.descriptive.paired_t_high, 2, true) + "] / " + fmt(p.descriptive.wilcoxon_p, 3),
   ], "no shadow pairs (rollout --shadow)");
 }
 

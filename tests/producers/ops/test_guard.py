@@ -2,26 +2,35 @@
 
 from __future__ import annotations
 
+import math
 import threading
+from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from celery import Celery
+from sqlalchemy import update
 
-from jobs.contracts import GUARD_TASK, Assignment, ErrorKind
+from jobs.clock import utcnow
+from jobs.contracts import GUARD_TASK, Assignment, ErrorKind, Status
 from jobs.variants import Registry, load_registry
+from producers.ops.exposure import RolloutState
 from producers.ops.guard import (
     Action,
     GuardDecision,
     GuardThresholds,
     beat_schedule,
+    decide,
     enforce,
     evaluate,
     register_guard_task,
     run_loop,
 )
+from producers.ops.guardrails import judged
 from producers.rollouts import RolloutStore, Weights
 from store.db import engine_for
+from store.models import Job, RolloutEvent
 from tests.producers.conftest import make_settings
 from tests.producers.crafted_jobs import Crafter
 
@@ -73,7 +82,7 @@ def test_a_failure_rate_breach_rolls_the_variant_back_and_records_why(
     assert compared["breached"] and compared["p"] <= 0.05 and compared["n"] == 8
     # 8 of 30 against the 10% cap is not yet conclusive on its own.
     assert not checks["failure rate cap"]["breached"]
-    assert checks["inference time vs base"]["method"] == "sequential (mSPRT)"
+    assert checks["inference time vs base"]["method"] == "sequential (mSPRT, Welch variance)"
     assert event.details["variant_stats"]["failed"] == 8
 
     # Already at 0: a second round holds; the change of decision is noted once.
@@ -229,3 +238,78 @@ def test_an_operator_change_between_the_guards_read_and_write_is_not_overwritten
     assert (decision.action, decision.applied) == (Action.HOLD, False)
     assert "changed meanwhile (now v2)" in decision.reason
     assert read("ansel").weights == {"base": 0.5, "fine_tuned": 0.5}
+
+
+def backdate_events(store: RolloutStore, to: datetime) -> None:
+    """Every recorded rollout event of the test happened at `to`."""
+    with store.engine.begin() as conn:
+        conn.execute(update(RolloutEvent).values(created_at=to))
+
+
+def test_failures_older_than_any_window_still_count_in_the_candidates_one_sequence(
+    sqlite_db: str,
+) -> None:
+    crafter, store = canary(sqlite_db)
+    now = utcnow()
+    backdate_events(store, now - timedelta(days=3))
+    outcomes(crafter, "base", 30, {})
+    outcomes(crafter, "fine_tuned", 22, {ErrorKind.TIMEOUT: 8})
+    # Every job finished two days ago: a 6-hour window would see none of them.
+    with crafter.engine.begin() as conn:
+        conn.execute(update(Job).values(completed_at=now - timedelta(days=2)))
+
+    [decision] = evaluate(crafter.engine, store, "ansel", now=now)
+
+    assert decision.action is Action.ROLLBACK, decision.reason
+    assert decision.sequence_start == now - timedelta(days=3)
+    assert not decision.is_fallback_window and "one sequence since" in decision.reason
+
+
+def test_a_step_that_only_moves_the_weight_keeps_the_sequence_but_a_reexposure_starts_anew(
+    sqlite_db: str,
+) -> None:
+    crafter, store = canary(sqlite_db)
+    outcomes(crafter, "base", 30, {})
+    outcomes(crafter, "fine_tuned", 22, {ErrorKind.TIMEOUT: 8})
+    first = evaluate(crafter.engine, store, "ansel")[0].sequence_start
+
+    store.set("ansel", {"base": 0.5, "fine_tuned": 0.5}, known_variants=KNOWN, actor="op",
+              reason="next step")  # fmt: skip
+    [moved] = evaluate(crafter.engine, store, "ansel")
+    assert moved.sequence_start == first and moved.action is Action.ROLLBACK
+
+    store.set("ansel", {"base": 1.0, "fine_tuned": 0.0}, known_variants=KNOWN, actor="op",
+              reason="off")  # fmt: skip
+    store.set("ansel", {"base": 0.9, "fine_tuned": 0.1}, known_variants=KNOWN, actor="op",
+              reason="fixed adapter, again")  # fmt: skip
+    [fresh] = evaluate(crafter.engine, store, "ansel")
+    assert fresh.sequence_start is not None and first is not None
+    assert fresh.sequence_start > first
+    assert fresh.action is Action.HOLD and fresh.variant_stats.completed == 0, fresh.reason
+
+
+def test_a_variant_without_rollout_history_falls_back_to_the_window(sqlite_db: str) -> None:
+    crafter = Crafter(engine_for(sqlite_db))
+    store = RolloutStore(crafter.engine)
+    outcomes(crafter, "fine_tuned", 20, {})
+
+    [decision] = evaluate(crafter.engine, store, "ansel", thresholds=GuardThresholds(2))
+
+    assert decision.is_fallback_window and "last 2h: no recorded exposure" in decision.reason
+    assert decision.action is Action.OK and decision.variant_stats.completed == 20
+
+
+def test_a_non_finite_measurement_holds_with_a_named_reason_instead_of_a_p_value() -> None:
+    now = utcnow()
+    rows = [
+        SimpleNamespace(variant=variant, status=Status.SUCCEEDED, error_kind=None,
+                        assignment=Assignment.SPLIT, completed_at=now - timedelta(minutes=i),
+                        inference_ms=math.inf if i == 3 else 40_000 + i)
+        for i, variant in enumerate(["base", "fine_tuned"] * 25)
+    ]  # fmt: skip
+    state = RolloutState({"base": 0.9, "fine_tuned": 0.1}, 1, {"fine_tuned": now - timedelta(1)})
+
+    [decision] = decide("ansel", judged(rows), state, GuardThresholds(), now)
+
+    assert decision.action is Action.HOLD and not decision.checks
+    assert decision.reason.startswith("cannot judge fine_tuned of ansel: observations must be")

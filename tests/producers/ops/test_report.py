@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from datetime import timedelta
 from pathlib import Path
@@ -20,8 +21,10 @@ from producers.commands import report as report_command
 from producers.feedback import FeedbackStore
 from producers.ops.report import build_report, compare_model_performance
 from producers.ops.report_text import render_report
+from producers.ops.sequential import MEANS_METHOD, MIN_PAIRS, PAIRED_METHOD
 from producers.ops.srm import srm_check
 from producers.ops.stats import compare_scores, score_copy
+from producers.ops.verdicts import wilcoxon_p
 from producers.rollouts import RolloutStore
 from store.db import engine_for
 from tests.producers.crafted_jobs import Crafter
@@ -111,14 +114,15 @@ def test_report_statistics_match_scipy_computed_on_the_same_rows(migrated_url: s
     assert comparison.difference == pytest.approx(
         np.mean(split["fine_tuned"]) - np.mean(split["base"])
     )
-    assert (comparison.t, comparison.p) == pytest.approx((welch.statistic, welch.pvalue))
+    described = comparison.descriptive
+    assert (described.t, described.p) == pytest.approx((welch.statistic, welch.pvalue))
     assert welch.pvalue < 0.05 and comparison.verdict == "fine_tuned better"
     ci = welch.confidence_interval(0.95)
-    assert (comparison.ci_low, comparison.ci_high) == pytest.approx((ci.low, ci.high))
+    assert (described.ci_low, described.ci_high) == pytest.approx((ci.low, ci.high))
 
     assert comparison.sequential_p is not None and comparison.sequential_p <= 0.05
     [verdict] = report.verdicts
-    assert (verdict.metric, verdict.method) == ("overall_score", "sequential (mSPRT)")
+    assert (verdict.metric, verdict.method) == ("overall_score", MEANS_METHOD)
     assert verdict.decision == "fine_tuned better" and verdict.p == comparison.sequential_p
     assert (verdict.n_variant, verdict.n_base) == (26, 24)
 
@@ -126,7 +130,8 @@ def test_report_statistics_match_scipy_computed_on_the_same_rows(migrated_url: s
     assert "fine_tuned better" in text and "Sample ratio" in text and "Score copy" in text
     data = json.loads(json.dumps(report.to_dict()))
     assert data["comparisons"][0]["verdict"] == "fine_tuned better"
-    assert data["verdicts"][0]["method"] == "sequential (mSPRT)"
+    assert data["verdicts"][0]["method"] == MEANS_METHOD
+    assert data["comparisons"][0]["descriptive"]["p"] == pytest.approx(welch.pvalue)
     assert data["verdicts"][0]["metric"] == "overall_score"
 
 
@@ -141,16 +146,27 @@ def test_verdicts_say_not_enough_data_no_difference_or_worse() -> None:
     rng = np.random.default_rng(3)
     base = list(rng.normal(6.5, 1.0, 40))
     assert compare_scores("a", "ft", stream(base[:1], base)).verdict == "not enough data"
+    # Below the minimum per arm, even a large difference is not yet a verdict.
+    few = compare_scores("a", "ft", stream([s + 3 for s in base[:19]], base))
+    assert few.verdict == "not enough data" and few.descriptive.p is None
     same = compare_scores("a", "ft", stream(list(rng.normal(6.5, 1.0, 40)), base))
     assert same.verdict == "no significant difference"
     assert same.sequential_p is not None and same.sequential_p > 0.05
     lower = compare_scores("a", "ft", stream([s - 1.5 for s in base], base))
-    assert lower.verdict == "ft worse" and lower.method == "sequential (mSPRT)"
+    assert lower.verdict == "ft worse" and lower.method == MEANS_METHOD
     # The confidence sequence is wider than Welch's interval, read once.
-    assert lower.sequence_low is not None and lower.ci_low is not None
-    assert lower.sequence_low < lower.ci_low
+    assert lower.sequence_low is not None and lower.descriptive.ci_low is not None
+    assert lower.sequence_low < lower.descriptive.ci_low
     no_spread = compare_scores("a", "ft", stream([7.0] * 25, [7.0] * 25))
-    assert no_spread.verdict.startswith("not enough data")
+    assert no_spread.verdict == "no significant difference" and no_spread.descriptive.p is None
+    # A/A far from zero reads like A/A near it (no cancellation in the sums).
+    far = compare_scores("a", "ft", stream([s + 1e12 for s in base[:30]], [s + 1e12 for s in base]))
+    near = compare_scores("a", "ft", stream(base[:30], base))
+    assert far.verdict == near.verdict == "no significant difference"
+    assert far.sequential_p == pytest.approx(near.sequential_p, abs=1e-3)
+    nan = compare_scores("a", "ft", stream([7.0, math.nan] * 15, base))
+    assert nan.verdict.startswith("invalid data: observations must be finite")
+    assert nan.sequential_p is None
 
 
 def test_srm_flags_a_60_40_outcome_of_a_50_50_split_and_passes_a_fair_draw() -> None:
@@ -308,25 +324,41 @@ def test_paired_shadow_runs_match_scipy_and_decide_without_enough_ratings(
     overall = paired.overall
     ci = stats.ttest_rel(np.array(diffs), np.zeros(14)).confidence_interval(0.95)
     assert overall.mean_difference == pytest.approx(np.mean(diffs))
-    assert (overall.ci_low, overall.ci_high) == pytest.approx((ci.low, ci.high))
-    assert overall.wilcoxon_p == pytest.approx(stats.wilcoxon(diffs).pvalue)
+    described = overall.descriptive
+    assert (described.paired_t_low, described.paired_t_high) == pytest.approx((ci.low, ci.high))
+    assert described.wilcoxon_p == pytest.approx(
+        stats.wilcoxon(diffs, method=described.wilcoxon_method).pvalue
+    )
+    assert described.wilcoxon_p is not None and described.wilcoxon_p < 0.05
     assert overall.candidate_higher == pytest.approx(np.mean(np.array(diffs) > 0))
-    assert overall.sequence_low is not None and overall.sequence_low < ci.low
-    assert [d.name for d in paired.dimensions] == list(DIMENSIONS)
+    # 14 pairs: the fixed-horizon figures say "significant", but they do not decide, and the
+    # paired test is silent below its minimum, so the verdict says so and why.
+    assert (overall.sequence_low, overall.sequential_p) == (None, 1.0)
+    [verdict] = report.verdicts
+    assert (verdict.metric, verdict.decision) == ("overall_score", "not enough data")
+    assert f"14 pairs (< {MIN_PAIRS})" in verdict.why
+    text = render_report(report)
+    assert "descriptive: [paired t 95%]" in text and "never a verdict" in text
+
+    diffs += paired_jobs(crafter, rng, MIN_PAIRS - 14, lift=1.0)
+    report = build_report(crafter.engine, days=1, advisor="ansel")
     [verdict] = report.verdicts
     assert (verdict.metric, verdict.method, verdict.n_variant) == (
-        "paired overall_score", "sequential (mSPRT)", 14
+        "paired overall_score", PAIRED_METHOD, MIN_PAIRS
     )  # fmt: skip
     assert verdict.decision == "fine_tuned better", verdict
-    assert "14 shadow pairs" in verdict.why
+    assert f"{MIN_PAIRS} shadow pairs" in verdict.why
+    assert report.paired[0].overall.sequence_low == verdict.ci_low
+    assert verdict.ci_low is not None and verdict.ci_low > 0
     # The shadows are visible per variant but outside the split, SRM and primary numbers.
     by_name = {v.variant: v for v in report.variants}
-    assert (by_name["fine_tuned"].shadow_jobs, by_name["fine_tuned"].routed) == (14, 0)
-    assert report.total_jobs == 14
+    assert (by_name["fine_tuned"].shadow_jobs, by_name["fine_tuned"].routed) == (MIN_PAIRS, 0)
+    assert report.total_jobs == MIN_PAIRS
     routed = next(c for c in report.srm if c.stage == "routed" and c.weights_version == version)
-    assert routed.observed == {"base": 14}
+    assert routed.observed == {"base": MIN_PAIRS}
     text = render_report(report)
-    assert "Paired shadow runs" in text and "14 pairs" in text and "paired overall_score" in text
+    assert "Paired shadow runs" in text and f"{MIN_PAIRS} pairs" in text
+    assert "paired overall_score" in text
 
 
 def test_feedback_decides_once_both_arms_have_enough_ratings(migrated_url: str) -> None:
@@ -367,3 +399,17 @@ def test_feedback_decides_once_both_arms_have_enough_ratings(migrated_url: str) 
     )
     text = render_report(report)
     assert "simulated = demo raters" in text and "on feedback rating" in text
+
+
+def test_wilcoxon_is_exact_only_for_small_untied_samples_and_never_a_permutation_test() -> None:
+    untied = np.array([0.3, -0.1, 0.7, 1.1, -0.4, 0.9, 1.3, 0.2, -0.6, 1.7])
+    p, method = wilcoxon_p(untied)
+    assert method == "exact" and p == pytest.approx(stats.wilcoxon(untied, method="exact").pvalue)
+    # 13 tied pairs, the case: scipy's default fell into a 1.6 s permutation test.
+    tied = np.array([-1.0, -0.5, -1.0, -0.5, -1.5, 0.5, -1.0, -0.5, -1.0, -1.5, -0.5, -1.0, 0.0])
+    p, method = wilcoxon_p(tied)
+    expected = stats.wilcoxon(tied[tied != 0], method="asymptotic").pvalue
+    assert method == "asymptotic" and p == pytest.approx(expected)
+    assert wilcoxon_p(np.zeros(5)) == (None, None)
+    large = np.random.default_rng(4).normal(0.1, 1.0, 1000)
+    assert wilcoxon_p(large)[1] == "asymptotic"

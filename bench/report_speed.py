@@ -1,0 +1,161 @@
+"""The A/B report's time at 10,000 jobs and 1,000 shadow pairs, this tree against a baseline:
+`python -m bench.report_speed [--jobs N] [--pairs N] [--repeats R] [--baseline REF]`.
+
+The baseline's report modules (default: where this branch left main, `git merge-base HEAD
+main`) are copied out of git into a temporary package, so both implementations run in one
+process over the same SQLite database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, insert
+
+from jobs.analysis import DIMENSIONS
+from jobs.clock import utcnow
+from jobs.contracts import Assignment, ErrorKind, Status
+from producers.ops.report import build_report
+from store import migrate
+from store.db import engine_for
+from store.models import Job
+
+OLD_MODULES = ("sequential", "stats", "guardrails", "verdicts", "srm", "report")
+
+
+# A real critique is ~1,000 tokens: about 3 KB of JSON, mostly text around the scores.
+_TEXT = "The light falls softly across the frame and the subject reads clearly. " * 2
+
+
+def _analysis(rng: random.Random, shift: float) -> dict[str, Any]:
+    scores = [max(1, min(10, round(rng.gauss(6 + shift, 1.5)))) for _ in DIMENSIONS]
+    dims = [{"name": n, "score": s, "comment": _TEXT, "recommendation": _TEXT}
+            for n, s in zip(DIMENSIONS, scores, strict=True)]  # fmt: skip
+    return {
+        "image_description": _TEXT * 2, "dimensions": dims,
+        "overall_score": round(sum(scores) / len(scores), 1),
+        "key_strengths": [_TEXT[:80]] * 3, "priority_improvements": [_TEXT[:80]] * 3,
+        "technical_notes": _TEXT,
+    }  # fmt: skip
+
+
+def populate(engine: Engine, jobs: int, pairs: int, seed: int = 1) -> None:
+    """`jobs` split jobs (90/10, 3% failed) plus `pairs` shadow jobs paired with some of them."""
+    rng = random.Random(seed)
+    now = utcnow()
+    rows = []
+    for i in range(jobs):
+        variant = "fine_tuned" if rng.random() < 0.1 else "base"
+        failed = rng.random() < 0.03
+        done = now - timedelta(minutes=jobs - i)
+        rows.append(_row(rng, i, variant, Assignment.SPLIT, done, failed))
+    for k in range(pairs):
+        primary = rows[k * (jobs // pairs)]
+        if primary["status"] != Status.SUCCEEDED:
+            primary.update(_row(rng, k * (jobs // pairs), primary["variant"], Assignment.SPLIT,
+                                primary["completed_at"], False, job_id=primary["id"]))  # fmt: skip
+        other = "base" if primary["variant"] == "fine_tuned" else "fine_tuned"
+        shadow = _row(rng, jobs + k, other, Assignment.SHADOW,
+                      primary["completed_at"] + timedelta(seconds=30), False)  # fmt: skip
+        rows.append({**shadow, "shadow_of": primary["id"]})
+    with engine.begin() as conn:
+        conn.execute(insert(Job), rows)
+
+
+def _row(
+    rng: random.Random,
+    i: int,
+    variant: str,
+    assignment: str,
+    done: Any,
+    failed: bool,
+    job_id: str | None = None,
+) -> dict[str, Any]:
+    shift = 0.2 if variant == "fine_tuned" else 0.0
+    return {
+        "id": job_id or str(uuid.UUID(int=rng.getrandbits(128))), "idempotency_key": None,
+        "advisor": "ansel", "image_sha256": f"{i:064x}", "image_ref": f"sha256:{i:064x}",
+        "subject": f"user-{i}", "variant": variant, "model_used": "ab_test_" + variant,
+        "assignment": assignment, "weights_version": 1, "status":
+        Status.FAILED if failed else Status.SUCCEEDED, "queued_at": done - timedelta(seconds=60),
+        "started_at": done - timedelta(seconds=45), "completed_at": done,
+        "queue_wait_ms": 15_000, "inference_ms": None if failed else rng.randint(30_000, 50_000),
+        "output_tokens": None if failed else 900, "error_kind":
+        ErrorKind.INTERNAL if failed else None, "llm_outputs":
+        None if failed else _analysis(rng, shift), "shadow_of": None,
+    }  # fmt: skip
+
+
+def old_build_report(where: Path, ref: str) -> Callable[..., Any]:
+    """`ref`'s build_report, its ops modules imported from a copy under `where`."""
+    package = where / "old_ops"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for name in OLD_MODULES:
+        source = subprocess.run(["git", "show", f"{ref}:producers/ops/{name}.py"], check=True,
+                                capture_output=True, text=True).stdout  # fmt: skip
+        for other in OLD_MODULES:
+            source = source.replace(f"producers.ops.{other}", f"old_ops.{other}")
+        source = source.replace("from producers.ops import sequential", "from old_ops import "
+                                "sequential")  # fmt: skip
+        (package / f"{name}.py").write_text(source)
+    sys.path.insert(0, str(where))
+    return importlib.import_module("old_ops.report").build_report  # type: ignore[no-any-return]
+
+
+def timed(build: Callable[..., Any], engine: Engine, repeats: int) -> list[float]:
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        build(engine, days=30, advisor=None)
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--pairs", type=int, default=1_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--baseline", help="a git ref (default: merge-base of HEAD and main)")
+    args = parser.parse_args()
+    ref = (
+        args.baseline
+        or subprocess.run(
+            ["git", "merge-base", "HEAD", "main"], check=True, capture_output=True, text=True
+        ).stdout.strip()
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/report.db"
+        migrate.upgrade(url)
+        engine = engine_for(url)
+        populate(engine, args.jobs, args.pairs)
+        old = old_build_report(Path(tmp), ref)
+        new_s: list[float] = []
+        old_s: list[float] = []
+        for _ in range(args.repeats):  # interleaved, so a busy moment hits both alike
+            new_s += timed(build_report, engine, 1)
+            old_s += timed(old, engine, 1)
+
+    def show(values: list[float]) -> str:
+        return f"{statistics.median(values):.2f} s ({min(values):.2f}-{max(values):.2f})"
+
+    print(f"report at {args.jobs} jobs + {args.pairs} shadow pairs, {args.repeats} runs each, "
+          f"median (min-max): this tree {show(new_s)}; baseline {ref[:10]} {show(old_s)}; "
+          f"ratio {statistics.median(old_s) / statistics.median(new_s):.1f}x")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
