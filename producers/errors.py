@@ -37,3 +37,15 @@ class JobFinished(ProducerError):
         super().__init__(f"Job {job_id} already {status}; there is nothing to cancel")
         self.job_id = job_id
         self.status = status
+
+
+class InvalidPlan(ProducerError):
+    """A rollout plan's input is unusable: unknown variant, steps not increasing in (0, 100]."""
+
+
+class PlanNotFound(InvalidPlan):
+    """The advisor has no plan (or no open one, for pause, resume and abort)."""
+
+
+class PlanConflict(InvalidPlan):
+    """A second open plan for one advisor, or a plan that changed meanwhile; nothing written."""

@@ -12,6 +12,7 @@ from jobs.variants import load_registry_for
 from producers.commands.arguments import positive
 from producers.commands.output import Subparsers
 from producers.ops.guard import GuardDecision, GuardThresholds, enforce, run_loop
+from producers.ops.plans import plan_control_for
 
 
 def cmd_guard(args: argparse.Namespace) -> int:
@@ -31,12 +32,13 @@ def cmd_guard(args: argparse.Namespace) -> int:
     engine = engine_for(settings.resolved_database_url)
     rollouts = RolloutStore(engine)
     registry = load_registry_for(settings)
+    plans = plan_control_for(settings, engine, registry, rollouts)
     # The first round runs here so a bad database fails the command instead of the loop.
-    show(enforce(engine, rollouts, registry, thresholds=thresholds))
+    show(enforce(engine, rollouts, registry, thresholds=thresholds, plans=plans))
     if not args.once:
         try:
             run_loop(engine, rollouts, registry, interval=args.interval, thresholds=thresholds,
-                     on_round=show, delay_first=True)  # fmt: skip
+                     on_round=show, delay_first=True, plans=plans)  # fmt: skip
         except KeyboardInterrupt:
             return 0
     return 0
