@@ -395,14 +395,23 @@ class PlanControl:
         return written
 
     def on_manual_change(self, weights: Weights, actor: str) -> Plan | None:
-        """After an operator's `rollout set`: an active plan pauses and says so (None: none)."""
+        """After an operator's `rollout set` or `rollback`: an active plan pauses and says so,
+        or ends as rolled back if its candidate is now at 0 (None: no active plan)."""
         plan = self.plans.open(weights.advisor)
         if plan is None or plan.status is not PlanStatus.ACTIVE:
             return None
+        by = f"{actor} at v{weights.version} ({weights.reason})"
+        if weights.weights.get(plan.variant, 0.0) <= 0:
+            ended = self.plans.update(
+                plan,
+                status=PlanStatus.ROLLED_BACK,
+                state=f"rolled back at {plan.percent:g}%: weights set by {by}",
+            )
+            return self._after_step(ended) if ended is not None else None
         return self.plans.update(
             plan,
             status=PlanStatus.PAUSED,
-            state=f"paused: weights set by {actor} at v{weights.version} ({weights.reason}); "
+            state=f"paused: weights set by {by}; "
             f"`advisor rollout plan resume {weights.advisor}` continues at {plan.percent:g}%",
         )
 
