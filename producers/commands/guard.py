@@ -27,6 +27,9 @@ def cmd_guard(args: argparse.Namespace) -> int:
             print(f"{d.advisor}/{d.variant}: {d.action}{applied}: {d.reason}", flush=True)
         if not decisions:
             print("no non-base variant to judge", flush=True)
+        for plan in plans.plans.all_open():
+            print(f"plan {plan.advisor}/{plan.variant} {plan.status.value}: {plan.state}",
+                  flush=True)  # fmt: skip
 
     settings = get_settings()
     engine = engine_for(settings.resolved_database_url)

@@ -65,3 +65,11 @@ def test_a_manual_set_pauses_the_plan_and_says_so(advisor: Advisor) -> None:
     assert "paused: weights set by" in shown and "(by hand)" in shown
     back = advisor("rollout", "rollback", "ansel", "--reason", "bad")
     assert "ended" not in back.stdout  # a paused plan stays paused until resumed or aborted
+
+
+def test_the_guard_command_steps_plans_and_prints_where_each_stands(advisor: Advisor) -> None:
+    advisor("rollout", "plan", "ansel", "fine_tuned", "--steps", "5,50", "--reason", "canary")
+    out = advisor("guard", "--once").stdout
+    assert "plan ansel/fine_tuned active: holding at 5%: 0 of 30 finished fine_tuned jobs" in out
+    shown = json.loads(advisor("rollout", "plan", "show", "ansel", "--json").stdout)
+    assert shown["details"]["last_check"]["candidate_jobs"] == 0
