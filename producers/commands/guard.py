@@ -12,6 +12,7 @@ from jobs.variants import load_registry_for
 from producers.commands.arguments import positive
 from producers.commands.output import Subparsers
 from producers.ops.guard import GuardDecision, GuardThresholds, enforce, run_loop
+from producers.ops.plan_hook import PlanHook
 from producers.ops.plans import plan_control_for
 
 
@@ -44,6 +45,8 @@ def cmd_guard(args: argparse.Namespace) -> int:
                      on_round=show, delay_first=True, plans=plans)  # fmt: skip
         except KeyboardInterrupt:
             return 0
+    if isinstance(plans.hook, PlanHook):
+        plans.hook.wait()  # --once exits now; a hook it started must not be cut off
     return 0
 
 

@@ -7,6 +7,7 @@ import argparse
 from producers.client import Client
 from producers.commands.output import Subparsers, client, emit_json
 from producers.errors import InvalidPlan
+from producers.ops.plan_hook import PlanHook, hook_for
 from producers.ops.plans import (
     DEFAULT_MARGIN,
     DEFAULT_MIN_JOBS,
@@ -24,11 +25,11 @@ USAGE = (
 )
 
 
-def plan_control(producer: Client) -> PlanControl:
+def plan_control(producer: Client, hook: PlanHook | None = None) -> PlanControl:
     """Plans over `producer`'s database and registry; its router forgets cached weights."""
     return PlanControl(
         producer.engine, producer.registry, producer.rollouts, PlanStore(producer.engine),
-        on_weights=producer.router.invalidate,
+        on_weights=producer.router.invalidate, hook=hook,
     )  # fmt: skip
 
 
@@ -72,7 +73,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     words = args.words
     actor = default_actor()
     with client() as producer:
-        plans = plan_control(producer)
+        hook = hook_for(producer.settings)
+        plans = plan_control(producer, hook)
         if len(words) == 2 and words[0] in ACTIONS:
             action, advisor = words
             if action == "show":
@@ -98,6 +100,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         else:
             raise InvalidPlan(f"Expected two words: {USAGE}")
     emit(plan, args.json)
+    if hook is not None:
+        hook.wait()  # this process is about to exit; the hook's resize must not be cut off
     return 0
 
 

@@ -19,6 +19,7 @@ from producers.client import Client
 from producers.gateway.errors import RolloutsDisabled, Unauthorized
 from producers.gateway.keyring import KeyRing, RateLimiter
 from producers.gateway.limits import Slots
+from producers.ops.plan_hook import hook_for
 from producers.ops.plans import PlanControl
 from producers.ops.rollout import RolloutControl
 from producers.plans import PlanStore
@@ -52,7 +53,7 @@ class Gateway:
         keys = KeyRing(KeyStore(client.engine), settings.gateway_keys_refresh_seconds)
         plans = PlanControl(
             client.engine, client.registry, client.rollouts, PlanStore(client.engine),
-            on_weights=client.router.invalidate,
+            on_weights=client.router.invalidate, hook=hook_for(settings),
         )  # fmt: skip
         return cls(
             settings, client, client.engine, client.repository, client.registry, rollouts,

@@ -12,6 +12,7 @@ import shlex
 import subprocess
 import threading
 
+from jobs.settings import Settings
 from producers.plans import Plan
 
 logger = logging.getLogger(__name__)
@@ -37,13 +38,20 @@ class PlanHook:
     def __init__(self, command: str, timeout: float) -> None:
         self.argv = shlex.split(command)
         self.timeout = timeout
+        self._threads: list[threading.Thread] = []
 
     def __call__(self, plan: Plan, workers: dict[str, int]) -> threading.Thread:
         thread = threading.Thread(
             target=self._run, args=(plan, workers), name="plan-hook", daemon=True
         )
         thread.start()
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         return thread
+
+    def wait(self) -> None:
+        """Before a short-lived process exits: its hooks finish (or time out) first."""
+        for thread in self._threads:
+            thread.join(self.timeout + 5)
 
     def _run(self, plan: Plan, workers: dict[str, int]) -> None:
         # The child inherits this process's environment (PATH, credentials it may need).
@@ -64,3 +72,10 @@ class PlanHook:
             logger.error("%s: exit %d: %s", what, done.returncode, done.stderr.strip()[-500:])
         else:
             logger.info("%s: ok (workers %s)", what, workers)
+
+
+def hook_for(settings: Settings) -> PlanHook | None:
+    """ADVISOR_PLAN_HOOK as a hook, or None when it is not set."""
+    if not settings.plan_hook:
+        return None
+    return PlanHook(settings.plan_hook, settings.plan_hook_timeout)

@@ -31,7 +31,7 @@ from jobs.variants import Registry
 from producers.errors import InvalidPlan, PlanConflict, PlanNotFound
 from producers.ops.capacity import plan_capacity
 from producers.ops.guardrails import INPUT_ERRORS
-from producers.ops.plan_hook import PlanHook
+from producers.ops.plan_hook import hook_for
 from producers.ops.verdicts import verdicts
 from producers.plans import Plan, PlanStatus, PlanStore
 
@@ -527,7 +527,7 @@ class PlanControl:
                 status=PlanStatus.ROLLED_BACK,
                 state=f"rolled back at {plan.percent:g}% by {who}",
             )
-            return ended or self.plans.get(plan.id)
+            return self._after_step(ended) if ended is not None else self.plans.get(plan.id)
         by = f"{latest.actor} at v{latest.version} ({latest.reason})" if latest else "someone"
         paused = self.plans.update(
             plan,
@@ -542,5 +542,4 @@ def plan_control_for(
     settings: Settings, engine: Engine, registry: Registry, rollouts: RolloutStore
 ) -> PlanControl:
     """The guard's plan control: ADVISOR_PLAN_HOOK, when set, runs after each step."""
-    hook = PlanHook(settings.plan_hook, settings.plan_hook_timeout) if settings.plan_hook else None
-    return PlanControl(engine, registry, rollouts, PlanStore(engine), hook=hook)
+    return PlanControl(engine, registry, rollouts, PlanStore(engine), hook=hook_for(settings))

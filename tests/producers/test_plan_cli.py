@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -73,3 +75,18 @@ def test_the_guard_command_steps_plans_and_prints_where_each_stands(advisor: Adv
     assert "plan ansel/fine_tuned active: holding at 5%: 0 of 30 finished fine_tuned jobs" in out
     shown = json.loads(advisor("rollout", "plan", "show", "ansel", "--json").stdout)
     assert shown["details"]["last_check"]["candidate_jobs"] == 0
+
+
+def test_the_plan_hook_runs_before_the_command_exits(advisor: Advisor, tmp_path: Path) -> None:
+    out = tmp_path / "hook.json"
+    hook = tmp_path / "hook.py"
+    hook.write_text(
+        "import json, os\n"
+        f"json.dump({{k: v for k, v in os.environ.items() if k.startswith('ADVISOR_PLAN_')}}, "
+        f"open({str(out)!r}, 'w'))\n"
+    )
+    with_hook = Advisor({**advisor.env, "ADVISOR_PLAN_HOOK": f"{sys.executable} {hook}"})
+    with_hook("rollout", "plan", "ansel", "fine_tuned", "--steps", "10,100", "--reason", "r")
+    env = json.loads(out.read_text())
+    assert (env["ADVISOR_PLAN_STEP"], env["ADVISOR_PLAN_STATUS"]) == ("10", "active")
+    assert set(json.loads(env["ADVISOR_PLAN_WORKERS"])) == {"base", "fine_tuned"}
