@@ -386,13 +386,20 @@ class PlanControl:
         return self._after_step(ended)
 
     def _write(self, plan: Plan, **values: Any) -> Plan:
-        written = self.plans.update(plan, **values)
-        if written is None:
-            raise PlanConflict(
-                f"The plan of {plan.advisor} changed meanwhile; read it again "
-                f"(`advisor rollout plan show {plan.advisor}`) and retry"
-            )
-        return written
+        """An operator's change over `plan`; a guard's note in between (same status and step)
+        is read again and written over, anything else is a conflict to look at first."""
+        for _ in range(3):
+            written = self.plans.update(plan, **values)
+            if written is not None:
+                return written
+            fresh = self.plans.get(plan.id)
+            if (fresh.status, fresh.step) != (plan.status, plan.step):
+                break
+            plan = fresh
+        raise PlanConflict(
+            f"The plan of {plan.advisor} changed meanwhile; read it again "
+            f"(`advisor rollout plan show {plan.advisor}`) and retry"
+        )
 
     def on_manual_change(self, weights: Weights, actor: str) -> Plan | None:
         """After an operator's `rollout set` or `rollback`: an active plan pauses and says so,

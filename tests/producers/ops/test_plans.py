@@ -292,3 +292,17 @@ def test_the_hook_is_called_with_the_workers_each_queue_needs(
     )
     start(plans)
     assert calls and calls[0][0] == 5.0 and set(calls[0][1]) == {"base", "fine_tuned"}
+
+
+def test_an_operators_change_goes_over_a_guards_note_but_not_over_another_change(
+    migrated_url: str, registry_file: Path
+) -> None:
+    plans, _ = control(migrated_url, registry_file)
+    start(plans)
+    read = plans.plans.open("ansel")
+    assert read is not None
+    plans.step_all(now=utcnow() + LATER)  # the guard notes why it holds: a new plan version
+    paused = plans._write(read, status=PlanStatus.PAUSED, state="paused by op")
+    assert paused.status is PlanStatus.PAUSED and paused.version > read.version + 1
+    with pytest.raises(PlanConflict, match="changed meanwhile"):
+        plans._write(read, status=PlanStatus.ABORTED, state="aborted by another op")
