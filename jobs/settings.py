@@ -117,9 +117,15 @@ class Settings(BaseSettings):
     # uvicorn: connections at once (503 beyond) and how long an idle keep-alive one stays.
     gateway_limit_concurrency: int = Field(default=256, ge=4)
     gateway_keep_alive_seconds: float = Field(default=5.0, gt=0, le=300)
+    # A command run after each rollout plan step (and when a plan ends), to resize the
+    # queues: ADVISOR_PLAN_ADVISOR, _VARIANT, _STEP (percent), _STATUS and _WORKERS (JSON,
+    # workers per variant; also _WORKERS_<VARIANT>) are in its environment. It runs beside
+    # the guard with `plan_hook_timeout` seconds; a failure is logged, the guard goes on.
+    plan_hook: str | None = None
+    plan_hook_timeout: float = Field(default=60.0, gt=0, le=3600)
     log_level: str = "INFO"
 
-    @field_validator("base_model", "registry", mode="before")
+    @field_validator("base_model", "registry", "plan_hook", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # `ADVISOR_REGISTRY=` (as compose passes an unset variable through) means unset.

@@ -49,3 +49,15 @@ class NonFiniteValue(StatisticsError):
 
 class NotBinary(StatisticsError):
     """A rate's outcome is neither 0 nor 1."""
+
+
+class InvalidPlan(ProducerError):
+    """A rollout plan's input is unusable: unknown variant, steps not increasing in (0, 100]."""
+
+
+class PlanNotFound(InvalidPlan):
+    """The advisor has no plan (or no open one, for pause, resume and abort)."""
+
+
+class PlanConflict(InvalidPlan):
+    """A second open plan for one advisor, or a plan that changed meanwhile; nothing written."""

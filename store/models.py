@@ -1,4 +1,4 @@
-"""SQLAlchemy tables: jobs, images, feedback, rollouts and history, heartbeats, API keys."""
+"""SQLAlchemy tables: jobs, images, feedback, rollouts, history and plans, heartbeats, keys."""
 
 from __future__ import annotations
 
@@ -192,6 +192,44 @@ class RolloutEvent(Base):
     shadow: Mapped[float | None] = mapped_column(Float)
     # The statistics a guard decision was taken on (rule, method, counts, p-values).
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class RolloutPlan(Base):
+    """A step plan for one advisor's candidate, moved forward by the guard loop.
+
+    `open_advisor` is the advisor while the plan is active or paused and NULL once it ended:
+    its unique constraint allows one open plan per advisor on SQLite and PostgreSQL alike.
+    """
+
+    __tablename__ = "rollout_plans"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('active', 'paused', 'completed', 'rolled_back', 'aborted')",
+            name="status_known",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    advisor: Mapped[str] = mapped_column(String(64), index=True)
+    open_advisor: Mapped[str | None] = mapped_column(String(64), unique=True)
+    variant: Mapped[str] = mapped_column(String(63))
+    steps: Mapped[list[float]] = mapped_column(JSON)  # the candidate's percentages
+    step: Mapped[int] = mapped_column(Integer)  # index into steps of the applied one
+    status: Mapped[str] = mapped_column(String(16))
+    min_jobs: Mapped[int] = mapped_column(Integer)
+    min_minutes: Mapped[float] = mapped_column(Float)
+    margin: Mapped[float] = mapped_column(Float)
+    # Compare-and-set: bumped by every change of the plan.
+    version: Mapped[int] = mapped_column(Integer)
+    # The rollout weights version the current step was applied at; its jobs are the evidence.
+    weights_version: Mapped[int] = mapped_column(Integer)
+    step_started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    state: Mapped[str] = mapped_column(Text)  # why it holds, paused or ended, in one line
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # last check, workers needed
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Feedback(Base):

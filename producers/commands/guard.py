@@ -14,6 +14,8 @@ from jobs.variants import load_registry_for
 from producers.commands.arguments import positive
 from producers.commands.output import Subparsers
 from producers.ops.guard import GuardDecision, GuardThresholds, enforce, run_loop
+from producers.ops.plan_hook import PlanHook
+from producers.ops.plans import plan_control_for
 from producers.ops.replay import ReplayRound, replay
 from producers.rollouts import RolloutStore
 from store.db import engine_for
@@ -31,19 +33,25 @@ def cmd_guard(args: argparse.Namespace) -> int:
             print(f"{d.advisor}/{d.variant}: {d.action}{applied}: {d.reason}", flush=True)
         if not decisions:
             print("no non-base variant to judge", flush=True)
+        for plan in plans.plans.all_open():
+            print(f"plan {plan.advisor}/{plan.variant} {plan.status.value}: {plan.state}",
+                  flush=True)  # fmt: skip
 
     settings = get_settings()
     engine = engine_for(settings.resolved_database_url)
     rollouts = RolloutStore(engine)
     registry = load_registry_for(settings)
+    plans = plan_control_for(settings, engine, registry, rollouts)
     # The first round runs here so a bad database fails the command instead of the loop.
-    show(enforce(engine, rollouts, registry, thresholds=thresholds))
+    show(enforce(engine, rollouts, registry, thresholds=thresholds, plans=plans))
     if not args.once:
         try:
             run_loop(engine, rollouts, registry, interval=args.interval, thresholds=thresholds,
-                     on_round=show, delay_first=True)  # fmt: skip
+                     on_round=show, delay_first=True, plans=plans)  # fmt: skip
         except KeyboardInterrupt:
             return 0
+    if isinstance(plans.hook, PlanHook):
+        plans.hook.wait()  # --once exits now; a hook it started must not be cut off
     return 0
 
 

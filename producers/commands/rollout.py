@@ -1,4 +1,4 @@
-"""`advisor rollout show | set | rollback`: the per-advisor split, audited."""
+"""`advisor rollout show | set | rollback | plan`: the per-advisor split, audited."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 from jobs.advisors import get_persona
 from jobs.errors import InvalidWeights
 from producers.client import Client
+from producers.commands import plans
 from producers.commands.output import Subparsers, client, emit_json
 from producers.errors import InvalidSubmission
 from producers.ops.rollout import RolloutControl, default_actor
@@ -74,22 +75,31 @@ def cmd_set(args: argparse.Namespace) -> int:
                 f"Unknown variant(s) {unknown} for {args.advisor}; known: {sorted(known)} "
                 f"({producer.registry.where})"
             )
+        actor = default_actor()
         result = rollout_control(producer).set_weights(
-            args.advisor, weights, reason=args.reason, actor=default_actor(), shadow=args.shadow,
+            args.advisor, weights, reason=args.reason, actor=actor, shadow=args.shadow,
             expected_version=args.expected_version,
         )  # fmt: skip
+        paused = plans.plan_control(producer).on_manual_change(result, actor)
     print(f"{result.advisor} v{result.version}: {_format(result.weights, result.shadow)}")
+    if paused is not None:
+        print(f"Paused the rollout plan of {result.advisor} at {paused.percent:g}%; "
+              f"`advisor rollout plan resume {result.advisor}` continues it")  # fmt: skip
     return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     with client() as producer:
+        actor = default_actor()
         result = rollout_control(producer).rollback(
-            args.advisor, drain=args.drain, reason=args.reason, actor=default_actor(),
+            args.advisor, drain=args.drain, reason=args.reason, actor=actor,
             expected_version=args.expected_version,
         )  # fmt: skip
+        ended = plans.plan_control(producer).on_manual_change(result.weights, actor)
     w = result.weights
     print(f"{w.advisor} v{w.version}: {_format(w.weights)}")
+    if ended is not None:
+        print(f"The rollout plan of {w.advisor} ended: {ended.state}")
     if args.drain:
         print(f"Drained {len(result.drained)} queued job(s) to base; "
               f"{result.republished} republished")  # fmt: skip
@@ -118,3 +128,4 @@ def register(sub: Subparsers) -> None:
     back.add_argument("--reason", required=True)
     back.add_argument("--expected-version", type=int, metavar="N", help=EXPECTED_HELP)
     back.set_defaults(handler=cmd_rollback)
+    plans.register(r_sub)

@@ -20,7 +20,7 @@ from jobs.errors import AdvisorError, summary
 from jobs.settings import Settings, get_settings
 from jobs.variants import Registry
 from producers.client import Client
-from producers.gateway import api, dashboard, ops, problems
+from producers.gateway import api, dashboard, ops, plans, problems
 from producers.gateway.limits import BodyLimit
 from producers.gateway.service import Gateway
 
@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     )  # fmt: skip
     app.include_router(api.router)
     app.include_router(ops.router)
+    app.include_router(plans.router)
     app.include_router(dashboard.router)
     app.mount("/static", StaticFiles(directory=dashboard.STATIC_DIR), name="static")
     return app

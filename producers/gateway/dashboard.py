@@ -21,11 +21,13 @@ from producers.gateway.schemas import error_responses
 from producers.gateway.service import Gateway, GatewayDep
 from producers.gateway.status import health
 from producers.ops.report import build_report
-from store.models import Job
+from producers.plans import Plan
+from store.models import Job, RolloutEvent
 
 STATIC_DIR = Path(__file__).parent / "static"
 SCORE_BINS = [str(n) for n in range(1, 11)]  # bin k holds overall scores in [k, k+1); 10 is 10
 MAX_TIMING_POINTS = 500
+TIMELINE_EVENTS = 30  # per advisor, newest first
 
 router = APIRouter(tags=["dashboard"])
 
@@ -34,15 +36,41 @@ def _score_bin(score: float) -> int:
     return min(10, max(1, math.floor(score))) - 1
 
 
+def _event(event: RolloutEvent) -> dict[str, Any]:
+    """One line of an advisor's rollout timeline: what changed, who, why, on what evidence."""
+    details = event.details or {}
+    stats = details.get("statistics") or {}
+    at = as_utc(event.created_at)
+    return {
+        "at": at.isoformat() if at else None, "kind": event.kind, "version": event.version,
+        "actor": event.actor, "reason": event.reason, "weights": event.new_weights,
+        "old_weights": event.old_weights, "percent": details.get("percent"),
+        "action": details.get("action"), "variant": details.get("variant"),
+        "metric": stats.get("metric"), "estimate": stats.get("estimate"),
+        "ci_low": stats.get("ci_low"), "ci_high": stats.get("ci_high"),
+    }  # fmt: skip
+
+
+def _plan(plan: Plan | None) -> dict[str, Any] | None:
+    if plan is None:
+        return None
+    return {
+        "variant": plan.variant, "status": plan.status.value, "steps": list(plan.steps),
+        "step": plan.step, "percent": plan.percent, "state": plan.state,
+        "workers": plan.details.get("workers"),
+    }  # fmt: skip
+
+
 def dashboard_data(gateway: Gateway, hours: float) -> dict[str, Any]:
     """Split, queues and workers, and the series the charts draw, over the last `hours`."""
     now = utcnow()
     since = now - timedelta(hours=hours)
     state = health(gateway)
+    shown = gateway.rollouts.show()
     split = [
         {"advisor": r.weights.advisor, "weights": dict(r.weights.weights),
          "version": r.weights.version, "variants": r.variants, "live": r.live_variants}
-        for r in gateway.rollouts.show()
+        for r in shown
     ]  # fmt: skip
     stmt = (
         select(Job.variant, Job.completed_at, Job.inference_ms, Job.llm_outputs)
@@ -64,6 +92,12 @@ def dashboard_data(gateway: Gateway, hours: float) -> dict[str, Any]:
                 {"at": done.isoformat(), "seconds": inference_ms / 1000}
             )  # fmt: skip
     report = build_report(gateway.engine, days=hours / 24, advisor=None, now=now)
+    rolled = [r.weights.advisor for r in shown if r.weights.version > 0]
+    plans = {a: _plan(gateway.plans.plans.latest(a)) for a in rolled}
+    timeline = {
+        a: [_event(e) for e in gateway.plans.rollouts.history(a, limit=TIMELINE_EVENTS)]
+        for a in rolled
+    }
     failures = [
         {"variant": v.variant, "succeeded": v.finished, "failed": sum(v.failed.values()),
          "in_flight": v.in_flight, "failure_rate": v.failure_rate, "by_kind": v.failed}
@@ -73,7 +107,7 @@ def dashboard_data(gateway: Gateway, hours: float) -> dict[str, Any]:
         {"advisor": v.advisor, "variant": v.variant, "metric": v.metric, "method": v.method,
          "estimate": v.estimate, "ci_low": v.ci_low, "ci_high": v.ci_high, "p": v.p,
          "decision": v.decision, "guardrails_ok": v.guardrails_ok, "n_variant": v.n_variant,
-         "n_base": v.n_base}
+         "n_base": v.n_base, "plan": _plan_of(plans, v.advisor, v.variant)}
         for v in report.verdicts
     ]  # fmt: skip
     feedback = [
@@ -96,6 +130,8 @@ def dashboard_data(gateway: Gateway, hours: float) -> dict[str, Any]:
         {
             "generated_at": now.isoformat(),
             "verdicts": verdicts,
+            "plans": plans,
+            "timeline": timeline,
             "feedback": feedback,
             "paired": paired,
             "hours": hours,
@@ -106,6 +142,13 @@ def dashboard_data(gateway: Gateway, hours: float) -> dict[str, Any]:
             "failures": failures,
         }
     )
+
+
+def _plan_of(
+    plans: dict[str, dict[str, Any] | None], advisor: str, variant: str
+) -> dict[str, Any] | None:
+    plan = plans.get(advisor)
+    return plan if plan is not None and plan["variant"] == variant else None
 
 
 @router.get("/dashboard", response_class=FileResponse, include_in_schema=False)

@@ -109,10 +109,13 @@ def _actor(given: str | None) -> str:
 def put_rollout(advisor: str, body: RolloutUpdate, gateway: AuthorisedDep) -> RolloutPublic:
     """Replace an advisor's weights (normalised, versioned, audited) and its shadow share."""
     control = gateway.rollouts
+    actor = _actor(body.actor)
     weights = control.set_weights(
-        advisor, body.weights, reason=body.reason, actor=_actor(body.actor), shadow=body.shadow,
+        advisor, body.weights, reason=body.reason, actor=actor, shadow=body.shadow,
         expected_version=body.expected_version,
     )  # fmt: skip
+    # An operator's split overrides an active rollout plan: it pauses (see its state).
+    gateway.plans.on_manual_change(weights, actor)
     return _public(control.describe(weights))
 
 
@@ -124,10 +127,12 @@ def put_rollout(advisor: str, body: RolloutUpdate, gateway: AuthorisedDep) -> Ro
 )
 def post_rollback(advisor: str, body: RollbackRequest, gateway: AuthorisedDep) -> RollbackPublic:
     """Every non-base weight to 0; with `drain`, queued jobs move to base."""
+    actor = _actor(body.actor)
     result = gateway.rollouts.rollback(
-        advisor, drain=body.drain, reason=body.reason, actor=_actor(body.actor),
+        advisor, drain=body.drain, reason=body.reason, actor=actor,
         expected_version=body.expected_version,
     )  # fmt: skip
+    gateway.plans.on_manual_change(result.weights, actor)
     w = result.weights
     return RollbackPublic(
         advisor=w.advisor, weights=dict(w.weights), version=w.version,

@@ -28,7 +28,14 @@ from jobs.errors import (
     UnsupportedFormat,
     summary,
 )
-from producers.errors import InvalidSubmission, JobFinished, PublishFailed
+from producers.errors import (
+    InvalidPlan,
+    InvalidSubmission,
+    JobFinished,
+    PlanConflict,
+    PlanNotFound,
+    PublishFailed,
+)
 from producers.gateway.errors import GatewayError, RateLimited, RolloutsDisabled, Unauthorized
 
 logger = logging.getLogger(__name__)
@@ -48,6 +55,10 @@ FOREIGN: tuple[tuple[type[Exception], int, str], ...] = (
     (CallbackRefused, 422, "callback_refused"),
     (JobFinished, 409, "job_finished"),
     (InvalidWeights, 422, "invalid_weights"),
+    # Before InvalidPlan, their parent.
+    (PlanNotFound, 404, "plan_not_found"),
+    (PlanConflict, 409, "plan_conflict"),
+    (InvalidPlan, 422, "invalid_plan"),
     (InvalidFeedback, 422, "invalid_feedback"),
     (FeedbackRefused, 409, "feedback_refused"),
     (PublishFailed, 503, "broker_unavailable"),

@@ -18,7 +18,10 @@ from producers.gateway.errors import RolloutsDisabled, Unauthorized
 from producers.gateway.keyring import KeyRing, RateLimiter
 from producers.gateway.limits import Slots
 from producers.keys import KeyStore
+from producers.ops.plan_hook import hook_for
+from producers.ops.plans import PlanControl
 from producers.ops.rollout import RolloutControl
+from producers.plans import PlanStore
 from store.repository import Repository
 
 bearer = HTTPBearer(auto_error=False, description="the value of ADVISOR_GATEWAY_TOKEN")
@@ -37,6 +40,7 @@ class Gateway:
     limiter: RateLimiter
     streams: Slots  # GET /jobs/{id}/events held open
     waits: Slots  # POST /analyze?wait=... waiting
+    plans: PlanControl
 
     @classmethod
     def of(cls, client: Client) -> Gateway:
@@ -47,11 +51,16 @@ class Gateway:
             live_window=settings.worker_live_window,
         )  # fmt: skip
         keys = KeyRing(KeyStore(client.engine), settings.gateway_keys_refresh_seconds)
+        plans = PlanControl(
+            client.engine, client.registry, client.rollouts, PlanStore(client.engine),
+            on_weights=client.router.invalidate, hook=hook_for(settings),
+        )  # fmt: skip
         return cls(
             settings, client, client.engine, client.repository, client.registry, rollouts,
             client.publisher.app, keys, RateLimiter(),
             Slots(settings.gateway_max_streams, "event streams (ADVISOR_GATEWAY_MAX_STREAMS)"),
             Slots(settings.gateway_max_waits, "waiting requests (ADVISOR_GATEWAY_MAX_WAITS)"),
+            plans,
         )  # fmt: skip
 
     def is_operator(self, token: str) -> bool:

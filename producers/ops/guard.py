@@ -31,6 +31,7 @@ from jobs.variants import Registry, load_registry_for
 from producers.errors import StatisticsError
 from producers.ops.exposure import RolloutState, state_at, weight_changes
 from producers.ops.guardrails import Limits, RuleCheck, check_rules, judged
+from producers.ops.plans import PlanControl, plan_control_for
 from producers.ops.rounds import run_rounds
 from producers.rollouts import RolloutStore
 from store.db import engine_for
@@ -222,11 +223,13 @@ def enforce(
     thresholds: GuardThresholds | None = None,
     advisors: Iterable[str] | None = None,
     now: datetime | None = None,
+    plans: PlanControl | None = None,
 ) -> list[GuardDecision]:
     """Evaluate every advisor with a rollout and move a breaching variant's weight to base.
 
     A rollback's event carries the decision's statistics; so does a `guard-check` event
-    whenever a variant's decision differs from the last one recorded for it.
+    whenever a variant's decision differs from the last one recorded for it. Then `plans`
+    steps the active rollout plans (producers/ops/plans.py), given these decisions.
     """
     th = thresholds or GuardThresholds()
     names = list(advisors) if advisors is not None else [w.advisor for w in rollouts.all()]
@@ -240,6 +243,8 @@ def enforce(
             logger.info("guard %s/%s: %s: %s", advisor, decision.variant, decision.action,
                         decision.reason)  # fmt: skip
             decisions.append(decision)
+    if plans is not None:
+        plans.step_all(decisions, advisors=None if advisors is None else names, now=now)
     return decisions
 
 
@@ -311,7 +316,9 @@ def register_guard_task(
     def guard() -> list[dict[str, Any]]:
         engine = engine_for(settings.resolved_database_url)
         registry = load_registry_for(settings)
-        decisions = enforce(engine, RolloutStore(engine), registry, thresholds=thresholds)
+        rollouts = RolloutStore(engine)
+        plans = plan_control_for(settings, engine, registry, rollouts)
+        decisions = enforce(engine, rollouts, registry, thresholds=thresholds, plans=plans)
         return [d.to_dict() for d in decisions]
 
     return guard
@@ -332,10 +339,11 @@ def run_loop(
     stop: threading.Event | None = None,
     on_round: Callable[[list[GuardDecision]], None] | None = None,
     delay_first: bool = False,
+    plans: PlanControl | None = None,
 ) -> int:
     """Enforce every `interval` seconds until `stop` is set; returns the rounds run."""
     return run_rounds(
-        "Guard", lambda: enforce(engine, rollouts, registry, thresholds=thresholds),
+        "Guard", lambda: enforce(engine, rollouts, registry, thresholds=thresholds, plans=plans),
         interval=interval, transient=(SQLAlchemyError,), stop=stop, on_round=on_round,
         delay_first=delay_first,
     )  # fmt: skip

@@ -12,7 +12,7 @@ from store.models import Base
 
 EXPECTED_TABLES = {
     "jobs", "images", "feedback", "rollouts", "rollout_events", "worker_heartbeats",
-    "deliveries", "api_keys",
+    "deliveries", "api_keys", "rollout_plans",
 }  # fmt: skip
 
 
@@ -114,3 +114,14 @@ def test_the_feedback_and_shadow_migration_keeps_jobs_and_checks_assignments(
     migrate.downgrade(database_url, "0004")
     with engine.connect() as conn:
         assert conn.execute(text("SELECT id FROM jobs")).scalars().all() == ["before"]
+
+
+def test_the_rollout_plans_revision_adds_and_removes_only_its_table(database_url: str) -> None:
+    migrate.upgrade(database_url, "0006")
+    assert "rollout_plans" not in table_names(database_url)
+    migrate.upgrade(database_url)
+    assert "rollout_plans" in table_names(database_url)
+    migrate.downgrade(database_url, "0006")
+    assert table_names(database_url) == EXPECTED_TABLES - {"rollout_plans"}
+    migrate.upgrade(database_url)
+    migrate.check(database_url)

@@ -1,7 +1,8 @@
-// The dashboard: fetches /dashboard/data every few seconds and redraws tables and charts.
+// The dashboard: polls /dashboard/data (one request at a time) and redraws tables and charts.
 "use strict";
 
-const REFRESH_MS = 5000;
+const REFRESH_MS = 5000; // between the end of one poll and the start of the next
+const TIMEOUT_MS = 20000; // a poll that gets no answer by then is abandoned
 const PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2"];
 const charts = {};
 const variantColors = {};
@@ -89,11 +90,34 @@ function fillRows(id, items, cells, empty) {
   document.getElementById(id).dataset.rows = String(items.length);
 }
 
+function decisionCell(v) {
+  const span = document.createElement("span");
+  const word = /better/.test(v.decision) ? "better" : /worse/.test(v.decision) ? "worse" : "";
+  span.className = "decision " + word;
+  span.textContent = v.decision;
+  return span;
+}
+
+function planText(plan) {
+  if (!plan) return "none";
+  const steps = plan.steps.map((s, i) => (i === plan.step ? "[" + s + "%]" : s + "%")).join(" → ");
+  return plan.status + " " + steps + ": " + plan.state;
+}
+
+function guardrailsCell(ok) {
+  const span = document.createElement("span");
+  span.className = ok ? "" : "breached";
+  span.textContent = ok ? "ok" : "BREACHED";
+  return span;
+}
+
 function renderAb(data) {
+  // The verdict first: decision, its always-valid estimate and interval, guardrails, plan.
   fillRows("verdicts", data.verdicts, (v) => [
-    v.advisor, v.variant, v.metric, v.method, v.n_variant + " vs " + v.n_base,
+    v.advisor, v.variant, decisionCell(v),
     fmt(v.estimate, 2, true) + " [" + fmt(v.ci_low, 2, true) + ", " + fmt(v.ci_high, 2, true) + "]",
-    fmt(v.p, 3), v.decision, v.guardrails_ok ? "ok" : "BREACHED",
+    guardrailsCell(v.guardrails_ok), planText(v.plan), v.metric + " (" + v.method + ")",
+    v.n_variant + " / " + v.n_base, fmt(v.p, 3),
   ], "no split traffic on a candidate yet");
   fillRows("feedback", data.feedback, (f) => [
     f.variant, String(f.ratings), String(f.simulated),
@@ -106,6 +130,68 @@ function renderAb(data) {
     fmt(p.sequential_p, 3), pct(p.candidate_higher),
     "[" + fmt(p.descriptive.paired_t_low, 2, true) + ", " + fmt(p.descriptive.paired_t_high, 2, true) + "] / " + fmt(p.descriptive.wilcoxon_p, 3),
   ], "no shadow pairs (rollout --shadow)");
+}
+
+function weightsText(weights) {
+  return Object.entries(weights || {}).map(([v, w]) => v + " " + Math.round(w * 100) + "%").join(", ");
+}
+
+function eventText(e) {
+  let text = "v" + e.version + " " + weightsText(e.weights) + " · " + e.actor + ": " + e.reason;
+  if (e.kind === "plan-step" && e.metric) {
+    text += " · " + e.metric + " " + fmt(e.estimate, 2, true) +
+      " [" + fmt(e.ci_low, 2, true) + ", " + fmt(e.ci_high, 2, true) + "]";
+  }
+  return text;
+}
+
+function renderTimeline(data) {
+  const box = document.getElementById("timeline");
+  box.replaceChildren();
+  const advisors = Object.keys(data.timeline || {});
+  for (const advisor of advisors) {
+    const section = document.createElement("div");
+    section.className = "timeline-advisor";
+    section.dataset.advisor = advisor;
+    const title = document.createElement("h3");
+    const plan = data.plans[advisor];
+    title.textContent = advisor + (plan ? " · plan " + planText(plan) : "");
+    section.appendChild(title);
+    const list = document.createElement("ol");
+    for (const e of data.timeline[advisor]) {
+      const item = document.createElement("li");
+      const kind = document.createElement("span");
+      kind.className = "kind " + e.kind;
+      kind.textContent = e.kind;
+      const when = document.createElement("span");
+      when.className = "muted";
+      when.textContent = " " + new Date(e.at).toLocaleString() + " ";
+      item.append(kind, when, document.createTextNode(eventText(e)));
+      list.appendChild(item);
+    }
+    section.appendChild(list);
+    box.appendChild(section);
+  }
+  if (!advisors.length) {
+    box.textContent = "no rollout change yet";
+    box.className = "muted";
+  }
+  box.dataset.advisors = String(advisors.length);
+  box.dataset.events = String(advisors.reduce((n, a) => n + data.timeline[a].length, 0));
+}
+
+// Tables whose content is wider than their card (columns cut off or behind a scrollbar),
+// or the page wider than the window: listed in body[data-clipped] (tests read it).
+function clippedColumns() {
+  const clipped = [];
+  for (const table of document.querySelectorAll("table")) {
+    if (table.scrollWidth > table.parentElement.clientWidth + 1) clipped.push(table.id);
+    for (const c of table.querySelectorAll("th, td")) {
+      if (c.scrollWidth > c.clientWidth + 1) { clipped.push(table.id + ":" + c.textContent); break; }
+    }
+  }
+  if (document.documentElement.scrollWidth > window.innerWidth + 1) clipped.push("page");
+  return clipped;
 }
 
 function renderTables(data) {
@@ -188,13 +274,26 @@ function readKey() {
   return sessionStorage.getItem("advisor-key");
 }
 
+// One poll at a time: the next starts REFRESH_MS after the previous answer arrived or timed
+// out, so a slow gateway is never asked again while it is still answering.
+let inFlight = 0;
+let maxInFlight = 0;
+let polling = false;
+let again = false;
+let timer = null;
+
 async function refresh() {
   const hours = document.getElementById("hours").value;
   const key = readKey();
   const headers = key ? { Authorization: "Bearer " + key } : {};
   let data;
+  inFlight += 1;
+  maxInFlight = Math.max(maxInFlight, inFlight);
+  document.body.dataset.maxInFlight = String(maxInFlight);
   try {
-    const response = await fetch("/dashboard/data?hours=" + hours, { cache: "no-store", headers });
+    const response = await fetch("/dashboard/data?hours=" + hours, {
+      cache: "no-store", headers, signal: AbortSignal.timeout(TIMEOUT_MS),
+    });
     if (response.status === 401 || response.status === 403) {
       const status = document.getElementById("status");
       status.textContent = "needs a read-only key: open /dashboard#key=KEY";
@@ -212,16 +311,42 @@ async function refresh() {
     status.className = "pill unreachable";
     console.error("dashboard refresh failed:", err.message);
     return;
+  } finally {
+    inFlight -= 1;
   }
-  renderTables(data);
   renderAb(data);
+  renderTimeline(data);
+  renderTables(data);
   renderCharts(data);
   refreshes += 1;
   document.body.dataset.refreshes = String(refreshes);
+  document.body.dataset.clipped = clippedColumns().join("|");
   document.getElementById("updated").textContent =
     "updated " + new Date(data.generated_at).toLocaleTimeString();
 }
 
-document.getElementById("hours").addEventListener("change", refresh);
-refresh();
-setInterval(refresh, REFRESH_MS);
+async function poll() {
+  if (polling) {
+    again = true; // e.g. the window changed mid-poll: poll once more right after this one
+    return;
+  }
+  polling = true;
+  clearTimeout(timer);
+  try {
+    await refresh();
+  } finally {
+    polling = false;
+  }
+  if (again) {
+    again = false;
+    poll();
+    return;
+  }
+  timer = setTimeout(poll, REFRESH_MS);
+}
+
+document.getElementById("hours").addEventListener("change", poll);
+window.addEventListener("resize", () => {
+  document.body.dataset.clipped = clippedColumns().join("|");
+});
+poll();
