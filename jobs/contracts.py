@@ -190,6 +190,6 @@ def read_request(payload: object) -> AnalyzeRequest:
         return AnalyzeRequest.model_validate({**body, "version": version})
     served = ", ".join(map(str, SERVED_MESSAGE_VERSIONS))
     raise UnservedVersion(
-        f"Message version {str(version)[:20]!r} is not served by this worker, which serves "
+        f"Message version {repr(version)[:40]} is not served by this worker, which serves "
         f"versions {served}; upgrade the worker or resubmit the job"
     )

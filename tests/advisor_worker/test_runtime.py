@@ -8,7 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from advisor_worker.runtime import WorkerRuntime, _Job
+from advisor_worker.analyze import AnalyzeJob
+from advisor_worker.runtime import WorkerRuntime
 from advisor_worker.scope import Delivery, Scope
 from jobs.contracts import Assignment, ErrorKind, Status
 from jobs.settings import Settings
@@ -41,7 +42,7 @@ def run(repo: Repository, job_id: str, image_bytes: object) -> str:
     def handle(delivery: Delivery) -> str:
         delivery.start(repo.get(job_id))
         assert delivery.job is not None
-        job = _Job(runtime, delivery.job, delivery.retry_until, 5.0, delivery.progress)  # type: ignore[arg-type]
+        job = AnalyzeJob(runtime, delivery.job, delivery.retry_until, 5.0, delivery.progress)  # type: ignore[arg-type]
         return job.run()
 
     def failed(delivery: Delivery, exc: Exception) -> str:
