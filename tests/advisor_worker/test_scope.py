@@ -179,3 +179,16 @@ def test_a_shadow_message_yields_to_waiting_primary_jobs_before_any_other_hook(
         assert handled == ["x", "x"]
     finally:
         app.close()
+
+
+def test_the_scope_and_its_hooks_load_no_mlx() -> None:
+    # The Celery main thread and the hooks run without the model: only boot brings MLX in.
+    code = (
+        "import sys\n"
+        "import advisor_worker.celery_app, advisor_worker.scope, advisor_worker.shadow\n"
+        "import advisor_worker.watchdog, advisor_worker.heartbeat, advisor_worker.notices\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mlx', 'mlx_vlm')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120)  # fmt: skip
+    assert out.stdout.strip() == "[]"
