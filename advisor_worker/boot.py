@@ -100,8 +100,9 @@ def boot(settings: Settings, registry: Registry, variant_name: str) -> Worker:
     notices = NoticeThread(courier)
     notices.start()
     runtime = WorkerRuntime(settings, repo, provider, loaded, name, scheduler)
-    # Order matters: a shadow that yields is never armed, tracked or noticed.
-    hooks = [ShadowGate(app, variant_name), watchdog, notices, heartbeat]
+    # Order matters: a shadow that yields is never armed, tracked or noticed; after hooks
+    # run in reverse, so the notices are handed off first, before the heartbeat's writes.
+    hooks = [ShadowGate(app, variant_name), watchdog, heartbeat, notices]
     scope = Scope(
         runtime.handle, hooks, soft_limit=float(settings.soft_time_limit),
         hard_limit=settings.task_time_limit, on_error=runtime.failed,
