@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import socket
 import sys
 from pathlib import Path
 
+from advisor_worker import blas
 from advisor_worker.devtools import launchd
 from jobs.errors import AdvisorError, summary
-from jobs.settings import get_settings, mask_url
+from jobs.settings import get_settings
 from jobs.variants import Registry, load_registry_for
 
 logger = logging.getLogger("advisor_worker")
@@ -86,26 +85,21 @@ def _registry() -> Registry:
     return registry
 
 
-def _provider_for(registry: Registry, variant_name: str):  # type: ignore[no-untyped-def]
-    # A bad registry or variant is refused before any model work starts.
-    variant = registry.get(variant_name)
-    from advisor_worker import blas
-
-    # OpenBLAS must be loaded before mlx.core is imported (by the provider module).
-    blas_path = blas.load_openblas()
-    from advisor_worker.provider import ModelProvider
-
-    if blas_path is None and sys.platform == "linux":
+def _load_openblas() -> None:
+    """Before advisor_worker.boot is imported: MLX binds its BLAS when it is first imported."""
+    if blas.load_openblas() is None and sys.platform == "linux":
         logger.warning(
             "OpenBLAS not found: MLX uses its slow reference BLAS "
             "(apt-get install libopenblas0-pthread)"
         )
-    return ModelProvider(variant, model_image_pixels=get_settings().model_image_pixels)
 
 
 def _check(variant_name: str, as_json: bool) -> int:
     registry = _registry()
-    provider = _provider_for(registry, variant_name)
+    _load_openblas()
+    from advisor_worker import boot  # imports MLX: only now, after OpenBLAS
+
+    provider = boot.provider_for(registry, variant_name, get_settings())
     try:
         loaded = provider.load()
     finally:
@@ -134,110 +128,11 @@ def _check(variant_name: str, as_json: bool) -> int:
 
 
 def _run(variant_name: str) -> int:
-    from advisor_worker import prompts
-    from advisor_worker.celery_app import app, bind_runtime, bind_shadow_gate
-    from advisor_worker.heartbeat import Heartbeat
-    from advisor_worker.notices import NoticeThread
-    from advisor_worker.shadow import ShadowGate
-    from advisor_worker.slots import MIB
-    from advisor_worker.watchdog import Watchdog
-    from jobs.advisors import get_persona, personas
-    from jobs.analysis import generation_schema
-    from jobs.contracts import queue_for, shadow_queue_for
-    from jobs.errors import ConfigError
-    from notices.courier import Courier
-    from store.db import engine_for
-    from store.deliveries import DeliveryStore
-    from store.repository import Repository
-
-    settings = get_settings()
     registry = _registry()
-    engine = engine_for(settings.resolved_database_url)
-    repo = Repository(engine)
-    provider = _provider_for(registry, variant_name)
-    # Only now: the runtime imports mlx, which must come after OpenBLAS is loaded.
-    from advisor_worker.runtime import WorkerRuntime
+    _load_openblas()
+    from advisor_worker import boot  # imports MLX: only now, after OpenBLAS
 
-    batch = settings.worker_batch
-    loaded = provider.load(schema=generation_schema(settings.text_limit))
-    queue = queue_for(variant_name)
-    name = f"{variant_name}-{os.getpid()}@{socket.gethostname()}"
-    scheduler = None
-    if batch > 1:
-        plan = provider.plan_slots(
-            slots=batch,
-            prompts=[(prompts.system_prompt(get_persona(a)), prompts.user_prompt())
-                     for a in personas()],
-            output_tokens=settings.max_output_tokens,
-            memory_mb=settings.worker_memory_mb,
-        )  # fmt: skip
-        if not plan.fits:
-            provider.close()
-            raise ConfigError(plan.refusal())
-        scheduler = provider.start_batching(slots=batch)
-        logger.info(
-            "Batching up to %d analyses at once: %.0f MiB of KV cache a row (%d tokens), "
-            "budget %.0f MiB (%s)",
-            batch, plan.bytes_per_row / MIB, plan.tokens_per_row, plan.budget_bytes / MIB,
-            plan.budget_source,
-        )  # fmt: skip
-    logger.info(
-        "Worker %s serving %s (base %s, adapter %s, batch %d): loaded in %.2fs, warm-up %.2fs; "
-        "device=%s dtype=%s blas=%s; broker %s; database %s",
-        name, queue, loaded.base_model, loaded.adapter_fingerprint or "none", batch,
-        loaded.load_seconds, loaded.warmup_seconds, loaded.runtime.get("device"),
-        loaded.runtime.get("dtype"), loaded.runtime.get("blas"),
-        mask_url(settings.resolved_broker_url), mask_url(settings.resolved_database_url),
-    )  # fmt: skip
-    heartbeat = Heartbeat(
-        repo,
-        {
-            "worker": name,
-            "variant": variant_name,
-            "queue": queue,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "base_model": loaded.base_model,
-            "adapter_fingerprint": loaded.adapter_fingerprint,
-            "load_seconds": loaded.load_seconds,
-        },
-        interval=settings.heartbeat_interval,
-        lease_seconds=settings.worker_live_window,
-        slots=batch,
-    )
-    heartbeat.start()
-    # Solo and thread pools have no hard limit of their own (it needs a child process).
-    watchdog = Watchdog(settings.task_time_limit)
-    watchdog.start()
-    notices = NoticeThread(Courier(settings, DeliveryStore(engine), sender=f"worker {name}"))
-    notices.start()
-    bind_runtime(
-        WorkerRuntime(settings, repo, provider, loaded, heartbeat, watchdog, scheduler, notices)
-    )
-    if not settings.worker_remote_control:
-        from advisor_worker.control import restrict_remote_control
-
-        refused = restrict_remote_control()
-        logger.info("Remote control: inspection only (%d control commands refused)", len(refused))
-    # The shadow queue comes second: its jobs run only when none of this queue's wait.
-    bind_shadow_gate(ShadowGate(app, variant_name))
-    queues = f"{queue},{shadow_queue_for(variant_name)}"
-    # No prefork: MLX state must not cross a fork, and one process serves one model. B > 1:
-    # B threads each hold one unacknowledged message and feed its job to the MLX thread.
-    pool = ["--pool=solo"] if batch == 1 else ["--pool=threads", f"--concurrency={batch}"]
-    try:
-        app.worker_main(
-            ["worker", *pool, "-Q", queues, "-n", name, "-l", settings.log_level,
-             "--without-gossip", "--without-mingle", "-E"]
-        )  # fmt: skip
-    finally:
-        bind_shadow_gate(None)
-        bind_runtime(None)
-        watchdog.stop()
-        notices.stop(timeout=4 * settings.webhook_timeout)
-        heartbeat.stop()
-        provider.close()
-    return 0
+    return boot.boot(get_settings(), registry, variant_name).serve()
 
 
 if __name__ == "__main__":

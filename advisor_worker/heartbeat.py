@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from advisor_worker.scope import Delivery, Middleware
 from store.repository import Repository
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ class _Tracked:
     is_cancelled: bool = False
 
 
-class Heartbeat:
+class Heartbeat(Middleware):
     """The worker's one database-writing background thread.
 
     Every `interval` seconds it upserts the worker's row (slots in use included) and renews
@@ -89,6 +90,23 @@ class Heartbeat:
     def untrack(self, job_id: str) -> None:
         with self._lock:
             self._jobs.pop(job_id, None)
+
+    # The current-job hook: a started job is held (lease, progress, cancel) until it ends.
+    def after_start(self, delivery: Delivery) -> None:
+        assert delivery.job is not None
+        progress = delivery.progress
+        self.track(delivery.job.id, progress.read, on_cancel=progress.cancel.set)
+
+    def after_message(self, delivery: Delivery, result: str) -> None:
+        if delivery.job is None:
+            return
+        self.untrack(delivery.job.id)
+        try:
+            self.repo.count_done(self.worker)
+        except SQLAlchemyError as exc:
+            # A statistic only; it must not hide how the job itself ended.
+            logger.warning("Could not count job %s as done: %s", delivery.job.id,
+                           type(exc).__name__)  # fmt: skip
 
     @property
     def job_ids(self) -> list[str]:

@@ -60,10 +60,16 @@ def readable_job_id(payload: Any) -> str | None:
     return job_id if is_plausible_job_id(job_id) else None
 
 
-def checked_strategy(task: Any, app: Any, consumer: Any, **options: Any) -> Callable[..., Any]:
-    """Celery's default strategy behind body_problem(); set as the task's `Strategy`."""
-    from advisor_worker.celery_app import record_refused as on_refused
-
+def checked_strategy(
+    task: Any,
+    app: Any,
+    consumer: Any,
+    *,
+    on_refused: Callable[[str, str], None],
+    **options: Any,
+) -> Callable[..., Any]:
+    """Celery's default strategy behind body_problem(); set as the task's `Strategy` with
+    `on_refused(job_id, problem)` bound, which records a refused message on its job."""
     handler = default_strategy(task, app, consumer, **options)
 
     def checked(message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **kw: Any) -> Any:

@@ -11,12 +11,13 @@ import logging
 import queue
 import threading
 
+from advisor_worker.scope import Delivery, Middleware
 from notices.courier import Courier
 
 logger = logging.getLogger(__name__)
 
 
-class NoticeThread:
+class NoticeThread(Middleware):
     """Sends the due notices of each job handed to it, one job at a time, in order."""
 
     def __init__(self, courier: Courier) -> None:
@@ -29,6 +30,11 @@ class NoticeThread:
 
     def hand_off(self, job_id: str) -> None:
         self._jobs.put(job_id)
+
+    def after_message(self, delivery: Delivery, result: str) -> None:
+        # Whatever ended the job (or ended it earlier, if its notices are still due).
+        if delivery.job_id is not None:
+            self.hand_off(delivery.job_id)
 
     def _run(self) -> None:
         while (job_id := self._jobs.get()) is not None:

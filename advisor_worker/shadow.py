@@ -15,6 +15,7 @@ from typing import Any
 
 from celery import Celery
 
+from advisor_worker.scope import Delivery, Middleware, Skip
 from jobs.broker import analyze_queue, queue_depths
 from jobs.contracts import ANALYZE_TASK, SHADOW_QUEUE_SUFFIX, queue_for, shadow_queue_for
 from jobs.errors import BrokerUnreachable
@@ -28,13 +29,20 @@ def is_shadow_delivery(delivery_info: Mapping[str, Any] | None) -> bool:
     return isinstance(key, str) and key.endswith(SHADOW_QUEUE_SUFFIX)
 
 
-class ShadowGate:
+class ShadowGate(Middleware):
     """Says whether a shadow message must yield to primary jobs waiting in `variant`'s queue."""
 
     def __init__(self, app: Celery, variant: str) -> None:
         self.app = app
         self.variant = variant
         self.queue = queue_for(variant)
+
+    def before_message(self, delivery: Delivery) -> None:
+        if self.must_yield(delivery.delivery_info):
+            # Primary jobs wait: the shadow goes back, its row untouched, for a later idle moment.
+            kwargs = delivery.payload if isinstance(delivery.payload, dict) else {}
+            self.put_back(kwargs)
+            raise Skip("yielded")
 
     def must_yield(self, delivery_info: Mapping[str, Any] | None) -> bool:
         if not is_shadow_delivery(delivery_info):

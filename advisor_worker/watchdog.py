@@ -10,14 +10,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from advisor_worker.scope import Delivery, Middleware
+
 logger = logging.getLogger(__name__)
 
 # EX_SOFTWARE: the supervisor (launchd, systemd, compose) sees a failure and restarts us.
 EXIT_HARD_LIMIT = 70
 
 
-class Watchdog:
-    """Arm it around a task; past `limit_seconds` the process exits at once (os._exit).
+class Watchdog(Middleware):
+    """Armed around each message (or task); past `limit_seconds` the process exits at once.
 
     The unacknowledged message is then redelivered (acks late, reject on worker lost) or
     recovered by the sweep, and the job's attempts count the lost run.
@@ -30,6 +32,7 @@ class Watchdog:
         # One entry per task being served (B of them on a batching worker).
         self._armed: dict[int, tuple[float, str]] = {}
         self._serial = 0
+        self._by_delivery: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="watchdog", daemon=True)
 
@@ -46,19 +49,39 @@ class Watchdog:
         with self._lock:
             return min((d for d, _ in self._armed.values()), default=None)
 
-    @contextmanager
-    def armed(self, label: str) -> Iterator[float]:
-        """Guard one task; yields its deadline."""
+    def arm(self, label: str) -> tuple[int, float]:
+        """Guard one task until disarm(key); returns (key, its deadline)."""
         deadline = time.monotonic() + self.limit_seconds
         with self._lock:
             self._serial += 1
             key = self._serial
             self._armed[key] = (deadline, label)
+        return key, deadline
+
+    def disarm(self, key: int) -> None:
+        with self._lock:
+            self._armed.pop(key, None)
+
+    @contextmanager
+    def armed(self, label: str) -> Iterator[float]:
+        """Guard one task; yields its deadline."""
+        key, deadline = self.arm(label)
         try:
             yield deadline
         finally:
-            with self._lock:
-                del self._armed[key]
+            self.disarm(key)
+
+    # The time-limit hook: every message is armed, and its deadline is the watchdog's.
+    def before_message(self, delivery: Delivery) -> None:
+        key, delivery.deadline = self.arm(delivery.label)
+        with self._lock:
+            self._by_delivery[id(delivery)] = key
+
+    def after_message(self, delivery: Delivery, result: str) -> None:
+        with self._lock:
+            key = self._by_delivery.pop(id(delivery), None)
+        if key is not None:
+            self.disarm(key)
 
     def _run(self) -> None:
         while not self._stop.wait(self.poll_seconds):

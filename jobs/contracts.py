@@ -137,8 +137,27 @@ def model_used_for(
     return ModelUsed.BASE if is_base else ModelUsed.FINE_TUNED
 
 
+# The analyze message's contract version; a worker serves these and refuses others by name.
+MESSAGE_VERSION = 2
+SERVED_MESSAGE_VERSIONS = (1, 2)
+
+
 class AnalyzeRequest(BaseModel):
-    """The body of an `advisor.analyze` message. The job row is the source of truth."""
+    """The body of an `advisor.analyze` message: the job, its variant and the version.
+
+    The job row holds the rest. Fields this version does not know are ignored, so a newer
+    producer may add optional ones during a rolling upgrade.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    version: int = MESSAGE_VERSION
+    job_id: str = Field(min_length=1, max_length=64)
+    variant: str = Field(min_length=1, max_length=63)
+
+
+class AnalyzeRequestV1(BaseModel):
+    """Version 1 (no `version` field): it also named the advisor and image, which the row holds."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -146,3 +165,31 @@ class AnalyzeRequest(BaseModel):
     advisor: str = Field(min_length=1, max_length=64)
     variant: str = Field(min_length=1, max_length=63)
     image_ref: str = Field(min_length=1, max_length=IMAGE_REF_WIDTH)
+
+    def upgraded(self) -> AnalyzeRequest:
+        return AnalyzeRequest(version=1, job_id=self.job_id, variant=self.variant)
+
+
+class UnservedVersion(ValueError):
+    """An analyze message of a contract version this code does not serve."""
+
+
+def read_request(payload: object) -> AnalyzeRequest:
+    """Any served version of the message as the current request.
+
+    Raises pydantic's ValidationError for a malformed body and UnservedVersion, naming the
+    served versions, for a version this code does not know.
+    """
+    if not isinstance(payload, Mapping):
+        return AnalyzeRequestV1.model_validate(payload).upgraded()  # refused, naming the type
+    body = dict(payload)
+    version = body.pop("version", 1)
+    if version == 1 and not isinstance(version, bool):
+        return AnalyzeRequestV1.model_validate(body).upgraded()
+    if version == MESSAGE_VERSION and not isinstance(version, bool):
+        return AnalyzeRequest.model_validate({**body, "version": version})
+    served = ", ".join(map(str, SERVED_MESSAGE_VERSIONS))
+    raise UnservedVersion(
+        f"Message version {repr(version)[:40]} is not served by this worker, which serves "
+        f"versions {served}; upgrade the worker or resubmit the job"
+    )

@@ -37,10 +37,8 @@ class PublishResult:
 
 
 def request_for(job: Job) -> AnalyzeRequest:
-    """The message body; the worker trusts the row, and drops a message whose variant differs."""
-    return AnalyzeRequest(
-        job_id=job.id, advisor=job.advisor, variant=job.variant, image_ref=job.image_ref
-    )
+    """The message body names the job and its variant; the worker reads the rest from the row."""
+    return AnalyzeRequest(job_id=job.id, variant=job.variant)
 
 
 class Publisher:

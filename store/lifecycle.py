@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import (
     and_,
+    case,
     func,
     or_,
     select,
@@ -36,6 +37,14 @@ class StartOutcome(enum.Enum):
     MISSING = "missing"
     REASSIGNED = "reassigned"  # the row now names another variant (drained): drop the message
     CANCELLED = "cancelled"  # a cancel was requested while it waited for a new attempt
+
+
+@dataclass(frozen=True)
+class Started:
+    """What a start attempt did, and the row as it started (None unless STARTED)."""
+
+    outcome: StartOutcome
+    job: Job | None = None
 
 
 class CancelOutcome(enum.Enum):
@@ -96,7 +105,23 @@ class Lifecycle(Reader):
         variant: str | None = None,
         identity: VariantIdentity | None = None,
     ) -> StartOutcome:
-        """queued -> running (attempts += 1), or take over a running job whose lease expired.
+        """queued -> running (attempts += 1), or take over a running job whose lease expired."""
+        return self.claim(
+            job_id, worker, lease_seconds=lease_seconds, max_attempts=max_attempts,
+            variant=variant, identity=identity,
+        ).outcome  # fmt: skip
+
+    def claim(
+        self,
+        job_id: str,
+        worker: str,
+        *,
+        lease_seconds: float,
+        max_attempts: int,
+        variant: str | None = None,
+        identity: VariantIdentity | None = None,
+    ) -> Started:
+        """`start`, returning the started row from the starting UPDATE itself (RETURNING).
 
         With `variant` (the message's), a row that names another variant is left alone. The
         one UPDATE that starts the job also records what serves it (`identity`) and how long
@@ -111,11 +136,11 @@ class Lifecycle(Reader):
                 ).where(Job.id == job_id)
             ).first()  # fmt: skip
             if row is None:
-                return StartOutcome.MISSING
+                return Started(StartOutcome.MISSING)
             if Status(row.status) in FINAL_STATUSES:
-                return StartOutcome.FINISHED
+                return Started(StartOutcome.FINISHED)
             if variant is not None and row.variant != variant:
-                return StartOutcome.REASSIGNED
+                return Started(StartOutcome.REASSIGNED)
             startable = or_(
                 Job.status == Status.QUEUED,
                 and_(Job.status == Status.RUNNING, Job.lease_until < now),
@@ -130,7 +155,7 @@ class Lifecycle(Reader):
                     .where(Job.id == job_id, startable)
                     .values(**_cancelled(now, "Cancelled; its last attempt ended with its worker"))
                 )
-                return StartOutcome.CANCELLED if res.rowcount == 1 else StartOutcome.BUSY
+                return Started(StartOutcome.CANCELLED if res.rowcount == 1 else StartOutcome.BUSY)
             if row.attempts >= max_attempts:
                 res = conn.execute(
                     update(Job)
@@ -143,8 +168,9 @@ class Lifecycle(Reader):
                         lease_until=None,
                     )
                 )
-                return StartOutcome.POISON if res.rowcount == 1 else StartOutcome.BUSY
-            res = conn.execute(
+                return Started(StartOutcome.POISON if res.rowcount == 1 else StartOutcome.BUSY)
+            # RETURNING (PostgreSQL; SQLite since 3.35): the worker needs no second read.
+            started = conn.execute(
                 update(Job)
                 .where(Job.id == job_id, startable)
                 .values(
@@ -156,8 +182,11 @@ class Lifecycle(Reader):
                     progress=0,
                     **_start_details(now, as_utc(row.queued_at), identity),
                 )
-            )
-            return StartOutcome.STARTED if res.rowcount == 1 else StartOutcome.BUSY
+                .returning(*Job.__table__.columns)
+            ).first()
+            if started is None:
+                return Started(StartOutcome.BUSY)
+            return Started(StartOutcome.STARTED, job_from_row(started))
 
     def record_progress(
         self, job_id: str, worker: str, output_tokens: int, *, lease_seconds: float
@@ -284,27 +313,36 @@ class Lifecycle(Reader):
     # -- cancelling ----------------------------------------------------------------
 
     def cancel(self, job_id: str) -> tuple[CancelOutcome, Job]:
-        """A queued job is cancelled at once; a running one gets a request its worker polls."""
+        """A queued job is cancelled at once; a running one gets a request its worker polls.
+
+        One UPDATE ... RETURNING does either; only a finished (or missing) job is read again.
+        """
         now = utcnow()
+        is_queued = Job.status == Status.QUEUED
+        values = {
+            column: case((is_queued, value), else_=getattr(Job, column))
+            for column, value in _cancelled(now, "Cancelled before it started").items()
+        }
+        # Running: ask its worker (a repeat keeps the first request's time).
+        values["cancel_requested_at"] = case(
+            (is_queued, Job.cancel_requested_at),
+            else_=func.coalesce(Job.cancel_requested_at, now),
+        )
         with self.engine.begin() as conn:
-            res = conn.execute(
+            row = conn.execute(
                 update(Job)
-                .where(Job.id == job_id, Job.status == Status.QUEUED)
-                .values(**_cancelled(now, "Cancelled before it started"))
-            )
-            outcome = CancelOutcome.CANCELLED
-            if res.rowcount == 0:
-                # Started meanwhile, or running already: ask its worker (a repeat keeps the first).
-                res = conn.execute(
-                    update(Job)
-                    .where(Job.id == job_id, Job.status == Status.RUNNING)
-                    .values(cancel_requested_at=func.coalesce(Job.cancel_requested_at, now))
-                )
-                outcome = CancelOutcome.REQUESTED if res.rowcount == 1 else CancelOutcome.FINISHED
+                .where(Job.id == job_id, Job.status.in_([Status.QUEUED, Status.RUNNING]))
+                .values(**values)
+                .returning(*Job.__table__.columns)
+            ).first()
+            if row is not None:
+                job = job_from_row(row)
+                is_cancelled = job.status == Status.CANCELLED
+                return (CancelOutcome.CANCELLED if is_cancelled else CancelOutcome.REQUESTED), job
             row = conn.execute(select(Job).where(Job.id == job_id)).first()
         if row is None:
             raise JobNotFound(f"No job {job_id!r}")
-        return outcome, job_from_row(row)
+        return CancelOutcome.FINISHED, job_from_row(row)
 
     def cancel_requests(self, job_ids: Sequence[str]) -> dict[str, datetime]:
         """Which of these running jobs have a cancel request, and since when."""

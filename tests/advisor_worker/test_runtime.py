@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from advisor_worker.runtime import _Job, _Progress
+from advisor_worker.analyze import AnalyzeJob
+from advisor_worker.runtime import WorkerRuntime
+from advisor_worker.scope import Delivery, Scope
 from jobs.contracts import Assignment, ErrorKind, Status
 from jobs.settings import Settings
 from photos.intake import Limits, ModelGeometry
@@ -31,13 +32,24 @@ def started(repo: Repository, ref: str, sha: str) -> str:
 
 
 def run(repo: Repository, job_id: str, image_bytes: object) -> str:
+    """The job's message through a scope whose catch-all is the worker's own."""
     runtime = SimpleNamespace(
         settings=Settings(), repo=repo, worker="w1", image_bytes=image_bytes,
         limits=Limits(1_000_000, 1_000_000),
         loaded=SimpleNamespace(geometry=ModelGeometry(448 * 448)),
     )  # fmt: skip
-    job = _Job(runtime, repo.get(job_id), time.monotonic() + 10, 5.0, _Progress())  # type: ignore[arg-type]
-    return job.run()
+
+    def handle(delivery: Delivery) -> str:
+        delivery.start(repo.get(job_id))
+        assert delivery.job is not None
+        job = AnalyzeJob(runtime, delivery.job, delivery.retry_until, 5.0, delivery.progress)  # type: ignore[arg-type]
+        return job.run()
+
+    def failed(delivery: Delivery, exc: Exception) -> str:
+        return WorkerRuntime.failed(runtime, delivery, exc)  # type: ignore[arg-type]
+
+    scope = Scope(handle, [], soft_limit=5.0, hard_limit=11.0, on_error=failed)
+    return scope.run(scope.delivery({"job_id": job_id}))
 
 
 @pytest.mark.parametrize(

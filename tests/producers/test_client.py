@@ -15,7 +15,13 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
-from jobs.contracts import BASE_VARIANT, FINE_TUNED_VARIANT, Assignment, Status
+from jobs.contracts import (
+    BASE_VARIANT,
+    FINE_TUNED_VARIANT,
+    MESSAGE_VERSION,
+    Assignment,
+    Status,
+)
 from jobs.errors import InvalidImage, UnknownAdvisor, UnknownVariant
 from photos.intake import Limits, ModelGeometry, prepare
 from producers import Client, JobTimeout, SubmitItem
@@ -57,9 +63,8 @@ def test_an_inline_image_is_stored_and_its_job_published_once_to_its_variant_que
     assert (job.status, job.publish_attempts, job.publish_error) == (Status.QUEUED, 1, None)
     assert job.published_at is not None
     assert queued_requests(redis_url, job.variant) == [
-        {"job_id": job.id, "advisor": FINE_TUNED_ADVISOR, "variant": job.variant,
-         "image_ref": job.image_ref}
-    ]  # fmt: skip
+        {"version": MESSAGE_VERSION, "job_id": job.id, "variant": job.variant}
+    ]
 
 
 def test_a_path_job_references_the_resolved_file_and_stores_no_bytes(

@@ -13,7 +13,14 @@ import pytest
 import redis
 from celery import Celery
 
-from jobs.contracts import SWEEP_TASK, Assignment, ErrorKind, Status, queue_for
+from jobs.contracts import (
+    MESSAGE_VERSION,
+    SWEEP_TASK,
+    Assignment,
+    ErrorKind,
+    Status,
+    queue_for,
+)
 from producers import Client
 from producers.commands.sweep import sweeper
 from producers.ops.sweep import SweepReport, beat_schedule, register_sweep_task
@@ -94,12 +101,7 @@ def test_an_expired_job_that_used_all_its_attempts_is_given_up_as_poison(
     assert (job.status, job.error_kind, job.attempts) == (Status.FAILED, ErrorKind.POISON, 2)
     assert job.error and "Gave up after 2 attempts" in job.error
     assert queued_requests(redis_url, "base") == [
-        {
-            "job_id": job_id,
-            "advisor": FINE_TUNED_ADVISOR,
-            "variant": "base",
-            "image_ref": job.image_ref,
-        }
+        {"version": MESSAGE_VERSION, "job_id": job_id, "variant": "base"}
     ]
 
 
