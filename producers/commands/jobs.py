@@ -29,7 +29,8 @@ logger = logging.getLogger(__name__)
 
 
 def image_arg(text: str, settings: Settings) -> ImageInput:
-    """'-' is stdin; a path under ADVISOR_IMAGE_ROOTS is sent by reference, others inline."""
+    """'-' is stdin; a path under ADVISOR_IMAGE_ROOTS goes through the roots' checks, others
+    are read here (either way the photo is stored with the job)."""
     if text == "-":
         return sys.stdin.buffer.read(settings.max_image_bytes + 1)
     path = Path(text).expanduser().resolve()
@@ -37,7 +38,11 @@ def image_arg(text: str, settings: Settings) -> ImageInput:
         return path
     # This user can read the file anyway; workers elsewhere cannot, so its bytes travel.
     if not path.is_file():
-        raise InvalidImage(f"Image {text!r} not found")
+        where = "a directory" if path.is_dir() else "no such file"
+        raise InvalidImage(
+            f"Image {text!r} not found ({where}: {path}); give the path of a photo file, "
+            "relative to this directory or absolute, or '-' to read it from stdin"
+        )
     if path.stat().st_size > settings.max_image_bytes:
         raise InvalidImage(f"Image {text!r} exceeds the {settings.max_image_bytes}-byte limit")
     return path.read_bytes()

@@ -26,6 +26,7 @@ class Caller:
 
     key: KeyInfo | None = None
     is_operator: bool = False
+    is_open: bool = False  # no key exists yet: anyone may call
 
     @property
     def name(self) -> str | None:
@@ -43,7 +44,7 @@ async def resolve(gateway: GatewayDep, credentials: Credentials, scope: Scope) -
         return Caller(is_operator=True)
     any_keys, info = await run_in_threadpool(gateway.keys.lookup, given)
     if not any_keys and not gateway.settings.gateway_require_keys:
-        return Caller()  # open: no key exists yet
+        return Caller(is_open=True)
     if info is None or info.is_revoked:
         raise Unauthorized(
             "Missing, unknown or revoked API key: send `Authorization: Bearer <key>` with a key "
