@@ -100,7 +100,12 @@ def _provider_for(registry: Registry, variant_name: str):  # type: ignore[no-unt
             "OpenBLAS not found: MLX uses its slow reference BLAS "
             "(apt-get install libopenblas0-pthread)"
         )
-    return ModelProvider(variant, model_image_pixels=get_settings().model_image_pixels)
+    settings = get_settings()
+    return ModelProvider(
+        variant,
+        model_image_pixels=settings.model_image_pixels,
+        pixels_chosen="model_image_pixels" in settings.model_fields_set,
+    )
 
 
 def _check(variant_name: str, as_json: bool) -> int:
