@@ -44,7 +44,8 @@ class LoadedVariant:
 def weights_dtype(model: nn.Module) -> str:
     """The dtype holding most of the model's parameters (uint32: quantized, packed)."""
     sizes: Counter[str] = Counter()
-    for _name, array in tree_flatten(model.parameters()):
+    leaves: list[tuple[str, mx.array]] = tree_flatten(model.parameters())  # type: ignore[assignment]
+    for _name, array in leaves:
         sizes[str(array.dtype).removeprefix("mlx.core.")] += array.size
     return sizes.most_common(1)[0][0] if sizes else "none"
 
