@@ -12,7 +12,7 @@ from producers.feedback import DEFAULT_SOURCE
 def cmd_feedback(args: argparse.Namespace) -> int:
     with client() as producer:
         record = producer.feedback(
-            args.job_id, rating=args.rating, helpful=args.helpful, comment=args.comment,
+            producer.job_id(args.job_id), rating=args.rating, helpful=args.helpful, comment=args.comment,
             source=args.source,
         )  # fmt: skip
     if args.json:

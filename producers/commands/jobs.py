@@ -86,7 +86,7 @@ def _print_handle(handle: JobHandle, as_json: bool) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     with client() as producer:
-        job = producer.status(args.job_id)
+        job = producer.status(producer.job_id(args.job_id))
     print_job(job, args.json)
     if not args.json and job.photo:
         print(f"photo: {json.dumps(job.photo)}")
@@ -95,14 +95,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_wait(args: argparse.Namespace) -> int:
     with client() as producer:
-        job = wait_with_bar(producer, args.job_id, args.timeout)
+        job = wait_with_bar(producer, producer.job_id(args.job_id), args.timeout)
     print_job(job, args.json)
     return 0 if job.status == Status.SUCCEEDED else EXIT_FAILED
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     with client() as producer:
-        job = producer.cancel(args.job_id)
+        job = producer.cancel(producer.job_id(args.job_id))
         if job.status == Status.RUNNING and not args.json:
             print(f"{job.id} running: cancel requested; its worker stops it within about a second",
                   file=sys.stderr)  # fmt: skip
