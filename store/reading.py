@@ -15,7 +15,6 @@ from jobs.clock import as_utc
 from jobs.errors import AmbiguousJobId, JobNotFound
 from store.models import Job, StoredImage
 
-
 # A job id as typed: the full UUID, or a prefix of at least 8 hex digits (what lists print).
 MIN_PREFIX_DIGITS = 8
 _ID_PREFIX = re.compile(r"^[0-9a-f-]{8,35}$")
