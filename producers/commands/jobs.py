@@ -8,22 +8,26 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jobs.contracts import Status
 from jobs.errors import InvalidImage
-from jobs.settings import Settings
-from producers.client import JobHandle
 from producers.commands.output import (
     EXIT_FAILED,
     Subparsers,
     client,
     emit_json,
     print_job,
+    reader,
     wait_with_bar,
 )
 from producers.errors import InvalidSubmission, PublishFailed
-from producers.inputs import ImageInput
 from producers.views import job_to_dict
+
+if TYPE_CHECKING:
+    from jobs.settings import Settings
+    from producers.client import JobHandle
+    from producers.inputs import ImageInput
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +89,12 @@ def _print_handle(handle: JobHandle, as_json: bool) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    with client() as producer:
-        job = producer.status(producer.job_id(args.job_id))
+    # The database alone: no broker, photo intake or router to load for one read.
+    jobs = reader()
+    try:
+        job = jobs.get(jobs.resolve_id(args.job_id))
+    finally:
+        jobs.engine.dispose()
     print_job(job, args.json)
     if not args.json and job.photo:
         print(f"photo: {json.dumps(job.photo)}")
