@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
+import re
 import sys
 from typing import TYPE_CHECKING, NoReturn
 
@@ -73,6 +75,7 @@ def build_parser(argv: list[str] | None = None, *, full: bool = False) -> argpar
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser(argv).parse_args(argv)
+    as_json = bool(getattr(args, "json", False))
     try:
         from jobs.settings import get_settings
 
@@ -83,31 +86,37 @@ def main(argv: list[str] | None = None) -> int:
         )
         return int(args.handler(args))
     except JobTimeout as exc:
-        print(f"advisor: {summary(exc)}", file=sys.stderr)
-        return EXIT_TIMEOUT
+        return _failed(exc, f"advisor: {summary(exc)}", EXIT_TIMEOUT, as_json)
     except AdvisorError as exc:
-        print(f"advisor: error: {summary(exc)}", file=sys.stderr)
-        return EXIT_FAILED
+        return _failed(exc, f"advisor: error: {summary(exc)}", EXIT_FAILED, as_json)
     except KeyboardInterrupt:
         return 130
     except OSError as exc:
         # A file argument that cannot be read, a full disk: the reason is the message.
-        print(f"advisor: error: {summary(exc, typed=True)}", file=sys.stderr)
-        return EXIT_FAILED
+        line = f"advisor: error: {summary(exc, typed=True)}"
+        return _failed(exc, line, EXIT_FAILED, as_json)
     except Exception as exc:
         from sqlalchemy.exc import SQLAlchemyError  # loaded already if it raised one
 
         if isinstance(exc, SQLAlchemyError):
-            print(f"advisor: {database_problem(exc)}", file=sys.stderr)
-            return EXIT_FAILED
+            return _failed(exc, f"advisor: {database_problem(exc)}", EXIT_FAILED, as_json)
         # The one catch-all: a bug, not bad input. One line here; the traceback in the log.
         logging.getLogger("advisor").debug("Unexpected error", exc_info=exc)
-        print(
+        line = (
             f"advisor: internal error ({type(exc).__name__}); run with ADVISOR_LOG_LEVEL=DEBUG "
-            "for the traceback and report it",
-            file=sys.stderr,
+            "for the traceback and report it"
         )
-        return EXIT_FAILED
+        return _failed(exc, line, EXIT_FAILED, as_json)
+
+
+def _failed(exc: BaseException, line: str, code: int, as_json: bool) -> int:
+    """The one line on stderr; with --json also `{"error": kind, "message": ...}` on stdout."""
+    print(line, file=sys.stderr)
+    if as_json:
+        kind = re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
+        message = line.removeprefix("advisor: ").removeprefix("error: ")
+        print(json.dumps({"error": kind, "message": message, "exit_code": code}))
+    return code
 
 
 def database_problem(exc: SQLAlchemyError) -> str:

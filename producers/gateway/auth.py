@@ -51,9 +51,14 @@ async def resolve(gateway: GatewayDep, credentials: Credentials, scope: Scope) -
             "from `advisor keys create`"
         )
     if info.scope is not scope:
-        raise Forbidden(f"Key {info.name!r} is a {info.scope.value} key; this needs a "
-                        f"{scope.value} key or the operator token")  # fmt: skip
+        raise Forbidden(f"Key {info.name!r} is {_a(info.scope.value)} key; this needs "
+                        f"{_a(scope.value)} key or the operator token")  # fmt: skip
     return Caller(key=info)
+
+
+def _a(word: str) -> str:
+    """`word` with its indefinite article: "an intake", "a read"."""
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
 
 
 async def intake_caller(gateway: GatewayDep, credentials: Credentials) -> Caller:
