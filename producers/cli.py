@@ -44,6 +44,7 @@ COMMANDS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("keys", (("keys", "API keys of the HTTP gateway"),)),
     ("prune", (("prune", "delete stored images no queued or running job needs, past "
                          "retention"),)),
+    ("config", (("config", "the configuration reference (every ADVISOR_* setting)"),)),
 )  # fmt: skip
 
 
