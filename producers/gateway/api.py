@@ -45,7 +45,7 @@ def _multipart_schema() -> dict[str, Any]:
     fields = SubmissionFields.model_json_schema()
     properties = {
         "file": {"type": "string", "format": "binary", "description": "the image file"},
-        "image": {"type": "string", "description": "or: a path under ADVISOR_IMAGE_ROOTS"},
+        "image": {"type": "string", "description": "or: a path, as in the JSON body"},
         **fields["properties"],
     }
     return {"type": "object", "properties": properties, "required": fields.get("required", [])}
