@@ -150,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"advisor-gateway: error: {summary(exc, typed=True, limit=300)}", file=sys.stderr)
         return 1
     config = uvicorn.Config(app, host=args.host, port=args.port, **uvicorn_options(settings))
+    # uvicorn names its address only for sockets it bound itself.
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    logger.info("Listening on http://%s:%d (Ctrl-C stops)", shown, args.port)
     uvicorn.Server(config).run(sockets=[listener])
     return 0
 

@@ -6,6 +6,8 @@ import socket
 import subprocess
 from pathlib import Path
 
+from tests.conftest import free_port
+from tests.producers.gateway.conftest import wait_for_http
 from tests.support import Env, script
 
 
@@ -45,3 +47,20 @@ def test_an_unreadable_setting_is_one_line_naming_the_variable(tmp_path: Path) -
     line = _one_line(_start(tmp_path, "--port", "1", ADVISOR_MAX_IMAGE_BYTES="lots"))
     assert "ADVISOR_MAX_IMAGE_BYTES" in line and "lots" not in line
     assert "fix or unset it" in line
+
+
+def test_a_started_gateway_names_the_address_it_listens_on(tmp_path: Path) -> None:
+    port = free_port()
+    values = {"ADVISOR_DATA_DIR": str(tmp_path / "data")}
+    log = tmp_path / "gateway.log"
+    with log.open("wb") as handle:
+        proc = subprocess.Popen(
+            [*script("advisor-gateway"), "--port", str(port)], env=Env(values).full(),
+            cwd=tmp_path, stdout=handle, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/openapi.json", 60, proc)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert f"Listening on http://127.0.0.1:{port} (Ctrl-C stops)" in log.read_text()
