@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 CHECK_DB := $(shell mktemp -u /tmp/advisor-check-XXXXXX).db
 
-.PHONY: check test lint demo system-deps clean bench
+.PHONY: check test lint demo system-deps demo-deps clean bench
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -12,8 +12,12 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q -e ".[test]"
 	rm -f $(VENV)/.installed-* && touch $@
 
+# The tests' system packages (a superset of the demo's); the demo needs only OpenBLAS.
 system-deps:
-	@bash scripts/system-deps.sh
+	@bash scripts/system-deps.sh test
+
+demo-deps:
+	@bash scripts/system-deps.sh demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -29,10 +33,10 @@ test: $(STAMP) system-deps
 
 check: lint test
 
-demo: $(STAMP) system-deps
+demo: $(STAMP) demo-deps
 	$(VENV)/bin/advisor demo
 
-bench: $(STAMP) system-deps
+bench: $(STAMP) demo-deps
 	$(PY) -m bench.run
 
 clean:

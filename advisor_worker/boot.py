@@ -41,7 +41,11 @@ logger = logging.getLogger(__name__)
 def provider_for(registry: Registry, variant_name: str, settings: Settings) -> ModelProvider:
     # A bad registry or variant is refused before any model work starts.
     variant = registry.get(variant_name)
-    return ModelProvider(variant, model_image_pixels=settings.model_image_pixels)
+    return ModelProvider(
+        variant,
+        model_image_pixels=settings.model_image_pixels,
+        pixels_chosen="model_image_pixels" in settings.model_fields_set,
+    )
 
 
 @dataclass

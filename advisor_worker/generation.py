@@ -155,8 +155,10 @@ def build_prompt(model: nn.Module, processor: Any, system_prompt: str, user_text
     return str(apply_chat_template(processor, model.config, messages, num_images=1))
 
 
-def model_geometry(processor: Any, pixel_budget: int) -> ModelGeometry:
+def model_geometry(processor: Any, pixel_budget: int, *, chosen: bool = True) -> ModelGeometry:
     """The image sizes this model's processor keeps as they are, within ADVISOR_MODEL_IMAGE_PIXELS.
+
+    `chosen`: the budget was set by the user (a default above the model's maximum is no news).
 
     Qwen-VL processors resize to multiples of patch x merge pixels between their own min and
     max; intake sizes images that way, so what it saves is exactly what the model sees.
@@ -175,7 +177,7 @@ def model_geometry(processor: Any, pixel_budget: int) -> ModelGeometry:
             f"ADVISOR_MODEL_IMAGE_PIXELS={pixel_budget} is below this model's minimum of {low} "
             "pixels per image; raise it"
         )
-    if pixel_budget > high:
+    if pixel_budget > high and chosen:
         logger.warning(
             "ADVISOR_MODEL_IMAGE_PIXELS=%d exceeds this model's maximum of %d pixels per "
             "image; images get at most %d",
@@ -183,6 +185,9 @@ def model_geometry(processor: Any, pixel_budget: int) -> ModelGeometry:
             high,
             high,
         )
+    elif pixel_budget > high:
+        # The default budget suits the real model; a smaller one simply takes less.
+        logger.info("Images get at most %d pixels, this model's maximum", high)
     return ModelGeometry(min(pixel_budget, high), factor, low)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Any, TypeVar
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx.utils import tree_flatten
 from mlx_vlm import load as mlx_vlm_load
 from PIL import Image
 
@@ -39,12 +41,24 @@ class LoadedVariant:
     geometry: ModelGeometry
 
 
+def weights_dtype(model: nn.Module) -> str:
+    """The dtype holding most of the model's parameters (uint32: quantized, packed)."""
+    sizes: Counter[str] = Counter()
+    leaves: list[tuple[str, mx.array]] = tree_flatten(model.parameters())  # type: ignore[assignment]
+    for _name, array in leaves:
+        sizes[str(array.dtype).removeprefix("mlx.core.")] += array.size
+    return sizes.most_common(1)[0][0] if sizes else "none"
+
+
 class ModelProvider:
     """Owns the model. MLX streams are thread-local, so every MLX call goes through `_mlx`."""
 
-    def __init__(self, variant: Variant, *, model_image_pixels: int) -> None:
+    def __init__(
+        self, variant: Variant, *, model_image_pixels: int, pixels_chosen: bool = True
+    ) -> None:
         self.variant = variant
         self.model_image_pixels = model_image_pixels
+        self.pixels_chosen = pixels_chosen  # ADVISOR_MODEL_IMAGE_PIXELS was set, not defaulted
         self._mlx = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlx")
         self.model: nn.Module | None = None
         self.processor: Any = None
@@ -132,7 +146,9 @@ class ModelProvider:
             from advisor_worker import lora
 
             fingerprint = lora.apply_verified(model, processor, self.variant)
-        geometry = generation.model_geometry(processor, self.model_image_pixels)
+        geometry = generation.model_geometry(
+            processor, self.model_image_pixels, chosen=self.pixels_chosen
+        )
         self.model, self.processor = model, processor
         load_seconds = time.perf_counter() - started
         warm = 0.0
@@ -155,7 +171,7 @@ class ModelProvider:
             fingerprint,
             load_seconds,
             warm,
-            blas.describe_runtime(),
+            {**blas.describe_runtime(), "dtype": weights_dtype(model)},
             geometry,
         )
 

@@ -15,7 +15,8 @@ PRUNE_TASK = "advisor.prune"
 QUEUE_PREFIX = "advisor."
 SHADOW_QUEUE_SUFFIX = ".shadow"
 BASE_VARIANT = "base"
-# A job's image_ref: a path the workers can read, or an image stored in the database.
+# A job's image_ref: an image stored in the database; `path:` only on rows submitted before
+# path photos were read at submit (workers still serve those from ADVISOR_IMAGE_ROOTS).
 PATH_PREFIX = "path:"
 STORED_PREFIX = "sha256:"
 # Widths the job row and the message share; producers check them before a row exists.

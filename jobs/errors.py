@@ -13,6 +13,10 @@ class JobNotFound(AdvisorError):
     """No job has the given id."""
 
 
+class AmbiguousJobId(JobNotFound):
+    """A job id prefix that more than one job's id starts with."""
+
+
 class UnknownAdvisor(AdvisorError):
     """The advisor persona is not one the service knows."""
 

@@ -258,9 +258,15 @@ def get_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        raise ConfigError(f"Invalid ADVISOR_* setting: {describe_invalid(exc)}") from None
+        raise ConfigError(
+            f"Invalid ADVISOR_* setting: {describe_invalid(exc)}; fix or unset it "
+            "(docs/configuration.md lists every setting)"
+        ) from None
     except (SettingsError, ValueError) as exc:
-        raise ConfigError(f"Invalid ADVISOR_* setting: {type(exc).__name__}") from None
+        raise ConfigError(
+            f"Invalid ADVISOR_* setting ({type(exc).__name__}): a list or JSON value does not "
+            "parse; fix or unset it (docs/configuration.md lists every setting)"
+        ) from None
 
 
 def describe_invalid(exc: ValidationError) -> str:

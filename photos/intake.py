@@ -166,7 +166,10 @@ def read_path(path: str | Path, roots: list[Path], limits: Limits) -> bytes:
     resolved = confine(path, roots)
     try:
         if not resolved.is_file():
-            raise InvalidImage(f"Image {str(path)[:200]!r} not found under the allowed roots")
+            raise InvalidImage(
+                f"Image {str(path)[:200]!r} not found under the allowed roots "
+                f"{_names(roots)}; give a path relative to one of them, or send the bytes inline"
+            )
         size = resolved.stat().st_size
         if size > limits.max_bytes:
             raise InvalidImage(

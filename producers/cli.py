@@ -3,51 +3,49 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
 import logging
+import re
 import sys
-from collections.abc import Callable
-from typing import NoReturn
-
-from sqlalchemy.exc import SQLAlchemyError
+from typing import TYPE_CHECKING, NoReturn
 
 from jobs.errors import AdvisorError, summary
-from jobs.settings import get_settings
-from producers.commands import (
-    capacity,
-    db,
-    deliveries,
-    demo,
-    feedback,
-    guard,
-    jobs,
-    keys,
-    metrics,
-    prune,
-    report,
-    rollout,
-    sweep,
-)
-from producers.commands.output import EXIT_FAILED, EXIT_TIMEOUT, EXIT_USAGE, Subparsers
+from producers.commands.exits import EXIT_FAILED, EXIT_TIMEOUT, EXIT_USAGE
 from producers.errors import JobTimeout
-from store.db import is_unmigrated, is_unreachable
 
-# Every subcommand group registers here; its handler lets errors reach main(), which turns
-# each into one line and an exit code.
-COMMANDS: list[Callable[[Subparsers], None]] = [
-    db.register,
-    jobs.register,
-    deliveries.register,
-    feedback.register,
-    rollout.register,
-    demo.register,
-    report.register,
-    guard.register,
-    capacity.register,
-    sweep.register,
-    metrics.register,
-    keys.register,
-    prune.register,
-]
+if TYPE_CHECKING:
+    from sqlalchemy.exc import SQLAlchemyError
+
+# Every subcommand group, in --help order: its module under producers.commands (with a
+# `register(sub)`) and the commands it adds with their one-line help. Only the module of the
+# command given is imported, so `advisor --help` and `advisor status` skip scipy, the report
+# and celery; tests/producers/test_cli_startup.py fails when this table drifts from them.
+COMMANDS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("db", (("db", "database schema"),)),
+    ("jobs", (
+        ("submit", "submit photos for analysis"),
+        ("status", "show a job"),
+        ("wait", "wait for a job, with a progress bar on stderr"),
+        ("cancel", "cancel a queued or running job"),
+        ("republish", "send queued jobs whose publish failed"),
+    )),
+    ("deliveries", (("deliveries", "a job's outcome notices (tasks, webhooks); `deliveries "
+                                   "retry` resends undelivered"),)),
+    ("feedback", (("feedback", "record a user's rating of a job's critique"),)),
+    ("rollout", (("rollout", "per-advisor traffic split"),)),
+    ("demo", (("demo", "run the main job end to end on the embedded default"),)),
+    ("report", (("report", "A/B report: outcomes, scores, Welch test, SRM and score-copy "
+                           "checks"),)),
+    ("guard", (("guard", "roll a breaching variant back to weight 0"),)),
+    ("capacity", (("capacity", "workers each queue needs for the split"),)),
+    ("sweep", (("sweep", "re-queue jobs of dead workers, resend lost and unpublished jobs"),)),
+    ("metrics", (("metrics", "Prometheus metrics without the gateway"),)),
+    ("keys", (("keys", "API keys of the HTTP gateway"),)),
+    ("prune", (("prune", "delete stored images no queued or running job needs, past "
+                         "retention"),)),
+    ("config", (("config", "the configuration reference (every ADVISOR_* setting)"),)),
+)  # fmt: skip
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,17 +54,32 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_in(argv: list[str]) -> str | None:
+    """The subcommand named in `argv` (its first word that is not an option)."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def build_parser(argv: list[str] | None = None, *, full: bool = False) -> argparse.ArgumentParser:
+    """The parser for `argv`: the given command's module registers its commands for real;
+    every other command is a name and a help line (`full`: every module registers)."""
+    wanted = _command_in(sys.argv[1:] if argv is None else argv)
     parser = _Parser(prog="advisor", description="Photo critique jobs: submit, watch, roll out.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for register in COMMANDS:
-        register(sub)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMANDS")
+    for module, commands in COMMANDS:
+        if full or wanted in {name for name, _help in commands}:
+            importlib.import_module(f"producers.commands.{module}").register(sub)
+        else:
+            for name, help_text in commands:
+                sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
+    as_json = bool(getattr(args, "json", False))
     try:
+        from jobs.settings import get_settings
+
         logging.basicConfig(
             level=get_settings().log_level,
             stream=sys.stderr,
@@ -74,33 +87,43 @@ def main(argv: list[str] | None = None) -> int:
         )
         return int(args.handler(args))
     except JobTimeout as exc:
-        print(f"advisor: {summary(exc)}", file=sys.stderr)
-        return EXIT_TIMEOUT
+        return _failed(exc, f"advisor: {summary(exc)}", EXIT_TIMEOUT, as_json)
     except AdvisorError as exc:
-        print(f"advisor: error: {summary(exc)}", file=sys.stderr)
-        return EXIT_FAILED
-    except SQLAlchemyError as exc:
-        print(f"advisor: {database_problem(exc)}", file=sys.stderr)
-        return EXIT_FAILED
+        return _failed(exc, f"advisor: error: {summary(exc)}", EXIT_FAILED, as_json)
     except KeyboardInterrupt:
         return 130
     except OSError as exc:
         # A file argument that cannot be read, a full disk: the reason is the message.
-        print(f"advisor: error: {summary(exc, typed=True)}", file=sys.stderr)
-        return EXIT_FAILED
+        line = f"advisor: error: {summary(exc, typed=True)}"
+        return _failed(exc, line, EXIT_FAILED, as_json)
     except Exception as exc:
+        from sqlalchemy.exc import SQLAlchemyError  # loaded already if it raised one
+
+        if isinstance(exc, SQLAlchemyError):
+            return _failed(exc, f"advisor: {database_problem(exc)}", EXIT_FAILED, as_json)
         # The one catch-all: a bug, not bad input. One line here; the traceback in the log.
         logging.getLogger("advisor").debug("Unexpected error", exc_info=exc)
-        print(
+        line = (
             f"advisor: internal error ({type(exc).__name__}); run with ADVISOR_LOG_LEVEL=DEBUG "
-            "for the traceback and report it",
-            file=sys.stderr,
+            "for the traceback and report it"
         )
-        return EXIT_FAILED
+        return _failed(exc, line, EXIT_FAILED, as_json)
+
+
+def _failed(exc: BaseException, line: str, code: int, as_json: bool) -> int:
+    """The one line on stderr; with --json also `{"error": kind, "message": ...}` on stdout."""
+    print(line, file=sys.stderr)
+    if as_json:
+        kind = re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
+        message = line.removeprefix("advisor: ").removeprefix("error: ")
+        print(json.dumps({"error": kind, "message": message, "exit_code": code}))
+    return code
 
 
 def database_problem(exc: SQLAlchemyError) -> str:
     """One line naming the kind of database failure and the way out."""
+    from store.db import is_unmigrated, is_unreachable
+
     if is_unmigrated(exc):
         return (
             f"database has no schema or an old one ({summary(exc, limit=200)}); "

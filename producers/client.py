@@ -228,6 +228,11 @@ class Client:
     def status(self, job_id: str) -> Job:
         return self.repository.get(job_id)
 
+    def job_id(self, text: str) -> str:
+        """The full id for `text`: an id, or a unique prefix of at least 8 hex digits
+        (AmbiguousJobId names the matches). The HTTP API takes full ids only."""
+        return self.repository.resolve_id(text)
+
     def deliveries_of(self, job_id: str) -> list[Delivery]:
         """The job's outcome notices with their attempt log (JobNotFound for no such job)."""
         self.repository.get(job_id)

@@ -15,7 +15,6 @@ from jobs.advisors import get_persona
 from jobs.contracts import (
     MAX_IMAGE_PATH,
     NAME_WIDTH,
-    PATH_PREFIX,
     QUEUE_PREFIX,
     DeliveryKind,
     is_storable_text,
@@ -73,7 +72,8 @@ def as_item(raw: SubmitItem | Mapping[str, Any]) -> SubmitItem:
 
 
 def check_image(image: ImageInput, settings: Settings) -> CheckedImage:
-    """Paths are confined to ADVISOR_IMAGE_ROOTS and referenced; anything else is stored inline.
+    """Paths are confined to ADVISOR_IMAGE_ROOTS and read once, here; every image is then
+    stored like an upload (location and serials removed), so no worker needs the roots.
 
     Every image goes through the worker's own intake pipeline here, so a photo the worker
     would refuse is refused at submit, before a row exists.
@@ -88,7 +88,7 @@ def check_image(image: ImageInput, settings: Settings) -> CheckedImage:
             )
         resolved = confine(image, settings.image_roots)
         data = read_path(resolved, settings.image_roots, limits)
-        return verify(data, limits, geometry, ref=f"{PATH_PREFIX}{resolved}", name=resolved.name)
+        return verify(data, limits, geometry, name=resolved.name)
     if isinstance(image, Image.Image):
         # PNG keeps every pixel, and the image's colour profile and EXIF travel with it.
         buffer = io.BytesIO()

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from jobs.contracts import DeliveryKind
-from jobs.variants import Registry
-from producers.rollouts import Weights
 from store.models import Delivery, Job
+
+if TYPE_CHECKING:
+    from jobs.variants import Registry
+    from producers.rollouts import Weights
 
 
 def _plain(value: Any) -> Any:

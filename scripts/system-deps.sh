@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# Optional system packages: OpenBLAS makes MLX's fp32 CPU matmuls fast on Linux; Chromium
-# renders the gateway's dashboard in its test; colord-data (Adobe RGB) and libgs-common (a
-# SWOP CMYK profile; data only, no Ghostscript) give the photo tests real ICC profiles;
-# iproute2 and nftables build and cut the network namespaces of the multi-host fault test.
+# Optional system packages, by purpose (`system-deps.sh demo` or `system-deps.sh test`):
+#   demo: OpenBLAS makes MLX's fp32 CPU matmuls fast on Linux (all a worker needs).
+#   test: the demo's packages, plus Chromium (renders the gateway's dashboard in its test),
+#         colord-data (Adobe RGB) and libgs-common (a SWOP CMYK profile; data only, no
+#         Ghostscript) for the photo tests' real ICC profiles, iproute2 and nftables for the
+#         network namespaces of the multi-host fault test.
 # Each is installed once, quietly, as root.
 set -euo pipefail
+purpose="${1:-test}"
+case "$purpose" in
+  demo | test) ;;
+  *) echo "usage: $0 demo|test (demo: what a worker needs; test: that plus the tests' tools)" >&2; exit 2 ;;
+esac
 [ "$(uname -s)" = Linux ] || exit 0
 
 # install PACKAGE WHY WITHOUT: apt-get it (updating the index once if needed), else say why it matters.
@@ -23,6 +30,8 @@ if ! ls /usr/lib/*/openblas-pthread/libopenblas*.so* >/dev/null 2>&1; then
   install libopenblas0-pthread "fast CPU BLAS for MLX workers" \
     "MLX will use its slow reference BLAS"
 fi
+[ "$purpose" = test ] || exit 0
+
 if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
   install chromium "the dashboard test's headless browser" \
     "the dashboard test skips locally and fails in CI"

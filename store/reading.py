@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -11,8 +12,13 @@ from sqlalchemy import (
 )
 
 from jobs.clock import as_utc
-from jobs.errors import JobNotFound
+from jobs.errors import AmbiguousJobId, JobNotFound
 from store.models import Job, StoredImage
+
+# A job id as typed: the full UUID, or a prefix of at least 8 hex digits (what lists print).
+MIN_PREFIX_DIGITS = 8
+_ID_PREFIX = re.compile(r"^[0-9a-f-]{8,35}$")
+_SHOWN_MATCHES = 5
 
 
 class Reader:
@@ -26,6 +32,35 @@ class Reader:
             return conn.scalar(select(StoredImage.data).where(StoredImage.sha256 == sha256))
 
     # -- reading -------------------------------------------------------------------
+
+    def resolve_id(self, text: str) -> str:
+        """The id of the one job whose id is `text` or starts with it (>= 8 hex digits).
+
+        JobNotFound for none; AmbiguousJobId, naming the matches, for several.
+        """
+        prefix = text.strip().lower()
+        digits = sum(c != "-" for c in prefix)
+        if not _ID_PREFIX.match(prefix) or digits < MIN_PREFIX_DIGITS:
+            return text  # a full id, or not an id at all: get() says which
+        with self.engine.connect() as conn:
+            if conn.scalar(select(Job.id).where(Job.id == prefix)) is not None:
+                return prefix
+            # Ids are lowercase hex, so `prefix` holds no LIKE wildcard.
+            matches = list(
+                conn.scalars(
+                    select(Job.id).where(Job.id.like(f"{prefix}%")).order_by(Job.id)
+                    .limit(_SHOWN_MATCHES + 1)
+                )
+            )  # fmt: skip
+        if not matches:
+            raise JobNotFound(f"No job {text!r} (no job id starts with it)")
+        if len(matches) > 1:
+            shown = ", ".join(matches[:_SHOWN_MATCHES])
+            more = " and more" if len(matches) > _SHOWN_MATCHES else ""
+            raise AmbiguousJobId(
+                f"Job id prefix {text!r} matches several jobs ({shown}{more}); give more digits"
+            )
+        return matches[0]
 
     def get(self, job_id: str) -> Job:
         with self.engine.connect() as conn:

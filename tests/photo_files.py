@@ -211,7 +211,7 @@ def display_p3_profile() -> bytes:
 
 
 def system_profile(path: str) -> bytes:
-    """An ICC profile from a Debian package (scripts/system-deps.sh installs them)."""
+    """An ICC profile from a Debian package (scripts/system-deps.sh test installs them)."""
     file = Path(path)
     if not file.is_file():
         message = f"{path} is missing (apt-get install colord-data libgs-common)"

@@ -16,8 +16,11 @@ from producers.commands.output import Subparsers
 from producers.ops.capacity import (
     DEFAULT_HOST_MEMORY_GB,
     DEFAULT_MODEL_MEMORY_GB,
+    WORKER_OVERHEAD_GB,
+    host_memory_gb,
     plan_capacity,
     render_plan,
+    worker_memory_gb,
 )
 from producers.rollouts import RolloutStore
 from store.db import engine_for
@@ -28,13 +31,21 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     engine = engine_for(settings.resolved_database_url)
     registry = load_registry_for(settings)
     depths, note = _queue_depths(settings, registry)
+    notes = [note] if note is not None else []
+    host = args.host_memory_gb or host_memory_gb()
+    if host is None:
+        host = DEFAULT_HOST_MEMORY_GB
+        notes.append(f"host memory unreadable: assumed {host:g} GB (--host-memory-gb sets it)")
+    memory: float | dict[str, float] = args.memory_gb or {
+        name: worker_memory_gb(registry.get(name).base_model) for name in registry.names
+    }
     plan = plan_capacity(
         engine, registry, RolloutStore(engine), window_hours=args.window_hours,
-        target_utilisation=args.target_utilisation, memory_per_worker_gb=args.memory_gb,
-        host_memory_gb=args.host_memory_gb, next_step=args.next_step, queue_depths=depths,
+        target_utilisation=args.target_utilisation, memory_per_worker_gb=memory,
+        host_memory_gb=host, next_step=args.next_step, queue_depths=depths,
     )  # fmt: skip
-    if note is not None:
-        plan = replace(plan, warnings=(*plan.warnings, note))
+    if notes:
+        plan = replace(plan, warnings=(*plan.warnings, *notes))
     print(json.dumps(plan.to_dict(), indent=2) if args.json else render_plan(plan))
     return 0
 
@@ -58,9 +69,12 @@ def register(sub: Subparsers) -> None:
     p = sub.add_parser("capacity", help="workers each queue needs for the split")
     p.add_argument("--window-hours", type=positive, default=24.0, help="arrival window")
     p.add_argument("--target-utilisation", type=fraction, default=0.7)
-    p.add_argument("--memory-gb", type=positive, default=DEFAULT_MODEL_MEMORY_GB,
-                   help="memory of one worker process (one model)")  # fmt: skip
-    p.add_argument("--host-memory-gb", type=positive, default=DEFAULT_HOST_MEMORY_GB)
+    p.add_argument("--memory-gb", type=positive,
+                   help="memory of one worker process (one model); default: each variant's "
+                   f"local weight files + {WORKER_OVERHEAD_GB:g} GB, or "
+                   f"{DEFAULT_MODEL_MEMORY_GB:g} GB for a hub model id")  # fmt: skip
+    p.add_argument("--host-memory-gb", type=positive,
+                   help="memory of one worker host (default: this host's)")  # fmt: skip
     p.add_argument("--next-step", type=fraction, help="plan this fine-tuned weight next")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_capacity)

@@ -28,7 +28,7 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
     with client() as producer:
-        deliveries = producer.deliveries_of(first)
+        deliveries = producer.deliveries_of(producer.job_id(first))
     if args.json:
         emit_json([delivery_to_dict(d) for d in deliveries])
         return 0
@@ -46,8 +46,8 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
 
 def _retry(job_ids: list[str], as_json: bool) -> int:
     with client() as producer:
-        for job_id in job_ids:
-            producer.status(job_id)  # JobNotFound names a mistyped id
+        # Full ids for prefixes; JobNotFound names a mistyped one.
+        job_ids = [producer.job_id(job_id) for job_id in job_ids]
         reset = producer.retry_deliveries(job_ids or None)
         done = producer.courier.deliver_due() if reset else None
     summary = {

@@ -97,8 +97,12 @@ def prepare(settings: Settings) -> DemoPlan:
         print(f"Note: ADVISOR_REGISTRY={settings.registry} is set, so commands run after the "
               f"demo read it, not the demo's {registry}; unset it to use the demo's",
               file=sys.stderr)  # fmt: skip
+    if settings.registry is not None:
+        env["ADVISOR_REGISTRY"] = str(registry)  # overrides the user's, for the demo only
+    else:
+        # The workers find it by the default lookup, and their logs say so truthfully.
+        env.pop("ADVISOR_REGISTRY", None)
     env.update(
-        ADVISOR_REGISTRY=str(registry),
         ADVISOR_DATA_DIR=str(data),
         ADVISOR_DATABASE_URL=settings.resolved_database_url,
         ADVISOR_BROKER_URL=settings.resolved_broker_url,

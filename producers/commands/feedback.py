@@ -12,8 +12,8 @@ from producers.feedback import DEFAULT_SOURCE
 def cmd_feedback(args: argparse.Namespace) -> int:
     with client() as producer:
         record = producer.feedback(
-            args.job_id, rating=args.rating, helpful=args.helpful, comment=args.comment,
-            source=args.source,
+            producer.job_id(args.job_id), rating=args.rating, helpful=args.helpful,
+            comment=args.comment, source=args.source,
         )  # fmt: skip
     if args.json:
         emit_json(asdict(record))

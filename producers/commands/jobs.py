@@ -8,28 +8,33 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jobs.contracts import Status
 from jobs.errors import InvalidImage
-from jobs.settings import Settings
-from producers.client import JobHandle
 from producers.commands.output import (
     EXIT_FAILED,
     Subparsers,
     client,
     emit_json,
     print_job,
+    reader,
     wait_with_bar,
 )
 from producers.errors import InvalidSubmission, PublishFailed
-from producers.inputs import ImageInput
 from producers.views import job_to_dict
+
+if TYPE_CHECKING:
+    from jobs.settings import Settings
+    from producers.client import JobHandle
+    from producers.inputs import ImageInput
 
 logger = logging.getLogger(__name__)
 
 
 def image_arg(text: str, settings: Settings) -> ImageInput:
-    """'-' is stdin; a path under ADVISOR_IMAGE_ROOTS is sent by reference, others inline."""
+    """'-' is stdin; a path under ADVISOR_IMAGE_ROOTS goes through the roots' checks, others
+    are read here (either way the photo is stored with the job)."""
     if text == "-":
         return sys.stdin.buffer.read(settings.max_image_bytes + 1)
     path = Path(text).expanduser().resolve()
@@ -37,7 +42,11 @@ def image_arg(text: str, settings: Settings) -> ImageInput:
         return path
     # This user can read the file anyway; workers elsewhere cannot, so its bytes travel.
     if not path.is_file():
-        raise InvalidImage(f"Image {text!r} not found")
+        where = "a directory" if path.is_dir() else "no such file"
+        raise InvalidImage(
+            f"Image {text!r} not found ({where}: {path}); give the path of a photo file, "
+            "relative to this directory or absolute, or '-' to read it from stdin"
+        )
     if path.stat().st_size > settings.max_image_bytes:
         raise InvalidImage(f"Image {text!r} exceeds the {settings.max_image_bytes}-byte limit")
     return path.read_bytes()
@@ -80,8 +89,12 @@ def _print_handle(handle: JobHandle, as_json: bool) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    with client() as producer:
-        job = producer.status(args.job_id)
+    # The database alone: no broker, photo intake or router to load for one read.
+    jobs = reader()
+    try:
+        job = jobs.get(jobs.resolve_id(args.job_id))
+    finally:
+        jobs.engine.dispose()
     print_job(job, args.json)
     if not args.json and job.photo:
         print(f"photo: {json.dumps(job.photo)}")
@@ -90,14 +103,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_wait(args: argparse.Namespace) -> int:
     with client() as producer:
-        job = wait_with_bar(producer, args.job_id, args.timeout)
+        job = wait_with_bar(producer, producer.job_id(args.job_id), args.timeout)
     print_job(job, args.json)
     return 0 if job.status == Status.SUCCEEDED else EXIT_FAILED
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     with client() as producer:
-        job = producer.cancel(args.job_id)
+        job = producer.cancel(producer.job_id(args.job_id))
         if job.status == Status.RUNNING and not args.json:
             print(f"{job.id} running: cancel requested; its worker stops it within about a second",
                   file=sys.stderr)  # fmt: skip

@@ -3,21 +3,39 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobs.contracts import Status
-from jobs.settings import get_settings
-from producers.client import Client
+from producers.commands.exits import EXIT_FAILED, EXIT_TIMEOUT, EXIT_USAGE
 from producers.commands.progress import ProgressBar
 from producers.views import job_to_dict
-from store.models import Job
 
-EXIT_FAILED, EXIT_USAGE, EXIT_TIMEOUT = 1, 2, 3
+if TYPE_CHECKING:
+    from producers.client import Client
+    from store.models import Job
+    from store.reading import Reader
+
+__all__ = [
+    "EXIT_FAILED", "EXIT_TIMEOUT", "EXIT_USAGE", "Subparsers", "client", "emit_json", "reader",
+]  # fmt: skip
 Subparsers = Any  # argparse's _SubParsersAction is private; its type adds nothing here
 
 
 def client() -> Client:
+    # Imported when a command needs one: `advisor --help` never pays for it.
+    from jobs.settings import get_settings
+    from producers.client import Client
+
     return Client(get_settings())
+
+
+def reader() -> Reader:
+    """Job reads straight from the database, for commands that need nothing else."""
+    from jobs.settings import get_settings
+    from store.db import engine_for
+    from store.reading import Reader
+
+    return Reader(engine_for(get_settings().resolved_database_url))
 
 
 def emit_json(data: Any) -> None:

@@ -14,6 +14,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from jobs.contracts import Status
+from jobs.errors import InvalidImage
 from producers.client import JobHandle
 from producers.gateway.auth import Caller, IntakeDep
 from producers.gateway.errors import BrokerUnavailable, JobUnknown, RateLimited, VariantForbidden
@@ -44,7 +45,7 @@ def _multipart_schema() -> dict[str, Any]:
     fields = SubmissionFields.model_json_schema()
     properties = {
         "file": {"type": "string", "format": "binary", "description": "the image file"},
-        "image": {"type": "string", "description": "or: a path under ADVISOR_IMAGE_ROOTS"},
+        "image": {"type": "string", "description": "or: a path, as in the JSON body"},
         **fields["properties"],
     }
     return {"type": "object", "properties": properties, "required": fields.get("required", [])}
@@ -137,6 +138,11 @@ async def _submit(gateway: Gateway, caller: Caller, request: Request) -> JobHand
             )
         quota = caller.key.max_in_flight or settings.key_max_in_flight
     item = await read_submission(request, settings)
+    if isinstance(item.image, str) and gateway.local_paths and not caller.is_open:
+        raise InvalidImage(
+            "Image paths are disabled on a gateway with API keys: set ADVISOR_IMAGE_ROOTS to "
+            "the directories clients may read from, or send the image bytes inline"
+        )
     if item.variant is not None and not caller.is_operator:
         raise VariantForbidden(
             "Forcing a variant bypasses the A/B split: it needs the operator token "

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import ipaddress
 import logging
+import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import uvicorn
 from fastapi import FastAPI
@@ -31,13 +35,42 @@ DESCRIPTION = """Photo critique jobs over HTTP. `POST /analyze` queues a job (20
 its server-sent events. Errors are `{"error": "<code>", "message": "..."}`."""
 
 
-def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
-    """The ASGI app over one Client; nothing connects until the first request."""
-    settings = settings or get_settings()
+def is_loopback(host: str) -> bool:
+    """Only this machine can reach a gateway bound to `host`."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def with_local_roots(settings: Settings, host: str | None) -> tuple[Settings, bool]:
+    """The embedded default: with no ADVISOR_IMAGE_ROOTS, a loopback gateway reads image
+    paths relative to its working directory (while no API key exists, checked per request).
+
+    Returns the settings to serve with and whether their roots are that default.
+    """
+    if settings.image_roots or host is None or not is_loopback(host):
+        return settings, False
+    return settings.model_copy(update={"image_roots": [Path.cwd().resolve()]}), True
+
+
+def create_app(
+    settings: Settings | None = None,
+    registry: Registry | None = None,
+    *,
+    host: str | None = None,
+) -> FastAPI:
+    """The ASGI app over one Client; nothing connects until the first request.
+
+    `host`: the address it is bound to; a loopback one allows paths by default (above).
+    """
+    settings, local_paths = with_local_roots(settings or get_settings(), host)
     client = Client(settings, registry=registry)
     # The publisher is made now, not lazily by the first concurrent requests; it connects
     # only when used.
-    gateway = Gateway.of(client)
+    gateway = Gateway.of(client, local_paths=local_paths)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -72,14 +105,31 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     return app
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line and exit 1, like every other startup failure."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(1, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port: give 1-65535")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="advisor-gateway",
         description="HTTP gateway: POST /analyze, GET /jobs/{id} (+ /events), /health, "
         "/rollouts, /report, /metrics, /dashboard. Configured by ADVISOR_* variables.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
     return parser
 
 
@@ -91,15 +141,58 @@ def main(argv: list[str] | None = None) -> int:
             level=settings.log_level, stream=sys.stderr,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )  # fmt: skip
-        app = create_app(settings)
+        app = create_app(settings, host=args.host)
+        # Bound here, not by uvicorn: a taken port is one line before anything starts.
+        listener = bind(args.host, args.port)
     except AdvisorError as exc:
         print(f"advisor-gateway: error: {exc}", file=sys.stderr)
         return 1
     except SQLAlchemyError as exc:
         print(f"advisor-gateway: error: {summary(exc, typed=True, limit=300)}", file=sys.stderr)
         return 1
-    uvicorn.run(app, host=args.host, port=args.port, **uvicorn_options(settings))
+    config = uvicorn.Config(app, host=args.host, port=args.port, **uvicorn_options(settings))
+    # uvicorn names its address only for sockets it bound itself.
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    logger.info("Listening on http://%s:%d (Ctrl-C stops)", shown, args.port)
+    uvicorn.Server(config).run(sockets=[listener])
     return 0
+
+
+class CannotListen(AdvisorError):
+    """The gateway's address cannot be bound."""
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, or CannotListen naming the problem and the way out."""
+    where = f"{host}:{port}"
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (OSError, UnicodeError) as exc:
+        raise CannotListen(
+            f"cannot listen on {where}: {host!r} is not an address of this machine "
+            f"({exc}); give --host an IP address such as 127.0.0.1 or 0.0.0.0"
+        ) from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            way_out = (
+                f"another process listens there (find it: ss -ltnp 'sport = :{port}'); stop it "
+                "or choose another --port"
+            )
+        elif exc.errno == errno.EACCES:
+            way_out = "ports below 1024 need root: choose --port 1024 or above"
+        else:
+            way_out = "give --host an address of this machine and a free --port"
+        raise CannotListen(f"cannot listen on {where}: {exc.strerror}; {way_out}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:

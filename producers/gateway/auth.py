@@ -26,6 +26,7 @@ class Caller:
 
     key: KeyInfo | None = None
     is_operator: bool = False
+    is_open: bool = False  # no key exists yet: anyone may call
 
     @property
     def name(self) -> str | None:
@@ -43,16 +44,21 @@ async def resolve(gateway: GatewayDep, credentials: Credentials, scope: Scope) -
         return Caller(is_operator=True)
     any_keys, info = await run_in_threadpool(gateway.keys.lookup, given)
     if not any_keys and not gateway.settings.gateway_require_keys:
-        return Caller()  # open: no key exists yet
+        return Caller(is_open=True)
     if info is None or info.is_revoked:
         raise Unauthorized(
             "Missing, unknown or revoked API key: send `Authorization: Bearer <key>` with a key "
             "from `advisor keys create`"
         )
     if info.scope is not scope:
-        raise Forbidden(f"Key {info.name!r} is a {info.scope.value} key; this needs a "
-                        f"{scope.value} key or the operator token")  # fmt: skip
+        raise Forbidden(f"Key {info.name!r} is {_a(info.scope.value)} key; this needs "
+                        f"{_a(scope.value)} key or the operator token")  # fmt: skip
     return Caller(key=info)
+
+
+def _a(word: str) -> str:
+    """`word` with its indefinite article: "an intake", "a read"."""
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
 
 
 async def intake_caller(gateway: GatewayDep, credentials: Credentials) -> Caller:

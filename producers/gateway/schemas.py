@@ -79,7 +79,9 @@ class AnalyzeSubmission(SubmissionFields):
 
     image: str | None = Field(
         default=None, min_length=1, max_length=MAX_IMAGE_PATH, pattern=PRINTABLE,
-        description="a path under ADVISOR_IMAGE_ROOTS (relative to a root, or absolute)",
+        description="a path under ADVISOR_IMAGE_ROOTS (relative to a root, or absolute); "
+        "unset, on a loopback gateway without keys: relative to its working directory. Read "
+        "once and stored with the job",
     )  # fmt: skip
     image_base64: str | None = Field(default=None, description="the image file, base64")
 

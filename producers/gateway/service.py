@@ -41,9 +41,12 @@ class Gateway:
     streams: Slots  # GET /jobs/{id}/events held open
     waits: Slots  # POST /analyze?wait=... waiting
     plans: PlanControl
+    # The image roots are the embedded default (the working directory of a loopback
+    # gateway): paths are for the open gateway only, not once keys exist.
+    local_paths: bool = False
 
     @classmethod
-    def of(cls, client: Client) -> Gateway:
+    def of(cls, client: Client, *, local_paths: bool = False) -> Gateway:
         """Everything from `client`, so the endpoints share its engine, router and broker."""
         settings = client.settings
         rollouts = RolloutControl(
@@ -61,6 +64,7 @@ class Gateway:
             Slots(settings.gateway_max_streams, "event streams (ADVISOR_GATEWAY_MAX_STREAMS)"),
             Slots(settings.gateway_max_waits, "waiting requests (ADVISOR_GATEWAY_MAX_WAITS)"),
             plans,
+            local_paths,
         )  # fmt: skip
 
     def is_operator(self, token: str) -> bool:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, func, select
@@ -20,11 +24,51 @@ from store.models import Job
 
 # The fine-tuned weight's rollout steps.
 LADDER = (0.10, 0.25, 0.50, 1.0)
-# The 4-bit 4B: ~2.5 GB of weights plus activations and KV cache for one request.
+# A worker of a model only known by its hub id (the 4-bit 4B: ~2.5 GB of weights plus
+# activations and KV cache for one request).
 DEFAULT_MODEL_MEMORY_GB = 3.0
+# A worker of a local checkpoint: its weight files plus the Python, MLX and KV-cache overhead.
+WORKER_OVERHEAD_GB = 0.5
+# Only when the host's memory cannot be read (the plan then says so).
 DEFAULT_HOST_MEMORY_GB = 16.0
+GB = 1e9
 # Upstream measured 30-100 s per analysis on an M1 Pro; used only when a variant has no data.
 DEFAULT_SERVICE_SECONDS = 60.0
+
+
+def host_memory_gb() -> float | None:
+    """This host's physical memory: sysconf (Linux), `sysctl hw.memsize` (macOS); else None."""
+    try:
+        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        if pages > 0 and page_size > 0:
+            return pages * page_size / GB
+    except (ValueError, OSError, AttributeError):
+        pass
+    if sys.platform == "darwin":
+        try:
+            out = subprocess.run(
+                ["sysctl", "-n", "hw.memsize"], capture_output=True, text=True, timeout=5
+            )
+            return int(out.stdout.strip()) / GB
+        except (OSError, ValueError, subprocess.SubprocessError):
+            return None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024 / GB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def worker_memory_gb(base_model: str) -> float:
+    """One worker's memory for `base_model`: a local checkpoint's weight files plus
+    WORKER_OVERHEAD_GB; DEFAULT_MODEL_MEMORY_GB for a hub id (nothing to measure here)."""
+    path = Path(base_model).expanduser()
+    weights = sorted(path.glob("*.safetensors")) if path.is_dir() else []
+    if not weights:
+        return DEFAULT_MODEL_MEMORY_GB
+    return sum(w.stat().st_size for w in weights) / GB + WORKER_OVERHEAD_GB
 
 
 @dataclass(frozen=True)

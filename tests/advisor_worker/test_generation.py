@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from types import SimpleNamespace
 from typing import Any
 
@@ -78,6 +79,21 @@ def test_the_model_geometry_is_the_setting_within_the_processors_limits(
     assert model_geometry(processor, 128 * 128) == ModelGeometry(16_384, 32, 4_096)
     with pytest.raises(ConfigError, match="ADVISOR_MODEL_IMAGE_PIXELS=1024 is below"):
         model_geometry(processor, 32 * 32)
+
+
+def test_only_a_chosen_pixel_budget_above_the_models_maximum_is_warned_about(
+    tiny_model: tuple[Any, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, processor = tiny_model
+    with caplog.at_level(logging.INFO, logger="advisor_worker.generation"):
+        model_geometry(processor, 448 * 448, chosen=False)
+        assert [r.levelname for r in caplog.records] == ["INFO"]
+        assert "at most 65536 pixels" in caplog.text and "exceeds" not in caplog.text
+        caplog.clear()
+        model_geometry(processor, 448 * 448)
+    [record] = caplog.records
+    assert record.levelname == "WARNING"
+    assert "ADVISOR_MODEL_IMAGE_PIXELS=200704 exceeds this model's maximum of 65536" in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ def require_netns() -> None:
     if os.geteuid() != 0:
         problem = "network namespaces need root"
     elif missing:
-        problem = f"{', '.join(missing)} not installed (scripts/system-deps.sh installs them)"
+        problem = f"{', '.join(missing)} not installed (scripts/system-deps.sh test installs them)"
     if problem is not None:
         if IN_CI:
             pytest.fail(problem + " (CI=true)")

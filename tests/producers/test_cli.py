@@ -93,6 +93,8 @@ def test_submit_prints_the_job_and_an_idempotent_resubmit_prints_the_same_one(
     assert first["published_at"] is not None
     shown = json.loads(advisor("status", first["id"], "--json").stdout)
     assert shown["id"] == first["id"]
+    # The short id lists print works wherever a job id does.
+    assert json.loads(advisor("status", first["id"][:8], "--json").stdout)["id"] == first["id"]
 
 
 @pytest.mark.parametrize(
@@ -108,6 +110,7 @@ def test_submit_prints_the_job_and_an_idempotent_resubmit_prints_the_same_one(
         (["rollout", "set", "ansel", "base=1"], 2, "required: --reason"),
         (["rollout", "rollback", "nobody", "--reason", "r"], 1, "Unknown advisor"),
         (["frobnicate"], 2, "invalid choice"),
+        (["report", "--advisor", "adams"], 1, "Unknown advisor 'adams'"),
     ],
 )
 def test_bad_input_exits_non_zero_with_a_one_line_reason(
@@ -115,6 +118,15 @@ def test_bad_input_exits_non_zero_with_a_one_line_reason(
 ) -> None:
     args = [str(photo_file) if a == "PHOTO" else a for a in args]
     assert says in one_error_line(advisor(*args, code=code))
+
+
+def test_an_error_under_json_is_json_on_stdout_as_well_as_one_line_on_stderr(
+    advisor: Advisor,
+) -> None:
+    out = advisor("status", "no-such-job", "--json", code=1)
+    assert "No job 'no-such-job'" in one_error_line(out)
+    error = json.loads(out.stdout)
+    assert error == {"error": "job_not_found", "message": "No job 'no-such-job'", "exit_code": 1}
 
 
 def test_wait_times_out_with_exit_code_three_and_the_status(

@@ -67,15 +67,17 @@ def test_an_inline_image_is_stored_and_its_job_published_once_to_its_variant_que
     ]
 
 
-def test_a_path_job_references_the_resolved_file_and_stores_no_bytes(
+def test_a_path_job_reads_the_file_once_and_stores_it_like_an_upload(
     client: Client, image_root: Path
 ) -> None:
     (image_root / "a.png").write_bytes(photo(2))
     handle = client.submit("a.png", FINE_TUNED_ADVISOR, subject="user-7")
+    (image_root / "a.png").unlink()  # no worker needs the file any more
     job = client.status(handle.id)
-    assert job.image_ref == f"path:{(image_root / 'a.png').resolve()}"
+    assert job.image_ref == f"sha256:{job.image_sha256}"
+    assert client.repository.image_bytes(job.image_sha256) == photo(2)
     assert job.subject == "user-7"
-    assert row_count(client, StoredImage) == 0
+    assert row_count(client, StoredImage) == 1
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF", "AVIF", "HEIF"])
@@ -98,7 +100,7 @@ def test_an_inline_photo_is_stored_without_gps_or_serials_and_its_row_keeps_its_
     assert prepare(stored, limits, geometry).image.tobytes() == sent.tobytes()
 
 
-def test_a_photo_without_gps_is_stored_as_sent_and_a_path_photo_is_not_stored(
+def test_a_photo_without_gps_is_stored_as_sent_and_a_path_photo_without_its_gps(
     client: Client, image_root: Path
 ) -> None:
     plain, located = (
@@ -111,9 +113,11 @@ def test_a_photo_without_gps_is_stored_as_sent_and_a_path_photo_is_not_stored(
     path_job = client.status(client.submit("located.jpg", FINE_TUNED_ADVISOR).id)
 
     assert client.repository.image_bytes(job.image_sha256) == plain
-    assert path_job.image_sha256 == hashlib.sha256(located).hexdigest()
-    assert (image_root / "located.jpg").read_bytes() == located
-    assert row_count(client, StoredImage) == 1
+    stored = client.repository.image_bytes(path_job.image_sha256)
+    assert stored is not None and private_leftovers(stored) == []
+    assert path_job.image_sha256 == hashlib.sha256(stored).hexdigest()
+    assert (image_root / "located.jpg").read_bytes() == located  # the file is left as it was
+    assert row_count(client, StoredImage) == 2
 
 
 def test_a_pil_image_with_gps_exif_is_stored_as_png_without_it(client: Client) -> None:

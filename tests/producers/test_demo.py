@@ -119,6 +119,12 @@ def test_after_the_demo_the_everyday_commands_see_its_world_from_any_directory(
     demo = _run(env, cwd, "advisor", "demo", "--jobs", "4", "--split", "1", "--timeout", "240")
     assert "4/4 jobs finished" in demo.stdout
     registry = (data / "adapters" / "registry.json").resolve()
+    # Every line the demo's workers log is true: nobody set the registry or the pixel budget.
+    for variant in ("base", "fine_tuned"):
+        logged = (data / "demo-logs" / f"worker-{variant}.log").read_text()
+        assert f"{registry} (default lookup" in logged and "set by ADVISOR_REGISTRY" not in logged
+        assert "exceeds this model's maximum" not in logged
+        assert " dtype=float32 " in logged, logged[-3000:]
 
     out = _run(env, cwd, "advisor", "rollout", "set", "ansel", "base=0.9", "fine_tuned=0.1",
                "--reason", "test")  # fmt: skip
@@ -146,6 +152,7 @@ def test_after_the_demo_the_everyday_commands_see_its_world_from_any_directory(
     checked = json.loads(check.stdout)
     assert (checked["registry"]["path"], checked["base_model_from"]) == (str(registry), "registry")
     assert checked["adapter_fingerprint"]
+    assert checked["dtype"] == "float32"  # what the worker's start line says
 
     pages = _gateway_pages(env, cwd, tmp_path / "gateway.log")
     assert pages["/dashboard"].status_code == 200

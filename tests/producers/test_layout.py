@@ -51,7 +51,8 @@ GRAPH = {module: imports_of(module) for module in MODULES}
 def test_the_walk_sees_the_producer_modules_and_their_imports() -> None:
     assert {"producers.client", "producers.ops.report", "producers.cli"} <= set(MODULES)
     assert "producers.ops.report" in GRAPH["producers.ops.report_text"]
-    assert "producers.commands.capacity" in GRAPH["producers.cli"]
+    # producers.cli imports each command module by name, only when its command runs.
+    assert "producers.ops.capacity" in GRAPH["producers.commands.capacity"]
 
 
 def test_producer_modules_import_each_other_without_a_circle() -> None:

@@ -34,7 +34,7 @@ def chromium() -> str:
         path = shutil.which(name)
         if path is not None:
             return path
-    message = "Chromium is not installed (apt-get install chromium; see scripts/system-deps.sh)"
+    message = "Chromium is not installed (apt-get install chromium; scripts/system-deps.sh test)"
     if IN_CI:
         pytest.fail(message + " (CI=true)")
     pytest.skip(message)

@@ -13,7 +13,15 @@ from jobs.clock import utcnow
 from jobs.contracts import Assignment
 from jobs.variants import load_registry
 from producers.commands import capacity as capacity_command
-from producers.ops.capacity import next_weights, plan_capacity, render_plan
+from producers.ops.capacity import (
+    DEFAULT_MODEL_MEMORY_GB,
+    WORKER_OVERHEAD_GB,
+    host_memory_gb,
+    next_weights,
+    plan_capacity,
+    render_plan,
+    worker_memory_gb,
+)
 from producers.rollouts import RolloutStore
 from store.db import engine_for
 from tests.producers.conftest import make_settings
@@ -170,3 +178,23 @@ def test_the_shadow_share_adds_load_on_the_other_arm_and_shadows_are_not_arrival
     assert rows["fine_tuned"].workers == 2
     assert rows["fine_tuned"].shadow_queue_depth == 14
     assert "of which shadow" in render_plan(plan) and "shadow 0.40" in render_plan(plan)
+
+
+def test_the_host_memory_is_this_hosts_as_proc_meminfo_states_it() -> None:
+    total_kib = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal:")
+    )
+    measured = host_memory_gb()
+    assert measured is not None
+    assert measured == pytest.approx(total_kib * 1024 / 1e9, rel=0.01)
+
+
+def test_a_local_checkpoints_worker_memory_is_its_weights_plus_the_overhead(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "model.safetensors").write_bytes(b"\0" * 2_000_000)
+    (tmp_path / "config.json").write_text("{}")
+    assert worker_memory_gb(str(tmp_path)) == pytest.approx(0.002 + WORKER_OVERHEAD_GB)
+    assert worker_memory_gb("mlx-community/Qwen3-VL-4B-Instruct-4bit") == DEFAULT_MODEL_MEMORY_GB
