@@ -35,8 +35,8 @@ COMMANDS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("feedback", (("feedback", "record a user's rating of a job's critique"),)),
     ("rollout", (("rollout", "per-advisor traffic split"),)),
     ("demo", (("demo", "run the main job end to end on the embedded default"),)),
-    ("report", (("report", "A/B report: outcomes, scores, Welch test, SRM and score-copy "
-                           "checks"),)),
+    ("report", (("report", "A/B report: always-valid verdicts, outcomes, scores, SRM, "
+                           "score copy"),)),
     ("guard", (("guard", "roll a breaching variant back to weight 0"),)),
     ("capacity", (("capacity", "workers each queue needs for the split"),)),
     ("sweep", (("sweep", "re-queue jobs of dead workers, resend lost and unpublished jobs"),)),
