@@ -59,8 +59,11 @@ class Publisher:
         self._errors = send_errors(self.app)
         self._delivery_mode = self.app.conf.task_default_delivery_mode
 
-    def publish(self, jobs: Sequence[Job]) -> PublishResult:
-        """Send each job once; after the first failure the rest are left for the republisher."""
+    def send(self, jobs: Sequence[Job]) -> PublishResult:
+        """Send each job once; after the first failure the rest are left for the republisher.
+
+        The broker half of Outbox.publish, which records the outcome on the rows: publish
+        through that, never this alone."""
         result = PublishResult()
         if not jobs:
             return result

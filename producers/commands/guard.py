@@ -5,13 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from jobs.settings import get_settings
-from jobs.variants import load_registry_for
 from producers.commands.arguments import positive
-from producers.commands.output import Subparsers
+from producers.commands.output import Subparsers, services
 from producers.ops.guard import GuardDecision, GuardThresholds, enforce, run_loop
-from producers.rollouts import RolloutStore
-from store.db import engine_for
 
 
 def cmd_guard(args: argparse.Namespace) -> int:
@@ -27,10 +23,8 @@ def cmd_guard(args: argparse.Namespace) -> int:
         if not decisions:
             print("no non-base variant to judge", flush=True)
 
-    settings = get_settings()
-    engine = engine_for(settings.resolved_database_url)
-    rollouts = RolloutStore(engine)
-    registry = load_registry_for(settings)
+    built = services()
+    engine, rollouts, registry = built.engine, built.rollouts, built.registry
     # The first round runs here so a bad database fails the command instead of the loop.
     show(enforce(engine, rollouts, registry, thresholds=thresholds))
     if not args.once:

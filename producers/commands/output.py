@@ -9,11 +9,17 @@ from jobs.contracts import Status
 from jobs.settings import get_settings
 from producers.client import Client
 from producers.commands.progress import ProgressBar
+from producers.services import Services
 from producers.views import job_to_dict
 from store.models import Job
 
 EXIT_FAILED, EXIT_USAGE, EXIT_TIMEOUT = 1, 2, 3
 Subparsers = Any  # argparse's _SubParsersAction is private; its type adds nothing here
+
+
+def services() -> Services:
+    """The command's collaborators, built once; `with services() as s:` closes them."""
+    return Services(get_settings())
 
 
 def client() -> Client:
@@ -47,7 +53,8 @@ def print_job(job: Job, as_json: bool) -> None:
 
 def wait_with_bar(client: Client, job_id: str, timeout: float) -> Job:
     """Block on the job, drawing its token progress on stderr."""
-    bar = ProgressBar(client.settings.max_output_tokens)
+    settings = client.settings
+    bar = ProgressBar(settings.max_output_tokens)
     try:
         return client.wait(job_id, timeout, on_update=bar.update)
     finally:

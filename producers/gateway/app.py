@@ -19,10 +19,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from jobs.errors import AdvisorError, summary
 from jobs.settings import Settings, get_settings
 from jobs.variants import Registry
-from producers.client import Client
 from producers.gateway import api, dashboard, ops, problems
 from producers.gateway.limits import BodyLimit
 from producers.gateway.service import Gateway
+from producers.services import Services
 
 logger = logging.getLogger(__name__)
 
@@ -32,17 +32,17 @@ its server-sent events. Errors are `{"error": "<code>", "message": "..."}`."""
 
 
 def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
-    """The ASGI app over one Client; nothing connects until the first request."""
-    settings = settings or get_settings()
-    client = Client(settings, registry=registry)
+    """The ASGI app over one Services; nothing connects until the first request."""
+    services = Services(settings or get_settings(), registry=registry)
+    settings = services.settings
     # The publisher is made now, not lazily by the first concurrent requests; it connects
     # only when used.
-    gateway = Gateway.of(client)
+    gateway = Gateway.of(services)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
-        client.close()
+        services.close()
 
     # /docs from the vendored Swagger UI: FastAPI's default page loads it from a CDN.
     app = FastAPI(
