@@ -51,7 +51,7 @@ def client(services: Services) -> Client:
     return Client(services=services)
 
 
-def sweep(services: Services, client: Client) -> SweepReport:
+def sweep(services: Services) -> SweepReport:
     return sweeper(services).sweep()
 
 
@@ -77,7 +77,7 @@ def test_an_expired_job_is_requeued_and_republished_while_a_leased_one_is_left_a
     assert repo.start(dead, "w-dead", lease_seconds=0.01, max_attempts=2) is StartOutcome.STARTED
     assert repo.start(alive, "w-alive", lease_seconds=60, max_attempts=2) is StartOutcome.STARTED
     time.sleep(0.05)
-    report = sweep(client)
+    report = sweep(services)
     assert (report.requeued, report.poisoned) == ([dead], [])
     assert [r["job_id"] for r in queued_requests(redis_url, "base")] == [dead]
     requeued = repo.get(dead)
@@ -96,7 +96,7 @@ def test_an_expired_job_that_used_all_its_attempts_is_given_up_as_poison(
         outcome = repo.start(job_id, f"w{attempt}", lease_seconds=0.01, max_attempts=2)
         assert outcome is StartOutcome.STARTED
         time.sleep(0.05)
-        report = sweep(client)
+        report = sweep(services)
     assert (report.requeued, report.poisoned) == ([], [job_id])
     job = repo.get(job_id)
     assert (job.status, job.error_kind, job.attempts) == (Status.FAILED, ErrorKind.POISON, 2)
@@ -115,14 +115,14 @@ def test_queued_jobs_are_resent_as_lost_only_once_their_queue_is_empty_and_they_
     services: Services, client: Client, redis_url: str
 ) -> None:
     ids = submit(client, 2)
-    assert sweep(client).resent == []  # fresh: still within the live window
+    assert sweep(services).resent == []  # fresh: still within the live window
     time.sleep(services.settings.worker_live_window + 0.1)
-    assert sweep(client).resent == []  # stale, but their messages are still queued
+    assert sweep(services).resent == []  # stale, but their messages are still queued
     drain(redis_url, "base")
-    report = sweep(client)
+    report = sweep(services)
     assert sorted(report.resent) == sorted(ids)
     assert sorted(r["job_id"] for r in queued_requests(redis_url, "base")) == sorted(ids)
-    assert sweep(client).resent == []  # just resent: fresh again
+    assert sweep(services).resent == []  # just resent: fresh again
 
 
 def test_advisor_sweep_prints_one_json_round_and_exits_zero(
@@ -168,6 +168,6 @@ def test_a_job_started_before_its_publish_was_recorded_is_republished_without_th
     [(job, _)] = services.repository.create_jobs([new])
     services.repository.start(job.id, "w-gone", lease_seconds=0.01, max_attempts=2)
     time.sleep(0.05)
-    report = sweep(client)
+    report = sweep(services)
     assert (report.requeued, report.republished) == ([job.id], 1)
     assert [r["job_id"] for r in queued_requests(redis_url, "base")] == [job.id]
