@@ -26,6 +26,7 @@ from producers.errors import (
 from producers.feedback import FeedbackRecord
 from producers.inputs import SubmitItem
 from producers.router import Decision, Router
+from producers.services import Services
 
 __all__ = [
     "CallbackRefused",
@@ -44,6 +45,7 @@ __all__ = [
     "ProducerError",
     "PublishFailed",
     "Router",
+    "Services",
     "SubmitItem",
     "UnknownAdvisor",
     "UnknownVariant",
