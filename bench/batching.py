@@ -28,7 +28,9 @@ from jobs.contracts import FINAL_STATUSES, Status
 from photos.intake import Limits, prepare
 from producers import Client, SubmitItem
 from producers.commands.demo import photo
+from producers.services import Services
 from store.models import Job
+from store.repository import Repository
 
 # `mlx_vlm.generate` is also a function the package re-exports; import the module itself.
 _ar = importlib.import_module("mlx_vlm.generate.ar")
@@ -45,16 +47,18 @@ class WorkerRun:
     peak_rss_mib: float
 
 
-def serve(client: Client, env: dict[str, str], logs: Path, batch: int, jobs: int) -> WorkerRun:
+def serve(
+    client: Client, repository: Repository, env: dict[str, str], logs: Path, batch: int, jobs: int
+) -> WorkerRun:
     """One worker at ADVISOR_WORKER_BATCH=batch drains `jobs` submitted at once."""
     worker = launcher.start({**env, "ADVISOR_WORKER_BATCH": str(batch)}, logs)
     try:
-        launcher.wait_ready([worker], client.repository)
+        launcher.wait_ready([worker], repository)
         items = [SubmitItem(photo(i), ADVISOR, subject=f"b{batch}-{i}") for i in range(jobs)]
         ids = [h.id for h in client.submit_many(items)]
         deadline = time.monotonic() + 120 * jobs
         while True:
-            rows = client.repository.find(Job.id.in_(ids))
+            rows = repository.find(Job.id.in_(ids))
             if all(Status(r.status) in FINAL_STATUSES for r in rows):
                 break
             if time.monotonic() > deadline:
@@ -140,15 +144,16 @@ def run(target: Target, workdir: Path, size: str, batches: list[int], jobs_per_r
     raw = Raw(model_dir, settings)
     # Interleaved per B (which goes first alternates), so load drift on a shared machine hits
     # the worker and its ceiling alike; the ceiling runs at the B=1 run's median length.
-    with Client(settings) as client:
+    with Services(settings) as built:
+        client = Client(services=built)
         for index, batch in enumerate(batches):
             jobs = max(2, batch * jobs_per_row)
             if index % 2 == 0:  # B=1 goes first: its jobs set the ceiling's length
-                run_ = serve(client, env, logs, batch, jobs)
+                run_ = serve(client, built.repository, env, logs, batch, jobs)
                 raw_rates[batch] = raw.tokens_per_second(batch, _tokens(runs or [run_]))
             else:
                 raw_rates[batch] = raw.tokens_per_second(batch, _tokens(runs))
-                run_ = serve(client, env, logs, batch, jobs)
+                run_ = serve(client, built.repository, env, logs, batch, jobs)
             runs.append(run_)
     del raw
     serial, parallel, apply = mask_step_ms(model_dir, rows=8)

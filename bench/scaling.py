@@ -13,17 +13,19 @@ from jobs.clock import as_utc
 from jobs.contracts import FINAL_STATUSES, Status
 from producers import Client, SubmitItem
 from producers.commands.demo import photo
+from producers.services import Services
 from store.models import Job
+from store.repository import Repository
 
 
-def drain(client: Client, jobs: int, tag: str) -> float:
+def drain(client: Client, repository: Repository, jobs: int, tag: str) -> float:
     """Submit `jobs` at once and wait for all; jobs/s from first queued_at to last completed_at."""
     items = [SubmitItem(photo(i), ADVISOR, subject=f"{tag}-{i}") for i in range(jobs)]
     ids = [h.id for h in client.submit_many(items)]
     deadline = time.monotonic() + 60 * jobs
     while True:
         # One query per poll, a few polls a second: the cores stay with the workers.
-        rows = client.repository.find(Job.id.in_(ids))
+        rows = repository.find(Job.id.in_(ids))
         if all(Status(r.status) in FINAL_STATUSES for r in rows):
             break
         if time.monotonic() > deadline:
@@ -47,18 +49,19 @@ def measure(
     one: list[float] = []
     two: list[float] = []
     shares: list[int] = []
-    with Client(settings) as client:
+    with Services(settings) as built:
+        client = Client(services=built)
         first = launcher.start(env, logs)
         try:
-            launcher.wait_ready([first], client.repository)
+            launcher.wait_ready([first], built.repository)
             for rep in range(repeats):
-                one.append(drain(client, jobs, f"{size}-one-{rep}"))
+                one.append(drain(client, built.repository, jobs, f"{size}-one-{rep}"))
                 second = launcher.start(env, logs)
                 try:
-                    launcher.wait_ready([second], client.repository)
-                    before = {hb.pid: hb.jobs_done for hb in client.repository.live_workers(60)}
-                    two.append(drain(client, jobs, f"{size}-two-{rep}"))
-                    after = {hb.pid: hb.jobs_done for hb in client.repository.live_workers(60)}
+                    launcher.wait_ready([second], built.repository)
+                    before = {hb.pid: hb.jobs_done for hb in built.repository.live_workers(60)}
+                    two.append(drain(client, built.repository, jobs, f"{size}-two-{rep}"))
+                    after = {hb.pid: hb.jobs_done for hb in built.repository.live_workers(60)}
                     shares += [after[p] - before.get(p, 0) for p in after]
                 finally:
                     second.stop()

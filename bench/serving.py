@@ -22,6 +22,7 @@ from jobs.settings import Settings
 from photos.intake import Limits, prepare
 from producers import Client
 from producers.commands.demo import photo
+from producers.services import Services
 from store.repository import Repository
 
 ADVISOR = "ansel"
@@ -67,10 +68,10 @@ def wait_final(repo: Repository, job_id: str, timeout: float = 900) -> None:
     raise TimeoutError(f"job {job_id} not final after {timeout:.0f}s")
 
 
-def through_worker(client: Client, index: int) -> JobRun:
+def through_worker(client: Client, repository: Repository, index: int) -> JobRun:
     """One job end to end through the running worker."""
     handle = client.submit(photo(index), ADVISOR, subject=f"overhead-{index}")
-    wait_final(client.repository, handle.id)
+    wait_final(repository, handle.id)
     job = client.status(handle.id)
     if job.status != Status.SUCCEEDED:
         raise RuntimeError(f"benchmark job {job.id} {job.status}: {job.error}")
@@ -118,17 +119,18 @@ def measure(target: Target, workdir: Path, size: str, jobs: int) -> ServedModel:
     runs: list[JobRun] = []
     direct_ms: list[float] = []
     direct_tokens: list[int] = []
-    with Client(settings) as client:
+    with Services(settings) as built:
+        client = Client(services=built)
         worker = launcher.start(worker_env(settings), workdir / "logs")
         try:
-            ready = launcher.wait_ready([worker], client.repository)
+            ready = launcher.wait_ready([worker], built.repository)
             direct = Direct(settings, model_dir)  # the idle worker only waits on the broker
             for i in range(jobs):
                 if i % 2:
                     ms, tokens = direct.timed(i)
-                    runs.append(through_worker(client, i))
+                    runs.append(through_worker(client, built.repository, i))
                 else:
-                    runs.append(through_worker(client, i))
+                    runs.append(through_worker(client, built.repository, i))
                     ms, tokens = direct.timed(i)
                 direct_ms.append(ms)
                 direct_tokens.append(tokens)

@@ -122,7 +122,9 @@ def run(targets: list[Target], workdir: Path, jobs: int, repeats: int) -> Sectio
             Goal(
                 f"`submit_many` ms/job vs raw `send_task` ({target.name})",
                 ratios(results["many"], results["raw"]),
-                1.0,
+                # Issue 22: at most 0.6x on Redis + PostgreSQL (0.63 before the idempotency
+                # claim, quota, outbox and photo intake joined the submit).
+                1.0 if target.is_embedded else 0.6,
                 at_least=False,
                 why=why,
                 fix=(
@@ -137,7 +139,11 @@ def run(targets: list[Target], workdir: Path, jobs: int, repeats: int) -> Sectio
         "`submit_many` publishes in pipelined chunks (kombu's `Producer.batch()`: one Redis "
         "round trip per 200 jobs, task message and task-sent event together) and writes its "
         "rows with one executemany; a plain `send_task` loop pays a round trip per message and "
-        "per event. `submit` pays two transactions and a publish per call. Before this, "
+        "per event. Each message goes out by `producer.publish` with its queue and the event "
+        "exchange declared once per call (`send_task` re-routed, copied and re-declared per "
+        "message), rows without an idempotency key are inserted by a pipelined executemany, "
+        "and the published mark does not wait for the disk. `submit` pays two transactions "
+        "and a publish per call. Before this, "
         "`create_jobs` inserted row by row and each message was its own round trip: "
         "`submit_many` then cost 1.7 ms/job on Redis + SQLite and 3.0 ms/job on Redis + "
         "PostgreSQL, against 0.9 ms/job for raw `send_task`."

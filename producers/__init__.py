@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from producers.feedback import FeedbackRecord
     from producers.inputs import SubmitItem
     from producers.router import Decision, Router
+    from producers.services import Services
 
 # Each name's module, imported on first use: `advisor --help` (producers.cli) and the
 # gateway's submodules need none of the client's weight.
@@ -52,6 +53,7 @@ _HOMES = {
     "SubmitItem": "producers.inputs",
     "Decision": "producers.router",
     "Router": "producers.router",
+    "Services": "producers.services",
 }  # fmt: skip
 
 
@@ -81,6 +83,7 @@ __all__ = [
     "ProducerError",
     "PublishFailed",
     "Router",
+    "Services",
     "SubmitItem",
     "UnknownAdvisor",
     "UnknownVariant",

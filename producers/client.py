@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -12,22 +10,15 @@ from types import TracebackType
 from typing import Any
 
 from jobs.contracts import FINAL_STATUSES, Assignment, Status
-from jobs.settings import Settings, get_settings
-from jobs.variants import Registry, load_registry_for
-from notices.courier import Courier, policy_of
+from jobs.settings import Settings
+from jobs.variants import Registry
 from notices.webhooks import CallbackPolicy
 from producers.errors import JobFinished, JobTimeout
-from producers.feedback import DEFAULT_SOURCE, FeedbackRecord, FeedbackStore
+from producers.feedback import DEFAULT_SOURCE, FeedbackRecord
 from producers.inputs import ImageInput, SubmitItem, as_item, check_item
-from producers.outbox import REPUBLISH_GRACE_SECONDS, Outbox
-from producers.publisher import Publisher, PublishResult
-from producers.rollouts import RolloutStore
-from producers.router import Router
-from store.db import engine_for
-from store.deliveries import DeliveryStore
+from producers.services import Services
 from store.lifecycle import CancelOutcome
 from store.models import Delivery, Job
-from store.repository import Repository
 from store.submissions import NewJob
 
 DEFAULT_WAIT_SECONDS = 600.0
@@ -73,7 +64,11 @@ class JobHandle:
 
 
 class Client:
-    """Producer-side entry point; one per process is plenty (it holds a broker pool)."""
+    """Producer-side entry point; one per process is plenty (it holds a broker pool).
+
+    `Client(settings)` builds its own Services and closes them with itself; given `services`,
+    it shares them (the gateway: one engine, router and broker pool) and leaves them open.
+    """
 
     def __init__(
         self,
@@ -81,43 +76,13 @@ class Client:
         *,
         registry: Registry | None = None,
         callback_policy: CallbackPolicy | None = None,
+        services: Services | None = None,
     ):
-        self.settings = settings or get_settings()
-        self.registry = registry or load_registry_for(self.settings)
-        self.engine = engine_for(self.settings.resolved_database_url)
-        self.repository = Repository(self.engine)
-        self.deliveries = DeliveryStore(self.engine)
-        self.rollouts = RolloutStore(self.engine)
-        self.feedback_store = FeedbackStore(self.engine)
-        self.router = Router(self.settings, self.registry, self.rollouts, self.repository)
-        self.callback_policy = callback_policy or policy_of(self.settings)
-        self._publisher: Publisher | None = None
-        self._outbox: Outbox | None = None
-        self._courier: Courier | None = None
-
-    @property
-    def publisher(self) -> Publisher:
-        # Lazy: status and wait need no broker.
-        if self._publisher is None:
-            self._publisher = Publisher(self.settings)
-        return self._publisher
-
-    @property
-    def outbox(self) -> Outbox:
-        if self._outbox is None:
-            self._outbox = Outbox(self.repository, self.publisher)
-        return self._outbox
-
-    @property
-    def courier(self) -> Courier:
-        """Sends due outcome notices (the sweep's step; `advisor deliveries retry`)."""
-        if self._courier is None:
-            self._courier = Courier(
-                self.settings,
-                self.deliveries,
-                sender=f"producer {socket.gethostname()}:{os.getpid()}",
-            )
-        return self._courier
+        self._owns_services = services is None
+        if services is None:
+            services = Services(settings, registry=registry, callback_policy=callback_policy)
+        self._services = services
+        self.settings = services.settings
 
     # -- submitting ----------------------------------------------------------------
 
@@ -154,8 +119,10 @@ class Client:
         `submitted_by` (an API key's name) is recorded on every row; with `max_in_flight` that
         submitter may have at most so many jobs queued or running (QuotaExceeded otherwise).
         """
-        checked = [check_item(as_item(raw), self.settings, self.callback_policy) for raw in items]
-        decisions = [self.router.decide(c.item.advisor, c.subject, c.item.variant) for c in checked]
+        services = self._services
+        policy, router, registry = services.callback_policy, services.router, services.registry
+        checked = [check_item(as_item(raw), self.settings, policy) for raw in items]
+        decisions = [router.decide(c.item.advisor, c.subject, c.item.variant) for c in checked]
         new_jobs: list[NewJob] = []
         shadows: list[NewJob] = []
         images: dict[str, bytes] = {}
@@ -170,7 +137,7 @@ class Client:
                 variant=decision.variant,
                 assignment=decision.assignment,
                 weights_version=decision.weights_version,
-                base_model=self.registry.get(decision.variant).base_model,
+                base_model=registry.get(decision.variant).base_model,
                 idempotency_key=c.item.idempotency_key,
                 model_used=decision.model_used,
                 photo=c.image.photo.to_dict(),
@@ -179,14 +146,14 @@ class Client:
                 id=str(uuid.uuid4()),
             )
             new_jobs.append(primary)
-            other = self.router.shadow_for(primary.advisor, decision, primary.id)
+            other = router.shadow_for(primary.advisor, decision, primary.id)
             if other is not None:
-                shadows.append(shadow_of(primary, other, self.registry.get(other).base_model))
-        stored, paired = self.repository.create_with_shadows(
+                shadows.append(shadow_of(primary, other, registry.get(other).base_model))
+        stored, paired = services.repository.create_with_shadows(
             new_jobs, images, shadows, max_in_flight=max_in_flight
         )
         # Only rows this call created are published: a repeated idempotency key publishes once.
-        result = self.publish([job for job, created in stored if created] + paired)
+        result = services.outbox.publish([job for job, created in stored if created] + paired)
         unsent = set(result.unsent)
         return [self._handle(job, created, unsent, result.error) for job, created in stored]
 
@@ -215,32 +182,24 @@ class Client:
             client=self,
         )
 
-    def publish(self, jobs: Sequence[Job]) -> PublishResult:
-        """Send the jobs and record the outcome on their rows (published, or publish_error)."""
-        return self.outbox.publish(jobs)
-
-    def republish(self, limit: int = 500, *, grace: float = REPUBLISH_GRACE_SECONDS) -> int:
-        """Send queued jobs that were never published (or were drained/handed back); a count."""
-        return self.outbox.republish(limit, grace=grace)
-
     # -- reading -------------------------------------------------------------------
 
     def status(self, job_id: str) -> Job:
-        return self.repository.get(job_id)
+        return self._services.repository.get(job_id)
 
     def job_id(self, text: str) -> str:
         """The full id for `text`: an id, or a unique prefix of at least 8 hex digits
         (AmbiguousJobId names the matches). The HTTP API takes full ids only."""
-        return self.repository.resolve_id(text)
+        return self._services.repository.resolve_id(text)
 
     def deliveries_of(self, job_id: str) -> list[Delivery]:
         """The job's outcome notices with their attempt log (JobNotFound for no such job)."""
-        self.repository.get(job_id)
-        return self.deliveries.of_job(job_id)
+        self._services.repository.get(job_id)
+        return self._services.deliveries.of_job(job_id)
 
     def retry_deliveries(self, job_ids: Sequence[str] | None = None) -> list[str]:
         """Undelivered notices (of these jobs, or all) get a fresh set of attempts; their ids."""
-        return self.deliveries.retry_undelivered(job_ids)
+        return self._services.deliveries.retry_undelivered(job_ids)
 
     # -- cancelling ----------------------------------------------------------------
 
@@ -248,7 +207,7 @@ class Client:
         """A queued job ends `cancelled` and never starts; a running one stops within about a
         second (its worker records `cancelled` and keeps the partial text). JobFinished if
         it already ended."""
-        outcome, job = self.repository.cancel(job_id)
+        outcome, job = self._services.repository.cancel(job_id)
         if outcome is CancelOutcome.FINISHED:
             raise JobFinished(job.id, job.status)
         return job
@@ -265,7 +224,7 @@ class Client:
         TimeoutError) otherwise."""
         deadline = time.monotonic() + timeout
         while True:
-            job = self.repository.get(job_id)
+            job = self._services.repository.get(job_id)
             if on_update is not None:
                 on_update(job)
             if Status(job.status) in FINAL_STATUSES:
@@ -286,20 +245,15 @@ class Client:
     ) -> FeedbackRecord:
         """The app's user's verdict on a succeeded job's critique (rating 1-5); a second one
         from the same `source` replaces the first (`replaced` says so)."""
-        return self.feedback_store.record(
+        return self._services.feedback.record(
             job_id, rating, helpful=helpful, comment=comment, source=source
         )
 
     # -- lifecycle -----------------------------------------------------------------
 
     def close(self) -> None:
-        if self._courier is not None:
-            self._courier.close()
-            self._courier = None
-        if self._publisher is not None:
-            self._publisher.close()
-            self._publisher = None
-            self._outbox = None
+        if self._owns_services:
+            self._services.close()
 
     def __enter__(self) -> Client:
         return self

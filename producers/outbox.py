@@ -27,8 +27,9 @@ class Outbox:
         self.publisher = publisher
 
     def publish(self, jobs: Sequence[Job]) -> PublishResult:
-        """Send the jobs and record the outcome on their rows (published, or publish_error)."""
-        result = self.publisher.publish(jobs)
+        """The one publish path: send the jobs and record the outcome on their rows (published,
+        or publish_error); submit, the sweep, drains and republish all come through here."""
+        result = self.publisher.send(jobs)
         self.repository.mark_published(result.sent)
         if result.unsent:
             self.repository.mark_publish_failed(result.unsent, result.error or "not sent")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ REDIS_SOCKET_OPTIONS = {"socket_connect_timeout": 3.0, "socket_timeout": 10.0}
 # Jobs per broker batch, and its buffer (task message + task-sent event each, with room).
 BATCH_JOBS = 200
 BATCH_OPERATIONS = 4 * BATCH_JOBS
+EVENTS = "celeryev"  # in a batch's declared set: the task events' exchange
 
 
 @dataclass
@@ -53,9 +55,13 @@ class Publisher:
                 **REDIS_SOCKET_OPTIONS,
             }
         self._errors = send_errors(self.app)
+        self._delivery_mode = self.app.conf.task_default_delivery_mode
 
-    def publish(self, jobs: Sequence[Job]) -> PublishResult:
-        """Send each job once; after the first failure the rest are left for the republisher."""
+    def send(self, jobs: Sequence[Job]) -> PublishResult:
+        """Send each job once; after the first failure the rest are left for the republisher.
+
+        The broker half of Outbox.publish, which records the outcome on the rows: publish
+        through that, never this alone."""
         result = PublishResult()
         if not jobs:
             return result
@@ -63,6 +69,7 @@ class Publisher:
         try:
             with self.app.producer_or_acquire() as producer:
                 is_batched = producer.supports_batch_publish
+                declared: set[str] = set()
                 for first in range(0, len(jobs), BATCH_JOBS):
                     chunk, done = jobs[first : first + BATCH_JOBS], 0
                     try:
@@ -70,7 +77,7 @@ class Publisher:
                         # each at once.
                         with producer.batch(max_size=BATCH_OPERATIONS):
                             for job in chunk:
-                                self._send(job, producer)
+                                self._send(job, producer, declared)
                                 done += 1
                     except self._errors as exc:
                         # A failed pipeline's delivery is uncertain: its whole chunk counts as
@@ -96,18 +103,42 @@ class Publisher:
             )
         return result
 
-    def _send(self, job: Job, producer: Any) -> None:
+    def _send(self, job: Job, producer: Any, declared: set[str]) -> None:
+        """What `send_task` does for this message, without its per-message routing, queue
+        copies and argument reprs: the same task message and task-sent event (Flower)."""
         # A shadow job waits in its variant's shadow queue, served only when the worker is idle.
         is_shadow = job.shadow_of is not None
-        self.app.send_task(
-            ANALYZE_TASK,
-            kwargs=request_for(job).model_dump(),
-            queue=analyze_queue(job.variant, is_shadow=is_shadow),
-            routing_key=queue_of(job.variant, is_shadow=is_shadow),
-            producer=producer,
-            retry=True,
-            retry_policy=SEND_RETRY_POLICY,
+        name = queue_of(job.variant, is_shadow=is_shadow)
+        if name not in declared:
+            # Once per queue and publish call (kombu caches it per connection as well).
+            producer.maybe_declare(
+                analyze_queue(job.variant, is_shadow=is_shadow), retry=True, **SEND_RETRY_POLICY
+            )
+            declared.add(name)
+        kwargs = request_for(job).model_dump()
+        headers, properties, body, event = self.app.amqp.as_task_v2(
+            str(uuid.uuid4()), ANALYZE_TASK, kwargs=kwargs, argsrepr="()",
+            kwargsrepr=repr(kwargs), create_sent_event=True, reply_to=self.app.thread_oid,
+            ignore_result=None,
+        )  # fmt: skip
+        producer.publish(
+            body, exchange="", routing_key=name, serializer="json", headers=headers,
+            delivery_mode=self._delivery_mode, retry=True, retry_policy=SEND_RETRY_POLICY,
+            **properties,
+        )  # fmt: skip
+        # The task-sent event as send_task's dispatcher makes it, its exchange declared once.
+        events = self.app.amqp._event_dispatcher
+        if EVENTS not in declared:
+            producer.maybe_declare(events.exchange, retry=True, **SEND_RETRY_POLICY)
+            declared.add(EVENTS)
+        sent = events._prepare_event(
+            "task-sent", {**event, "queue": name, "exchange": "", "routing_key": name}
         )
+        producer.publish(
+            sent, routing_key="task.sent", exchange=events.exchange.name,
+            serializer=events.serializer, headers=events.headers,
+            delivery_mode=events.delivery_mode, retry=True, retry_policy=SEND_RETRY_POLICY,
+        )  # fmt: skip
 
     def _describe(self, exc: BaseException) -> str:
         return unreachable(self.settings.resolved_broker_url, exc)

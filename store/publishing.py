@@ -17,7 +17,7 @@ from jobs.contracts import (
     Status,
     model_used_for,
 )
-from store.dialect import storable
+from store.dialect import no_wait_for_disk, storable
 from store.models import Job
 from store.reading import Reader
 
@@ -32,6 +32,7 @@ class Publishing(Reader):
         now = utcnow()
         is_queued = Job.status == Status.QUEUED
         with self.engine.begin() as conn:
+            no_wait_for_disk(conn)
             # Whatever the status: a fast worker may have started (or finished) the job before
             # this runs, and the row must still say that its message went out.
             conn.execute(

@@ -147,14 +147,7 @@ class Submissions(Reader):
                     firsts[key] = new
                 row_of.append(_new_job_values(new, now))
             rows = [row for row in row_of if row is not None]
-            inserted: set[str] = set()
-            if rows:
-                claim = (
-                    insert_for(self.engine, Job)
-                    .on_conflict_do_nothing(index_elements=["idempotency_key"])
-                    .returning(Job.id)
-                )
-                inserted = set(conn.execute(claim, rows).scalars())
+            inserted = self._insert_jobs(conn, rows)
             made = {row["idempotency_key"]: Job(**row) for row in rows if row["idempotency_key"]}
             taken = [key for key, job in made.items() if job.id not in inserted]
             stored = self._jobs_by_key(conn, taken) if taken else {}
@@ -184,6 +177,25 @@ class Submissions(Reader):
             if notices:
                 conn.execute(insert(Delivery), notices)
         return results, [Job(**values) for values in paired]
+
+    def _insert_jobs(self, conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
+        """The ids of `rows` this insert created: a keyed row whose key exists is skipped."""
+        keyed = [row for row in rows if row["idempotency_key"]]
+        plain = [row for row in rows if not row["idempotency_key"]]
+        inserted: set[str] = set()
+        if keyed:
+            claim = (
+                insert_for(self.engine, Job)
+                .on_conflict_do_nothing(index_elements=["idempotency_key"])
+                .returning(Job.id)
+            )
+            inserted.update(conn.execute(claim, keyed).scalars())
+        if plain:
+            # No key, no conflict: a plain executemany, which psycopg pipelines with one small
+            # cached statement; RETURNING would make it one huge statement parsed every time.
+            conn.execute(insert(Job), plain)
+            inserted.update(row["id"] for row in plain)
+        return inserted
 
     @staticmethod
     def _jobs_by_key(conn: Connection, keys: Sequence[str]) -> dict[str, Job]:

@@ -9,10 +9,10 @@ from dataclasses import replace
 from jobs.broker import make_celery, queue_depths
 from jobs.contracts import queue_for, shadow_queue_for
 from jobs.errors import BrokerUnreachable
-from jobs.settings import Settings, get_settings
-from jobs.variants import Registry, load_registry_for
+from jobs.settings import Settings
+from jobs.variants import Registry
 from producers.commands.arguments import fraction, positive
-from producers.commands.output import Subparsers
+from producers.commands.output import Subparsers, services
 from producers.ops.capacity import (
     DEFAULT_HOST_MEMORY_GB,
     DEFAULT_MODEL_MEMORY_GB,
@@ -22,14 +22,11 @@ from producers.ops.capacity import (
     render_plan,
     worker_memory_gb,
 )
-from producers.rollouts import RolloutStore
-from store.db import engine_for
 
 
 def cmd_capacity(args: argparse.Namespace) -> int:
-    settings = get_settings()
-    engine = engine_for(settings.resolved_database_url)
-    registry = load_registry_for(settings)
+    built = services()
+    settings, registry = built.settings, built.registry
     depths, note = _queue_depths(settings, registry)
     notes = [note] if note is not None else []
     host = args.host_memory_gb or host_memory_gb()
@@ -40,7 +37,7 @@ def cmd_capacity(args: argparse.Namespace) -> int:
         name: worker_memory_gb(registry.get(name).base_model) for name in registry.names
     }
     plan = plan_capacity(
-        engine, registry, RolloutStore(engine), window_hours=args.window_hours,
+        built.engine, registry, built.rollouts, window_hours=args.window_hours,
         target_utilisation=args.target_utilisation, memory_per_worker_gb=memory,
         host_memory_gb=host, next_step=args.next_step, queue_depths=depths,
     )  # fmt: skip

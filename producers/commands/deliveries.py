@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from producers.commands.output import EXIT_USAGE, Subparsers, client, emit_json
+from producers.client import Client
+from producers.commands.output import EXIT_USAGE, Subparsers, client, emit_json, services
 from producers.views import delivery_target, delivery_to_dict
 from store.models import Delivery
 
@@ -45,11 +46,12 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
 
 
 def _retry(job_ids: list[str], as_json: bool) -> int:
-    with client() as producer:
+    with services() as built:
+        producer = Client(services=built)
         # Full ids for prefixes; JobNotFound names a mistyped one.
         job_ids = [producer.job_id(job_id) for job_id in job_ids]
         reset = producer.retry_deliveries(job_ids or None)
-        done = producer.courier.deliver_due() if reset else None
+        done = built.courier.deliver_due() if reset else None
     summary = {
         "reset": len(reset),
         "delivered": len(done.delivered) if done else 0,

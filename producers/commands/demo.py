@@ -25,8 +25,10 @@ from producers.commands.rollout import rollout_control
 from producers.feedback import FeedbackStore
 from producers.inputs import SubmitItem
 from producers.ops.rollout import default_actor
+from producers.services import Services
 from store import migrate
 from store.models import Job
+from store.repository import Repository
 
 ADVISOR = "ansel"
 WORKER = [sys.executable, "-m", "advisor_worker.cli"]
@@ -163,7 +165,10 @@ def start_workers(plan: DemoPlan, log_dir: Path) -> list[tuple[str, subprocess.P
 
 
 def wait_live(
-    client: Client, procs: list[tuple[str, subprocess.Popen[bytes]]], log_dir: Path
+    repository: Repository,
+    window: float,
+    procs: list[tuple[str, subprocess.Popen[bytes]]],
+    log_dir: Path,
 ) -> None:
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -171,8 +176,7 @@ def wait_live(
             if proc.poll() is not None:
                 tail = (log_dir / f"worker-{variant}.log").read_text(errors="replace")[-800:]
                 raise DemoFailed(f"the {variant} worker exited {proc.returncode}: {tail.strip()}")
-        window = client.settings.worker_live_window
-        pids = {hb.pid for hb in client.repository.live_workers(window)}
+        pids = {hb.pid for hb in repository.live_workers(window)}
         if all(proc.pid in pids for _, proc in procs):
             return
         time.sleep(0.5)
@@ -233,21 +237,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"Database {mask_url(settings.resolved_database_url)}; broker "
           f"{mask_url(settings.resolved_broker_url)}", file=sys.stderr)  # fmt: skip
     log_dir = settings.data_dir / "demo-logs"
-    with Client(settings) as client:
+    with Services(settings) as built:
+        client = Client(services=built)
         weights = {"base": 1 - args.split, "fine_tuned": args.split}
-        rollout_control(client).set_weights(
+        rollout_control(built).set_weights(
             ADVISOR, weights, reason="advisor demo", actor=default_actor(), shadow=args.shadow
         )
         procs = start_workers(plan, log_dir)
         try:
             print("Starting one base and one fine-tuned worker ...", file=sys.stderr)
-            wait_live(client, procs, log_dir)
+            wait_live(built.repository, settings.worker_live_window, procs, log_dir)
             run_id = f"{time.time():.0f}"
             items = [SubmitItem(photo(i), ADVISOR, subject=f"demo-{run_id}-{i}")
                      for i in range(args.jobs)]  # fmt: skip
             handles = client.submit_many(items)
             ids = [h.id for h in handles]
-            shadow_ids = [j.id for j in client.repository.find(Job.shadow_of.in_(ids))]
+            shadow_ids = [j.id for j in built.repository.find(Job.shadow_of.in_(ids))]
             started = time.monotonic()
             while True:
                 jobs = [client.status(i) for i in ids]
@@ -265,7 +270,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(file=sys.stderr)
         finally:
             stop_workers(procs)
-        rated = simulate_raters(client.feedback_store, jobs) if args.feedback else 0
+        rated = simulate_raters(built.feedback, jobs) if args.feedback else 0
     print(table(jobs))
     took = time.monotonic() - started
     print(f"{done}/{len(ids)} jobs finished in {took:.1f}s, plus {paired}/{len(shadows)} shadow "

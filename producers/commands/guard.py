@@ -10,14 +10,12 @@ from datetime import UTC, datetime, timedelta
 
 from jobs.clock import utcnow
 from jobs.settings import get_settings
-from jobs.variants import load_registry_for
 from producers.commands.arguments import positive
-from producers.commands.output import Subparsers
+from producers.commands.output import Subparsers, services
 from producers.ops.guard import GuardDecision, GuardThresholds, enforce, run_loop
 from producers.ops.plan_hook import PlanHook
 from producers.ops.plans import plan_control_for
 from producers.ops.replay import ReplayRound, replay
-from producers.rollouts import RolloutStore
 from store.db import engine_for
 
 
@@ -37,10 +35,9 @@ def cmd_guard(args: argparse.Namespace) -> int:
             print(f"plan {plan.advisor}/{plan.variant} {plan.status.value}: {plan.state}",
                   flush=True)  # fmt: skip
 
-    settings = get_settings()
-    engine = engine_for(settings.resolved_database_url)
-    rollouts = RolloutStore(engine)
-    registry = load_registry_for(settings)
+    built = services()
+    settings, engine = built.settings, built.engine
+    rollouts, registry = built.rollouts, built.registry
     plans = plan_control_for(settings, engine, registry, rollouts)
     # The first round runs here so a bad database fails the command instead of the loop.
     show(enforce(engine, rollouts, registry, thresholds=thresholds, plans=plans))

@@ -19,6 +19,7 @@ from producers.commands.output import (
     emit_json,
     print_job,
     reader,
+    services,
     wait_with_bar,
 )
 from producers.errors import InvalidSubmission, PublishFailed
@@ -121,15 +122,15 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_republish(args: argparse.Namespace) -> int:
-    with client() as producer:
+    with services() as built:
         if args.loop is None:
-            count = producer.republish(args.limit)
+            count = built.outbox.republish(args.limit)
             print(f"Republished {count} job(s)")
             return 0
         logger.info("Republishing every %gs; Ctrl-C stops", args.loop)
         while True:
             try:
-                producer.republish(args.limit)
+                built.outbox.republish(args.limit)
             except PublishFailed as exc:
                 # The sweep outlives broker outages; the next round tries again.
                 logger.warning("%s", exc)

@@ -6,13 +6,12 @@ import argparse
 import sys
 
 from jobs.settings import get_settings
-from producers.commands.output import Subparsers, emit_json
+from producers.commands.output import Subparsers, emit_json, services
 from producers.keys import KeyInfo, KeyStore, Scope
-from store.db import engine_for
 
 
 def key_store() -> KeyStore:
-    return KeyStore(engine_for(get_settings().resolved_database_url))
+    return services().keys
 
 
 def _describe(info: KeyInfo) -> dict[str, object]:

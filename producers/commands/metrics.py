@@ -14,14 +14,13 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from jobs.broker import make_celery, queue_depths
+from jobs.broker import queue_depths
 from jobs.contracts import queue_for
 from jobs.errors import BrokerUnreachable, summary
-from jobs.settings import Settings, get_settings, mask_url
-from jobs.variants import load_registry_for
-from producers.commands.output import Subparsers
+from jobs.settings import mask_url
+from producers.commands.output import Subparsers, services
 from producers.ops.metrics import render_metrics
-from store.db import engine_for
+from producers.services import Services
 
 logger = logging.getLogger(__name__)
 
@@ -32,11 +31,12 @@ StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 class Exporter:
     """Reads the database and the broker on every scrape; nothing is cached between scrapes."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.engine: Engine = engine_for(settings.resolved_database_url)
-        self.app: Celery = make_celery(settings, "advisor-metrics")
-        self.variants: Iterable[str] = load_registry_for(settings).names
+    def __init__(self, built: Services) -> None:
+        self.services = built
+        self.settings = built.settings
+        self.engine: Engine = built.engine
+        self.app: Celery = built.broker
+        self.variants: Iterable[str] = built.registry.names
 
     def scrape(self) -> bytes:
         try:
@@ -59,7 +59,7 @@ class Exporter:
         return _reply(start_response, "200 OK", body, CONTENT_TYPE_LATEST)
 
     def close(self) -> None:
-        self.app.close()
+        self.services.close()
         self.engine.dispose()
 
 
@@ -76,8 +76,9 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    settings = get_settings()
-    exporter = Exporter(settings)
+    built = services()
+    settings = built.settings
+    exporter = Exporter(built)
     try:
         server = make_server(args.host, args.port, exporter, handler_class=_QuietHandler)
     except OSError as exc:

@@ -12,6 +12,7 @@ from producers.views import job_to_dict
 
 if TYPE_CHECKING:
     from producers.client import Client
+    from producers.services import Services
     from store.models import Job
     from store.reading import Reader
 
@@ -19,6 +20,14 @@ __all__ = [
     "EXIT_FAILED", "EXIT_TIMEOUT", "EXIT_USAGE", "Subparsers", "client", "emit_json", "reader",
 ]  # fmt: skip
 Subparsers = Any  # argparse's _SubParsersAction is private; its type adds nothing here
+
+
+def services() -> Services:
+    """The command's collaborators, built once; `with services() as s:` closes them."""
+    from jobs.settings import get_settings
+    from producers.services import Services
+
+    return Services(get_settings())
 
 
 def client() -> Client:
@@ -65,7 +74,8 @@ def print_job(job: Job, as_json: bool) -> None:
 
 def wait_with_bar(client: Client, job_id: str, timeout: float) -> Job:
     """Block on the job, drawing its token progress on stderr."""
-    bar = ProgressBar(client.settings.max_output_tokens)
+    settings = client.settings
+    bar = ProgressBar(settings.max_output_tokens)
     try:
         return client.wait(job_id, timeout, on_update=bar.update)
     finally:

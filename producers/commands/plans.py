@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from producers.client import Client
-from producers.commands.output import Subparsers, client, emit_json
+from producers.commands.output import Subparsers, emit_json, services
 from producers.errors import InvalidPlan
 from producers.ops.plan_hook import PlanHook, hook_for
 from producers.ops.plans import (
@@ -17,6 +16,7 @@ from producers.ops.plans import (
 )
 from producers.ops.rollout import default_actor
 from producers.plans import Plan, PlanStore
+from producers.services import Services
 
 ACTIONS = ("show", "pause", "resume", "abort")
 USAGE = (
@@ -25,11 +25,11 @@ USAGE = (
 )
 
 
-def plan_control(producer: Client, hook: PlanHook | None = None) -> PlanControl:
-    """Plans over `producer`'s database and registry; its router forgets cached weights."""
+def plan_control(built: Services, hook: PlanHook | None = None) -> PlanControl:
+    """Plans over `built`'s database and registry; its router forgets cached weights."""
     return PlanControl(
-        producer.engine, producer.registry, producer.rollouts, PlanStore(producer.engine),
-        on_weights=producer.router.invalidate, hook=hook,
+        built.engine, built.registry, built.rollouts, PlanStore(built.engine),
+        on_weights=built.router.invalidate, hook=hook,
     )  # fmt: skip
 
 
@@ -72,9 +72,9 @@ def emit(plan: Plan, as_json: bool) -> None:
 def cmd_plan(args: argparse.Namespace) -> int:
     words = args.words
     actor = default_actor()
-    with client() as producer:
-        hook = hook_for(producer.settings)
-        plans = plan_control(producer, hook)
+    with services() as built:
+        hook = hook_for(built.settings)
+        plans = plan_control(built, hook)
         if len(words) == 2 and words[0] in ACTIONS:
             action, advisor = words
             if action == "show":

@@ -5,19 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 
-from jobs.settings import get_settings
 from producers.commands.arguments import positive
-from producers.commands.output import Subparsers
+from producers.commands.output import Subparsers, services
 from producers.ops.prune import prune
-from store.db import engine_for
-from store.repository import Repository
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    settings = get_settings()
-    repository = Repository(engine_for(settings.resolved_database_url))
+    built = services()
+    settings = built.settings
     report = prune(
-        repository,
+        built.repository,
         older_than_days=args.older_than or settings.retention_days,
         jobs=args.jobs or settings.retention_prune_jobs,
     )

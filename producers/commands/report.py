@@ -6,19 +6,16 @@ import argparse
 import json
 
 from jobs.advisors import get_persona
-from jobs.settings import get_settings
 from producers.commands.arguments import positive
-from producers.commands.output import Subparsers
+from producers.commands.output import Subparsers, services
 from producers.ops.report import build_report
 from producers.ops.report_text import render_report
-from store.db import engine_for
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     if args.advisor is not None:
         get_persona(args.advisor)  # UnknownAdvisor names the known ones
-    engine = engine_for(get_settings().resolved_database_url)
-    report = build_report(engine, days=args.days, advisor=args.advisor)
+    report = build_report(services().engine, days=args.days, advisor=args.advisor)
     print(json.dumps(report.to_dict(), indent=2) if args.json else render_report(report))
     return 0
 

@@ -6,21 +6,21 @@ import argparse
 
 from jobs.advisors import get_persona
 from jobs.errors import InvalidWeights
-from producers.client import Client
 from producers.commands import plans
-from producers.commands.output import Subparsers, client, emit_json
+from producers.commands.output import Subparsers, emit_json, services
 from producers.errors import InvalidSubmission
 from producers.ops.rollout import RolloutControl, default_actor
+from producers.services import Services
 from producers.views import registry_to_dict, weights_to_dict
 
 EXPECTED_HELP = "only if the weights are still at version N (as `rollout show` printed)"
 
 
-def rollout_control(producer: Client) -> RolloutControl:
-    """Rollout control over `producer`'s database, registry, router and broker."""
+def rollout_control(built: Services) -> RolloutControl:
+    """Rollout control over the database, registry, router and broker of `built`."""
     return RolloutControl(
-        producer.registry, producer.rollouts, producer.repository, producer.router,
-        producer.outbox, live_window=producer.settings.worker_live_window,
+        built.registry, built.rollouts, built.repository, built.router, built.outbox,
+        live_window=built.settings.worker_live_window,
     )  # fmt: skip
 
 
@@ -44,9 +44,9 @@ def _format(weights: dict[str, float], shadow: float = 0.0) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    with client() as producer:
-        rows = rollout_control(producer).show()
-        registry = producer.registry
+    with services() as built:
+        rows = rollout_control(built).show()
+        registry = built.registry
     if args.json:
         advisors = [
             weights_to_dict(r.weights) | {"variants": r.variants, "live": r.live_variants}
@@ -65,22 +65,22 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_set(args: argparse.Namespace) -> int:
     weights = parse_weights(args.weights)
-    with client() as producer:
+    with services() as built:
         get_persona(args.advisor)
-        known = {v.name for v in producer.registry.variants_for(args.advisor)}
+        known = {v.name for v in built.registry.variants_for(args.advisor)}
         unknown = sorted(set(weights) - known)
         if unknown:
             # The store would refuse too; this says which registry the known ones came from.
             raise InvalidWeights(
                 f"Unknown variant(s) {unknown} for {args.advisor}; known: {sorted(known)} "
-                f"({producer.registry.where})"
+                f"({built.registry.where})"
             )
         actor = default_actor()
-        result = rollout_control(producer).set_weights(
+        result = rollout_control(built).set_weights(
             args.advisor, weights, reason=args.reason, actor=actor, shadow=args.shadow,
             expected_version=args.expected_version,
         )  # fmt: skip
-        paused = plans.plan_control(producer).on_manual_change(result, actor)
+        paused = plans.plan_control(built).on_manual_change(result, actor)
     print(f"{result.advisor} v{result.version}: {_format(result.weights, result.shadow)}")
     if paused is not None:
         print(f"Paused the rollout plan of {result.advisor} at {paused.percent:g}%; "
@@ -89,13 +89,13 @@ def cmd_set(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    with client() as producer:
+    with services() as built:
         actor = default_actor()
-        result = rollout_control(producer).rollback(
+        result = rollout_control(built).rollback(
             args.advisor, drain=args.drain, reason=args.reason, actor=actor,
             expected_version=args.expected_version,
         )  # fmt: skip
-        ended = plans.plan_control(producer).on_manual_change(result.weights, actor)
+        ended = plans.plan_control(built).on_manual_change(result.weights, actor)
     w = result.weights
     print(f"{w.advisor} v{w.version}: {_format(w.weights)}")
     if ended is not None:

@@ -5,17 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 
-from producers.client import Client
 from producers.commands.arguments import positive
-from producers.commands.output import EXIT_FAILED, Subparsers, client
+from producers.commands.output import EXIT_FAILED, Subparsers, services
 from producers.ops.sweep import Sweeper, SweepReport
+from producers.services import Services
 
 
-def sweeper(producer: Client) -> Sweeper:
-    """The sweep over `producer`'s database and broker."""
+def sweeper(services: Services) -> Sweeper:
+    """The sweep over the database and broker of `services`."""
     return Sweeper(
-        producer.settings, producer.repository, producer.outbox, producer.publisher.app,
-        producer.courier,
+        services.settings, services.repository, services.outbox, services.broker,
+        services.courier,
     )  # fmt: skip
 
 
@@ -23,8 +23,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     def show(report: SweepReport) -> None:
         print(json.dumps(report.to_dict()) if args.json else report.summary(), flush=True)
 
-    with client() as producer:
-        sweep = sweeper(producer)
+    with services() as built:
+        sweep = sweeper(built)
         # The first round runs here so a bad database fails the command instead of the loop.
         first = sweep.sweep(limit=args.limit)
         show(first)

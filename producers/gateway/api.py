@@ -148,14 +148,10 @@ async def _submit(gateway: Gateway, caller: Caller, request: Request) -> JobHand
             "Forcing a variant bypasses the A/B split: it needs the operator token "
             "(Authorization: Bearer $ADVISOR_GATEWAY_TOKEN); leave `variant` out to be routed"
         )
-    handle = await run_in_threadpool(
-        partial(
-            gateway.client.submit, item.image, item.advisor, subject=item.subject,
-            variant=item.variant, idempotency_key=item.idempotency_key, notify=item.notify,
-            notify_queue=item.notify_queue, callback_url=item.callback_url,
-            submitted_by=caller.name, max_in_flight=quota,
-        )
-    )  # fmt: skip
+    # The body's SubmitItem goes to the store as it is: no spreading and packing again.
+    [handle] = await run_in_threadpool(
+        partial(gateway.client.submit_many, [item], submitted_by=caller.name, max_in_flight=quota)
+    )
     if not handle.published:
         # The reason (broker host, driver text) is on the row for operators, not for clients.
         status_url, _events_url = job_urls(handle.id)

@@ -23,10 +23,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from jobs.errors import AdvisorError, summary
 from jobs.settings import Settings, get_settings
 from jobs.variants import Registry
-from producers.client import Client
 from producers.gateway import api, dashboard, ops, plans, problems
 from producers.gateway.limits import BodyLimit
 from producers.gateway.service import Gateway
+from producers.services import Services
 
 logger = logging.getLogger(__name__)
 
@@ -62,20 +62,20 @@ def create_app(
     *,
     host: str | None = None,
 ) -> FastAPI:
-    """The ASGI app over one Client; nothing connects until the first request.
+    """The ASGI app over one Services; nothing connects until the first request.
 
     `host`: the address it is bound to; a loopback one allows paths by default (above).
     """
     settings, local_paths = with_local_roots(settings or get_settings(), host)
-    client = Client(settings, registry=registry)
+    services = Services(settings, registry=registry)
     # The publisher is made now, not lazily by the first concurrent requests; it connects
     # only when used.
-    gateway = Gateway.of(client, local_paths=local_paths)
+    gateway = Gateway.of(services, local_paths=local_paths)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
-        client.close()
+        services.close()
 
     # /docs from the vendored Swagger UI: FastAPI's default page loads it from a CDN.
     app = FastAPI(

@@ -1,4 +1,4 @@
-"""The gateway's process-wide state: one Client and the pieces the endpoints take from it."""
+"""The gateway's process-wide state: the pieces the endpoints use, all from one Services."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from producers.client import Client
 from producers.gateway.errors import RolloutsDisabled, Unauthorized
 from producers.gateway.keyring import KeyRing, RateLimiter
 from producers.gateway.limits import Slots
-from producers.keys import KeyStore
 from producers.ops.plan_hook import hook_for
 from producers.ops.plans import PlanControl
 from producers.ops.rollout import RolloutControl
 from producers.plans import PlanStore
+from producers.services import Services
 from store.repository import Repository
 
 bearer = HTTPBearer(auto_error=False, description="the value of ADVISOR_GATEWAY_TOKEN")
@@ -46,21 +46,21 @@ class Gateway:
     local_paths: bool = False
 
     @classmethod
-    def of(cls, client: Client, *, local_paths: bool = False) -> Gateway:
-        """Everything from `client`, so the endpoints share its engine, router and broker."""
-        settings = client.settings
+    def of(cls, services: Services, *, local_paths: bool = False) -> Gateway:
+        """The endpoints' pieces from `services`: one engine, router and broker pool for all."""
+        settings = services.settings
         rollouts = RolloutControl(
-            client.registry, client.rollouts, client.repository, client.router, client.outbox,
-            live_window=settings.worker_live_window,
+            services.registry, services.rollouts, services.repository, services.router,
+            services.outbox, live_window=settings.worker_live_window,
         )  # fmt: skip
-        keys = KeyRing(KeyStore(client.engine), settings.gateway_keys_refresh_seconds)
+        keys = KeyRing(services.keys, settings.gateway_keys_refresh_seconds)
         plans = PlanControl(
-            client.engine, client.registry, client.rollouts, PlanStore(client.engine),
-            on_weights=client.router.invalidate, hook=hook_for(settings),
+            services.engine, services.registry, services.rollouts, PlanStore(services.engine),
+            on_weights=services.router.invalidate, hook=hook_for(settings),
         )  # fmt: skip
         return cls(
-            settings, client, client.engine, client.repository, client.registry, rollouts,
-            client.publisher.app, keys, RateLimiter(),
+            settings, Client(services=services), services.engine, services.repository,
+            services.registry, rollouts, services.broker, keys, RateLimiter(),
             Slots(settings.gateway_max_streams, "event streams (ADVISOR_GATEWAY_MAX_STREAMS)"),
             Slots(settings.gateway_max_waits, "waiting requests (ADVISOR_GATEWAY_MAX_WAITS)"),
             plans,

@@ -37,9 +37,7 @@ from notices.courier import Courier, DeliveryRound
 from producers.errors import PublishFailed
 from producers.ops.rounds import run_rounds
 from producers.outbox import Outbox
-from producers.publisher import Publisher
-from store.db import engine_for
-from store.deliveries import DeliveryStore
+from producers.services import Services
 from store.models import Job
 from store.repository import Repository
 
@@ -171,18 +169,9 @@ def register_sweep_task(app: Celery, settings: Settings) -> Any:
 
     @app.task(name=SWEEP_TASK, ignore_result=True)
     def sweep_task() -> dict[str, Any]:
-        engine = engine_for(settings.resolved_database_url)
-        repository = Repository(engine)
-        publisher = Publisher(settings)
-        courier = Courier(settings, DeliveryStore(engine), sender=SWEEP_SENDER)
-        try:
-            sweeper = Sweeper(
-                settings, repository, Outbox(repository, publisher), publisher.app, courier
-            )
+        with Services(settings, sender=SWEEP_SENDER) as built:
+            sweeper = Sweeper(settings, built.repository, built.outbox, built.broker, built.courier)
             return sweeper.sweep().to_dict()
-        finally:
-            courier.close()
-            publisher.close()
 
     return sweep_task
 

@@ -13,6 +13,7 @@ import pytest
 from jobs.contracts import Assignment, Status
 from producers import Client, SubmitItem
 from producers.ops.report import build_report
+from producers.services import Services
 from store.db import engine_for
 from store.models import Job
 from store.repository import Repository
@@ -82,7 +83,8 @@ def test_a_half_shadow_share_pairs_about_half_of_20_jobs_on_the_same_photo(
 def test_waiting_primary_jobs_start_before_any_further_shadow_job(env: Env, tmp_path: Path) -> None:
     settings = settings_of(env)
     repo = Repository(engine_for(settings.resolved_database_url))
-    with Client(settings) as client:
+    with Services(settings) as services:
+        client = Client(services=services)
         # Primaries on fine_tuned (no worker serves it here) and their shadows on base.
         images = {hashlib.sha256(data).hexdigest(): data for data in map(photo, range(100, 112))}
         primaries, shadows = [], []
@@ -94,7 +96,7 @@ def test_waiting_primary_jobs_start_before_any_further_shadow_job(env: Env, tmp_
             shadows.append(NewJob("ansel", digest, ref, f"s{i}", "base", Assignment.SHADOW, 1,
                                   shadow_of=primary.id, id=f"shadow-{i}"))  # fmt: skip
         _, paired = repo.create_with_shadows(primaries, images, shadows)
-        assert client.publish(paired).sent == [s.id for s in paired]
+        assert services.outbox.publish(paired).sent == [s.id for s in paired]
         with running_workers(env, ["base"], tmp_path):
             deadline = time.monotonic() + 120
             while not any(repo.get(s.id).started_at for s in paired):

@@ -31,6 +31,7 @@ from jobs.broker import analyze_queue, make_celery
 from jobs.contracts import ANALYZE_TASK, Assignment, ErrorKind, Status
 from producers import Client
 from producers.keys import KeyStore
+from producers.services import Services
 from store.models import Job
 from store.submissions import NewJob
 from tests.faults.hostile_stack import (
@@ -585,8 +586,8 @@ def test_a_file_swapped_after_submit_fails_as_invalid_image(files: HostileStack)
     target.write_bytes(photo(41))
     with files.repo.engine.begin() as conn:
         conn.execute(Job.__table__.update().where(Job.id == handle.id).values(variant="base"))
-    with Client(files.settings) as client:
-        client.publish([files.repo.get(handle.id)])
+    with Services(files.settings) as services:
+        services.outbox.publish([files.repo.get(handle.id)])
     [job] = wait_final(files, [handle.id])
     assert (job.status, job.error_kind) == (Status.FAILED, ErrorKind.INVALID_IMAGE)
     assert job.error and "changed since it was submitted" in job.error

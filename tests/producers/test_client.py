@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
 from jobs.contracts import (
     BASE_VARIANT,
@@ -27,6 +27,7 @@ from photos.intake import Limits, ModelGeometry, prepare
 from producers import Client, JobTimeout, SubmitItem
 from producers.errors import InvalidSubmission
 from producers.publisher import BATCH_JOBS
+from producers.services import Services
 from store.lifecycle import Outcome, StartOutcome
 from store.models import Job, StoredImage
 from store.submissions import NewJob
@@ -42,24 +43,31 @@ from tests.producers.conftest import (
 
 
 @pytest.fixture
-def client(tmp_path: Path, sqlite_db: str, registry_file: Path, redis_url: str) -> Iterator[Client]:
-    with Client(make_settings(tmp_path, sqlite_db, registry_file, redis_url)) as producer:
-        yield producer
+def services(
+    tmp_path: Path, sqlite_db: str, registry_file: Path, redis_url: str
+) -> Iterator[Services]:
+    with Services(make_settings(tmp_path, sqlite_db, registry_file, redis_url)) as built:
+        yield built
 
 
-def row_count(client: Client, table: type[Job] | type[StoredImage] = Job) -> int:
-    with client.engine.connect() as conn:
+@pytest.fixture
+def client(services: Services) -> Client:
+    return Client(services=services)
+
+
+def row_count(engine: Engine, table: type[Job] | type[StoredImage] = Job) -> int:
+    with engine.connect() as conn:
         return int(conn.scalar(select(func.count()).select_from(table)) or 0)
 
 
 def test_an_inline_image_is_stored_and_its_job_published_once_to_its_variant_queue(
-    client: Client, redis_url: str
+    services: Services, client: Client, redis_url: str
 ) -> None:
     handle = client.submit(photo(1), FINE_TUNED_ADVISOR)
     job = client.status(handle.id)
     assert job.image_ref == f"sha256:{job.image_sha256}"
     assert job.subject == job.image_sha256
-    assert client.repository.image_bytes(job.image_sha256) == photo(1)
+    assert services.repository.image_bytes(job.image_sha256) == photo(1)
     assert (job.status, job.publish_attempts, job.publish_error) == (Status.QUEUED, 1, None)
     assert job.published_at is not None
     assert queued_requests(redis_url, job.variant) == [
@@ -68,21 +76,21 @@ def test_an_inline_image_is_stored_and_its_job_published_once_to_its_variant_que
 
 
 def test_a_path_job_reads_the_file_once_and_stores_it_like_an_upload(
-    client: Client, image_root: Path
+    services: Services, client: Client, image_root: Path
 ) -> None:
     (image_root / "a.png").write_bytes(photo(2))
     handle = client.submit("a.png", FINE_TUNED_ADVISOR, subject="user-7")
     (image_root / "a.png").unlink()  # no worker needs the file any more
     job = client.status(handle.id)
     assert job.image_ref == f"sha256:{job.image_sha256}"
-    assert client.repository.image_bytes(job.image_sha256) == photo(2)
+    assert services.repository.image_bytes(job.image_sha256) == photo(2)
     assert job.subject == "user-7"
-    assert row_count(client, StoredImage) == 1
+    assert row_count(services.engine, StoredImage) == 1
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF", "AVIF", "HEIF"])
 def test_an_inline_photo_is_stored_without_gps_or_serials_and_its_row_keeps_its_facts(
-    client: Client, fmt: str
+    services: Services, client: Client, fmt: str
 ) -> None:
     data = encode(card(), fmt, exif=exif(6, gps=True))
     limits, geometry = Limits(10**8, 10**8), ModelGeometry(448 * 448)
@@ -90,10 +98,10 @@ def test_an_inline_photo_is_stored_without_gps_or_serials_and_its_row_keeps_its_
     job = client.status(client.submit(data, FINE_TUNED_ADVISOR).id)
     again = client.status(client.submit(data, FINE_TUNED_ADVISOR).id)
 
-    stored = client.repository.image_bytes(job.image_sha256)
+    stored = services.repository.image_bytes(job.image_sha256)
     assert stored is not None and private_leftovers(stored) == []
     assert job.image_sha256 == hashlib.sha256(stored).hexdigest() == again.image_sha256
-    assert row_count(client, StoredImage) == 1
+    assert row_count(services.engine, StoredImage) == 1
     twin = prepare(encode(card(), fmt, exif=exif(6)), limits, geometry)
     assert job.photo == twin.photo.to_dict()
     sent = prepare(data, limits, geometry).image
@@ -101,7 +109,7 @@ def test_an_inline_photo_is_stored_without_gps_or_serials_and_its_row_keeps_its_
 
 
 def test_a_photo_without_gps_is_stored_as_sent_and_a_path_photo_without_its_gps(
-    client: Client, image_root: Path
+    services: Services, client: Client, image_root: Path
 ) -> None:
     plain, located = (
         encode(card(), "JPEG", exif=exif(1)),
@@ -112,20 +120,22 @@ def test_a_photo_without_gps_is_stored_as_sent_and_a_path_photo_without_its_gps(
     job = client.status(client.submit(plain, FINE_TUNED_ADVISOR).id)
     path_job = client.status(client.submit("located.jpg", FINE_TUNED_ADVISOR).id)
 
-    assert client.repository.image_bytes(job.image_sha256) == plain
-    stored = client.repository.image_bytes(path_job.image_sha256)
+    assert services.repository.image_bytes(job.image_sha256) == plain
+    stored = services.repository.image_bytes(path_job.image_sha256)
     assert stored is not None and private_leftovers(stored) == []
     assert path_job.image_sha256 == hashlib.sha256(stored).hexdigest()
     assert (image_root / "located.jpg").read_bytes() == located  # the file is left as it was
-    assert row_count(client, StoredImage) == 2
+    assert row_count(services.engine, StoredImage) == 2
 
 
-def test_a_pil_image_with_gps_exif_is_stored_as_png_without_it(client: Client) -> None:
+def test_a_pil_image_with_gps_exif_is_stored_as_png_without_it(
+    services: Services, client: Client
+) -> None:
     with Image.open(io.BytesIO(encode(card(), "JPEG", exif=exif(1, gps=True)))) as img:
         img.load()
     job = client.status(client.submit(img, FINE_TUNED_ADVISOR).id)
 
-    stored = client.repository.image_bytes(job.image_sha256)
+    stored = services.repository.image_bytes(job.image_sha256)
     assert stored is not None and stored.startswith(b"\x89PNG")
     assert private_leftovers(stored) == []
     assert job.photo is not None and job.photo["capture"]["iso"] == 400
@@ -156,31 +166,31 @@ def test_an_invalid_item_anywhere_in_a_batch_writes_nothing_and_sends_nothing(
     item: SubmitItem, error: type[Exception],
 ) -> None:  # fmt: skip
     settings = make_settings(tmp_path, sqlite_db, registry_file, redis_url, max_image_pixels=10_000)
-    with Client(settings) as client:
+    with Services(settings) as services:
         with pytest.raises(error):
-            client.submit_many([SubmitItem(photo(4), FINE_TUNED_ADVISOR), item])
-        assert (row_count(client), row_count(client, StoredImage)) == (0, 0)
+            Client(services=services).submit_many([SubmitItem(photo(4), FINE_TUNED_ADVISOR), item])
+        assert (row_count(services.engine), row_count(services.engine, StoredImage)) == (0, 0)
     assert queued_requests(redis_url, BASE_VARIANT) == []
 
 
 def test_the_same_idempotency_key_returns_the_same_job_and_publishes_once(
-    client: Client, redis_url: str
+    services: Services, client: Client, redis_url: str
 ) -> None:
     first = client.submit(photo(5), FINE_TUNED_ADVISOR, idempotency_key="upload-5")
     again = client.submit(photo(5), FINE_TUNED_ADVISOR, idempotency_key="upload-5")
     assert (again.id, first.created, again.created) == (first.id, True, False)
     assert again.published
-    assert row_count(client) == 1
+    assert row_count(services.engine) == 1
     assert [r["job_id"] for r in queued_requests(redis_url, first.variant)] == [first.id]
 
 
 def test_a_batch_lands_each_job_on_the_queue_its_row_names(
-    client: Client, redis_url: str, sqlite_db: str
+    services: Services, client: Client, redis_url: str, sqlite_db: str
 ) -> None:
     beat(sqlite_db, FINE_TUNED_VARIANT)
-    client.rollouts.set(
+    services.rollouts.set(
         FINE_TUNED_ADVISOR, {BASE_VARIANT: 0.5, FINE_TUNED_VARIANT: 0.5},
-        known_variants=client.registry.names, actor="t", reason="t",
+        known_variants=services.registry.names, actor="t", reason="t",
     )  # fmt: skip
     items = [{"image": photo(i), "advisor": FINE_TUNED_ADVISOR} for i in range(40)]
     handles = client.submit_many(items)
@@ -214,11 +224,11 @@ def test_wait_times_out_with_the_job_status_named(client: Client) -> None:
     assert time.monotonic() - started < 2
 
 
-def test_wait_follows_progress_until_the_job_succeeds(client: Client) -> None:
+def test_wait_follows_progress_until_the_job_succeeds(services: Services, client: Client) -> None:
     handle = client.submit(photo(7), FINE_TUNED_ADVISOR)
 
     def play_worker() -> None:
-        repo = client.repository
+        repo = services.repository
         assert repo.start(handle.id, "w1", lease_seconds=30, max_attempts=3) is StartOutcome.STARTED
         for tokens in (10, 20, 30):
             time.sleep(0.15)
@@ -239,7 +249,8 @@ def test_wait_follows_progress_until_the_job_succeeds(client: Client) -> None:
 def test_jobs_submitted_while_the_broker_is_down_are_all_published_once_after_recovery(
     tmp_path: Path, sqlite_db: str, registry_file: Path, own_redis: RedisServer
 ) -> None:
-    with Client(make_settings(tmp_path, sqlite_db, registry_file, own_redis.url)) as client:
+    with Services(make_settings(tmp_path, sqlite_db, registry_file, own_redis.url)) as services:
+        client = Client(services=services)
         client.submit(photo(100), FINE_TUNED_ADVISOR)  # a warm pool: the outage hits a live one
         own_redis.stop()
         started = time.monotonic()
@@ -251,21 +262,21 @@ def test_jobs_submitted_while_the_broker_is_down_are_all_published_once_after_re
         assert all(r.publish_error and "unreachable" in r.publish_error for r in rows)
 
         own_redis.start()  # an empty Redis: the earlier message is gone with the old process
-        assert client.republish() == 5
-        assert client.republish() == 0
+        assert services.outbox.republish() == 5
+        assert services.outbox.republish() == 0
         requests = queued_requests(own_redis.url, BASE_VARIANT)
         assert sorted(r["job_id"] for r in requests) == sorted(h.id for h in handles)
         assert all(client.status(h.id).published_at is not None for h in handles)
 
 
 def test_the_sweep_leaves_a_fresh_unpublished_row_to_its_producer_but_takes_an_old_one(
-    client: Client, redis_url: str
+    services: Services, client: Client, redis_url: str
 ) -> None:
     new = NewJob(FINE_TUNED_ADVISOR, "0" * 64, "sha256:" + "0" * 64, "s", BASE_VARIANT,
                  Assignment.SPLIT, 0)  # fmt: skip
-    [(job, _)] = client.repository.create_jobs([new])  # a producer that died before publishing
-    assert client.republish() == 0
-    assert client.republish(grace=0) == 1
+    [(job, _)] = services.repository.create_jobs([new])  # a producer that died before publishing
+    assert services.outbox.republish() == 0
+    assert services.outbox.republish(grace=0) == 1
     assert [r["job_id"] for r in queued_requests(redis_url, BASE_VARIANT)] == [job.id]
 
 

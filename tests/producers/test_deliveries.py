@@ -17,6 +17,7 @@ from jobs.settings import Settings
 from producers import CallbackRefused, Client, InvalidSubmission, JobFinished
 from producers.commands.sweep import sweeper
 from producers.ops.sweep import SweepReport
+from producers.services import Services
 from tests.producers.conftest import make_settings, photo
 from tests.producers.crafted_jobs import Crafter
 from tests.producers.gateway.conftest import ThreadGateway
@@ -36,11 +37,11 @@ def webhook_settings(tmp_path: Path, db: str, registry: Path, **extra: Any) -> S
 
 
 @contextmanager
-def sweeping(client: Client, interval: float = 0.1) -> Iterator[list[SweepReport]]:
+def sweeping(services: Services, interval: float = 0.1) -> Iterator[list[SweepReport]]:
     """`advisor sweep --loop` in a thread."""
     stop, reports = threading.Event(), []
     thread = threading.Thread(
-        target=sweeper(client).run_loop,
+        target=sweeper(services).run_loop,
         kwargs={"interval": interval, "stop": stop, "on_round": reports.append},
         daemon=True,
     )
@@ -52,16 +53,17 @@ def sweeping(client: Client, interval: float = 0.1) -> Iterator[list[SweepReport
         thread.join(timeout=30)
 
 
-def finish(client: Client, job_id: str) -> None:
+def finish(services: Services, job_id: str) -> None:
     """What a worker does: start and succeed the job."""
-    crafter = Crafter(client.engine)
+    crafter = Crafter(services.engine)
     crafter.succeed(job_id)
 
 
 def test_notify_needs_a_task_and_a_queue_of_the_apps_own(
     tmp_path: Path, sqlite_db: str, registry_file: Path
 ) -> None:
-    with Client(make_settings(tmp_path, sqlite_db, registry_file)) as client:
+    with Services(make_settings(tmp_path, sqlite_db, registry_file)) as services:
+        client = Client(services=services)
         for kwargs, reason in (
             ({"notify": "app.done"}, "give both notify"),
             ({"notify_queue": "app.results"}, "give both notify"),
@@ -72,7 +74,7 @@ def test_notify_needs_a_task_and_a_queue_of_the_apps_own(
                 client.submit(photo(1), "ansel", **kwargs)
         with pytest.raises(CallbackRefused, match="ADVISOR_WEBHOOK_SECRET"):
             client.submit(photo(1), "ansel", callback_url="https://hooks.example.com/x")
-        assert client.repository.find() == []  # nothing written for a refused submit
+        assert services.repository.find() == []  # nothing written for a refused submit
         handle = client.submit(photo(2), "ansel", notify="app.done", notify_queue="app.results")
         [task] = client.deliveries_of(handle.id)
         assert (task.kind, task.target, task.queue, task.state) == (
@@ -121,8 +123,8 @@ def test_unsafe_callbacks_are_refused_at_submit_with_a_clear_4xx(
         [shown] = http.get(f"/jobs/{ok.json()['job_id']}").json()["deliveries"]
     assert (shown["kind"], shown["state"], shown["attempts"]) == ("webhook", "pending", 0)
     assert shown["target"] == "http://127.0.0.1:9/hook?..."  # the query may carry a secret
-    with Client(settings) as client:
-        assert len(client.repository.find()) == 1
+    with Services(settings) as services:
+        assert len(services.repository.find()) == 1
 
 
 def test_a_webhook_whose_receiver_is_down_is_retried_then_delivered_exactly_once(
@@ -130,9 +132,10 @@ def test_a_webhook_whose_receiver_is_down_is_retried_then_delivered_exactly_once
 ) -> None:
     receiver = WebhookReceiver()
     settings = webhook_settings(tmp_path, sqlite_db, registry_file)
-    with Client(settings) as client, sweeping(client) as rounds:
+    with Services(settings) as services, sweeping(services) as rounds:
+        client = Client(services=services)
         handle = client.submit(photo(4), "ansel", callback_url=receiver.url)
-        finish(client, handle.id)
+        finish(services, handle.id)
 
         def failed_attempts() -> int:
             return len(client.deliveries_of(handle.id)[0].log)
@@ -168,10 +171,11 @@ def test_out_of_attempts_a_notice_is_undelivered_until_deliveries_retry(
     receiver = WebhookReceiver()
     settings = webhook_settings(tmp_path, sqlite_db, registry_file, delivery_max_attempts=2,
                                 delivery_backoff_seconds=0.1)  # fmt: skip
-    with Client(settings) as client:
+    with Services(settings) as services:
+        client = Client(services=services)
         handle = client.submit(photo(5), "ansel", callback_url=receiver.url)
         client.cancel(handle.id)  # cancelled jobs are notified too
-        with sweeping(client):
+        with sweeping(services):
             wait_until(lambda: client.deliveries_of(handle.id)[0].state == "undelivered", 10,
                        "undelivered after two attempts")  # fmt: skip
         [gone] = client.deliveries_of(handle.id)
@@ -179,7 +183,7 @@ def test_out_of_attempts_a_notice_is_undelivered_until_deliveries_retry(
         receiver.start()
         try:
             assert client.retry_deliveries([handle.id]) == [gone.id]
-            done = client.courier.deliver_due()
+            done = services.courier.deliver_due()
         finally:
             receiver.stop()
         assert done.delivered == [gone.id]
@@ -193,7 +197,7 @@ def test_cancel_over_http_answers_by_what_the_job_was_doing(
     tmp_path: Path, sqlite_db: str, registry_file: Path
 ) -> None:
     settings = make_settings(tmp_path, sqlite_db, registry_file)
-    crafter = Crafter(Client(settings).engine)
+    crafter = Crafter(Services(settings).engine)
     queued, running, done = crafter.queue(3)
     crafter.start(running)
     crafter.succeed(done)

@@ -17,6 +17,7 @@ from producers.commands import feedback as feedback_command
 from producers.feedback import FeedbackStore
 from producers.gateway import api, create_app
 from producers.gateway.auth import intake_caller
+from producers.services import Services
 from store.db import engine_for
 from tests.producers.conftest import make_settings
 from tests.producers.crafted_jobs import Crafter
@@ -37,12 +38,17 @@ def jobs(migrated_url: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def client(migrated_url: str, tmp_path: Path, registry_file: Path) -> Client:
-    return Client(make_settings(tmp_path, migrated_url, registry_file))
+def services(migrated_url: str, tmp_path: Path, registry_file: Path) -> Services:
+    return Services(make_settings(tmp_path, migrated_url, registry_file))
+
+
+@pytest.fixture
+def client(services: Services) -> Client:
+    return Client(services=services)
 
 
 def test_feedback_is_stored_and_a_repeat_from_the_same_source_replaces_it(
-    client: Client, jobs: dict[str, str]
+    services: Services, client: Client, jobs: dict[str, str]
 ) -> None:
     first = client.feedback(jobs["done"], rating=2, helpful=False, comment="too vague")
     assert (first.rating, first.helpful, first.replaced, first.source) == (2, False, False, "app")
@@ -51,14 +57,14 @@ def test_feedback_is_stored_and_a_repeat_from_the_same_source_replaces_it(
     assert again.created_at == first.created_at and again.updated_at >= first.updated_at
     other = client.feedback(jobs["done"], rating=3, source="support-desk")
     assert not other.replaced
-    rows = FeedbackStore(client.engine).for_job(jobs["done"])
+    rows = FeedbackStore(services.engine).for_job(jobs["done"])
     assert [(r.source, r.rating, r.simulated) for r in rows] == [
         ("app", 5, False), ("support-desk", 3, False)
     ]  # fmt: skip
 
 
 def test_bad_values_unknown_unfinished_failed_and_shadow_jobs_are_refused(
-    client: Client, jobs: dict[str, str]
+    services: Services, client: Client, jobs: dict[str, str]
 ) -> None:
     for rating in (0, 6, True, 4.5):
         with pytest.raises(InvalidFeedback, match="rating"):
@@ -75,16 +81,17 @@ def test_bad_values_unknown_unfinished_failed_and_shadow_jobs_are_refused(
     ):
         with pytest.raises(FeedbackRefused, match=words):
             client.feedback(jobs[state], rating=3)  # fmt: skip
-    assert FeedbackStore(client.engine).for_job(jobs["done"]) == []
+    assert FeedbackStore(services.engine).for_job(jobs["done"]) == []
 
 
 def test_the_cli_records_feedback_and_says_when_it_replaced_some(
+    services: Services,
     client: Client,
     jobs: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr(feedback_command, "client", lambda: Client(client.settings))
+    monkeypatch.setattr(feedback_command, "client", lambda: Client(services.settings))
     assert cli.main(["feedback", jobs["done"], "--rating", "4", "--helpful"]) == 0
     assert capsys.readouterr().out.strip() == (
         f"Feedback on {jobs['done']} from app: rating 4, helpful"
@@ -101,9 +108,9 @@ def test_the_cli_records_feedback_and_says_when_it_replaced_some(
 
 
 def test_the_http_api_answers_201_then_200_and_clear_4xx(
-    client: Client, jobs: dict[str, str]
+    services: Services, client: Client, jobs: dict[str, str]
 ) -> None:
-    with TestClient(create_app(client.settings, registry=client.registry)) as http:
+    with TestClient(create_app(services.settings, registry=services.registry)) as http:
         created = http.post(f"/jobs/{jobs['done']}/feedback", json={"rating": 4, "helpful": True})
         assert created.status_code == 201, created.text
         assert created.json()["replaced"] is False and created.json()["source"] == "app"
@@ -128,7 +135,7 @@ def test_the_http_api_answers_201_then_200_and_clear_4xx(
         for target, (body, status, code) in cases.items():
             answer = http.post(f"/jobs/{target.split('#')[0]}/feedback", json=body)
             assert (answer.status_code, answer.json()["error"]) == (status, code), answer.text
-    stored = FeedbackStore(client.engine).for_job(jobs["done"])
+    stored = FeedbackStore(services.engine).for_job(jobs["done"])
     assert [(f.rating, f.comment) for f in stored] == [(2, "missed the horizon")]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
@@ -82,3 +83,53 @@ def test_operations_are_given_their_dependencies_not_a_client() -> None:
     ops = [m for m in GRAPH if is_in(m, "producers.ops")]
     assert "producers.ops.sweep" in ops
     assert [m for m in ops if "producers.client" in GRAPH[m] or "producers" in GRAPH[m]] == []
+
+
+# `client.repository.find(...)`: a caller reaching through the client for one of its pieces.
+CHAIN = re.compile(r"\bclient\.[a-z_]+\.|\.publisher\.app\b")
+# The composition root takes its own pieces apart; nobody else does.
+CHAIN_HOME = ROOT / "services.py"
+SCANNED = [ROOT, ROOT.parent / "tests", ROOT.parent / "bench"]
+
+
+def chains_in(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if CHAIN.search(line)]
+
+
+def test_the_chain_check_flags_a_reach_through_and_passes_a_plain_call() -> None:
+    assert chains_in("rows = client.repository.find()\napp = x.publisher.app") == [
+        "rows = client.repository.find()",
+        "app = x.publisher.app",
+    ]
+    assert chains_in("job = gateway.client.status(job_id)\nhttp_client.get('/')") == []
+
+
+def test_nothing_reaches_through_a_client_attribute_chain() -> None:
+    found = {
+        str(path.relative_to(ROOT.parent)): chains
+        for folder in SCANNED
+        for path in sorted(folder.rglob("*.py"))
+        if path != CHAIN_HOME and path != Path(__file__)
+        for chains in [chains_in(path.read_text())]
+        if chains
+    }
+    assert found == {}
+
+
+def test_the_client_the_gateway_and_the_commands_build_no_store_of_their_own() -> None:
+    # One home for construction: producers.services (ops' beat tasks aside, which run alone).
+    builders = {"Repository", "RolloutStore", "Router", "Publisher", "Outbox", "FeedbackStore",
+                "KeyStore", "DeliveryStore", "Courier", "engine_for"}  # fmt: skip
+    fronts = [m for m in MODULES if is_in(m, "producers.client", *FRONTS)]
+    assert "producers.gateway.service" in fronts and "producers.commands.sweep" in fronts
+    built = {
+        module: sorted(
+            node.func.id
+            for node in ast.walk(ast.parse(MODULES[module].read_text()))
+            if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in builders
+        )
+        for module in fronts
+    }
+    assert {module: names for module, names in built.items() if names} == {}

@@ -13,9 +13,9 @@ import pytest
 
 from jobs.contracts import BASE_VARIANT, FINE_TUNED_VARIANT, Assignment, ModelUsed
 from jobs.errors import InvalidWeights, UnknownVariant
-from producers.client import Client
 from producers.commands.rollout import rollout_control
 from producers.router import choose
+from producers.services import Services
 from tests.producers.conftest import (
     FINE_TUNED_ADVISOR,
     OTHER_ADVISOR,
@@ -29,73 +29,73 @@ ACTOR = "test@host"
 
 
 @pytest.fixture
-def client(tmp_path: Path, sqlite_db: str, registry_file: Path) -> Client:
-    # A long cache: these tests change weights through the same client, which invalidates it.
+def built(tmp_path: Path, sqlite_db: str, registry_file: Path) -> Services:
+    # A long cache: these tests change weights through the same built, which invalidates it.
     settings = make_settings(tmp_path, sqlite_db, registry_file, weights_cache_seconds=60)
-    return Client(settings)
+    return Services(settings)
 
 
-def set_split(client: Client, fine_tuned: float, advisor: str = FINE_TUNED_ADVISOR) -> None:
+def set_split(built: Services, fine_tuned: float, advisor: str = FINE_TUNED_ADVISOR) -> None:
     weights = {BASE_VARIANT: 1 - fine_tuned, FINE_TUNED_VARIANT: fine_tuned}
-    rollout_control(client).set_weights(advisor, weights, reason="test", actor=ACTOR)
+    rollout_control(built).set_weights(advisor, weights, reason="test", actor=ACTOR)
 
 
-def fine_tuned_subjects(client: Client, subjects: list[str]) -> set[str]:
+def fine_tuned_subjects(built: Services, subjects: list[str]) -> set[str]:
     return {
         s
         for s in subjects
-        if client.router.decide(FINE_TUNED_ADVISOR, s).variant == FINE_TUNED_VARIANT
+        if built.router.decide(FINE_TUNED_ADVISOR, s).variant == FINE_TUNED_VARIANT
     }
 
 
 def test_ten_thousand_decisions_at_weight_point_one_land_within_three_sigma(
-    client: Client, sqlite_db: str
+    built: Services, sqlite_db: str
 ) -> None:
     beat(sqlite_db, FINE_TUNED_VARIANT)
-    set_split(client, 0.1)
+    set_split(built, 0.1)
     n = 10_000
-    hits = len(fine_tuned_subjects(client, [f"user-{i}" for i in range(n)]))
+    hits = len(fine_tuned_subjects(built, [f"user-{i}" for i in range(n)]))
     sigma = math.sqrt(n * 0.1 * 0.9)
     assert abs(hits - n * 0.1) <= 3 * sigma, hits
 
 
-def test_a_subject_keeps_its_variant_across_calls(client: Client, sqlite_db: str) -> None:
+def test_a_subject_keeps_its_variant_across_calls(built: Services, sqlite_db: str) -> None:
     beat(sqlite_db, FINE_TUNED_VARIANT)
-    set_split(client, 0.5)
+    set_split(built, 0.5)
     subjects = [f"user-{i}" for i in range(200)]
-    first = [client.router.decide(FINE_TUNED_ADVISOR, s).variant for s in subjects]
-    again = [client.router.decide(FINE_TUNED_ADVISOR, s).variant for s in subjects]
+    first = [built.router.decide(FINE_TUNED_ADVISOR, s).variant for s in subjects]
+    again = [built.router.decide(FINE_TUNED_ADVISOR, s).variant for s in subjects]
     assert first == again
     assert set(first) == {BASE_VARIANT, FINE_TUNED_VARIANT}
 
 
 def test_a_subject_keeps_its_variant_across_producer_restarts(
-    client: Client, sqlite_db: str
+    built: Services, sqlite_db: str
 ) -> None:
     beat(sqlite_db, FINE_TUNED_VARIANT)
-    set_split(client, 0.5)
+    set_split(built, 0.5)
     subjects = [f"user-{i}" for i in range(200)]
-    here = [client.router.decide(FINE_TUNED_ADVISOR, s).variant for s in subjects]
+    here = [built.router.decide(FINE_TUNED_ADVISOR, s).variant for s in subjects]
     code = (
-        "import json, sys\nfrom producers import Client\n"
+        "import json, sys\nfrom producers.services import Services\n"
         f"subjects = {subjects!r}\n"
-        f"print(json.dumps([Client().router.decide({FINE_TUNED_ADVISOR!r}, s).variant"
+        f"print(json.dumps([Services().router.decide({FINE_TUNED_ADVISOR!r}, s).variant"
         " for s in subjects]))"
     )
-    there = json.loads(run_python(code, settings_env(client.settings)))
+    there = json.loads(run_python(code, settings_env(built.settings)))
     assert there == here
     assert set(here) == {BASE_VARIANT, FINE_TUNED_VARIANT}
 
 
 def test_raising_the_fine_tuned_weight_keeps_its_earlier_subjects_on_it(
-    client: Client, sqlite_db: str
+    built: Services, sqlite_db: str
 ) -> None:
     beat(sqlite_db, FINE_TUNED_VARIANT)
     subjects = [f"user-{i}" for i in range(3000)]
-    set_split(client, 0.10)
-    at_ten = fine_tuned_subjects(client, subjects)
-    set_split(client, 0.25)
-    at_twenty_five = fine_tuned_subjects(client, subjects)
+    set_split(built, 0.10)
+    at_ten = fine_tuned_subjects(built, subjects)
+    set_split(built, 0.25)
+    at_twenty_five = fine_tuned_subjects(built, subjects)
     assert at_ten <= at_twenty_five
     assert len(at_twenty_five) > len(at_ten) > 0
 
@@ -111,11 +111,11 @@ def test_a_weight_change_reaches_a_second_producer_process_within_the_cache_wind
 ) -> None:
     cache = 1.0
     settings = make_settings(tmp_path, sqlite_db, registry_file, weights_cache_seconds=cache)
-    client = Client(settings)
-    set_split(client, 0.1)
+    built = Services(settings)
+    set_split(built, 0.1)
     code = (
-        "import sys, time\nfrom producers import Client\n"
-        "router = Client().router\n"
+        "import sys, time\nfrom producers.services import Services\n"
+        "router = Services().router\n"
         f"print('ready', router.decide({FINE_TUNED_ADVISOR!r}, 's').weights_version, flush=True)\n"
         "deadline = time.time() + 15\n"
         "while time.time() < deadline:\n"
@@ -130,7 +130,7 @@ def test_a_weight_change_reaches_a_second_producer_process_within_the_cache_wind
         assert proc.stdout is not None
         assert proc.stdout.readline().split() == ["ready", "1"]
         changed_at = time.time()
-        set_split(client, 0.25)
+        set_split(built, 0.25)
         seen = proc.stdout.readline().split()
     assert seen and seen[0] == "seen", "the second producer never saw version 2"
     assert float(seen[1]) - changed_at <= cache + 0.5
@@ -143,60 +143,60 @@ def test_a_fine_tuned_choice_without_a_live_worker_falls_back_to_base_and_says_s
         tmp_path, sqlite_db, registry_file, weights_cache_seconds=0,
         heartbeat_interval=0.2, worker_live_window=0.6,
     )  # fmt: skip
-    client = Client(settings)
-    set_split(client, 1.0)
-    first = client.router.decide(FINE_TUNED_ADVISOR, "user-1")
+    built = Services(settings)
+    set_split(built, 1.0)
+    first = built.router.decide(FINE_TUNED_ADVISOR, "user-1")
     assert (first.variant, first.assignment) == (BASE_VARIANT, Assignment.FALLBACK)
     assert first.model_used is ModelUsed.BASE
     beat(sqlite_db, FINE_TUNED_VARIANT)
-    live = client.router.decide(FINE_TUNED_ADVISOR, "user-1")
+    live = built.router.decide(FINE_TUNED_ADVISOR, "user-1")
     assert (live.variant, live.assignment) == (FINE_TUNED_VARIANT, Assignment.SPLIT)
     time.sleep(0.7)  # the heartbeat ages out of the live window
-    stale = client.router.decide(FINE_TUNED_ADVISOR, "user-1")
+    stale = built.router.decide(FINE_TUNED_ADVISOR, "user-1")
     assert (stale.variant, stale.assignment) == (BASE_VARIANT, Assignment.FALLBACK)
 
 
-def test_a_forced_variant_bypasses_the_split_and_is_recorded_as_forced(client: Client) -> None:
-    set_split(client, 0.0)
-    forced = client.router.decide(FINE_TUNED_ADVISOR, "user-1", FINE_TUNED_VARIANT)
+def test_a_forced_variant_bypasses_the_split_and_is_recorded_as_forced(built: Services) -> None:
+    set_split(built, 0.0)
+    forced = built.router.decide(FINE_TUNED_ADVISOR, "user-1", FINE_TUNED_VARIANT)
     assert (forced.variant, forced.assignment) == (FINE_TUNED_VARIANT, Assignment.FORCED)
     assert forced.model_used is ModelUsed.FINE_TUNED
 
 
 def test_forcing_a_variant_that_does_not_serve_the_advisor_names_the_known_ones(
-    client: Client,
+    built: Services,
 ) -> None:
     with pytest.raises(UnknownVariant, match=r"known: \['base', 'fine_tuned'\]"):
-        client.router.decide(FINE_TUNED_ADVISOR, "user-1", "nope")
+        built.router.decide(FINE_TUNED_ADVISOR, "user-1", "nope")
     with pytest.raises(UnknownVariant, match=r"known: \['base'\]"):
-        client.router.decide(OTHER_ADVISOR, "user-1", FINE_TUNED_VARIANT)
+        built.router.decide(OTHER_ADVISOR, "user-1", FINE_TUNED_VARIANT)
 
 
 def test_an_advisor_without_a_fine_tuned_variant_always_goes_to_base(
-    client: Client, sqlite_db: str
+    built: Services, sqlite_db: str
 ) -> None:
     beat(sqlite_db, FINE_TUNED_VARIANT)
     with pytest.raises(InvalidWeights, match="Unknown variant"):
-        set_split(client, 0.5, advisor=OTHER_ADVISOR)
-    plain = {client.router.decide(OTHER_ADVISOR, f"u{i}") for i in range(100)}
+        set_split(built, 0.5, advisor=OTHER_ADVISOR)
+    plain = {built.router.decide(OTHER_ADVISOR, f"u{i}") for i in range(100)}
     assert {(d.variant, d.assignment, d.model_used) for d in plain} == {
         (BASE_VARIANT, Assignment.SPLIT, ModelUsed.BASE)
     }
     # Weights written around the validation still cannot send it to a variant not serving it.
-    client.rollouts.set(
-        OTHER_ADVISOR, {FINE_TUNED_VARIANT: 1.0}, known_variants=client.registry.names,
+    built.rollouts.set(
+        OTHER_ADVISOR, {FINE_TUNED_VARIANT: 1.0}, known_variants=built.registry.names,
         actor=ACTOR, reason="bypassing rollout.set_weights",
     )  # fmt: skip
-    client.router.invalidate()
-    stray = client.router.decide(OTHER_ADVISOR, "u1")
+    built.router.invalidate()
+    stray = built.router.decide(OTHER_ADVISOR, "u1")
     assert (stray.variant, stray.assignment) == (BASE_VARIANT, Assignment.FALLBACK)
 
 
-def test_only_a_real_split_is_labelled_as_an_ab_test(client: Client, sqlite_db: str) -> None:
+def test_only_a_real_split_is_labelled_as_an_ab_test(built: Services, sqlite_db: str) -> None:
     beat(sqlite_db, FINE_TUNED_VARIANT)
-    set_split(client, 0.5)
-    labels = {client.router.decide(FINE_TUNED_ADVISOR, f"u{i}").model_used for i in range(100)}
+    set_split(built, 0.5)
+    labels = {built.router.decide(FINE_TUNED_ADVISOR, f"u{i}").model_used for i in range(100)}
     assert labels == {ModelUsed.AB_TEST_BASE, ModelUsed.AB_TEST_FINE_TUNED}
-    set_split(client, 1.0)
-    labels = {client.router.decide(FINE_TUNED_ADVISOR, f"u{i}").model_used for i in range(100)}
+    set_split(built, 1.0)
+    labels = {built.router.decide(FINE_TUNED_ADVISOR, f"u{i}").model_used for i in range(100)}
     assert labels == {ModelUsed.FINE_TUNED}

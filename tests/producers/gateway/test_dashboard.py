@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from jobs.contracts import Assignment, Status
-from producers.client import Client
 from producers.gateway.dashboard import STATIC_DIR as STATIC
 from producers.router import bucket_of, choose
+from producers.services import Services
 from store.submissions import NewJob
 from tests.conftest import IN_CI
 from tests.producers.gateway.conftest import TOKEN, Stack, follow, jpeg
@@ -76,8 +76,8 @@ def test_the_dashboard_draws_every_chart_from_live_data(stack: Stack, tmp_path: 
         sha = hashlib.sha256(bad).hexdigest()
         crafted = NewJob("ansel", sha, f"sha256:{sha}", "crafted", "base", Assignment.FORCED, 0)
         [(failing, _)] = stack.repo.create_jobs([crafted], images={sha: bad})
-        with Client(stack.settings) as producer:
-            assert producer.publish([failing]).sent == [failing.id]
+        with Services(stack.settings) as services:
+            assert services.outbox.publish([failing]).sent == [failing.id]
         failed = follow(client, failing.id)
         assert (failed["status"], failed["error_kind"]) == ("failed", "invalid_image")
         report = client.get("/report", params={"days": 1}).json()

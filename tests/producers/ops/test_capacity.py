@@ -23,6 +23,7 @@ from producers.ops.capacity import (
     worker_memory_gb,
 )
 from producers.rollouts import RolloutStore
+from producers.services import Services
 from store.db import engine_for
 from tests.producers.conftest import make_settings
 from tests.producers.crafted_jobs import Crafter
@@ -107,7 +108,7 @@ def test_capacity_command_prints_the_plan_as_json(
 ) -> None:  # fmt: skip
     rollout(sqlite_db, {"base": 0.5, "fine_tuned": 0.5})
     settings = make_settings(tmp_path, sqlite_db, registry_file)
-    monkeypatch.setattr(capacity_command, "get_settings", lambda: settings)
+    monkeypatch.setattr(capacity_command, "services", lambda: Services(settings))
     args = argparse.Namespace(
         window_hours=24.0, target_utilisation=0.7, memory_gb=3.0, host_memory_gb=16.0,
         next_step=None, json=True,

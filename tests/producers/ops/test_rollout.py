@@ -12,6 +12,7 @@ from jobs.errors import InvalidWeights, UnknownAdvisor
 from producers import Client
 from producers.commands.rollout import rollout_control
 from producers.ops.rollout import RolloutControl
+from producers.services import Services
 from store.lifecycle import StartOutcome
 from tests.producers.conftest import (
     FINE_TUNED_ADVISOR,
@@ -25,20 +26,25 @@ ACTOR = "alice@laptop"
 
 
 @pytest.fixture
-def client(
+def services(
     tmp_path: Path, migrated_url: str, registry_file: Path, redis_url: str
-) -> Iterator[Client]:
-    with Client(make_settings(tmp_path, migrated_url, registry_file, redis_url)) as producer:
-        yield producer
+) -> Iterator[Services]:
+    with Services(make_settings(tmp_path, migrated_url, registry_file, redis_url)) as built:
+        yield built
 
 
 @pytest.fixture
-def rollout(client: Client) -> RolloutControl:
-    return rollout_control(client)
+def client(services: Services) -> Client:
+    return Client(services=services)
+
+
+@pytest.fixture
+def rollout(services: Services, client: Client) -> RolloutControl:
+    return rollout_control(services)
 
 
 def test_every_weight_change_is_versioned_and_audited(
-    client: Client, rollout: RolloutControl
+    services: Services, client: Client, rollout: RolloutControl
 ) -> None:
     first = rollout.set_weights(
         FINE_TUNED_ADVISOR, {BASE_VARIANT: 9, FINE_TUNED_VARIANT: 1},
@@ -50,7 +56,7 @@ def test_every_weight_change_is_versioned_and_audited(
     )  # fmt: skip
     assert (first.version, second.version) == (1, 2)
     assert first.weights == {BASE_VARIANT: 0.9, FINE_TUNED_VARIANT: 0.1}
-    newest, oldest = client.rollouts.history(FINE_TUNED_ADVISOR)
+    newest, oldest = services.rollouts.history(FINE_TUNED_ADVISOR)
     assert (oldest.old_weights, oldest.new_weights) == (None, first.weights)
     assert (newest.old_weights, newest.new_weights) == (first.weights, second.weights)
     assert (newest.kind, newest.actor, newest.reason) == ("set", ACTOR, "canary healthy")
@@ -72,16 +78,16 @@ def test_every_weight_change_is_versioned_and_audited(
     ],
 )
 def test_invalid_weights_are_refused_and_leave_no_trace(
-    client: Client, rollout: RolloutControl, advisor: str, weights: dict[str, float],
+    services: Services, rollout: RolloutControl, advisor: str, weights: dict[str, float],
     reason: str, error: type[Exception],
 ) -> None:  # fmt: skip
     with pytest.raises(error):
         rollout.set_weights(advisor, weights, reason=reason, actor=ACTOR)
-    assert client.rollouts.history() == []
+    assert services.rollouts.history() == []
 
 
 def test_rollback_zeroes_every_non_base_weight_and_records_it(
-    client: Client, rollout: RolloutControl
+    services: Services, client: Client, rollout: RolloutControl
 ) -> None:
     rollout.set_weights(
         FINE_TUNED_ADVISOR, {BASE_VARIANT: 0.5, FINE_TUNED_VARIANT: 0.5},
@@ -90,15 +96,15 @@ def test_rollback_zeroes_every_non_base_weight_and_records_it(
     result = rollout.rollback(FINE_TUNED_ADVISOR, drain=False, reason="scores dropped", actor=ACTOR)
     assert result.weights.weights == {BASE_VARIANT: 1.0, FINE_TUNED_VARIANT: 0.0}
     assert result.drained == []
-    event = client.rollouts.history(FINE_TUNED_ADVISOR)[0]
+    event = services.rollouts.history(FINE_TUNED_ADVISOR)[0]
     assert (event.kind, event.version, event.reason) == ("rollback", 2, "scores dropped")
     assert event.old_weights == {BASE_VARIANT: 0.5, FINE_TUNED_VARIANT: 0.5}
-    decision = client.router.decide(FINE_TUNED_ADVISOR, "anyone")
+    decision = services.router.decide(FINE_TUNED_ADVISOR, "anyone")
     assert (decision.variant, decision.weights_version) == (BASE_VARIANT, 2)
 
 
 def test_a_drain_moves_queued_fine_tuned_jobs_to_base_and_leaves_running_ones(
-    client: Client, rollout: RolloutControl, migrated_url: str, redis_url: str
+    services: Services, client: Client, rollout: RolloutControl, migrated_url: str, redis_url: str
 ) -> None:
     beat(migrated_url, FINE_TUNED_VARIANT)
     rollout.set_weights(
@@ -109,7 +115,7 @@ def test_a_drain_moves_queued_fine_tuned_jobs_to_base_and_leaves_running_ones(
                                   for i in range(4)])  # fmt: skip
     assert {h.variant for h in handles} == {FINE_TUNED_VARIANT}
     running = handles[0].id
-    repo = client.repository
+    repo = services.repository
     assert repo.start(running, "ft-1", lease_seconds=60, max_attempts=3) is StartOutcome.STARTED
 
     result = rollout.rollback(FINE_TUNED_ADVISOR, drain=True, reason="bad outputs", actor=ACTOR)
@@ -123,7 +129,7 @@ def test_a_drain_moves_queued_fine_tuned_jobs_to_base_and_leaves_running_ones(
         )  # fmt: skip
         assert job.reassigned_reason is not None and "bad outputs" in job.reassigned_reason
         # Under the rolled-back split (all base) a freshly routed job is no A/B traffic.
-        fresh = client.router.decide(FINE_TUNED_ADVISOR, job.subject)
+        fresh = services.router.decide(FINE_TUNED_ADVISOR, job.subject)
         assert (fresh.variant, fresh.assignment) == (BASE_VARIANT, Assignment.SPLIT)
         assert job.model_used == fresh.model_used.value == ModelUsed.BASE.value
         assert job.assignment == Assignment.SPLIT
@@ -138,5 +144,5 @@ def test_a_drain_moves_queued_fine_tuned_jobs_to_base_and_leaves_running_ones(
                              variant=request["variant"])  # fmt: skip
         assert outcome is StartOutcome.REASSIGNED
         assert repo.get(request["job_id"]).status == Status.QUEUED
-    event = client.rollouts.history(FINE_TUNED_ADVISOR)[0]
+    event = services.rollouts.history(FINE_TUNED_ADVISOR)[0]
     assert (event.kind, event.actor) == ("rollback", ACTOR)

@@ -24,6 +24,7 @@ from jobs.contracts import (
 from producers import Client
 from producers.commands.sweep import sweeper
 from producers.ops.sweep import SweepReport, beat_schedule, register_sweep_task
+from producers.services import Services
 from store.lifecycle import StartOutcome
 from store.submissions import NewJob
 from tests.producers.conftest import (
@@ -43,15 +44,22 @@ def redis_url(own_redis: RedisServer) -> str:
 
 
 @pytest.fixture
-def client(tmp_path: Path, sqlite_db: str, registry_file: Path, redis_url: str) -> Iterator[Client]:
+def services(
+    tmp_path: Path, sqlite_db: str, registry_file: Path, redis_url: str
+) -> Iterator[Services]:
     settings = make_settings(tmp_path, sqlite_db, registry_file, redis_url, max_attempts=2,
                              worker_live_window=1.0, heartbeat_interval=0.5)  # fmt: skip
-    with Client(settings) as producer:
-        yield producer
+    with Services(settings) as built:
+        yield built
 
 
-def sweep(client: Client) -> SweepReport:
-    return sweeper(client).sweep()
+@pytest.fixture
+def client(services: Services) -> Client:
+    return Client(services=services)
+
+
+def sweep(services: Services) -> SweepReport:
+    return sweeper(services).sweep()
 
 
 def submit(client: Client, count: int) -> list[str]:
@@ -68,15 +76,15 @@ def drain(redis_url: str, variant: str) -> None:
 
 
 def test_an_expired_job_is_requeued_and_republished_while_a_leased_one_is_left_alone(
-    client: Client, redis_url: str
+    services: Services, client: Client, redis_url: str
 ) -> None:
     dead, alive = submit(client, 2)
     drain(redis_url, "base")  # both messages were consumed by their workers
-    repo = client.repository
+    repo = services.repository
     assert repo.start(dead, "w-dead", lease_seconds=0.01, max_attempts=2) is StartOutcome.STARTED
     assert repo.start(alive, "w-alive", lease_seconds=60, max_attempts=2) is StartOutcome.STARTED
     time.sleep(0.05)
-    report = sweep(client)
+    report = sweep(services)
     assert (report.requeued, report.poisoned) == ([dead], [])
     assert [r["job_id"] for r in queued_requests(redis_url, "base")] == [dead]
     requeued = repo.get(dead)
@@ -86,16 +94,16 @@ def test_an_expired_job_is_requeued_and_republished_while_a_leased_one_is_left_a
 
 
 def test_an_expired_job_that_used_all_its_attempts_is_given_up_as_poison(
-    client: Client, redis_url: str
+    services: Services, client: Client, redis_url: str
 ) -> None:
     [job_id] = submit(client, 1)
     drain(redis_url, "base")
-    repo = client.repository
+    repo = services.repository
     for attempt in (1, 2):
         outcome = repo.start(job_id, f"w{attempt}", lease_seconds=0.01, max_attempts=2)
         assert outcome is StartOutcome.STARTED
         time.sleep(0.05)
-        report = sweep(client)
+        report = sweep(services)
     assert (report.requeued, report.poisoned) == ([], [job_id])
     job = repo.get(job_id)
     assert (job.status, job.error_kind, job.attempts) == (Status.FAILED, ErrorKind.POISON, 2)
@@ -106,27 +114,29 @@ def test_an_expired_job_that_used_all_its_attempts_is_given_up_as_poison(
 
 
 def test_queued_jobs_are_resent_as_lost_only_once_their_queue_is_empty_and_they_are_stale(
-    client: Client, redis_url: str
+    services: Services, client: Client, redis_url: str
 ) -> None:
     ids = submit(client, 2)
-    assert sweep(client).resent == []  # fresh: still within the live window
-    time.sleep(client.settings.worker_live_window + 0.1)
-    assert sweep(client).resent == []  # stale, but their messages are still queued
+    assert sweep(services).resent == []  # fresh: still within the live window
+    time.sleep(services.settings.worker_live_window + 0.1)
+    assert sweep(services).resent == []  # stale, but their messages are still queued
     drain(redis_url, "base")
-    report = sweep(client)
+    report = sweep(services)
     assert sorted(report.resent) == sorted(ids)
     assert sorted(r["job_id"] for r in queued_requests(redis_url, "base")) == sorted(ids)
-    assert sweep(client).resent == []  # just resent: fresh again
+    assert sweep(services).resent == []  # just resent: fresh again
 
 
-def test_advisor_sweep_prints_one_json_round_and_exits_zero(client: Client, redis_url: str) -> None:
+def test_advisor_sweep_prints_one_json_round_and_exits_zero(
+    services: Services, client: Client, redis_url: str
+) -> None:
     [job_id] = submit(client, 1)
     drain(redis_url, "base")
-    client.repository.start(job_id, "w-gone", lease_seconds=0.01, max_attempts=2)
+    services.repository.start(job_id, "w-gone", lease_seconds=0.01, max_attempts=2)
     time.sleep(0.05)
     out = subprocess.run(
         [sys.executable, "-m", "producers.cli", "sweep", "--json"],
-        env=settings_env(client.settings), capture_output=True, text=True, timeout=60,
+        env=settings_env(services.settings), capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout.strip().splitlines()[-1])
@@ -134,14 +144,14 @@ def test_advisor_sweep_prints_one_json_round_and_exits_zero(client: Client, redi
 
 
 def test_the_sweep_task_registers_under_its_name_and_is_scheduled_for_beat(
-    client: Client, redis_url: str
+    services: Services, client: Client, redis_url: str
 ) -> None:
     app = Celery("ops")
-    register_sweep_task(app, client.settings)
+    register_sweep_task(app, services.settings)
     assert app.tasks[SWEEP_TASK].name == SWEEP_TASK
     [job_id] = submit(client, 1)
     drain(redis_url, "base")
-    client.repository.start(job_id, "w-gone", lease_seconds=0.01, max_attempts=2)
+    services.repository.start(job_id, "w-gone", lease_seconds=0.01, max_attempts=2)
     time.sleep(0.05)
     assert app.tasks[SWEEP_TASK]()["requeued"] == [job_id]
     assert beat_schedule(30, queue="advisor.ops") == {
@@ -151,15 +161,15 @@ def test_the_sweep_task_registers_under_its_name_and_is_scheduled_for_beat(
 
 
 def test_a_job_started_before_its_publish_was_recorded_is_republished_without_the_grace(
-    client: Client, redis_url: str
+    services: Services, client: Client, redis_url: str
 ) -> None:
     # A fast worker can start a job before the producer marks it published; the row then
     # shows no publish at all, like a row still mid-submit, which republish leaves alone.
     new = NewJob(FINE_TUNED_ADVISOR, "a" * 64, "sha256:" + "a" * 64, "s", "base",
                  Assignment.FORCED, 0)  # fmt: skip
-    [(job, _)] = client.repository.create_jobs([new])
-    client.repository.start(job.id, "w-gone", lease_seconds=0.01, max_attempts=2)
+    [(job, _)] = services.repository.create_jobs([new])
+    services.repository.start(job.id, "w-gone", lease_seconds=0.01, max_attempts=2)
     time.sleep(0.05)
-    report = sweep(client)
+    report = sweep(services)
     assert (report.requeued, report.republished) == ([job.id], 1)
     assert [r["job_id"] for r in queued_requests(redis_url, "base")] == [job.id]
