@@ -352,10 +352,11 @@ class PlanControl:
         return self._write(plan, status=PlanStatus.PAUSED, state=f"paused by {actor}: {reason}")
 
     def resume(self, advisor: str, *, reason: str, actor: str) -> Plan:
-        """Active again; the current step's weights are applied anew and its evidence restarts.
+        """Active again; the current step's weights are applied anew, its jobs and minutes
+        count again from now (the metric keeps reading the candidate's exposure).
 
-        A pause may have let the weights move (a manual `rollout set`): the step is judged
-        only on jobs routed at the weights it sets.
+        A pause may have let the weights move (a manual `rollout set`): the step's count
+        includes only jobs finished at the weights it sets.
         """
         plan = self._open(advisor)
         if plan.status is PlanStatus.ACTIVE:

@@ -219,7 +219,7 @@ def test_pause_holds_resume_reapplies_the_step_and_abort_sends_the_candidate_to_
 
     resumed = plans.resume("ansel", reason="fine", actor="op")
     assert resumed.status is PlanStatus.ACTIVE and resumed.weights_version > plan.weights_version
-    # The evidence restarts at the re-applied weights: the old jobs do not count.
+    # The step's count restarts at the re-applied weights: the old jobs do not count.
     [held] = plans.step_all(now=utcnow() + LATER)
     assert held.step == 0 and "0 of 20 finished" in held.state
 
