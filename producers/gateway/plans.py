@@ -104,7 +104,7 @@ def pause_plan(advisor: str, body: PlanAction, gateway: AuthorisedDep) -> PlanPu
 @router.post("/rollouts/{advisor}/plan/resume", response_model=PlanPublic, tags=["rollouts"],
              responses=RESPONSES)  # fmt: skip
 def resume_plan(advisor: str, body: PlanAction, gateway: AuthorisedDep) -> PlanPublic:
-    """Active again at the current step; its weights are applied anew, its evidence restarts."""
+    """Active again at the current step; its weights are applied anew, its job count restarts."""
     return public(gateway.plans.resume(advisor, reason=body.reason or "resumed by operator",
                                        actor=_actor(body.actor)))  # fmt: skip
 

@@ -1,12 +1,13 @@
 """Rollout plans: create, pause, resume and abort them, and the guard round that steps them.
 
 A plan is a list of the candidate's percentages. The guard loop advances it one step when
-the current step's jobs (those routed at the step's weights version) number at least
-`min_jobs` finished split jobs of the candidate, `min_minutes` have passed, every guardrail
-holds, and the primary metric's always-valid interval (candidate - base) has its low end at
-or above `-margin` (non-inferiority). Every step is a `plan-step` rollout event carrying
-the statistics it was taken on; both writes are compare-and-sets, so two guards never
-advance a plan twice.
+the candidate has `min_jobs` finished split jobs and `min_minutes` have passed since the step
+began, every guardrail holds, and the primary metric's always-valid interval (candidate -
+base) has its low end at or above `-margin` (non-inferiority). The guardrails and the metric
+are read over the candidate's exposure sequence (producers/ops/exposure.py), the one the
+guard judges, so guard, plan and dashboard give one answer. Every step is a `plan-step`
+rollout event carrying the statistics it was taken on; both writes are compare-and-sets, so
+two guards never advance a plan twice.
 """
 
 from __future__ import annotations
@@ -21,16 +22,20 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from jobs.advisors import get_persona
-from jobs.clock import utcnow
-from jobs.contracts import BASE_VARIANT, Assignment, Status
+from jobs.clock import as_utc, utcnow
+from jobs.contracts import BASE_VARIANT, Status
 from jobs.errors import StaleVersion
 from jobs.settings import Settings
 from jobs.variants import Registry
 from producers.errors import InvalidPlan, PlanConflict, PlanNotFound
 from producers.ops.capacity import plan_capacity
-from producers.ops.guardrails import INPUT_ERRORS
+from producers.ops.exposure import state_at, weight_changes
+from producers.ops.guardrails import judged
 from producers.ops.plan_hook import hook_for
-from producers.ops.verdicts import verdicts
+from producers.ops.report_rows import JobRow, job_rows, job_rows_query
+from producers.ops.sequential import MIN_PER_ARM
+from producers.ops.stats import NOT_ENOUGH_DATA
+from producers.ops.verdicts import UNPAIRED_METRIC, Verdict, verdicts
 from producers.plans import Plan, PlanStatus, PlanStore
 from producers.rollouts import RolloutStore, Weights
 from store.models import Feedback, Job
@@ -86,58 +91,66 @@ class Gate:
     statistics: dict[str, Any]
 
 
-def _evidence(engine: Engine, plan: Plan) -> tuple[list[Any], list[Any]]:
-    """Jobs routed at the step's weights version (and their shadows), and their ratings."""
-    columns = (
-        Job.id,
-        Job.advisor,
-        Job.variant,
-        Job.assignment,
-        Job.weights_version,
-        Job.status,
-        Job.completed_at,
-        Job.error_kind,
-        Job.inference_ms,
-        Job.llm_outputs,
-        Job.shadow_of,
+def exposure_start(engine: Engine, plan: Plan, now: datetime) -> datetime:
+    """When the candidate's current exposure began (its weight last went from 0 to > 0)."""
+    starts = state_at(weight_changes(engine, plan.advisor), now).starts
+    return starts.get(plan.variant, plan.step_started_at)
+
+
+def _evidence(
+    engine: Engine, plan: Plan, since: datetime, now: datetime
+) -> tuple[list[JobRow], list[Any]]:
+    """The advisor's jobs finished in [since, now] (shadows included) and their ratings."""
+    where = (
+        Job.advisor == plan.advisor,
+        Job.status.in_([Status.SUCCEEDED, Status.FAILED]),
+        Job.completed_at >= since,
+        Job.completed_at <= now,
     )
-    where = (Job.advisor == plan.advisor, Job.weights_version == plan.weights_version)
+    rows = job_rows(engine, job_rows_query(engine.dialect.name, *where))
+    rated = (
+        select(Feedback.job_id, Feedback.rating, Feedback.helpful, Feedback.simulated,
+               Feedback.created_at)
+        .join(Job, Job.id == Feedback.job_id)
+        .where(*where)
+        .order_by(Feedback.created_at)
+    )  # fmt: skip
     with engine.connect() as conn:
-        rows = conn.execute(select(*columns).where(*where)).all()
-        feedback = conn.execute(
-            select(
-                Feedback.job_id,
-                Feedback.rating,
-                Feedback.helpful,
-                Feedback.simulated,
-                Feedback.created_at,
-            )
-            .join(Job, Job.id == Feedback.job_id)
-            .where(*where)
-            .order_by(Feedback.created_at)
-        ).all()
-    return list(rows), list(feedback)
+        feedback = conn.execute(rated).all()
+    return rows, list(feedback)
 
 
-def _finished(rows: Iterable[Any], variant: str) -> int:
+def _finished(rows: Iterable[JobRow], variant: str, since: datetime) -> int:
+    """Finished split jobs of `variant` since `since` that say something about it."""
     return sum(
-        1
-        for r in rows
-        if r.variant == variant
-        and r.assignment == Assignment.SPLIT
-        and r.shadow_of is None
-        and r.status in (Status.SUCCEEDED, Status.FAILED)
-        and r.error_kind not in INPUT_ERRORS
+        1 for r in judged(list(rows))
+        if r.variant == variant and (as_utc(r.completed_at) or since) >= since
+    )  # fmt: skip
+
+
+def _silence(verdict: Verdict) -> str:
+    """Why a verdict has no interval yet: the jobs per arm it still needs, or its data's fault."""
+    if verdict.decision != NOT_ENOUGH_DATA or verdict.metric != UNPAIRED_METRIC:
+        return f"no always-valid interval yet for {verdict.metric}: {verdict.decision}"
+    more_variant = max(0, MIN_PER_ARM - verdict.n_variant)
+    more_base = max(0, MIN_PER_ARM - verdict.n_base)
+    return (
+        f"{verdict.metric} is silent below {MIN_PER_ARM} scored jobs per arm: needs "
+        f"{more_variant} more {verdict.variant} and {more_base} more {BASE_VARIANT} jobs"
     )
 
 
 def check_gate(engine: Engine, plan: Plan, now: datetime | None = None) -> Gate:
     """Whether the current step may advance, with the statistics the answer rests on."""
     now = now or utcnow()
-    rows, feedback = _evidence(engine, plan)
-    jobs = _finished(rows, plan.variant)
+    exposed = exposure_start(engine, plan, now)
+    step_began = plan.step_started_at
+    # The step's counts are a subset of the exposure: read it once, from the earlier of the two.
+    rows, feedback = _evidence(engine, plan, min(exposed, step_began), now)
+    in_exposure = [r for r in rows if (as_utc(r.completed_at) or exposed) >= exposed]
+    jobs = _finished(rows, plan.variant, step_began)
     minutes = (now - plan.step_started_at).total_seconds() / 60
-    verdict = next((v for v in verdicts(rows, feedback) if v.variant == plan.variant), None)
+    verdict = next((v for v in verdicts(in_exposure, feedback) if v.variant == plan.variant), None)
     holds = []
     if jobs < plan.min_jobs:
         holds.append(f"{jobs} of {plan.min_jobs} finished {plan.variant} jobs")
@@ -148,7 +161,8 @@ def check_gate(engine: Engine, plan: Plan, now: datetime | None = None) -> Gate:
         "percent": plan.percent,
         "weights_version": plan.weights_version,
         "candidate_jobs": jobs,
-        "base_jobs": _finished(rows, BASE_VARIANT),
+        "base_jobs": _finished(rows, BASE_VARIANT, step_began),
+        "exposure_start": exposed.isoformat(),
         "minutes": round(minutes, 2),
         "min_jobs": plan.min_jobs,
         "min_minutes": plan.min_minutes,
@@ -160,6 +174,8 @@ def check_gate(engine: Engine, plan: Plan, now: datetime | None = None) -> Gate:
         breaches = [c.rule for c in verdict.guardrails if c.breached]
         stats.update(
             metric=verdict.metric,
+            exposure_candidate_jobs=verdict.n_variant,
+            exposure_base_jobs=verdict.n_base,
             method=verdict.method,
             estimate=verdict.estimate,
             ci_low=verdict.ci_low,
@@ -174,7 +190,7 @@ def check_gate(engine: Engine, plan: Plan, now: datetime | None = None) -> Gate:
         if breaches:
             holds.append("guardrail breached: " + ", ".join(breaches))
         if verdict.ci_low is None or not math.isfinite(verdict.ci_low):
-            holds.append(f"no always-valid interval yet for {verdict.metric}")
+            holds.append(_silence(verdict))
         elif verdict.ci_low < -plan.margin:
             holds.append(
                 f"{verdict.metric} interval [{verdict.ci_low:.2f}, {verdict.ci_high:.2f}] "
@@ -336,10 +352,11 @@ class PlanControl:
         return self._write(plan, status=PlanStatus.PAUSED, state=f"paused by {actor}: {reason}")
 
     def resume(self, advisor: str, *, reason: str, actor: str) -> Plan:
-        """Active again; the current step's weights are applied anew and its evidence restarts.
+        """Active again; the current step's weights are applied anew, its jobs and minutes
+        count again from now (the metric keeps reading the candidate's exposure).
 
-        A pause may have let the weights move (a manual `rollout set`): the step is judged
-        only on jobs routed at the weights it sets.
+        A pause may have let the weights move (a manual `rollout set`): the step's count
+        includes only jobs finished at the weights it sets.
         """
         plan = self._open(advisor)
         if plan.status is PlanStatus.ACTIVE:

@@ -3,6 +3,8 @@
 Each round, users are picked so both arms get jobs (the router still routes every one by its
 sticky bucket; at 5% a fair sample would need ~20 base jobs per candidate job), the jobs run
 on real workers, and one guard round runs with the plan. The steps' statistics are printed.
+The metric is silent below MIN_PER_ARM scored jobs per arm of the exposure, so the first step
+takes MIN_PER_ARM / PER_ARM rounds; later steps add to the same sequence and take one each.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from jobs.variants import load_registry_for
 from producers import Client, SubmitItem
 from producers.ops.guard import enforce
 from producers.ops.plans import STEP_KIND, PlanControl
+from producers.ops.sequential import MIN_PER_ARM
 from producers.plans import Plan, PlanStatus, PlanStore
 from producers.rollouts import RolloutStore
 from producers.router import bucket_of, choose
@@ -28,7 +31,7 @@ from store.repository import Repository
 from tests.advisor_worker.test_worker_e2e import photo, settings_of, setup_env
 from tests.support import Env, start_worker, wait_until_final
 
-PER_ARM = 8  # jobs per arm per round
+PER_ARM = 10  # jobs per arm per round: min_jobs, and half of MIN_PER_ARM
 MAX_ROUNDS = 12
 RESULTS = Path(__file__).resolve().parents[2] / ".artifacts" / "plan-e2e.json"
 
@@ -99,6 +102,8 @@ def step_table(plans: PlanControl) -> list[dict[str, Any]]:
         rows.append({
             "to": event.details["percent"], "from": s["percent"],
             "candidate_jobs": s["candidate_jobs"], "base_jobs": s["base_jobs"],
+            "exposure_candidate_jobs": s["exposure_candidate_jobs"],
+            "exposure_base_jobs": s["exposure_base_jobs"],
             "minutes": s["minutes"], "metric": s["metric"], "estimate": s["estimate"],
             "ci_low": s["ci_low"], "ci_high": s["ci_high"], "guardrails_ok": s["guardrails_ok"],
         })  # fmt: skip
@@ -142,7 +147,11 @@ def test_a_candidate_no_worse_than_base_walks_5_25_50_100(env: Env, tmp_path: Pa
     assert plans.rollouts.get("ansel").weights == {"base": 0.0, "fine_tuned": 1.0}
     for s in steps:
         assert s["candidate_jobs"] >= PER_ARM and s["guardrails_ok"]
+        assert min(s["exposure_candidate_jobs"], s["exposure_base_jobs"]) >= MIN_PER_ARM
         assert s["ci_low"] >= -1.5
+    # The first step waited for the metric to speak; later steps add to its sequence.
+    assert steps[0]["candidate_jobs"] >= MIN_PER_ARM
+    assert steps[1]["exposure_candidate_jobs"] > steps[1]["candidate_jobs"]
 
 
 @pytest.mark.slow
@@ -153,12 +162,14 @@ def test_a_candidate_whose_jobs_fail_is_rolled_back_at_the_first_step(
     failing = Env({**env.values, "ADVISOR_MAX_OUTPUT_TOKENS": "64"})
     rounds, plans = walk(env, tmp_path, failing)
     final = rounds[-1].plan
+    [rollback] = [e for e in plans.rollouts.history("ansel", limit=100) if e.kind == "guard"]
     record(
         "failing",
         {
             "rounds": [
                 {"round": r.number, "at": r.percent_before, "state": r.plan.state} for r in rounds
-            ]
+            ],
+            "rollback": {"reason": rollback.reason, "statistics": rollback.details},
         },
     )
     assert final.status is PlanStatus.ROLLED_BACK, [r.plan.state for r in rounds]

@@ -13,8 +13,9 @@ from jobs.clock import utcnow
 from jobs.contracts import ErrorKind
 from jobs.variants import Registry, load_registry
 from producers.errors import InvalidPlan, PlanConflict, PlanNotFound
-from producers.ops.guard import enforce
-from producers.ops.plans import STEP_KIND, PlanControl, parse_steps
+from producers.ops.guard import enforce, evaluate
+from producers.ops.plans import STEP_KIND, PlanControl, check_gate, parse_steps
+from producers.ops.sequential import MIN_PER_ARM
 from producers.plans import Plan, PlanStatus, PlanStore
 from producers.rollouts import RolloutStore
 from store.db import engine_for
@@ -121,6 +122,41 @@ def test_too_few_jobs_hold_the_step_and_say_so(migrated_url: str, registry_file:
     assert after.details["last_check"]["candidate_jobs"] == 10
 
 
+def test_a_silent_verdict_holds_the_step_and_says_how_many_more_jobs_each_arm_needs(
+    migrated_url: str, registry_file: Path
+) -> None:
+    plans, crafter = control(migrated_url, registry_file)
+    plan = start(plans, min_jobs=5)
+    evidence(crafter, plan, "base", alike(MIN_PER_ARM + 10))
+    evidence(crafter, plan, "fine_tuned", alike(MIN_PER_ARM - 8))
+    [after] = plans.step_all(now=utcnow() + LATER)
+    assert after.step == 0 and after.details["last_check"]["estimate"] is None
+    assert (f"silent below {MIN_PER_ARM} scored jobs per arm: needs 8 more fine_tuned "
+            "and 0 more base jobs") in after.state  # fmt: skip
+
+
+def test_after_a_step_the_plan_counts_the_steps_jobs_but_judges_the_guards_whole_sequence(
+    migrated_url: str, registry_file: Path
+) -> None:
+    plans, crafter = control(migrated_url, registry_file)
+    plan = start(plans)
+    evidence(crafter, plan, "base", alike(60))
+    evidence(crafter, plan, "fine_tuned", alike(40))
+    [at25] = plans.step_all(now=utcnow() + LATER)
+    evidence(crafter, at25, "base", alike(6))
+    evidence(crafter, at25, "fine_tuned", alike(4))
+    now = utcnow() + LATER
+
+    stats = check_gate(plans.engine, at25, now).statistics
+    [decision] = evaluate(plans.engine, plans.rollouts, "ansel", now=now)
+
+    assert (stats["candidate_jobs"], stats["base_jobs"]) == (4, 6)
+    assert (stats["exposure_candidate_jobs"], stats["exposure_base_jobs"]) == (44, 66)
+    assert decision.variant_stats.completed == 44 and decision.base_stats.completed == 66
+    assert decision.sequence_start is not None
+    assert stats["exposure_start"] == decision.sequence_start.isoformat()
+
+
 def test_too_little_time_holds_the_step(migrated_url: str, registry_file: Path) -> None:
     plans, crafter = control(migrated_url, registry_file)
     plan = start(plans)
@@ -183,7 +219,7 @@ def test_pause_holds_resume_reapplies_the_step_and_abort_sends_the_candidate_to_
 
     resumed = plans.resume("ansel", reason="fine", actor="op")
     assert resumed.status is PlanStatus.ACTIVE and resumed.weights_version > plan.weights_version
-    # The evidence restarts at the re-applied weights: the old jobs do not count.
+    # The step's count restarts at the re-applied weights: the old jobs do not count.
     [held] = plans.step_all(now=utcnow() + LATER)
     assert held.step == 0 and "0 of 20 finished" in held.state
 
