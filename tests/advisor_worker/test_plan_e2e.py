@@ -18,15 +18,12 @@ from typing import Any
 import pytest
 
 from advisor_worker.devtools.adapter_maker import write_random_adapter
-from jobs.variants import load_registry_for
-from producers import Client, SubmitItem
+from producers import Client, Services, SubmitItem
 from producers.ops.guard import enforce
 from producers.ops.plans import STEP_KIND, PlanControl
 from producers.ops.sequential import MIN_PER_ARM
 from producers.plans import Plan, PlanStatus, PlanStore
-from producers.rollouts import RolloutStore
 from producers.router import bucket_of, choose
-from store.db import engine_for
 from store.repository import Repository
 from tests.advisor_worker.test_worker_e2e import photo, settings_of, setup_env
 from tests.support import Env, start_worker, wait_until_final
@@ -58,17 +55,16 @@ def subjects_for(salt: str, weights: dict[str, float], counter: itertools.count[
 
 def walk(env: Env, tmp_path: Path, candidate_env: Env) -> tuple[list[Round], PlanControl]:
     settings = settings_of(env)
-    engine = engine_for(settings.resolved_database_url)
-    registry = load_registry_for(settings)
-    rollouts = RolloutStore(engine)
+    services = Services(settings)
+    engine, registry, rollouts = services.engine, services.registry, services.rollouts
     repo = Repository(engine)
     workers = [start_worker(env, "base", tmp_path), start_worker(candidate_env, "fine_tuned",
                                                                  tmp_path)]  # fmt: skip
     rounds: list[Round] = []
     try:
-        with Client(settings) as client:
+        with services, Client(services=services) as client:
             plans = PlanControl(engine, registry, rollouts, PlanStore(engine),
-                                on_weights=client.router.invalidate)  # fmt: skip
+                                on_weights=services.router.invalidate)  # fmt: skip
             plan = plans.create("ansel", "fine_tuned", (5, 25, 50, 100), reason="e2e",
                                 actor="test", min_jobs=PER_ARM, min_minutes=0.05,
                                 margin=1.5)  # fmt: skip
