@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -214,6 +215,37 @@ for _name in ("advisor", "subject", "idempotency_key", "image", "variant"):
         CASES[f"{_label} in {_name}"] = Case(
             "POST", A, 422, "validation_error", key="operator" if _name == "variant" else "app",
             kwargs=raw(_raw),
+        )  # fmt: skip
+
+# Every control class in every free-text field, on PostgreSQL (NUL was a 500 in a comment).
+_CONTROLS = {"NUL": "\\u0000", "ESC": "\\u001b", "DEL": "\\u007f", "C1": "\\u0085"}
+_NOBODY = "/jobs/00000000-0000-0000-0000-000000000000"
+_TEXT_FIELDS: dict[str, tuple[str, str, str, dict[str, Any]]] = {
+    # name: (method, path, key, body with the field set to "__X__")
+    "feedback comment": ("POST", f"{_NOBODY}/feedback", "app", {"rating": 4, "comment": "__X__"}),
+    "feedback source": ("POST", f"{_NOBODY}/feedback", "app", {"rating": 4, "source": "__X__"}),
+    "notify task": ("POST", A, "app", {"advisor": "ansel", "image": "ok.jpg", "notify": "__X__",
+                                      "notify_queue": "q"}),
+    "notify queue": ("POST", A, "app", {"advisor": "ansel", "image": "ok.jpg", "notify": "t",
+                                       "notify_queue": "__X__"}),
+    "callback url": ("POST", A, "app", {"advisor": "ansel", "image": "ok.jpg",
+                                       "callback_url": "https://a.example/__X__"}),
+    "rollout actor": ("PUT", "/rollouts/ansel", "operator",
+                      {"weights": {"base": 1}, "reason": "r", "actor": "__X__"}),
+    "rollout variant name": ("PUT", "/rollouts/ansel", "operator",
+                             {"weights": {"__X__": 1}, "reason": "r"}),
+    "rollback reason": ("POST", "/rollouts/ansel/rollback", "operator", {"reason": "__X__"}),
+    "plan reason": ("POST", "/rollouts/ansel/plan/pause", "operator", {"reason": "__X__"}),
+    "plan variant": ("POST", "/rollouts/ansel/plan", "operator",
+                     {"variant": "__X__", "reason": "r"}),
+    "advisor in a path": ("POST", "/rollouts/a__X__b/rollback", "operator", {"reason": "r"}),
+}  # fmt: skip
+for _field, (_method, _path, _key, _body) in _TEXT_FIELDS.items():
+    for _label, _escape in _CONTROLS.items():
+        _raw = json.dumps(_body).replace("__X__", f"a{_escape}b").encode()
+        CASES[f"{_label} in the {_field}"] = Case(
+            _method, _path.replace("__X__", quote(chr(int(_escape[2:], 16)))), 422,
+            "validation_error", key=_key, kwargs=raw(_raw),
         )  # fmt: skip
 
 
