@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from jobs.errors import CallbackRefused, summary
+from notices.addresses import IPAddress, non_public_reason
 
 SIGNATURE_HEADER = "X-Advisor-Signature"
 DELIVERY_HEADER = "X-Advisor-Delivery"
@@ -28,7 +29,6 @@ MAX_URL_LENGTH = 2048
 # Receivers should reject signatures older than this (README); `verify_signature` does.
 SIGNATURE_TOLERANCE_SECONDS = 300
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # (host, port) -> the addresses it resolves to; injectable so tests can play DNS.
 Resolver = Callable[[str, int], Sequence[str]]
 
@@ -37,13 +37,6 @@ def resolve(host: str, port: int) -> list[str]:
     """Every address `host` resolves to, in the resolver's order, without duplicates."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
-
-
-def is_public(address: IPAddress) -> bool:
-    """Globally routable unicast: not loopback, private, link-local, CGNAT, multicast, reserved."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_global and not address.is_multicast
 
 
 @dataclass(frozen=True)
@@ -125,12 +118,14 @@ class CallbackPolicy:
         if not found:
             raise CallbackRefused(f"Callback host {host!r} resolves to no address")
         if not self.is_named(host):
-            private = [str(a) for a in found if not is_public(a)]
-            if private:
+            refused = [(a, non_public_reason(a)) for a in found]
+            refused = [(a, why) for a, why in refused if why is not None]
+            if refused:
+                address, why = refused[0]
                 raise CallbackRefused(
-                    f"Callback host {host!r} resolves to a non-public address ({private[0]}): "
-                    "loopback, private and link-local addresses are refused unless the host is "
-                    "listed by name in ADVISOR_WEBHOOK_ALLOWED_HOSTS"
+                    f"Callback host {host!r} resolves to a non-public address ({address}): "
+                    f"{why}; non-public addresses are refused unless the host is listed by "
+                    "name in ADVISOR_WEBHOOK_ALLOWED_HOSTS"
                 )
         return found
 
