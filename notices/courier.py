@@ -18,7 +18,13 @@ from kombu import Exchange, Queue
 
 from jobs.broker import SEND_RETRY_POLICY, make_celery, send_errors, unreachable
 from jobs.clock import utcnow
-from jobs.contracts import DeliveryKind, Status
+from jobs.contracts import (
+    NOTIFY_QUEUE_PREFIX,
+    DeliveryKind,
+    Status,
+    is_notify_queue,
+    is_notify_task_name,
+)
 from jobs.settings import Settings
 from notices.webhooks import CallbackPolicy, PostResult, WebhookSender
 from store.deliveries import DeliveryStore, backoff_seconds
@@ -27,6 +33,10 @@ from store.models import Delivery, Job
 logger = logging.getLogger(__name__)
 
 NOTICE_VERSION = 1
+REFUSED_NAME = (
+    f"the task or queue name is outside the client namespace ({NOTIFY_QUEUE_PREFIX}NAME); "
+    "submit again with a valid notify_queue"
+)
 
 
 def notice_for(job: Job) -> dict[str, Any]:
@@ -67,6 +77,9 @@ class TaskSender:
         self._errors = send_errors(self.app)
 
     def send(self, task: str, queue: str, notice: dict[str, Any], task_id: str) -> PostResult:
+        # Checked again here: a row written around the producers must not reach broker keys.
+        if not is_notify_task_name(task) or not is_notify_queue(queue):
+            return PostResult(False, error=REFUSED_NAME, permanent=True)
         try:
             self.app.send_task(
                 task, args=[notice], task_id=task_id,
@@ -142,7 +155,11 @@ class Courier:
         done = DeliveryRound()
         for delivery, job in claimed:
             started = time.perf_counter()
-            result = self._send(delivery, job)
+            try:
+                result = self._send(delivery, job)
+            except Exception:  # noqa: BLE001 - no notice may stop its sender; it is recorded failed
+                logger.exception("Delivery %s of job %s raised", delivery.id, job.id)
+                result = PostResult(False, error="the notice could not be sent")
             attempt = {
                 "at": utcnow().isoformat(), "by": by, "ok": result.ok,
                 "status_code": result.status_code, "error": result.error,

@@ -109,7 +109,9 @@ def critique_done(self, outcome):
 class UpstreamWorker:
     """`celery -A upstream_app worker -Q QUEUE` in a subprocess, on its own broker."""
 
-    def __init__(self, root: Path, broker_url: str, queue: str = "app.results") -> None:
+    def __init__(
+        self, root: Path, broker_url: str, queue: str = "advisor.notify.app.results"
+    ) -> None:
         self.root = root
         self.broker_url = broker_url
         self.queue = queue

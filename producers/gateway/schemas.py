@@ -72,7 +72,8 @@ class SubmissionFields(BaseModel):
     )  # fmt: skip
     notify_queue: str | None = Field(
         default=None, min_length=1, max_length=NAME_WIDTH, pattern=PRINTABLE,
-        description="the queue that task is published to",
+        description="the queue that task is published to: advisor.notify.NAME (NAME: a letter, "
+        "then letters, digits and _ . : -)",
     )  # fmt: skip
     callback_url: str | None = Field(
         default=None, min_length=1, max_length=2048, pattern=PRINTABLE,

@@ -248,6 +248,33 @@ for _field, (_method, _path, _key, _body) in _TEXT_FIELDS.items():
             "validation_error", key=_key, kwargs=raw(_raw),
         )  # fmt: skip
 
+# Client-chosen queue names that would reach the broker's or the database's own objects.
+for _queue in (
+    "unacked",
+    "unacked_index",
+    "unacked_mutex",
+    "_kombu.binding.celery",
+    "_kombu.binding.advisor.base",
+    "celery",
+    "celery.pidbox",
+    "advisor.base",
+    "advisor.notify._kombu",
+    "jobs",
+    "pg_catalog.pg_class",
+    "alembic_version",
+):
+    CASES[f"notify_queue {_queue}"] = Case(
+        "POST", A, 422, "invalid_submission",
+        kwargs=body(**OK, notify="app.done", notify_queue=_queue),
+    )  # fmt: skip
+CASES["notify task _kombu.binding.x"] = Case(
+    "POST",
+    A,
+    422,
+    "invalid_submission",
+    kwargs=body(**OK, notify="_kombu.binding.x", notify_queue="advisor.notify.app"),
+)
+
 
 @pytest.fixture(scope="module")
 def files(hostile: HostileStack) -> HostileStack:
