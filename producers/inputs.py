@@ -31,7 +31,6 @@ from store.submissions import NewDelivery
 ImageInput = str | Path | bytes | bytearray | memoryview | Image.Image
 
 
-
 @dataclass(frozen=True)
 class SubmitItem:
     """One job to submit: an image (path, bytes or PIL image) and an advisor."""
