@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from kombu import Exchange, Queue
 
@@ -33,6 +35,8 @@ from store.models import Delivery, Job
 logger = logging.getLogger(__name__)
 
 NOTICE_VERSION = 1
+# Receivers served side by side in one round; each attempt has its own deadline.
+RECEIVERS_AT_ONCE = 8
 REFUSED_NAME = (
     f"the task or queue name is outside the client namespace ({NOTIFY_QUEUE_PREFIX}NAME); "
     "submit again with a valid notify_queue"
@@ -61,6 +65,17 @@ def notice_for(job: Job) -> dict[str, Any]:
 def notice_body(job: Job) -> bytes:
     """The webhook body; a final row never changes, so every retry sends the same bytes."""
     return json.dumps(notice_for(job), sort_keys=True, separators=(",", ":")).encode()
+
+
+def receiver_of(delivery: Delivery) -> str:
+    """Who answers a notice: the callback's host and port, or the notify broker for tasks."""
+    if delivery.kind == DeliveryKind.TASK:
+        return "task"
+    try:
+        parts = urlsplit(delivery.target)
+        return f"webhook:{(parts.hostname or '').lower()}:{parts.port}"
+    except ValueError:
+        return "webhook:?"  # refused when sent; grouped with other unreadable targets meanwhile
 
 
 def policy_of(settings: Settings) -> CallbackPolicy:
@@ -152,6 +167,24 @@ class Courier:
         return self._deliver(claimed, by or self.sender)
 
     def _deliver(self, claimed: list[tuple[Delivery, Job]], by: str) -> DeliveryRound:
+        """Each receiver's notices in order, receivers side by side: a slow one holds its own
+        notices only (each attempt within its deadline), never another receiver's."""
+        groups: dict[str, list[tuple[Delivery, Job]]] = {}
+        for delivery, job in claimed:
+            groups.setdefault(receiver_of(delivery), []).append((delivery, job))
+        done = DeliveryRound()
+        if len(groups) <= 1:
+            for group in groups.values():
+                done.add(self._deliver_in_order(group, by))
+            return done
+        with ThreadPoolExecutor(
+            max_workers=min(len(groups), RECEIVERS_AT_ONCE), thread_name_prefix="notices"
+        ) as pool:
+            for result in pool.map(lambda g: self._deliver_in_order(g, by), groups.values()):
+                done.add(result)
+        return done
+
+    def _deliver_in_order(self, claimed: list[tuple[Delivery, Job]], by: str) -> DeliveryRound:
         done = DeliveryRound()
         for delivery, job in claimed:
             started = time.perf_counter()

@@ -2,56 +2,17 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from notices.webhooks import CallbackPolicy, WebhookSender
+from tests.receivers import DripReceiver
 
 TIMEOUT = 2.0
 # Scheduling slack on a busy 2-core machine; the attempt used to take 22 s here.
 SLACK = 1.0
-
-
-class DripReceiver:
-    """Accepts connections and answers one byte every `interval` seconds, forever."""
-
-    def __init__(self, interval: float, phase: str) -> None:
-        self.interval, self.phase = interval, phase
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.stopped = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
-
-    def _drip(self, conn: socket.socket) -> None:
-        with conn:
-            if self.phase == "headers":
-                conn.recv(65536)
-                answer = b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 10_000
-            else:  # never reads the request: the sender's send blocks once buffers fill
-                answer = b""
-            try:
-                for byte in answer or iter(lambda: b"", None):
-                    if self.stopped.wait(self.interval):
-                        return
-                    conn.sendall(bytes([byte]) if isinstance(byte, int) else byte)
-            except OSError:
-                return
-
-    def close(self) -> None:
-        self.stopped.set()
-        self.listener.close()
 
 
 @pytest.fixture(params=[("headers", 0.6), ("headers", 1.0), ("headers", 0.05)],
