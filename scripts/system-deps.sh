@@ -2,7 +2,8 @@
 # Optional system packages: OpenBLAS makes MLX's fp32 CPU matmuls fast on Linux; Chromium
 # renders the gateway's dashboard in its test; colord-data (Adobe RGB) and libgs-common (a
 # SWOP CMYK profile; data only, no Ghostscript) give the photo tests real ICC profiles;
-# iproute2 and nftables build and cut the network namespaces of the multi-host fault test.
+# iproute2 and nftables build and cut the network namespaces of the multi-host fault test;
+# exiftool reads stored PNG uploads back in the photo privacy test (test-only).
 # Each is installed once, quietly, as root.
 set -euo pipefail
 [ "$(uname -s)" = Linux ] || exit 0
@@ -42,4 +43,8 @@ fi
 if ! command -v nft >/dev/null; then
   install nftables "cutting a worker host off PostgreSQL in the multi-host fault test" \
     "the multi-host fault test skips locally and fails in CI"
+fi
+if ! command -v exiftool >/dev/null; then
+  install libimage-exiftool-perl "reading stored PNG uploads back as exiftool would (photo tests)" \
+    "the exiftool half of the PNG privacy test is skipped"
 fi
