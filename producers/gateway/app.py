@@ -22,6 +22,7 @@ from jobs.variants import Registry
 from producers.client import Client
 from producers.gateway import api, dashboard, ops, plans, problems
 from producers.gateway.limits import BodyLimit
+from producers.gateway.protocol import ProblemH11Protocol
 from producers.gateway.service import Gateway
 
 logger = logging.getLogger(__name__)
@@ -110,6 +111,8 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "timeout_keep_alive": settings.gateway_keep_alive_seconds,
         # Headers of one request at most 64 KiB (h11): no unbounded header buffering.
         "h11_max_incomplete_event_size": 64 * 1024,
+        # A request h11 cannot parse is answered with the API's JSON error body.
+        "http": ProblemH11Protocol,
     }
 
 
