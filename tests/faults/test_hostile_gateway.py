@@ -29,11 +29,12 @@ from kombu import Connection, Producer
 from PIL import Image
 
 from jobs.broker import analyze_queue, make_celery
-from jobs.contracts import ANALYZE_TASK, Assignment, ErrorKind, Status
+from jobs.contracts import ANALYZE_TASK, Assignment, DeliveryKind, ErrorKind, Status
 from producers import Client
 from producers.keys import KeyStore
+from store.deliveries import DeliveryStore
 from store.models import Job
-from store.submissions import NewJob
+from store.submissions import NewDelivery, NewJob
 from tests.faults.hostile_stack import (
     IDLE,
     MAX_BODY,
@@ -685,3 +686,33 @@ def wait_final(stack: HostileStack, ids: list[str], timeout: float = 90) -> list
             return jobs
         time.sleep(0.3)
     raise AssertionError(f"not final after {timeout}s: {[(j.id, j.status) for j in jobs]}")
+
+
+def test_notice_rows_planted_with_broker_keys_fail_and_leave_the_worker_alive(
+    files: HostileStack,
+) -> None:
+    """Rows written around the producers, naming kombu's own keys: a worker used to die on
+    WRONGTYPE here, and again after a restart."""
+    ids = []
+    for seed, queue in enumerate(("unacked", "unacked_index", "_kombu.binding.celery")):
+        data = photo(40 + seed)
+        sha = hashlib.sha256(data).hexdigest()
+        notice = NewDelivery(DeliveryKind.TASK, "app.done", queue)
+        [(row, _)] = files.repo.create_jobs(
+            [NewJob("ansel", sha, f"sha256:{sha}", f"planted-{seed}", "base",
+                    Assignment.FORCED, 0, deliveries=(notice,))],
+            images={sha: data},
+        )  # fmt: skip
+        _send(files, {"job_id": row.id, "advisor": "ansel", "variant": "base",
+                      "image_ref": row.image_ref})  # fmt: skip
+        ids.append(row.id)
+    wait_final(files, ids, timeout=180)
+    deliveries = DeliveryStore(files.repo.engine)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        states = [d.state for i in ids for d in deliveries.of_job(i)]
+        if states == ["undelivered"] * 3:
+            break
+        time.sleep(0.3)
+    assert states == ["undelivered"] * 3
+    files.assert_alive()
