@@ -26,6 +26,13 @@ MAX_IMAGE_PATH = IMAGE_REF_WIDTH - len(PATH_PREFIX)  # a path reference fits the
 FINE_TUNED_VARIANT = "fine_tuned"
 
 _VARIANT_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+# Names a client chooses for its notices. Task names travel inside messages; queues become
+# broker keys, so a client's queue lives under its own prefix and can never name the broker's
+# own objects (kombu's `unacked`, `unacked_index`, `_kombu.binding.*`) or the service's queues.
+NOTIFY_QUEUE_PREFIX = "advisor.notify."
+CLIENT_NAME_PATTERN = r"[A-Za-z][A-Za-z0-9_.:-]{0,99}"
+_CLIENT_NAME = re.compile(CLIENT_NAME_PATTERN)  # fullmatch: `$` would allow a trailing newline
+_NOTIFY_QUEUE = re.compile(rf"{re.escape(NOTIFY_QUEUE_PREFIX)}{CLIENT_NAME_PATTERN}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Job ids are UUIDs (36 characters); a few tools write their own within the column's width.
 _JOB_ID = re.compile(r"^[A-Za-z0-9._:-]{1,36}$")
@@ -33,7 +40,7 @@ _JOB_ID = re.compile(r"^[A-Za-z0-9._:-]{1,36}$")
 
 def queue_for(variant: str) -> str:
     """The Celery queue that workers of `variant` consume."""
-    if not _VARIANT_NAME.match(variant):
+    if not _VARIANT_NAME.fullmatch(variant):
         raise ValueError(f"Invalid variant name {variant!r}: use lowercase letters, digits, _ or -")
     return f"{QUEUE_PREFIX}{variant}"
 
@@ -48,7 +55,17 @@ def queue_of(variant: str, *, is_shadow: bool) -> str:
 
 
 def is_valid_variant_name(name: str) -> bool:
-    return bool(_VARIANT_NAME.match(name))
+    return bool(_VARIANT_NAME.fullmatch(name))
+
+
+def is_notify_task_name(name: object) -> bool:
+    """A completion task's name: `app.critique_done` (letters first; _ . : - within)."""
+    return isinstance(name, str) and _CLIENT_NAME.fullmatch(name) is not None
+
+
+def is_notify_queue(name: object) -> bool:
+    """A completion task's queue: `advisor.notify.` then a client name (`advisor.notify.app`)."""
+    return isinstance(name, str) and _NOTIFY_QUEUE.fullmatch(name) is not None
 
 
 def is_storable_text(value: str) -> bool:
@@ -62,7 +79,7 @@ def is_storable_text(value: str) -> bool:
 
 def is_plausible_job_id(value: object) -> bool:
     """Could `value` be the id of a job row? Anything else is never looked up."""
-    return isinstance(value, str) and _JOB_ID.match(value) is not None
+    return isinstance(value, str) and _JOB_ID.fullmatch(value) is not None
 
 
 class Status(StrEnum):

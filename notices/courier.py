@@ -11,14 +11,22 @@ from __future__ import annotations
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from kombu import Exchange, Queue
 
 from jobs.broker import SEND_RETRY_POLICY, make_celery, send_errors, unreachable
 from jobs.clock import utcnow
-from jobs.contracts import DeliveryKind, Status
+from jobs.contracts import (
+    NOTIFY_QUEUE_PREFIX,
+    DeliveryKind,
+    Status,
+    is_notify_queue,
+    is_notify_task_name,
+)
 from jobs.settings import Settings
 from notices.webhooks import CallbackPolicy, PostResult, WebhookSender
 from store.deliveries import DeliveryStore, backoff_seconds
@@ -27,6 +35,12 @@ from store.models import Delivery, Job
 logger = logging.getLogger(__name__)
 
 NOTICE_VERSION = 1
+# Receivers served side by side in one round; each attempt has its own deadline.
+RECEIVERS_AT_ONCE = 8
+REFUSED_NAME = (
+    f"the task or queue name is outside the client namespace ({NOTIFY_QUEUE_PREFIX}NAME); "
+    "submit again with a valid notify_queue"
+)
 
 
 def notice_for(job: Job) -> dict[str, Any]:
@@ -53,6 +67,17 @@ def notice_body(job: Job) -> bytes:
     return json.dumps(notice_for(job), sort_keys=True, separators=(",", ":")).encode()
 
 
+def receiver_of(delivery: Delivery) -> str:
+    """Who answers a notice: the callback's host and port, or the notify broker for tasks."""
+    if delivery.kind == DeliveryKind.TASK:
+        return "task"
+    try:
+        parts = urlsplit(delivery.target)
+        return f"webhook:{(parts.hostname or '').lower()}:{parts.port}"
+    except ValueError:
+        return "webhook:?"  # refused when sent; grouped with other unreadable targets meanwhile
+
+
 def policy_of(settings: Settings) -> CallbackPolicy:
     return CallbackPolicy(tuple(settings.webhook_allowed_hosts))
 
@@ -67,6 +92,9 @@ class TaskSender:
         self._errors = send_errors(self.app)
 
     def send(self, task: str, queue: str, notice: dict[str, Any], task_id: str) -> PostResult:
+        # Checked again here: a row written around the producers must not reach broker keys.
+        if not is_notify_task_name(task) or not is_notify_queue(queue):
+            return PostResult(False, error=REFUSED_NAME, permanent=True)
         try:
             self.app.send_task(
                 task, args=[notice], task_id=task_id,
@@ -139,10 +167,32 @@ class Courier:
         return self._deliver(claimed, by or self.sender)
 
     def _deliver(self, claimed: list[tuple[Delivery, Job]], by: str) -> DeliveryRound:
+        """Each receiver's notices in order, receivers side by side: a slow one holds its own
+        notices only (each attempt within its deadline), never another receiver's."""
+        groups: dict[str, list[tuple[Delivery, Job]]] = {}
+        for delivery, job in claimed:
+            groups.setdefault(receiver_of(delivery), []).append((delivery, job))
+        done = DeliveryRound()
+        if len(groups) <= 1:
+            for group in groups.values():
+                done.add(self._deliver_in_order(group, by))
+            return done
+        with ThreadPoolExecutor(
+            max_workers=min(len(groups), RECEIVERS_AT_ONCE), thread_name_prefix="notices"
+        ) as pool:
+            for result in pool.map(lambda g: self._deliver_in_order(g, by), groups.values()):
+                done.add(result)
+        return done
+
+    def _deliver_in_order(self, claimed: list[tuple[Delivery, Job]], by: str) -> DeliveryRound:
         done = DeliveryRound()
         for delivery, job in claimed:
             started = time.perf_counter()
-            result = self._send(delivery, job)
+            try:
+                result = self._send(delivery, job)
+            except Exception:  # noqa: BLE001 - no notice may stop its sender; it is recorded failed
+                logger.exception("Delivery %s of job %s raised", delivery.id, job.id)
+                result = PostResult(False, error="the notice could not be sent")
             attempt = {
                 "at": utcnow().isoformat(), "by": by, "ok": result.ok,
                 "status_code": result.status_code, "error": result.error,

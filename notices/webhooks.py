@@ -8,18 +8,21 @@ are never followed and the response body is never read.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import http.client
 import ipaddress
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from jobs.errors import CallbackRefused, summary
+from notices.addresses import IPAddress, non_public_reason
 
 SIGNATURE_HEADER = "X-Advisor-Signature"
 DELIVERY_HEADER = "X-Advisor-Delivery"
@@ -28,7 +31,6 @@ MAX_URL_LENGTH = 2048
 # Receivers should reject signatures older than this (README); `verify_signature` does.
 SIGNATURE_TOLERANCE_SECONDS = 300
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # (host, port) -> the addresses it resolves to; injectable so tests can play DNS.
 Resolver = Callable[[str, int], Sequence[str]]
 
@@ -37,13 +39,6 @@ def resolve(host: str, port: int) -> list[str]:
     """Every address `host` resolves to, in the resolver's order, without duplicates."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
-
-
-def is_public(address: IPAddress) -> bool:
-    """Globally routable unicast: not loopback, private, link-local, CGNAT, multicast, reserved."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_global and not address.is_multicast
 
 
 @dataclass(frozen=True)
@@ -125,12 +120,14 @@ class CallbackPolicy:
         if not found:
             raise CallbackRefused(f"Callback host {host!r} resolves to no address")
         if not self.is_named(host):
-            private = [str(a) for a in found if not is_public(a)]
-            if private:
+            refused = [(a, non_public_reason(a)) for a in found]
+            refused = [(a, why) for a, why in refused if why is not None]
+            if refused:
+                address, why = refused[0]
                 raise CallbackRefused(
-                    f"Callback host {host!r} resolves to a non-public address ({private[0]}): "
-                    "loopback, private and link-local addresses are refused unless the host is "
-                    "listed by name in ADVISOR_WEBHOOK_ALLOWED_HOSTS"
+                    f"Callback host {host!r} resolves to a non-public address ({address}): "
+                    f"{why}; non-public addresses are refused unless the host is listed by "
+                    "name in ADVISOR_WEBHOOK_ALLOWED_HOSTS"
                 )
         return found
 
@@ -229,9 +226,15 @@ class WebhookSender:
             DELIVERY_HEADER: delivery_id,
             "Connection": "close",
         }
+        # One deadline for the whole attempt: a socket time-out bounds each read only, and a
+        # receiver dripping a byte at a time would hold the attempt for as long as it likes.
+        deadline = time.monotonic() + self.timeout
         error = "no address"
         for address in addresses:
-            conn = self._connection(target, str(address))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return PostResult(False, error=f"no answer within {self.timeout:g}s")
+            conn = self._connection(target, str(address), remaining)
             try:
                 try:
                     conn.connect()
@@ -239,22 +242,44 @@ class WebhookSender:
                     # Nothing was sent: the next checked address may answer.
                     error = f"{address}: {summary(exc, typed=True, limit=300)}"
                     continue
+                cut = threading.Event()
+                cutoff = threading.Timer(deadline - time.monotonic(), _cut, (conn, cut))
+                cutoff.daemon = True
+                cutoff.start()
+                late = PostResult(False, error=f"no answer within {self.timeout:g}s")
                 try:
                     conn.request("POST", target.path, body=body, headers=headers)
                     # Status line and headers only: the body is neither read nor stored.
-                    return _judge(conn.getresponse().status)
-                except (OSError, http.client.HTTPException) as exc:
+                    status = conn.getresponse().status
+                    # A cut mid-headers reads as their end: the answer is not trusted.
+                    return late if cut.is_set() else _judge(status)
+                except (OSError, http.client.HTTPException, ValueError) as exc:
+                    if cut.is_set():
+                        return late
                     return PostResult(
                         False, error=f"{address}: {summary(exc, typed=True, limit=300)}"
                     )
+                finally:
+                    cutoff.cancel()
             finally:
                 conn.close()
         return PostResult(False, error=error)
 
-    def _connection(self, target: CallbackTarget, address: str) -> http.client.HTTPConnection:
+    def _connection(
+        self, target: CallbackTarget, address: str, timeout: float
+    ) -> http.client.HTTPConnection:
         if target.scheme == "https":
-            return _PinnedHTTPS(target.host, target.port, address, self.timeout, self.tls)
-        return _PinnedHTTP(target.host, target.port, address, self.timeout)
+            return _PinnedHTTPS(target.host, target.port, address, timeout, self.tls)
+        return _PinnedHTTP(target.host, target.port, address, timeout)
+
+
+def _cut(conn: http.client.HTTPConnection, cut: threading.Event) -> None:
+    """At the attempt's deadline: end the connection, so a blocked read returns at once."""
+    cut.set()
+    sock = conn.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):  # already closed
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _judge(status: int) -> PostResult:

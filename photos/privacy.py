@@ -4,7 +4,8 @@ Every accepted container keeps its EXIF as one TIFF structure (JPEG APP1, PNG eX
 EXIF chunk, the HEIF/AVIF Exif item, a TIFF file's own IFDs). The private entries are
 removed from their IFD by moving the later entries up (the freed 12 bytes per entry become
 zeros) and their values are zeroed, so the file keeps its length and every offset in it.
-XMP copies of the same facts are overwritten with spaces, which XML ignores there.
+XMP copies of the same facts are overwritten with spaces, which XML ignores there. A PNG's
+text chunks (tEXt, zTXt, iTXt: XMP compressed or not, comments) are dropped whole.
 """
 
 from __future__ import annotations
@@ -63,7 +64,33 @@ def scrub(data: bytes, fmt: str) -> bytes:
             changed = True
             if crc_from is not None:
                 buf[end : end + 4] = struct.pack(">I", zlib.crc32(buf[crc_from:end]))
+    if fmt == PNG:
+        # Text chunks are free-form (XMP, ImageMagick's hex EXIF, a "Location" comment),
+        # compressed or not: none is scrubbed in place, every one is dropped.
+        stripped = _without_png_text(buf)
+        if stripped is not None:
+            buf, changed = stripped, True
     return bytes(buf) if changed else data
+
+
+PNG_TEXT_CHUNKS = frozenset({b"tEXt", b"zTXt", b"iTXt"})
+
+
+def _without_png_text(buf: bytearray) -> bytearray | None:
+    """The PNG without its text chunks (it has no offsets to keep), or None if it had none."""
+    kept, dropped, pos = bytearray(buf[:8]), False, 8
+    while pos + 12 <= len(buf):
+        length, kind = struct.unpack_from(">I4s", buf, pos)
+        end = pos + 12 + length
+        if end > len(buf):
+            break
+        if kind in PNG_TEXT_CHUNKS:
+            dropped = True
+        else:
+            kept += buf[pos:end]
+        pos = end
+    kept += buf[pos:]  # anything after the last whole chunk, as it was
+    return kept if dropped else None
 
 
 # -- where each container keeps its EXIF and XMP ---------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +14,10 @@ from jobs.advisors import get_persona
 from jobs.contracts import (
     MAX_IMAGE_PATH,
     NAME_WIDTH,
-    QUEUE_PREFIX,
+    NOTIFY_QUEUE_PREFIX,
     DeliveryKind,
+    is_notify_queue,
+    is_notify_task_name,
     is_storable_text,
 )
 from jobs.errors import CallbackRefused, InvalidImage
@@ -27,9 +28,6 @@ from producers.errors import InvalidSubmission
 from store.submissions import NewDelivery
 
 ImageInput = str | Path | bytes | bytearray | memoryview | Image.Image
-
-# A Celery task or queue name an upstream app would use: `app.critique_done`, `app.results`.
-_CELERY_NAME = re.compile(rf"^[A-Za-z_][A-Za-z0-9_.:-]{{0,{NAME_WIDTH - 1}}}$")
 
 
 @dataclass(frozen=True)
@@ -125,18 +123,19 @@ def check_deliveries(
     when it is called)."""
     deliveries: list[NewDelivery] = []
     if item.notify is not None or item.notify_queue is not None:
-        for what, value in (("notify", item.notify), ("notify_queue", item.notify_queue)):
-            if not isinstance(value, str) or not _CELERY_NAME.match(value):
-                raise InvalidSubmission(
-                    f"{what} {value!r}: give both notify (a task name) and notify_queue (a "
-                    "queue name), letters, digits and _ . : - only"
-                )
-        assert item.notify is not None and item.notify_queue is not None
-        if item.notify_queue.startswith(QUEUE_PREFIX):
+        if not is_notify_task_name(item.notify):
             raise InvalidSubmission(
-                f"notify_queue {item.notify_queue!r} is the service's own (prefix "
-                f"{QUEUE_PREFIX!r}); name a queue your app's worker consumes"
+                f"notify {str(item.notify)[:100]!r}: give both notify (a task name such as "
+                "app.critique_done: a letter, then letters, digits and _ . : -, up to 100) and "
+                f"notify_queue ({NOTIFY_QUEUE_PREFIX}NAME)"
             )
+        if not is_notify_queue(item.notify_queue):
+            raise InvalidSubmission(
+                f"notify_queue {str(item.notify_queue)[:100]!r}: give both notify and "
+                f"notify_queue, a queue named {NOTIFY_QUEUE_PREFIX}NAME (NAME: a letter, then "
+                "letters, digits and _ . : -, up to 100), e.g. advisor.notify.myapp"
+            )
+        assert item.notify is not None and item.notify_queue is not None
         deliveries.append(NewDelivery(DeliveryKind.TASK, item.notify, item.notify_queue))
     if item.callback_url is not None:
         if not isinstance(item.callback_url, str):

@@ -52,10 +52,24 @@ def validate_weights(weights: dict[str, float], known_variants: set[str]) -> dic
     bad = {k: v for k, v in weights.items() if not math.isfinite(v) or v < 0}
     if bad:
         raise InvalidWeights(f"Weights must be finite and >= 0, got {bad}")
-    total = sum(weights.values())
-    if total <= 0:
+    # Scale by the largest first: 1e308 + 1e308 overflows to inf, and v / inf is 0.
+    largest = max(weights.values(), default=0.0)
+    if largest <= 0:
         raise InvalidWeights("Weights must sum to more than 0; give base a positive weight")
-    return {k: v / total for k, v in sorted(weights.items())}
+    scaled = {k: v / largest for k, v in sorted(weights.items())}
+    total = math.fsum(scaled.values())
+    normalised = {k: v / total for k, v in scaled.items()}
+    check_split(normalised)
+    return normalised
+
+
+def check_split(weights: dict[str, float]) -> None:
+    """The stored invariant, checked on the value about to be stored: finite, >= 0, sum 1."""
+    values = list(weights.values())
+    if not all(math.isfinite(v) and v >= 0 for v in values) or not math.isclose(
+        math.fsum(values), 1.0, rel_tol=1e-9
+    ):
+        raise InvalidWeights(f"Weights {weights} do not form a split (finite, >= 0, sum 1)")
 
 
 def validate_shadow(shadow: float) -> float:

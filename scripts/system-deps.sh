@@ -4,7 +4,8 @@
 #   test: the demo's packages, plus Chromium (renders the gateway's dashboard in its test),
 #         colord-data (Adobe RGB) and libgs-common (a SWOP CMYK profile; data only, no
 #         Ghostscript) for the photo tests' real ICC profiles, iproute2 and nftables for the
-#         network namespaces of the multi-host fault test.
+#         network namespaces of the multi-host fault test, exiftool (reads stored PNG uploads
+#         back in the photo privacy test).
 # Each is installed once, quietly, as root.
 set -euo pipefail
 purpose="${1:-test}"
@@ -51,4 +52,8 @@ fi
 if ! command -v nft >/dev/null; then
   install nftables "cutting a worker host off PostgreSQL in the multi-host fault test" \
     "the multi-host fault test skips locally and fails in CI"
+fi
+if ! command -v exiftool >/dev/null; then
+  install libimage-exiftool-perl "reading stored PNG uploads back as exiftool would (photo tests)" \
+    "the exiftool half of the PNG privacy test is skipped"
 fi

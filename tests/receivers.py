@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import socket
 import subprocess
 import sys
 import textwrap
@@ -91,6 +92,7 @@ class WebhookReceiver:
 UPSTREAM_APP = '''
 """An upstream app's own Celery worker: it records every completion task it runs."""
 import json
+import socket
 import os
 
 from celery import Celery
@@ -109,7 +111,9 @@ def critique_done(self, outcome):
 class UpstreamWorker:
     """`celery -A upstream_app worker -Q QUEUE` in a subprocess, on its own broker."""
 
-    def __init__(self, root: Path, broker_url: str, queue: str = "app.results") -> None:
+    def __init__(
+        self, root: Path, broker_url: str, queue: str = "advisor.notify.app.results"
+    ) -> None:
         self.root = root
         self.broker_url = broker_url
         self.queue = queue
@@ -154,3 +158,41 @@ def wait_until(predicate: Any, timeout: float, what: str, poll: float = 0.1) -> 
     while not predicate():
         assert time.monotonic() < deadline, f"{what} not within {timeout}s"
         time.sleep(poll)
+
+
+class DripReceiver:
+    """Accepts connections and answers one byte every `interval` seconds, forever."""
+
+    def __init__(self, interval: float, phase: str) -> None:
+        self.interval, self.phase = interval, phase
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.stopped = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn: socket.socket) -> None:
+        with conn:
+            if self.phase == "headers":
+                conn.recv(65536)
+                answer = b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 10_000
+            else:  # never reads the request: the sender's send blocks once buffers fill
+                answer = b""
+            try:
+                for byte in answer or iter(lambda: b"", None):
+                    if self.stopped.wait(self.interval):
+                        return
+                    conn.sendall(bytes([byte]) if isinstance(byte, int) else byte)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.listener.close()

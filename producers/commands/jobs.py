@@ -145,7 +145,9 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--variant", help="force a variant, bypassing the split")
     p.add_argument("--idempotency-key", help="resubmitting with it returns the same job")
     p.add_argument("--notify", metavar="TASK", help="Celery task to send the outcome to")
-    p.add_argument("--notify-queue", metavar="QUEUE", help="the queue for --notify")
+    p.add_argument(
+        "--notify-queue", metavar="QUEUE", help="the queue for --notify: advisor.notify.NAME"
+    )
     p.add_argument("--callback-url", metavar="URL", help="POST the signed outcome here")
     p.add_argument("--wait", action="store_true", help="wait, with a progress bar on stderr")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to --wait")

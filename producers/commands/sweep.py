@@ -27,9 +27,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         sweep = sweeper(built)
         # The first round runs here so a bad database fails the command instead of the loop.
         first = sweep.sweep(limit=args.limit)
-        show(first)
         if args.loop is None:
+            show(sweep.finish_notices(first, built.courier.lease_seconds))
             return EXIT_FAILED if first.publish_error else 0
+        show(first)
         try:
             sweep.run_loop(interval=args.loop, limit=args.limit, on_round=show, delay_first=True)
         except KeyboardInterrupt:

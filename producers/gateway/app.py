@@ -25,6 +25,7 @@ from jobs.settings import Settings, get_settings
 from jobs.variants import Registry
 from producers.gateway import api, dashboard, ops, plans, problems
 from producers.gateway.limits import BodyLimit
+from producers.gateway.protocol import ProblemH11Protocol
 from producers.gateway.service import Gateway
 from producers.services import Services
 
@@ -203,6 +204,8 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "timeout_keep_alive": settings.gateway_keep_alive_seconds,
         # Headers of one request at most 64 KiB (h11): no unbounded header buffering.
         "h11_max_incomplete_event_size": 64 * 1024,
+        # A request h11 cannot parse is answered with the API's JSON error body.
+        "http": ProblemH11Protocol,
     }
 
 

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from producers.gateway.auth import ReaderDep
 from producers.gateway.schemas import (
     PRINTABLE,
+    AdvisorPath,
     HealthReport,
     RollbackPublic,
     RollbackRequest,
@@ -106,7 +107,7 @@ def _actor(given: str | None) -> str:
     tags=["rollouts"],
     responses=error_responses(401, 409, 422, 503),
 )
-def put_rollout(advisor: str, body: RolloutUpdate, gateway: AuthorisedDep) -> RolloutPublic:
+def put_rollout(advisor: AdvisorPath, body: RolloutUpdate, gateway: AuthorisedDep) -> RolloutPublic:
     """Replace an advisor's weights (normalised, versioned, audited) and its shadow share."""
     control = gateway.rollouts
     actor = _actor(body.actor)
@@ -125,7 +126,9 @@ def put_rollout(advisor: str, body: RolloutUpdate, gateway: AuthorisedDep) -> Ro
     tags=["rollouts"],
     responses=error_responses(401, 409, 422, 503),
 )
-def post_rollback(advisor: str, body: RollbackRequest, gateway: AuthorisedDep) -> RollbackPublic:
+def post_rollback(
+    advisor: AdvisorPath, body: RollbackRequest, gateway: AuthorisedDep
+) -> RollbackPublic:
     """Every non-base weight to 0; with `drain`, queued jobs move to base."""
     actor = _actor(body.actor)
     result = gateway.rollouts.rollback(

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from producers.gateway.schemas import PRINTABLE, error_responses
+from producers.gateway.schemas import PRINTABLE, AdvisorPath, error_responses
 from producers.gateway.service import AuthorisedDep
 from producers.ops.plans import DEFAULT_MARGIN, DEFAULT_MIN_JOBS, DEFAULT_MIN_MINUTES
 from producers.ops.rollout import default_actor
@@ -78,7 +78,7 @@ RESPONSES = error_responses(401, 404, 409, 422, 503)
 
 @router.post("/rollouts/{advisor}/plan", response_model=PlanPublic, tags=["rollouts"],
              status_code=201, responses=RESPONSES)  # fmt: skip
-def post_plan(advisor: str, body: PlanRequest, gateway: AuthorisedDep) -> PlanPublic:
+def post_plan(advisor: AdvisorPath, body: PlanRequest, gateway: AuthorisedDep) -> PlanPublic:
     """Start a plan: its first step is applied now; the guard loop takes the next ones."""
     plan = gateway.plans.create(
         advisor, body.variant, body.steps, reason=body.reason, actor=_actor(body.actor),
@@ -89,21 +89,21 @@ def post_plan(advisor: str, body: PlanRequest, gateway: AuthorisedDep) -> PlanPu
 
 @router.get("/rollouts/{advisor}/plan", response_model=PlanPublic, tags=["rollouts"],
             responses=RESPONSES)  # fmt: skip
-def get_plan(advisor: str, gateway: AuthorisedDep) -> PlanPublic:
+def get_plan(advisor: AdvisorPath, gateway: AuthorisedDep) -> PlanPublic:
     """The open plan, else the most recent one that ended."""
     return public(gateway.plans.show(advisor))
 
 
 @router.post("/rollouts/{advisor}/plan/pause", response_model=PlanPublic, tags=["rollouts"],
              responses=RESPONSES)  # fmt: skip
-def pause_plan(advisor: str, body: PlanAction, gateway: AuthorisedDep) -> PlanPublic:
+def pause_plan(advisor: AdvisorPath, body: PlanAction, gateway: AuthorisedDep) -> PlanPublic:
     return public(gateway.plans.pause(advisor, reason=body.reason or "paused by operator",
                                       actor=_actor(body.actor)))  # fmt: skip
 
 
 @router.post("/rollouts/{advisor}/plan/resume", response_model=PlanPublic, tags=["rollouts"],
              responses=RESPONSES)  # fmt: skip
-def resume_plan(advisor: str, body: PlanAction, gateway: AuthorisedDep) -> PlanPublic:
+def resume_plan(advisor: AdvisorPath, body: PlanAction, gateway: AuthorisedDep) -> PlanPublic:
     """Active again at the current step; its weights are applied anew, its job count restarts."""
     return public(gateway.plans.resume(advisor, reason=body.reason or "resumed by operator",
                                        actor=_actor(body.actor)))  # fmt: skip
@@ -111,7 +111,7 @@ def resume_plan(advisor: str, body: PlanAction, gateway: AuthorisedDep) -> PlanP
 
 @router.post("/rollouts/{advisor}/plan/abort", response_model=PlanPublic, tags=["rollouts"],
              responses=RESPONSES)  # fmt: skip
-def abort_plan(advisor: str, body: PlanAction, gateway: AuthorisedDep) -> PlanPublic:
+def abort_plan(advisor: AdvisorPath, body: PlanAction, gateway: AuthorisedDep) -> PlanPublic:
     """The candidate to 0 (like a rollback, with the reason); the plan ends."""
     return public(gateway.plans.abort(advisor, reason=body.reason or "",
                                       actor=_actor(body.actor)))  # fmt: skip

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from fastapi import Path
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from jobs.contracts import MAX_IMAGE_PATH, NAME_WIDTH
 from producers.feedback import (
@@ -20,8 +21,13 @@ from producers.rollouts import Weights
 from producers.views import delivery_to_dict
 from store.models import Delivery, Job
 
-# No control characters: they have no place in paths, names or keys (PostgreSQL refuses NUL).
-PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+# Every client string field carries one of these two patterns (a test walks the OpenAPI schema).
+# No C0, DEL or C1 control: they have no place in names, keys or reasons (PostgreSQL refuses NUL).
+PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f]+$"
+# Prose (a feedback comment) may break lines and indent; every other control is refused.
+PROSE = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
+VariantName = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=PRINTABLE)]
+AdvisorPath = Annotated[str, Path(min_length=1, max_length=64, pattern=PRINTABLE)]
 MAX_WAIT_SECONDS = 600.0
 EXPECTED_VERSION = (
     "compare-and-set: written only if the weights are still at this version (409 otherwise)"
@@ -66,7 +72,8 @@ class SubmissionFields(BaseModel):
     )  # fmt: skip
     notify_queue: str | None = Field(
         default=None, min_length=1, max_length=NAME_WIDTH, pattern=PRINTABLE,
-        description="the queue that task is published to",
+        description="the queue that task is published to: advisor.notify.NAME (NAME: a letter, "
+        "then letters, digits and _ . : -)",
     )  # fmt: skip
     callback_url: str | None = Field(
         default=None, min_length=1, max_length=2048, pattern=PRINTABLE,
@@ -164,7 +171,7 @@ class FeedbackSubmission(BaseModel):
 
     rating: int = Field(ge=MIN_RATING, le=MAX_RATING, strict=True, examples=[4])
     helpful: bool | None = Field(default=None, strict=True)
-    comment: str | None = Field(default=None, max_length=MAX_COMMENT)
+    comment: str | None = Field(default=None, max_length=MAX_COMMENT, pattern=PROSE)
     source: str | None = Field(
         default=None, min_length=1, max_length=MAX_SOURCE, pattern=PRINTABLE,
         description=f"who rates; one rating per job and source (default {DEFAULT_SOURCE!r})",
@@ -319,7 +326,7 @@ class RolloutUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    weights: dict[str, float] = Field(examples=[{"base": 0.9, "fine_tuned": 0.1}])
+    weights: dict[VariantName, float] = Field(examples=[{"base": 0.9, "fine_tuned": 0.1}])
     reason: str = Field(min_length=1, max_length=2000, pattern=PRINTABLE)
     shadow: float | None = Field(
         default=None, ge=0, le=1,

@@ -73,6 +73,40 @@ class SweepReport:
         return text + (f"; notices: {self.delivery_error}" if self.delivery_error else "")
 
 
+class NoticeRounds:
+    """Delivery rounds on a thread of their own, one at a time."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._last: tuple[DeliveryRound, str | None] = (DeliveryRound(), None)
+
+    @property
+    def last(self) -> tuple[DeliveryRound, str | None]:
+        return self._last
+
+    def start(self, courier: Courier, limit: int) -> tuple[DeliveryRound, str | None]:
+        """Start a round unless one is still sending; returns the last finished one."""
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(
+                target=self._round, args=(courier, limit), name="sweep-notices", daemon=True
+            )
+            self._thread.start()
+        return self._last
+
+    def _round(self, courier: Courier, limit: int) -> None:
+        try:
+            self._last = (courier.deliver_due(limit, by=SWEEP_SENDER), None)
+        except Exception as exc:  # noqa: BLE001 - a round that fails is tried again next round
+            # Claimed ones not recorded go out again once their claim lapses.
+            error = summary(exc, typed=True, limit=300)
+            logger.warning("Sweep could not finish sending notices: %s", error)
+            self._last = (DeliveryRound(), error)
+
+    def wait(self, timeout: float) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
 @dataclass(frozen=True)
 class Sweeper:
     """The sweep over one database and broker: `sweep()` is one round."""
@@ -82,6 +116,7 @@ class Sweeper:
     outbox: Outbox
     broker: Celery  # asked for queue depths
     courier: Courier | None = None  # None: outcome notices are left to another sweep
+    _notices: NoticeRounds = field(default_factory=lambda: NoticeRounds(), compare=False)
 
     def sweep(self, *, limit: int = 500) -> SweepReport:
         """One recovery round; see the module docstring."""
@@ -119,12 +154,16 @@ class Sweeper:
             report.publish_error = str(exc)
             logger.warning("Sweep could not publish: %s", exc)
         if self.courier is not None:
-            try:
-                report.deliveries = self.courier.deliver_due(limit, by=SWEEP_SENDER)
-            except SQLAlchemyError as exc:
-                # Claimed ones not recorded go out again once their claim lapses.
-                report.delivery_error = summary(exc, typed=True, limit=300)
-                logger.warning("Sweep could not finish sending notices: %s", report.delivery_error)
+            # Beside recovery, never in its way: the next round recovers jobs on time however
+            # slowly receivers answer. The report carries the last finished delivery round.
+            report.deliveries, report.delivery_error = self._notices.start(self.courier, limit)
+        return report
+
+    def finish_notices(self, report: SweepReport, timeout: float) -> SweepReport:
+        """Wait up to `timeout` seconds for the delivery round in flight (a one-shot sweep,
+        before closing) and put its outcome on `report`."""
+        self._notices.wait(timeout)
+        report.deliveries, report.delivery_error = self._notices.last
         return report
 
     def lost_messages(self, *, limit: int = 500) -> list[Job]:
@@ -171,7 +210,8 @@ def register_sweep_task(app: Celery, settings: Settings) -> Any:
     def sweep_task() -> dict[str, Any]:
         with Services(settings, sender=SWEEP_SENDER) as built:
             sweeper = Sweeper(settings, built.repository, built.outbox, built.broker, built.courier)
-            return sweeper.sweep().to_dict()
+            report = sweeper.sweep()
+            return sweeper.finish_notices(report, built.courier.lease_seconds).to_dict()
 
     return sweep_task
 

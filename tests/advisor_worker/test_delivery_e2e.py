@@ -25,7 +25,7 @@ from tests.producers.conftest import RedisServer, own_redis  # noqa: F401 - a fi
 from tests.receivers import WEBHOOK_SECRET, UpstreamWorker, WebhookReceiver, wait_until
 from tests.support import running_workers, wait_until_final
 
-NOTIFY = {"notify": "app.critique_done", "notify_queue": "app.results"}
+NOTIFY = {"notify": "app.critique_done", "notify_queue": "advisor.notify.app.results"}
 
 
 @contextmanager

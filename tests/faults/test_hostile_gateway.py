@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -28,12 +29,13 @@ from kombu import Connection, Producer
 from PIL import Image
 
 from jobs.broker import analyze_queue, make_celery
-from jobs.contracts import ANALYZE_TASK, Assignment, ErrorKind, Status
+from jobs.contracts import ANALYZE_TASK, Assignment, DeliveryKind, ErrorKind, Status
 from producers import Client
 from producers.keys import KeyStore
 from producers.services import Services
+from store.deliveries import DeliveryStore
 from store.models import Job
-from store.submissions import NewJob
+from store.submissions import NewDelivery, NewJob
 from tests.faults.hostile_stack import (
     IDLE,
     MAX_BODY,
@@ -216,6 +218,64 @@ for _name in ("advisor", "subject", "idempotency_key", "image", "variant"):
             "POST", A, 422, "validation_error", key="operator" if _name == "variant" else "app",
             kwargs=raw(_raw),
         )  # fmt: skip
+
+# Every control class in every free-text field, on PostgreSQL (NUL was a 500 in a comment).
+_CONTROLS = {"NUL": "\\u0000", "ESC": "\\u001b", "DEL": "\\u007f", "C1": "\\u0085"}
+_NOBODY = "/jobs/00000000-0000-0000-0000-000000000000"
+_TEXT_FIELDS: dict[str, tuple[str, str, str, dict[str, Any]]] = {
+    # name: (method, path, key, body with the field set to "__X__")
+    "feedback comment": ("POST", f"{_NOBODY}/feedback", "app", {"rating": 4, "comment": "__X__"}),
+    "feedback source": ("POST", f"{_NOBODY}/feedback", "app", {"rating": 4, "source": "__X__"}),
+    "notify task": ("POST", A, "app", {"advisor": "ansel", "image": "ok.jpg", "notify": "__X__",
+                                      "notify_queue": "q"}),
+    "notify queue": ("POST", A, "app", {"advisor": "ansel", "image": "ok.jpg", "notify": "t",
+                                       "notify_queue": "__X__"}),
+    "callback url": ("POST", A, "app", {"advisor": "ansel", "image": "ok.jpg",
+                                       "callback_url": "https://a.example/__X__"}),
+    "rollout actor": ("PUT", "/rollouts/ansel", "operator",
+                      {"weights": {"base": 1}, "reason": "r", "actor": "__X__"}),
+    "rollout variant name": ("PUT", "/rollouts/ansel", "operator",
+                             {"weights": {"__X__": 1}, "reason": "r"}),
+    "rollback reason": ("POST", "/rollouts/ansel/rollback", "operator", {"reason": "__X__"}),
+    "plan reason": ("POST", "/rollouts/ansel/plan/pause", "operator", {"reason": "__X__"}),
+    "plan variant": ("POST", "/rollouts/ansel/plan", "operator",
+                     {"variant": "__X__", "reason": "r"}),
+    "advisor in a path": ("POST", "/rollouts/a__X__b/rollback", "operator", {"reason": "r"}),
+}  # fmt: skip
+for _field, (_method, _path, _key, _body) in _TEXT_FIELDS.items():
+    for _label, _escape in _CONTROLS.items():
+        _raw = json.dumps(_body).replace("__X__", f"a{_escape}b").encode()
+        CASES[f"{_label} in the {_field}"] = Case(
+            _method, _path.replace("__X__", quote(chr(int(_escape[2:], 16)))), 422,
+            "validation_error", key=_key, kwargs=raw(_raw),
+        )  # fmt: skip
+
+# Client-chosen queue names that would reach the broker's or the database's own objects.
+for _queue in (
+    "unacked",
+    "unacked_index",
+    "unacked_mutex",
+    "_kombu.binding.celery",
+    "_kombu.binding.advisor.base",
+    "celery",
+    "celery.pidbox",
+    "advisor.base",
+    "advisor.notify._kombu",
+    "jobs",
+    "pg_catalog.pg_class",
+    "alembic_version",
+):
+    CASES[f"notify_queue {_queue}"] = Case(
+        "POST", A, 422, "invalid_submission",
+        kwargs=body(**OK, notify="app.done", notify_queue=_queue),
+    )  # fmt: skip
+CASES["notify task _kombu.binding.x"] = Case(
+    "POST",
+    A,
+    422,
+    "invalid_submission",
+    kwargs=body(**OK, notify="_kombu.binding.x", notify_queue="advisor.notify.app"),
+)
 
 
 @pytest.fixture(scope="module")
@@ -627,3 +687,33 @@ def wait_final(stack: HostileStack, ids: list[str], timeout: float = 90) -> list
             return jobs
         time.sleep(0.3)
     raise AssertionError(f"not final after {timeout}s: {[(j.id, j.status) for j in jobs]}")
+
+
+def test_notice_rows_planted_with_broker_keys_fail_and_leave_the_worker_alive(
+    files: HostileStack,
+) -> None:
+    """Rows written around the producers, naming kombu's own keys: a worker used to die on
+    WRONGTYPE here, and again after a restart."""
+    ids = []
+    for seed, queue in enumerate(("unacked", "unacked_index", "_kombu.binding.celery")):
+        data = photo(40 + seed)
+        sha = hashlib.sha256(data).hexdigest()
+        notice = NewDelivery(DeliveryKind.TASK, "app.done", queue)
+        [(row, _)] = files.repo.create_jobs(
+            [NewJob("ansel", sha, f"sha256:{sha}", f"planted-{seed}", "base",
+                    Assignment.FORCED, 0, deliveries=(notice,))],
+            images={sha: data},
+        )  # fmt: skip
+        _send(files, {"job_id": row.id, "advisor": "ansel", "variant": "base",
+                      "image_ref": row.image_ref})  # fmt: skip
+        ids.append(row.id)
+    wait_final(files, ids, timeout=180)
+    deliveries = DeliveryStore(files.repo.engine)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        states = [d.state for i in ids for d in deliveries.of_job(i)]
+        if states == ["undelivered"] * 3:
+            break
+        time.sleep(0.3)
+    assert states == ["undelivered"] * 3
+    files.assert_alive()

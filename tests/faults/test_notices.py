@@ -16,7 +16,7 @@ from tests.faults.conftest import Stack, photo, sweeping
 from tests.faults.servers import RedisServer
 from tests.receivers import WEBHOOK_SECRET, WebhookReceiver, wait_until
 
-NOTICE_QUEUE = "app.results"
+NOTICE_QUEUE = "advisor.notify.app.results"
 
 
 def queued_notices(url: str) -> list[dict[str, object]]:

@@ -208,19 +208,19 @@ def test_cancel_then_the_sweep_sends_the_completion_task_and_deliveries_shows_it
     advisor: Advisor, photo_file: Path, redis_url: str
 ) -> None:
     job = json.loads(advisor("submit", str(photo_file), "--advisor", "okeefe", "--json",
-                             "--notify", "app.critique_done", "--notify-queue", "app.results",
-                             ).stdout)  # fmt: skip
+                             "--notify", "app.critique_done",
+                             "--notify-queue", "advisor.notify.app.results").stdout)  # fmt: skip
     assert f"{job['id']} cancelled" in advisor("cancel", job["id"]).stdout
     assert "already cancelled" in one_error_line(advisor("cancel", job["id"], code=1))
     swept = json.loads(advisor("sweep", "--json").stdout)
     assert len(swept["deliveries"]["delivered"]) == 1
     [shown] = json.loads(advisor("deliveries", job["id"], "--json").stdout)
     assert (shown["kind"], shown["target"], shown["state"]) == (
-        "task", "app.critique_done@app.results", "delivered",
+        "task", "app.critique_done@advisor.notify.app.results", "delivered",
     )  # fmt: skip
     client = redis.Redis.from_url(redis_url)
     try:
-        [raw] = client.lrange("app.results", 0, -1)
+        [raw] = client.lrange("advisor.notify.app.results", 0, -1)
     finally:
         client.close()
     message = json.loads(raw)

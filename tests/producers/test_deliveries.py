@@ -66,19 +66,22 @@ def test_notify_needs_a_task_and_a_queue_of_the_apps_own(
         client = Client(services=services)
         for kwargs, reason in (
             ({"notify": "app.done"}, "give both notify"),
-            ({"notify_queue": "app.results"}, "give both notify"),
-            ({"notify": "app done", "notify_queue": "app.results"}, "letters, digits"),
-            ({"notify": "app.done", "notify_queue": "advisor.base"}, "the service's own"),
+            ({"notify_queue": "advisor.notify.app"}, "give both notify"),
+            ({"notify": "app done", "notify_queue": "advisor.notify.app"}, "letters, digits"),
+            ({"notify": "app.done", "notify_queue": "advisor.base"}, "advisor.notify.NAME"),
+            ({"notify": "app.done", "notify_queue": "app.results"}, "advisor.notify.NAME"),
         ):
             with pytest.raises(InvalidSubmission, match=reason):
                 client.submit(photo(1), "ansel", **kwargs)
         with pytest.raises(CallbackRefused, match="ADVISOR_WEBHOOK_SECRET"):
             client.submit(photo(1), "ansel", callback_url="https://hooks.example.com/x")
         assert services.repository.find() == []  # nothing written for a refused submit
-        handle = client.submit(photo(2), "ansel", notify="app.done", notify_queue="app.results")
+        handle = client.submit(
+            photo(2), "ansel", notify="app.done", notify_queue="advisor.notify.app"
+        )
         [task] = client.deliveries_of(handle.id)
         assert (task.kind, task.target, task.queue, task.state) == (
-            "task", "app.done", "app.results", "pending",
+            "task", "app.done", "advisor.notify.app", "pending",
         )  # fmt: skip
 
 

@@ -16,7 +16,7 @@ from store.submissions import NewDelivery
 from tests.store.test_repository import new_job, outcome, start
 
 NOTICES = (
-    NewDelivery(DeliveryKind.TASK, "app.critique_done", "app.results"),
+    NewDelivery(DeliveryKind.TASK, "app.critique_done", "advisor.notify.app.results"),
     NewDelivery(DeliveryKind.WEBHOOK, "https://hooks.example.com/advisor"),
 )
 
@@ -42,7 +42,7 @@ def test_notices_are_written_with_their_job_and_due_only_once_it_is_final(
     [(plain, _)] = repo.create_jobs([new_job(subject="u2")])
     rows = store.of_job(job.id)
     assert [(d.kind, d.target, d.queue, d.state) for d in rows] == [
-        ("task", "app.critique_done", "app.results", "pending"),
+        ("task", "app.critique_done", "advisor.notify.app.results", "pending"),
         ("webhook", "https://hooks.example.com/advisor", None, "pending"),
     ]
     assert store.of_job(plain.id) == []

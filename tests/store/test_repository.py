@@ -173,7 +173,7 @@ def test_an_idempotency_key_returns_the_stored_job(repo: Repository) -> None:
 
 
 def test_a_claimed_key_gets_no_second_deliveries_or_shadows(repo: Repository) -> None:
-    notice = NewDelivery(DeliveryKind.TASK, "app.done", "app.results")
+    notice = NewDelivery(DeliveryKind.TASK, "app.done", "advisor.notify.app.results")
     first, made = repo.create_with_shadows(
         [new_job(idempotency_key="k-s", id="p-1", deliveries=(notice,))], None,
         [new_job(variant="fine_tuned", assignment=Assignment.SHADOW, shadow_of="p-1", id="s-1")],

@@ -1,0 +1,91 @@
+"""A slow receiver holds its own notices only: others' arrive on time, and recovery never waits."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from sqlalchemy import update
+
+from jobs.clock import utcnow
+from notices.courier import DeliveryRound
+from producers import Client, Services
+from producers.commands.sweep import sweeper
+from store.models import Job
+from tests.producers.conftest import photo
+from tests.producers.crafted_jobs import Crafter
+from tests.producers.test_deliveries import webhook_settings
+from tests.receivers import DripReceiver, WebhookReceiver, wait_until
+
+TIMEOUT = 1.0  # ADVISOR_WEBHOOK_TIMEOUT in webhook_settings
+
+
+def finished_with_callback(client: Client, services: Services, url: str, seed: int) -> str:
+    handle = client.submit(photo(seed), "ansel", callback_url=url)
+    Crafter(services.engine).succeed(handle.id)
+    return handle.id
+
+
+def test_one_slow_receiver_does_not_delay_another_receivers_notices(
+    tmp_path: Path, sqlite_db: str, registry_file: Path
+) -> None:
+    slow, fast = DripReceiver(0.6, "headers"), WebhookReceiver().start()
+    settings = webhook_settings(tmp_path, sqlite_db, registry_file)
+    try:
+        with Services(settings) as services, Client(services=services) as client:
+            for seed in range(3):
+                finished_with_callback(client, services, f"http://127.0.0.1:{slow.port}/hook", seed)
+            fast_ids = [
+                finished_with_callback(client, services, fast.url, 10 + s) for s in range(3)
+            ]
+            rounds: list[DeliveryRound] = []
+            started = time.monotonic()
+            sending = threading.Thread(
+                target=lambda: rounds.append(services.courier.deliver_due(by="test"))
+            )
+            sending.start()
+            wait_until(lambda: len(fast.received) == 3, 10, "the fast receiver's notices", 0.02)
+            fast_s = time.monotonic() - started
+            sending.join(30)
+            round_s = time.monotonic() - started
+            [done] = rounds
+    finally:
+        slow.close()
+        fast.stop()
+    print(f"slow receiver: round {round_s:.2f}s (3 attempts at {TIMEOUT}s each), "
+          f"fast receiver's 3 notices in {fast_s:.2f}s")  # fmt: skip
+    assert sorted(fast.by_job()) == sorted(fast_ids)
+    assert len(done.delivered) == 3 and len(done.retrying) == 3
+    assert fast_s < TIMEOUT  # not behind the slow one's 3 x 1 s
+    assert round_s < 3 * TIMEOUT + 1.5
+
+
+def test_the_sweep_recovers_a_dead_workers_job_while_a_slow_receiver_drips(
+    tmp_path: Path, sqlite_db: str, registry_file: Path
+) -> None:
+    slow = DripReceiver(0.6, "headers")
+    settings = webhook_settings(tmp_path, sqlite_db, registry_file)
+    try:
+        with Services(settings) as services, Client(services=services) as client:
+            for seed in range(5):
+                finished_with_callback(client, services, f"http://127.0.0.1:{slow.port}/hook", seed)
+            sweep = sweeper(services)
+            first_started = time.monotonic()
+            sweep.sweep()  # starts sending the 5 slow notices (about 5 s)
+            first_s = time.monotonic() - first_started
+            dead = client.submit(photo(20), "ansel")
+            Crafter(services.engine).start(dead.id)
+            with services.engine.begin() as conn:  # its worker died: the lease lapsed
+                conn.execute(update(Job).where(Job.id == dead.id)
+                             .values(lease_until=utcnow()))  # fmt: skip
+            started = time.monotonic()
+            report = sweep.sweep()
+            recovery_s = time.monotonic() - started
+            wait_until(lambda: not sweep._notices._thread.is_alive(), 15, "the slow round")
+    finally:
+        slow.close()
+    print(f"sweep with a slow receiver: first round {first_s:.2f}s, "
+          f"recovery of a dead worker's job {recovery_s:.2f}s")  # fmt: skip
+    assert report.requeued == [dead.id]
+    assert first_s < 1.0 and recovery_s < 1.0  # not 5 x the attempt deadline
