@@ -162,25 +162,24 @@ def _run(variant_name: str) -> int:
     loaded = provider.load(schema=generation_schema(settings.text_limit))
     queue = queue_for(variant_name)
     name = f"{variant_name}-{os.getpid()}@{socket.gethostname()}"
-    scheduler = None
-    if batch > 1:
-        plan = provider.plan_slots(
-            slots=batch,
-            prompts=[(prompts.system_prompt(get_persona(a)), prompts.user_prompt())
-                     for a in personas()],
-            output_tokens=settings.max_output_tokens,
-            memory_mb=settings.worker_memory_mb,
-        )  # fmt: skip
-        if not plan.fits:
-            provider.close()
-            raise ConfigError(plan.refusal())
-        scheduler = provider.start_batching(slots=batch)
-        logger.info(
-            "Batching up to %d analyses at once: %.0f MiB of KV cache a row (%d tokens), "
-            "budget %.0f MiB (%s)",
-            batch, plan.bytes_per_row / MIB, plan.tokens_per_row, plan.budget_bytes / MIB,
-            plan.budget_source,
-        )  # fmt: skip
+    plan = provider.plan_slots(
+        slots=batch,
+        prompts=[(prompts.system_prompt(get_persona(a)), prompts.user_prompt())
+                 for a in personas()],
+        output_tokens=settings.max_output_tokens,
+        memory_mb=settings.worker_memory_mb,
+    )  # fmt: skip
+    if not plan.fits:
+        provider.close()
+        raise ConfigError(plan.refusal())
+    # B=1 too: one decode path and one sampler at every B.
+    scheduler = provider.start_batching(slots=batch, prefill_chunk=settings.prefill_chunk)
+    logger.info(
+        "Batching up to %d analyses at once: %.0f MiB of KV cache a row (%d tokens), "
+        "budget %.0f MiB (%s)",
+        batch, plan.bytes_per_row / MIB, plan.tokens_per_row, plan.budget_bytes / MIB,
+        plan.budget_source,
+    )  # fmt: skip
     logger.info(
         "Worker %s serving %s (base %s, adapter %s, batch %d): loaded in %.2fs, warm-up %.2fs; "
         "device=%s dtype=%s blas=%s; broker %s; database %s",

@@ -42,6 +42,7 @@ _MASK_KEY = "visual_pos_masks"
 _generate_package = importlib.import_module("mlx_vlm.generate")
 # Kept before install() replaces it, so the pinning test can call upstream's own merge.
 upstream_merge = _ar._merge_prefill_prompt_kwargs
+_UpstreamPromptBatch: Any = _ar.PromptProcessingBatch
 
 
 def merge_prefill_prompt_kwargs(
@@ -60,7 +61,7 @@ def merge_prefill_prompt_kwargs(
     return inputs_embeds, merged
 
 
-class RowwisePromptBatch(_ar.PromptProcessingBatch):  # type: ignore[misc]
+class RowwisePromptBatch(_UpstreamPromptBatch):  # type: ignore[misc]
     """mlx-vlm's prompt batch, handing each prefill chunk only its own deepstack features."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -99,5 +100,5 @@ class RowwisePromptBatch(_ar.PromptProcessingBatch):  # type: ignore[misc]
 
 def install() -> None:
     """Make mlx-vlm's BatchGenerator use both corrections (it looks both names up per call)."""
-    _ar._merge_prefill_prompt_kwargs = merge_prefill_prompt_kwargs
-    _generate_package.PromptProcessingBatch = RowwisePromptBatch
+    setattr(_ar, "_merge_prefill_prompt_kwargs", merge_prefill_prompt_kwargs)  # noqa: B010
+    setattr(_generate_package, "PromptProcessingBatch", RowwisePromptBatch)  # noqa: B010

@@ -94,7 +94,7 @@ class WorkerRuntime:
     heartbeat: Heartbeat
     # The hard time limit; None (tests, `check`) leaves only the soft one.
     watchdog: Watchdog | None = None
-    # B > 1: the continuous batch on the MLX thread; None: one job at a time (solo pool).
+    # The continuous batch on the MLX thread, at every B; None only before it starts.
     scheduler: BatchScheduler | None = None
     # Sends a handled job's due outcome notices; None: the sweep sends them all.
     notices: NoticeThread | None = None
@@ -192,32 +192,11 @@ class WorkerRuntime:
                 logger.warning("Could not count job %s as done: %s", job_id, type(exc).__name__)
 
     def generate(self, job: GenerationJob, progress: _Progress) -> GenerationResult:
-        """One job's generation: a row of the running batch, or alone on the MLX thread."""
-        if self.scheduler is not None:
-            progress.ticket = self.scheduler.submit(job, cancel=progress.cancel)
-            return progress.ticket.result()
-        deadline, cancel = job.deadline, progress.cancel
-        try:
-            return self.provider.generate(
-                job.image,
-                job.system_prompt,
-                job.user_text,
-                schema=job.schema,
-                max_tokens=job.max_tokens,
-                temperature=job.temperature,
-                seed=job.seed,
-                on_progress=progress.set,
-                should_stop=lambda: (
-                    cancel.is_set() or (deadline is not None and time.monotonic() > deadline)
-                ),
-            )
-        except GenerationTimeout as exc:
-            if not cancel.is_set():
-                raise
-            raise GenerationCancelled(
-                f"Cancelled after {exc.output_tokens} output tokens", exc.partial,
-                exc.output_tokens,
-            ) from exc  # fmt: skip
+        """One job's generation: a row of the running batch (B=1 is a batch of one)."""
+        if self.scheduler is None:
+            raise WorkerError("The batch scheduler is not running; start_batching() first")
+        progress.ticket = self.scheduler.submit(job, cancel=progress.cancel)
+        return progress.ticket.result()
 
     def image_bytes(self, ref: str, retry_until: float) -> tuple[bytes, str | None]:
         """The image's bytes, and its file name when it has one (it helps tell RAW files)."""
