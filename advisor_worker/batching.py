@@ -205,6 +205,7 @@ class BatchScheduler:
         slots: int,
         prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
         overlap_masks: bool = True,
+        max_prefill_rows: int | None = None,
         on_idle: Callable[[], None] | None = None,
     ) -> None:
         if slots < 1:
@@ -216,6 +217,8 @@ class BatchScheduler:
         self.slots = slots
         self.prefill_chunk = prefill_chunk
         self.overlap_masks = overlap_masks
+        # At most this many rows per prefill (None: every waiting row); 1 prefills one by one.
+        self.max_prefill_rows = max_prefill_rows or slots
         self._on_idle = on_idle
         self._requests: queue.SimpleQueue[Ticket | None] = queue.SimpleQueue()
         self._stopping = threading.Event()
@@ -350,7 +353,7 @@ class BatchScheduler:
         # Every row waiting for prefill joins one prefill batch. Upstream starts one only
         # when this many slots are free, which always holds: rows in use never exceed slots.
         pending = len(generator.unprocessed_prompts)
-        generator.prefill_batch_size = max(1, pending)
+        generator.prefill_batch_size = max(1, min(pending, self.max_prefill_rows))
         try:
             _prompt_stats, responses = generator.next()
         except Exception as exc:  # noqa: BLE001 - a failed step ends this batch, not the worker
