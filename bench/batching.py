@@ -21,7 +21,7 @@ from advisor_worker.structured import apply_token_bitmask, json_schema_constrain
 from bench import launcher, models
 from bench.decoding import REAL_VOCAB
 from bench.serving import ADVISOR, settings_for
-from bench.stats import Figure, Goal, Section, ratios, table
+from bench.stats import Figure, Goal, Section, table
 from bench.targets import Target, worker_env
 from jobs.advisors import get_persona
 from jobs.analysis import generation_schema
@@ -250,6 +250,16 @@ def scheduler_section(model_dir: Path, settings: Any, label: str, repeats: int) 
     return section
 
 
+def sections(
+    target: Target, workdir: Path, size: str, batches: list[int], jobs_per_row: int
+) -> list[Section]:
+    """The worker's B table, then the scheduler's prefill and mask figures on the same model."""
+    worker = run(target, workdir, size, batches, jobs_per_row)
+    model_dir = models.ensure_model(workdir, size)
+    settings = settings_for(target, workdir, model_dir, f"batching-{size}")
+    return [worker, scheduler_section(model_dir, settings, models.label(model_dir, size), 3)]
+
+
 def run(
     target: Target,
     workdir: Path,
@@ -322,36 +332,34 @@ def run(
         )  # fmt: skip
     )
     by_batch = {r.batch: r for r in runs}
-    for batch, target_ratio in ((8, 5.0), (4, 3.0)):
-        if batch in by_batch:
-            r = by_batch[batch]
-            section.goals.append(Goal(
-                f"jobs/s at B={batch} vs B=1 ({label})",
-                Figure.of([r.jobs_per_second / base.jobs_per_second]), target_ratio, True,
-                why=("each job's image encoding and prompt prefill run alone on the MLX thread "
-                     "(see advisor_worker/batching.py) and pause the other rows' decoding; on two "
-                     "CPU cores prefill is compute-bound, so it does not shrink with B"),
-                fix=("batch the prefill of jobs that arrive together once mlx-vlm merges "
-                     "per-row deepstack features (or merge them here), and overlap the next "
-                     "step's grammar masks with the forward pass"),
-            ))  # fmt: skip
+    if 8 in by_batch:
+        r = by_batch[8]
+        section.goals.append(Goal(
+            f"jobs/s at B=8 vs B=1 ({label})",
+            Figure.of([r.jobs_per_second / base.jobs_per_second]), 4.0, True,
+            why=("on two shared CPU cores a step's cost grows with its rows (the matmuls are "
+                 "compute-bound here, not bandwidth-bound as on a Mac), and each job's "
+                 "prefill is compute that does not shrink with B"),
+            fix="none on this CPU; on a Mac the same code is bandwidth-bound (see DESIGN.md)",
+        ))  # fmt: skip
     if 4 in by_batch:
         r = by_batch[4]
         section.goals.append(Goal(
             f"latency p50 at B=4 vs B=1 ({label})",
             Figure.of([statistics.median(r.latency_s) / statistics.median(base.latency_s)]),
             1.5, False,
-            why="four rows share each decode step, and every admission's prefill pauses them",
-            fix="as above: batched prefill, masks off the critical path",
+            why="four rows share each decode step, and a joining job's prefill chunks pause them",
+            fix="a smaller ADVISOR_PREFILL_CHUNK trades prefill efficiency for steadier decoding",
         ))  # fmt: skip
+    # "At every B": one figure per B, and the goal is read on the worst of them.
+    worst = min(r.tokens_per_second / raw_rates[r.batch] for r in runs)
     section.goals.append(Goal(
-        f"worker tok/s vs raw batch_generate, median over B ({label})",
-        ratios([r.tokens_per_second for r in runs], [raw_rates[r.batch] for r in runs]),
-        0.85, True,
-        why=("the worker's span includes per-job image decoding, database writes, prompt "
-             "prefill one job at a time and the grammar mask of every row at every step; the "
-             "ceiling prefills all rows together and masks nothing"),
-        fix="batched prefill and masks computed in parallel while the forward pass runs",
+        f"worker tok/s vs raw batch_generate, worst B ({label})",
+        Figure.of([worst]), 0.9, True,
+        why=("the worker's span includes per-job image decoding, database writes, prefill of "
+             "jobs as they arrive (the ceiling prefills all rows at once) and every row's "
+             "grammar mask at every step; the ceiling masks nothing"),
+        fix="forced tokens fed in the step (not built: see docs/benchmarks.md)",
     ))  # fmt: skip
     section.tables.append(
         table(
