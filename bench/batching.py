@@ -60,7 +60,8 @@ def serve(client: Client, env: dict[str, str], logs: Path, batch: int, jobs: int
         launcher.wait_ready([worker], client.repository)
         items = [SubmitItem(photo(i), ADVISOR, subject=f"b{batch}-{i}") for i in range(jobs)]
         ids = [h.id for h in client.submit_many(items)]
-        deadline = time.monotonic() + 120 * jobs
+        # Generous: the CPU may be shared, and long critiques on the medium model take minutes.
+        deadline = time.monotonic() + 600 * jobs
         while True:
             rows = client.repository.find(Job.id.in_(ids))
             if all(Status(r.status) in FINAL_STATUSES for r in rows):
