@@ -86,6 +86,20 @@ def test_a_seeded_job_gives_the_same_text_at_b1_and_in_a_b4_batch_prefilled_toge
     assert all(t.first_token_at is not None for t in together)
 
 
+def test_masks_computed_after_the_forward_and_one_by_one_prefills_change_no_text(
+    tiny_model: tuple[Any, Any],
+) -> None:
+    specs = [job(i, noise(i, SIZES[i])) for i in range(3)]
+    together: list[int] = []
+    apart: list[int] = []
+    default = batched(tiny_model, specs, slots=3, prefill_batches=together)
+    plain = batched(tiny_model, specs, slots=3, prefill_batches=apart,
+                    options={"overlap_masks": False, "max_prefill_rows": 1})  # fmt: skip
+
+    assert (together, apart) == ([3], [1, 1, 1])
+    assert [t.result().text for t in default] == [t.result().text for t in plain]
+
+
 def test_rows_of_mixed_image_sizes_match_the_same_jobs_run_alone_byte_for_byte(
     tiny_model: tuple[Any, Any],
 ) -> None:
