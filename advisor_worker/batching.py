@@ -1,17 +1,16 @@
-"""Continuous batching: up to B constrained generations share one model on the MLX thread.
+"""Continuous batching: every generation, alone or not, is a row of one batch on the MLX thread.
 
 Requests come in through a queue and results go out through per-request futures, as in
 mlx-lm's server. A job joins the running batch as soon as a slot is free and leaves when it
 ends, so nobody waits for a batch to fill or for its slowest row. Each row carries its own
-grammar state, token cap, seed, soft deadline and cancel flag.
+grammar state, token cap, seed, soft deadline and cancel flag. B=1 is a batch of one: there
+is one decode path and one sampler, so a seeded job gives the same text whatever B and
+whichever worker serves it.
 
-Each job's image is encoded and its prompt prefilled alone (prefill batch of one), then its
-row joins the shared decode batch. mlx-vlm 0.7.10 merges a multi-row prefill's per-row
-kwargs with `_merge_prefill_prompt_kwargs`, which keeps only the first row's
-`deepstack_visual_embeds` (a list, not an array); Qwen3-VL's `_deepstack_process` then
-finds too few features for the other rows and silently skips their deepstack injection, so
-rows of different image sizes changed each other's text. Prefilling alone avoids that path;
-decoding rows together is exact (tests compare every row with the same job run alone).
+Jobs that join together are prefilled together (one forward over their rows, with each
+row's deepstack features: see advisor_worker.prefill), in chunks of `prefill_chunk` tokens
+per row; mlx-vlm's BatchGenerator runs one decode step before each chunk, so decoding rows
+wait at most one chunk for a joining job.
 """
 
 from __future__ import annotations
@@ -30,11 +29,11 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx_vlm.sample_utils import apply_top_k, apply_top_p
 from mlx_vlm.tokenizer_utils import make_streaming_detokenizer
-from mlx_vlm.utils import prepare_inputs
 from PIL import Image
 
+from advisor_worker import prefill
 from advisor_worker.errors import GenerationCancelled, GenerationTimeout, WorkerError
-from advisor_worker.generation import GenerationResult, build_prompt
+from advisor_worker.generation import GenerationResult, embed_prompt
 from advisor_worker.structured import json_schema_constraint
 from jobs.errors import summary
 
@@ -47,10 +46,12 @@ resolve_sampling_defaults = importlib.import_module(
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BatchScheduler", "GenerationJob", "Ticket"]
+__all__ = ["DEFAULT_PREFILL_CHUNK", "BatchScheduler", "GenerationJob", "Ticket", "generate_json"]
 
 # How long the idle MLX thread waits for a request before looking at its stop flag again.
 IDLE_WAIT_SECONDS = 0.05
+# Prompt tokens per row in one prefill step (ADVISOR_PREFILL_CHUNK's default).
+DEFAULT_PREFILL_CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -77,9 +78,16 @@ class Ticket:
     future: Future[GenerationResult] = field(default_factory=Future)
     # Written by the MLX thread only; read by the heartbeat (an int store is atomic).
     tokens: int = 0
+    # time.perf_counter() when the first output token came out (time to first token).
+    first_token_at: float | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     # The soft deadline the MLX thread checks after every step; starts as the job's.
     deadline: float | None = None
+    # Called on the MLX thread with the output token count after each token: keep it cheap.
+    on_progress: Callable[[int], None] | None = None
+    # Asked on the MLX thread before decoding and after each step; True ends the row as a
+    # GenerationTimeout carrying the partial text.
+    should_stop: Callable[[], bool] | None = None
 
     def __post_init__(self) -> None:
         if self.deadline is None:
@@ -93,16 +101,21 @@ class _GuardedProcessor:
     """A row's logits processor that records its failure instead of raising out of the step.
 
     An exception inside BatchGenerator.next() would end every row; this confines a grammar
-    error to its own row, which the scheduler then fails alone.
+    error to its own row, which the scheduler then fails alone. With `overlap`, it first
+    starts evaluating the step's logits (MLX is lazy), so the model's forward runs while
+    llguidance computes this and the other rows' masks on this thread.
     """
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, *, overlap: bool = True) -> None:
         self.inner = inner
+        self.overlap = overlap
         self.error: BaseException | None = None
 
     def process_last_token(self, last_token: int, logits: mx.array) -> mx.array:
         if self.error is not None:
             return logits
+        if self.overlap:
+            mx.async_eval(logits)
         try:
             return self.inner.process_last_token(last_token, logits)
         except Exception as exc:  # noqa: BLE001 - reported on this row by the scheduler
@@ -112,6 +125,8 @@ class _GuardedProcessor:
     def __call__(self, tokens: mx.array, logits: mx.array) -> mx.array:
         if self.error is not None:
             return logits
+        if self.overlap:
+            mx.async_eval(logits)
         try:
             return self.inner(tokens, logits)
         except Exception as exc:  # noqa: BLE001 - reported on this row by the scheduler
@@ -123,9 +138,10 @@ class _GumbelSampling:
     """Per-row seeded sampling as a logits processor: argmax(log p + Gumbel noise).
 
     The batch's sampler is argmax, so adding Gumbel noise drawn from this row's own key
-    (seed, position) samples from the tempered, top-k/top-p filtered distribution
-    reproducibly per job, whatever else shares the batch. top_k and top_p come from the
-    checkpoint's generation_config, as on the single-job path.
+    (the job's seed, the row's own token position; never the batch position or the batch's
+    step) samples from the tempered, top-k/top-p filtered distribution reproducibly per
+    job, whatever else shares the batch. top_k and top_p come from the checkpoint's
+    generation_config.
     """
 
     def __init__(self, temperature: float, top_p: float, top_k: int, seed: int) -> None:
@@ -165,6 +181,10 @@ class _Row:
     def add(self, token: int, is_stop: bool) -> None:
         self.tokens += 1
         self.ticket.tokens = self.tokens
+        if self.tokens == 1:
+            self.ticket.first_token_at = time.perf_counter()
+        if self.ticket.on_progress is not None:
+            self.ticket.on_progress(self.tokens)
         if not is_stop:
             self.detokenizer.add_token(token)
             self.pieces.append(self.detokenizer.last_segment)
@@ -183,27 +203,47 @@ class BatchScheduler:
         processor: Any,
         *,
         slots: int,
+        prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
+        overlap_masks: bool = True,
+        max_prefill_rows: int | None = None,
         on_idle: Callable[[], None] | None = None,
     ) -> None:
         if slots < 1:
             raise ValueError("slots must be at least 1")
+        if prefill_chunk < 1:
+            raise ValueError("prefill_chunk must be at least 1")
         self.model = model
         self.processor = processor
         self.slots = slots
+        self.prefill_chunk = prefill_chunk
+        self.overlap_masks = overlap_masks
+        # At most this many rows per prefill (None: every waiting row); 1 prefills one by one.
+        self.max_prefill_rows = max_prefill_rows or slots
         self._on_idle = on_idle
         self._requests: queue.SimpleQueue[Ticket | None] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._active: dict[int, _Row] = {}
         self._generator: Any = None
+        # Rows of each prefill batch started, in order (read by tests and benchmarks).
+        self.prefill_batches: list[int] = []
 
     # -- any thread ------------------------------------------------------------------
 
-    def submit(self, job: GenerationJob, *, cancel: threading.Event | None = None) -> Ticket:
+    def submit(
+        self,
+        job: GenerationJob,
+        *,
+        cancel: threading.Event | None = None,
+        on_progress: Callable[[int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Ticket:
         """Queue a job for the next free slot; wait on `ticket.result()`. `cancel`, when
         given, is the ticket's cancel flag (the caller's own, set from any thread)."""
         if self._stopping.is_set():
             raise WorkerError("The batch scheduler is stopping and takes no new work")
-        ticket = Ticket(job) if cancel is None else Ticket(job, cancel=cancel)
+        ticket = Ticket(job, on_progress=on_progress, should_stop=should_stop)
+        if cancel is not None:
+            ticket.cancel = cancel
         self._requests.put(ticket)
         return ticket
 
@@ -255,12 +295,14 @@ class BatchScheduler:
 
     def _ensure_generator(self) -> Any:
         if self._generator is None:
+            prefill.install()
             self._generator = BatchGenerator(
                 self.model.language_model,
                 self.processor,
                 completion_batch_size=self.slots,
-                # One prompt per prefill: see the module docstring.
+                # Set before each step to the rows waiting for prefill (see _step).
                 prefill_batch_size=1,
+                prefill_step_size=self.prefill_chunk,
                 compute_logprobs=False,
             )
         return self._generator
@@ -270,13 +312,16 @@ class BatchScheduler:
         if ticket.cancel.is_set():
             _settle(ticket, exc=GenerationCancelled("Cancelled before decoding started", "", 0))
             return
-        if ticket.deadline is not None and time.monotonic() > ticket.deadline:
+        if _is_out_of_time(ticket, time.monotonic()):
             _settle(ticket, exc=GenerationTimeout("Time ran out before decoding started", "", 0))
             return
         try:
-            input_ids, prompt_kwargs = self._embed(job)
+            input_ids, prompt_kwargs = embed_prompt(
+                self.model, self.processor, job.image, job.system_prompt, job.user_text
+            )
             grammar = _GuardedProcessor(
-                json_schema_constraint(self.processor.tokenizer, job.schema).new_processor()
+                json_schema_constraint(self.processor.tokenizer, job.schema).new_processor(),
+                overlap=self.overlap_masks,
             )
             processors: list[Any] = [grammar]
             if job.temperature > 0:
@@ -303,30 +348,12 @@ class BatchScheduler:
             started=time.perf_counter(),
         )
 
-    def _embed(self, job: GenerationJob) -> tuple[list[int], dict[str, Any]]:
-        """Encode the image and embed the prompt for this job alone (no padding, no peers)."""
-        prompt = build_prompt(self.model, self.processor, job.system_prompt, job.user_text)
-        inputs = prepare_inputs(
-            self.processor,
-            # Intake already sized it for the model (photos.intake.prepare).
-            images=[job.image],
-            prompts=prompt,
-            image_token_index=getattr(self.model.config, "image_token_index", None),
-        )
-        input_ids = inputs["input_ids"]
-        extra = {
-            key: value
-            for key, value in inputs.items()
-            if key not in ("input_ids", "pixel_values", "attention_mask")
-        }
-        features = self.model.get_input_embeddings(
-            input_ids, inputs["pixel_values"], mask=inputs.get("attention_mask"), **extra
-        )
-        kwargs = {**extra, **{k: v for k, v in features.to_dict().items() if v is not None}}
-        return [int(t) for t in input_ids.reshape(-1).tolist()], kwargs
-
     def _step(self) -> None:
         generator = self._ensure_generator()
+        # Every row waiting for prefill joins one prefill batch. Upstream starts one only
+        # when this many slots are free, which always holds: rows in use never exceed slots.
+        pending = len(generator.unprocessed_prompts)
+        generator.prefill_batch_size = max(1, min(pending, self.max_prefill_rows))
         try:
             _prompt_stats, responses = generator.next()
         except Exception as exc:  # noqa: BLE001 - a failed step ends this batch, not the worker
@@ -339,6 +366,9 @@ class BatchScheduler:
             generator.close()
             self._generator = None
             return
+        if len(generator.unprocessed_prompts) < pending:
+            self.prefill_batches.append(pending - len(generator.unprocessed_prompts))
+            logger.debug("Prefilling %d row(s) together", self.prefill_batches[-1])
         for response in responses:
             held = self._active.get(response.uid)
             if held is None:
@@ -348,14 +378,13 @@ class BatchScheduler:
                 self._finish(response.uid, "stop" if response.finish_reason == "stop" else "length")
         now = time.monotonic()
         for uid, row in list(self._active.items()):
-            deadline = row.ticket.deadline
             if row.grammar.error is not None:
                 self._end(uid, _grammar_failure(row))
             elif row.ticket.cancel.is_set():
                 self._end(uid, GenerationCancelled(
                     f"Cancelled after {row.tokens} output tokens", row.text(), row.tokens
                 ))  # fmt: skip
-            elif deadline is not None and now > deadline:
+            elif _is_out_of_time(row.ticket, now):
                 self._end(uid, GenerationTimeout(
                     f"Time ran out after {row.tokens} output tokens "
                     f"({time.perf_counter() - row.started:.1f}s)", row.text(), row.tokens,
@@ -378,6 +407,43 @@ class BatchScheduler:
         row = self._active.pop(uid)
         self._ensure_generator().remove(uid)
         _settle(row.ticket, exc=exc)
+
+
+def generate_json(
+    model: nn.Module,
+    processor: Any,
+    image: Image.Image,
+    system_prompt: str,
+    user_text: str,
+    schema: dict[str, Any],
+    *,
+    max_tokens: int,
+    temperature: float,
+    seed: int | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> GenerationResult:
+    """One constrained generation as a batch of one, run on this (the model's) thread.
+
+    The same scheduler and sampler as the worker's at any B, so the text is the one a worker
+    gives for the same seed. `image` is the model's input as intake made it. `temperature`
+    is required so the checkpoint's generation_config cannot choose it silently. "length"
+    means `max_tokens` ran out before the JSON closed. When `should_stop` turns true (asked
+    before decoding and after every token), GenerationTimeout carries the partial text out.
+    """
+    job = GenerationJob("generate_json", image, system_prompt, user_text, schema,
+                        max_tokens, temperature, 0 if seed is None else seed)  # fmt: skip
+    scheduler = BatchScheduler(model, processor, slots=1)
+    ticket = scheduler.submit(job, on_progress=on_progress, should_stop=should_stop)
+    scheduler.stop()
+    scheduler.run()
+    return ticket.result()
+
+
+def _is_out_of_time(ticket: Ticket, now: float) -> bool:
+    if ticket.deadline is not None and now > ticket.deadline:
+        return True
+    return ticket.should_stop is not None and ticket.should_stop()
 
 
 def _grammar_failure(row: _Row) -> BaseException:

@@ -119,11 +119,12 @@ def boot(settings: Settings, registry: Registry, variant_name: str) -> Worker:
                   notices, app)  # fmt: skip
 
 
-def _scheduler(settings: Settings, provider: ModelProvider) -> BatchScheduler | None:
-    """B > 1: the continuous batch, once the KV caches of B rows are known to fit."""
+def _scheduler(settings: Settings, provider: ModelProvider) -> BatchScheduler:
+    """The continuous batch, once the KV caches of B rows are known to fit.
+
+    B=1 too: one decode path and one sampler at every B.
+    """
     batch = settings.worker_batch
-    if batch == 1:
-        return None
     plan = provider.plan_slots(
         slots=batch,
         prompts=[(prompts.system_prompt(get_persona(a)), prompts.user_prompt())
@@ -140,7 +141,7 @@ def _scheduler(settings: Settings, provider: ModelProvider) -> BatchScheduler | 
         batch, plan.bytes_per_row / MIB, plan.tokens_per_row, plan.budget_bytes / MIB,
         plan.budget_source,
     )  # fmt: skip
-    return provider.start_batching(slots=batch)
+    return provider.start_batching(slots=batch, prefill_chunk=settings.prefill_chunk)
 
 
 def _heartbeat(settings: Settings, repo: Repository, name: str, loaded: LoadedVariant) -> Heartbeat:

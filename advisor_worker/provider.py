@@ -16,7 +16,7 @@ from mlx.utils import tree_flatten
 from mlx_vlm import load as mlx_vlm_load
 from PIL import Image
 
-from advisor_worker import blas, generation
+from advisor_worker import batching, blas, generation
 from advisor_worker import slots as slots_module
 from advisor_worker.batching import BatchScheduler
 from advisor_worker.errors import ModelLoadFailed
@@ -78,11 +78,15 @@ class ModelProvider:
         self.loaded = self.run(self._load, warmup, schema or generation_schema())
         return self.loaded
 
-    def start_batching(self, *, slots: int) -> BatchScheduler:
-        """Hand the MLX thread to a continuous-batch scheduler until close()."""
+    def start_batching(
+        self, *, slots: int, prefill_chunk: int = batching.DEFAULT_PREFILL_CHUNK
+    ) -> BatchScheduler:
+        """Hand the MLX thread to a continuous-batch scheduler until close(); B=1 included."""
         if self.model is None:
             raise ModelLoadFailed("start_batching() before load()")
-        scheduler = BatchScheduler(self.model, self.processor, slots=slots)
+        scheduler = BatchScheduler(
+            self.model, self.processor, slots=slots, prefill_chunk=prefill_chunk
+        )
         self._scheduler = scheduler
         self._batch_loop = self._mlx.submit(scheduler.run)
         return scheduler
@@ -155,14 +159,15 @@ class ModelProvider:
         if warmup:
             # First generation JIT-compiles kernels; pay that before the first real job.
             t0 = time.perf_counter()
-            self._generate(
+            batching.generate_json(
+                model,
+                processor,
                 Image.new("RGB", (64, 64), (128, 96, 64)),
                 "Warm up.",
                 "Describe the image.",
-                8,
                 schema,
-                None,
-                None,
+                max_tokens=8,
+                temperature=0.0,
             )
             warm = time.perf_counter() - t0
         return LoadedVariant(
@@ -173,53 +178,6 @@ class ModelProvider:
             warm,
             {**blas.describe_runtime(), "dtype": weights_dtype(model)},
             geometry,
-        )
-
-    def generate(
-        self,
-        image: Image.Image,
-        system: str,
-        user: str,
-        *,
-        schema: dict[str, Any] | None,
-        max_tokens: int,
-        temperature: float,
-        seed: int | None,
-        on_progress: Callable[[int], None] | None = None,
-        should_stop: Callable[[], bool] | None = None,
-    ) -> generation.GenerationResult:
-        return self.run(
-            self._generate, image, system, user, max_tokens, schema, on_progress, should_stop,
-            temperature=temperature, seed=seed,
-        )  # fmt: skip
-
-    def _generate(
-        self,
-        image: Image.Image,
-        system: str,
-        user: str,
-        max_tokens: int,
-        schema: dict[str, Any] | None,
-        on_progress: Callable[[int], None] | None,
-        should_stop: Callable[[], bool] | None,
-        *,
-        temperature: float = 0.0,
-        seed: int | None = 0,
-    ) -> generation.GenerationResult:
-        if self.model is None:
-            raise ModelLoadFailed("generate() before load()")
-        return generation.generate_json(
-            self.model,
-            self.processor,
-            image,
-            system,
-            user,
-            schema or generation_schema(),
-            max_tokens=max_tokens,
-            temperature=temperature,
-            seed=seed,
-            on_progress=on_progress,
-            should_stop=should_stop,
         )
 
     def close(self) -> None:

@@ -13,11 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from advisor_worker.analyze import AnalyzeJob, BadRequest
 from advisor_worker.backoff import call_with_backoff
 from advisor_worker.batching import BatchScheduler, GenerationJob
-from advisor_worker.errors import (
-    DatabaseUnavailable,
-    GenerationCancelled,
-    GenerationTimeout,
-)
+from advisor_worker.errors import DatabaseUnavailable, WorkerError
 from advisor_worker.generation import GenerationResult
 from advisor_worker.provider import LoadedVariant, ModelProvider
 from advisor_worker.scope import Delivery, Progress
@@ -54,7 +50,7 @@ class WorkerRuntime:
     provider: ModelProvider
     loaded: LoadedVariant
     worker: str
-    # B > 1: the continuous batch on the MLX thread; None: one job at a time (solo pool).
+    # The continuous batch on the MLX thread, at every B; None only before it starts.
     scheduler: BatchScheduler | None = None
 
     @property
@@ -117,32 +113,11 @@ class WorkerRuntime:
         return run.fail(ErrorKind.INTERNAL, message)
 
     def generate(self, job: GenerationJob, progress: Progress) -> GenerationResult:
-        """One job's generation: a row of the running batch, or alone on the MLX thread."""
-        if self.scheduler is not None:
-            progress.ticket = self.scheduler.submit(job, cancel=progress.cancel)
-            return progress.ticket.result()
-        deadline, cancel = job.deadline, progress.cancel
-        try:
-            return self.provider.generate(
-                job.image,
-                job.system_prompt,
-                job.user_text,
-                schema=job.schema,
-                max_tokens=job.max_tokens,
-                temperature=job.temperature,
-                seed=job.seed,
-                on_progress=progress.set,
-                should_stop=lambda: (
-                    cancel.is_set() or (deadline is not None and time.monotonic() > deadline)
-                ),
-            )
-        except GenerationTimeout as exc:
-            if not cancel.is_set():
-                raise
-            raise GenerationCancelled(
-                f"Cancelled after {exc.output_tokens} output tokens", exc.partial,
-                exc.output_tokens,
-            ) from exc  # fmt: skip
+        """One job's generation: a row of the running batch (B=1 is a batch of one)."""
+        if self.scheduler is None:
+            raise WorkerError("The batch scheduler is not running; start_batching() first")
+        progress.ticket = self.scheduler.submit(job, cancel=progress.cancel)
+        return progress.ticket.result()
 
     def image_bytes(self, ref: str, retry_until: float) -> tuple[bytes, str | None]:
         """The image's bytes, and its file name when it has one (it helps tell RAW files)."""

@@ -15,13 +15,15 @@ import mlx.core as mx
 from mlx_vlm import load
 
 from advisor_worker import prompts
+from advisor_worker.batching import BatchScheduler, GenerationJob
 from advisor_worker.generation import model_geometry
 from advisor_worker.structured import apply_token_bitmask, json_schema_constraint
 from bench import launcher, models
 from bench.decoding import REAL_VOCAB
 from bench.serving import ADVISOR, settings_for
-from bench.stats import Figure, Goal, Section, ratios, table
+from bench.stats import Figure, Goal, Section, table
 from bench.targets import Target, worker_env
+from jobs.advisors import get_persona
 from jobs.analysis import generation_schema
 from jobs.clock import as_utc
 from jobs.contracts import FINAL_STATUSES, Status
@@ -34,6 +36,12 @@ from store.repository import Repository
 
 # `mlx_vlm.generate` is also a function the package re-exports; import the module itself.
 _ar = importlib.import_module("mlx_vlm.generate.ar")
+
+# Long critiques on the medium model: about 700-800 output tokens at the 1,018-token
+# vocabulary (16 gave ~340, so prefill weighed far more than on a Mac's real critique).
+LONG_TEXT_LIMIT = 48
+# Photo sizes of jobs that arrive together (different image-token counts per row).
+MIXED_SIZES = [(320, 240), (240, 320), (448, 224), (256, 256)]
 
 
 @dataclass(frozen=True)
@@ -56,7 +64,8 @@ def serve(
         launcher.wait_ready([worker], repository)
         items = [SubmitItem(photo(i), ADVISOR, subject=f"b{batch}-{i}") for i in range(jobs)]
         ids = [h.id for h in client.submit_many(items)]
-        deadline = time.monotonic() + 120 * jobs
+        # Generous: the CPU may be shared, and long critiques on the medium model take minutes.
+        deadline = time.monotonic() + 600 * jobs
         while True:
             rows = repository.find(Job.id.in_(ids))
             if all(Status(r.status) in FINAL_STATUSES for r in rows):
@@ -135,9 +144,183 @@ def mask_step_ms(model_dir: Path, rows: int, steps: int = 50) -> tuple[float, fl
     return serial, parallel, apply
 
 
-def run(target: Target, workdir: Path, size: str, batches: list[int], jobs_per_row: int) -> Section:
+class InProcess:
+    """The worker's scheduler in this process on the same model: the rows' costs in isolation."""
+
+    def __init__(self, model_dir: Path, settings: Any) -> None:
+        self.model, self.processor = load(str(model_dir))
+        self.model.set_dtype(mx.float32)
+        mx.eval(self.model.parameters())
+        limits = Limits(settings.max_image_bytes, settings.max_image_pixels)
+        geometry = model_geometry(self.processor, settings.model_image_pixels)
+        self.images = [
+            prepare(_photo(i, size), limits, geometry).image for i, size in enumerate(MIXED_SIZES)
+        ] + [prepare(photo(i), limits, geometry).image for i in range(8)]
+        self.system = prompts.system_prompt(get_persona(ADVISOR))
+        self.user = prompts.user_prompt()
+
+    def jobs(self, images: list[Any], max_tokens: int, text_limit: int) -> list[GenerationJob]:
+        return [
+            GenerationJob(
+                f"bench-{i}",
+                image,
+                self.system,
+                self.user,
+                generation_schema(text_limit),
+                max_tokens,
+                0.0,
+                i,
+            )  # fmt: skip
+            for i, image in enumerate(images)
+        ]
+
+    def last_first_token_s(self, prefill_rows: int) -> float:
+        """Four mixed-size jobs submitted together: seconds to the last one's first token."""
+        scheduler = BatchScheduler(self.model, self.processor, slots=4,
+                                   max_prefill_rows=prefill_rows)  # fmt: skip
+        started = time.perf_counter()
+        tickets = [scheduler.submit(j) for j in self.jobs(self.images[:4], 2, 16)]
+        scheduler.stop()
+        scheduler.run()
+        firsts = [t.first_token_at for t in tickets]
+        if any(f is None for f in firsts):
+            raise RuntimeError("a prefill-race job produced no token")
+        return max(f for f in firsts if f is not None) - started
+
+    def step_ms(self, rows: int, overlap: bool, tokens: int = 40) -> float:
+        """Milliseconds per decode step of `rows` constrained rows, once all have started."""
+        scheduler = BatchScheduler(self.model, self.processor, slots=rows, overlap_masks=overlap)
+        tickets = [scheduler.submit(j) for j in self.jobs(self.images[4 : 4 + rows], tokens, 400)]
+        scheduler.stop()
+        scheduler.run()
+        ended = time.perf_counter()
+        results = [t.result() for t in tickets]
+        if any(r.output_tokens != tokens for r in results):
+            raise RuntimeError("a row ended before its token cap")
+        started = max(t.first_token_at or ended for t in tickets)
+        return (ended - started) / (tokens - 1) * 1e3
+
+
+def async_overlap_ms(cpu_ms: float = 80.0, repeats: int = 9) -> tuple[float, float, float, float]:
+    """The mechanism alone: (forward, CPU work, both in turn, both overlapped) medians in ms.
+
+    A (8, 1024) x (1024, 8192) matmul stands for a step's forward and a busy loop on this
+    thread for the masks; overlapped starts the matmul with mx.async_eval first.
+    """
+    a, w = mx.random.normal((8, 1024)), mx.random.normal((1024, 8192))
+    mx.eval(a, w)
+
+    def busy() -> None:
+        end = time.perf_counter() + cpu_ms / 1e3
+        while time.perf_counter() < end:
+            pass
+
+    def timed(fn: Any) -> float:
+        started = time.perf_counter()
+        fn()
+        return (time.perf_counter() - started) * 1e3
+
+    def in_turn() -> None:
+        y = (a @ w).max(axis=-1)
+        busy()
+        mx.eval(y)
+
+    def overlapped() -> None:
+        y = (a @ w).max(axis=-1)
+        mx.async_eval(y)
+        busy()
+        mx.eval(y)
+
+    samples: list[list[float]] = [[], [], [], []]
+    for _ in range(repeats):
+        for sink, fn in zip(samples, [lambda: mx.eval((a @ w).max(axis=-1)), busy, in_turn,
+                                      overlapped], strict=True):  # fmt: skip
+            sink.append(timed(fn))
+    forward, cpu, serial, both = (statistics.median(v) for v in samples)
+    return forward, cpu, serial, both
+
+
+def _photo(seed: int, size: tuple[int, int]) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(photo(seed))).resize(size).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def scheduler_section(model_dir: Path, settings: Any, label: str, repeats: int) -> Section:
+    """Batched prefill against one by one; masks overlapped with the forward pass or not."""
+    bench = InProcess(model_dir, settings)
+    bench.last_first_token_s(4)  # JIT warm-up and the grammar's compile
+    together: list[float] = []
+    one_by_one: list[float] = []
+    overlapped: list[float] = []
+    serial: list[float] = []
+    for repeat in range(repeats):
+        # Interleaved, which goes first alternating: load drift hits both sides alike.
+        order = [(together, 4), (one_by_one, 1)]
+        for sink, rows in order if repeat % 2 == 0 else order[::-1]:
+            sink.append(bench.last_first_token_s(rows))
+        steps = [(overlapped, True), (serial, False)]
+        for sink, overlap in steps if repeat % 2 == 0 else steps[::-1]:
+            sink.append(bench.step_ms(8, overlap))
+    section = Section(
+        "Batching: prefill and grammar masks",
+        f"The worker's scheduler in one process on {label}, the worker's real prompt for "
+        f"`{ADVISOR}`, greedy, constrained. Four jobs of four image sizes "
+        f"({', '.join(f'{w}x{h}' for w, h in MIXED_SIZES)} photos) submitted at once to "
+        "slots=4: seconds until the last one's first token, with one prefill over the four "
+        "rows (advisor_worker.prefill) or one prefill per row. Then ms per decode step at B=8 "
+        "once all rows have started (40-token rows), with each row's grammar mask computed "
+        "while the step's forward pass runs (mx.async_eval first) or after it is built, as "
+        f"mlx-vlm's batch generator does. {repeats} interleaved repeats; medians; ratios from "
+        "the same run.",
+    )
+    med = statistics.median
+    section.tables.append(table(
+        ["measure", "batched / overlapped", "one by one / not overlapped", "ratio"],
+        [["last first token, 4 mixed-size jobs, s", f"{med(together):.2f}",
+          f"{med(one_by_one):.2f}", f"{med(together) / med(one_by_one):.2f}"],
+         ["B=8 decode step, ms", f"{med(overlapped):.1f}", f"{med(serial):.1f}",
+          f"{med(overlapped) / med(serial):.2f}"]],
+    ))  # fmt: skip
+    forward, cpu, serial_ms, both = async_overlap_ms()
+    section.tables.append(table(
+        ["mechanism", "forward ms", "CPU work ms", "in turn ms", "overlapped ms"],
+        [["matmul (8x1024 @ 1024x8192) + 80 ms busy loop", f"{forward:.1f}", f"{cpu:.1f}",
+          f"{serial_ms:.1f}", f"{both:.1f}"]],
+    ))  # fmt: skip
+    section.notes.append(
+        "Every row also had per-row values from each repeat: prefill "
+        f"{[round(x, 2) for x in together]} vs {[round(x, 2) for x in one_by_one]} s; step "
+        f"{[round(x, 1) for x in overlapped]} vs {[round(x, 1) for x in serial]} ms."
+    )
+    return section
+
+
+def sections(
+    target: Target, workdir: Path, size: str, batches: list[int], jobs_per_row: int
+) -> list[Section]:
+    """The worker's B table, then the scheduler's prefill and mask figures on the same model."""
+    worker = run(target, workdir, size, batches, jobs_per_row)
     model_dir = models.ensure_model(workdir, size)
     settings = settings_for(target, workdir, model_dir, f"batching-{size}")
+    return [worker, scheduler_section(model_dir, settings, models.label(model_dir, size), 3)]
+
+
+def run(
+    target: Target,
+    workdir: Path,
+    size: str,
+    batches: list[int],
+    jobs_per_row: int,
+    text_limit: int = LONG_TEXT_LIMIT,
+) -> Section:
+    model_dir = models.ensure_model(workdir, size)
+    settings = settings_for(target, workdir, model_dir, f"batching-{size}")
+    settings = settings.model_copy(update={"text_limit": text_limit})
     env, logs = worker_env(settings), workdir / "logs"
     runs: list[WorkerRun] = []
     raw_rates: dict[int, float] = {}
@@ -162,8 +345,9 @@ def run(target: Target, workdir: Path, size: str, batches: list[int], jobs_per_r
         "Batching",
         f"One worker process on {label} ({target.name}) at ADVISOR_WORKER_BATCH = B, draining "
         f"{jobs_per_row} x B jobs submitted at once (at least 2), greedy, constrained to the "
-        "Analysis schema (text limit 16). Jobs/s from the first job's `started_at` to the last "
-        "one's `completed_at`; latency is a job's `completed_at - started_at`; tokens/s is "
+        f"Analysis schema (text limit {text_limit}), the worker's real prompt. Jobs/s from "
+        "the first job's `started_at` to the last one's `completed_at`; latency is a job's "
+        "`completed_at - started_at`; tokens/s is "
         "every job's output tokens over the same span. The ceiling is mlx-vlm 0.7.10's own "
         "`batch_generate` in this process on the same model, B rows of the B=1 jobs' median "
         "output length (EOS masked), unconstrained, wall time including prefill, run next to "
@@ -199,36 +383,34 @@ def run(target: Target, workdir: Path, size: str, batches: list[int], jobs_per_r
         )  # fmt: skip
     )
     by_batch = {r.batch: r for r in runs}
-    for batch, target_ratio in ((8, 5.0), (4, 3.0)):
-        if batch in by_batch:
-            r = by_batch[batch]
-            section.goals.append(Goal(
-                f"jobs/s at B={batch} vs B=1 ({label})",
-                Figure.of([r.jobs_per_second / base.jobs_per_second]), target_ratio, True,
-                why=("each job's image encoding and prompt prefill run alone on the MLX thread "
-                     "(see advisor_worker/batching.py) and pause the other rows' decoding; on two "
-                     "CPU cores prefill is compute-bound, so it does not shrink with B"),
-                fix=("batch the prefill of jobs that arrive together once mlx-vlm merges "
-                     "per-row deepstack features (or merge them here), and overlap the next "
-                     "step's grammar masks with the forward pass"),
-            ))  # fmt: skip
+    if 8 in by_batch:
+        r = by_batch[8]
+        section.goals.append(Goal(
+            f"jobs/s at B=8 vs B=1 ({label})",
+            Figure.of([r.jobs_per_second / base.jobs_per_second]), 4.0, True,
+            why=("on two shared CPU cores a step's cost grows with its rows (the matmuls are "
+                 "compute-bound here, not bandwidth-bound as on a Mac), and each job's "
+                 "prefill is compute that does not shrink with B"),
+            fix="none on this CPU; on a Mac the same code is bandwidth-bound (see DESIGN.md)",
+        ))  # fmt: skip
     if 4 in by_batch:
         r = by_batch[4]
         section.goals.append(Goal(
             f"latency p50 at B=4 vs B=1 ({label})",
             Figure.of([statistics.median(r.latency_s) / statistics.median(base.latency_s)]),
             1.5, False,
-            why="four rows share each decode step, and every admission's prefill pauses them",
-            fix="as above: batched prefill, masks off the critical path",
+            why="four rows share each decode step, and a joining job's prefill chunks pause them",
+            fix="a smaller ADVISOR_PREFILL_CHUNK trades prefill efficiency for steadier decoding",
         ))  # fmt: skip
+    # "At every B": one figure per B, and the goal is read on the worst of them.
+    worst = min(r.tokens_per_second / raw_rates[r.batch] for r in runs)
     section.goals.append(Goal(
-        f"worker tok/s vs raw batch_generate, median over B ({label})",
-        ratios([r.tokens_per_second for r in runs], [raw_rates[r.batch] for r in runs]),
-        0.85, True,
-        why=("the worker's span includes per-job image decoding, database writes, prompt "
-             "prefill one job at a time and the grammar mask of every row at every step; the "
-             "ceiling prefills all rows together and masks nothing"),
-        fix="batched prefill and masks computed in parallel while the forward pass runs",
+        f"worker tok/s vs raw batch_generate, worst B ({label})",
+        Figure.of([worst]), 0.9, True,
+        why=("the worker's span includes per-job image decoding, database writes, prefill of "
+             "jobs as they arrive (the ceiling prefills all rows at once) and every row's "
+             "grammar mask at every step; the ceiling masks nothing"),
+        fix="forced tokens fed in the step (not built: see docs/benchmarks.md)",
     ))  # fmt: skip
     section.tables.append(
         table(

@@ -9,7 +9,7 @@ from typing import Any
 import mlx.core as mx
 from mlx_vlm import load, stream_generate
 
-from advisor_worker import generation, prompts
+from advisor_worker import batching, generation, prompts
 from advisor_worker.structured import apply_token_bitmask
 from bench import models
 from bench.serving import ADVISOR, TEXT_LIMIT
@@ -57,7 +57,7 @@ def free_rate(model: Any, processor: Any, image: Any, tokens: int) -> float:
 
 def constrained_rate(model: Any, processor: Any, image: Any) -> tuple[float, int]:
     persona = get_persona(ADVISOR)
-    result = generation.generate_json(
+    result = batching.generate_json(
         model, processor, image, prompts.system_prompt(persona), prompts.user_prompt(),
         generation_schema(TEXT_LIMIT), max_tokens=1800, temperature=0.0, seed=0,
     )  # fmt: skip

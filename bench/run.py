@@ -128,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
                                         plan.submit_repeats)])  # fmt: skip
     timed("serving", lambda: list(serving.run(served, workdir, plan.serving)))
     timed("scaling", lambda: [scaling.run(served, workdir, plan.scaling)])
-    timed("batching", lambda: [batching.run(served, workdir, size, batches, per_row)
-                               for size, (batches, per_row) in plan.batching.items()])  # fmt: skip
+    timed("batching", lambda: [section for size, (batches, per_row) in plan.batching.items()
+                               for section in batching.sections(served, workdir, size, batches,
+                                                                per_row)])  # fmt: skip
     timed("decoding", lambda: [decoding.run(workdir, plan.decoding, plan.decoding_repeats)])
     timed(
         "lora",

@@ -10,7 +10,7 @@ from pathlib import Path
 import mlx.core as mx
 from mlx_vlm import load
 
-from advisor_worker import generation, prompts
+from advisor_worker import batching, generation, prompts
 from bench import launcher, models
 from bench.stats import Figure, Goal, Section, ratios, table
 from bench.targets import Target, worker_env
@@ -99,7 +99,7 @@ class Direct:
         self.generate(photo(10_000), 8)  # JIT warm-up, like the worker's own at load
 
     def generate(self, data: bytes, max_tokens: int) -> generation.GenerationResult:
-        return generation.generate_json(
+        return batching.generate_json(
             self.model, self.processor, prepare(data, self.limits, self.geometry).image,
             prompts.system_prompt(self.persona), prompts.user_prompt(), self.schema,
             max_tokens=max_tokens, temperature=self.settings.temperature, seed=0,
@@ -151,7 +151,7 @@ def run(target: Target, workdir: Path, sizes: dict[str, int]) -> tuple[Section, 
         f"Jobs submitted one at a time to one worker ({target.name}); end-to-end time is the "
         "job row's `completed_at - queued_at` (submit, publish, delivery, start, image load, "
         "generation, validation, stored outcome). The baseline is the same "
-        "`advisor_worker.generation.generate_json` call made directly in the benchmark "
+        "`advisor_worker.batching.generate_json` call made directly in the benchmark "
         "process on the same model, image, prompts, schema and settings (greedy, text limit "
         f"{TEXT_LIMIT}), alternating with the worker's jobs (order flipped each job). Paired "
         "per job; median (min-max).",

@@ -66,8 +66,11 @@ class Settings(BaseSettings):
     temperature: float = Field(default=0.2, ge=0.0, le=2.0)
 
     # Analyses one worker process generates at once (rows of one continuous batch);
-    # 1 is the single-job path. See README "Worker throughput".
+    # 1 is a batch of one (the same decode path). See README "Worker throughput".
     worker_batch: int = Field(default=4, ge=1, le=64)
+    # Prompt tokens a prefill step takes per row; decoding rows wait at most one such step
+    # for a joining job. Smaller: steadier decoding; larger: fewer, more efficient steps.
+    prefill_chunk: int = Field(default=256, ge=16)
     # KV-cache memory the worker may use for its B rows; None: derived from the machine.
     worker_memory_mb: int | None = Field(default=None, gt=0)
 

@@ -41,7 +41,13 @@ MEANINGS: dict[str, str] = {
     "`ADVISOR_TEXT_LIMIT`",
     "text_limit": "characters per text field of the analysis",
     "temperature": "sampling temperature of the critique",
-    "worker_batch": "analyses one worker process generates at once; `1`: one at a time",
+    "worker_batch": "analyses one worker process generates at once; `1`: a batch of one",
+    "plan_hook": "command run after each rollout plan step, rollback or abort (its environment "
+    "names the advisor, variant, step, status and workers per queue); docs/rollouts.md",
+    "plan_hook_timeout": "seconds the plan hook may run; a failure or timeout is logged and the "
+    "guard goes on",
+    "prefill_chunk": "prompt tokens a prefill step takes per row; decoding rows wait at most "
+    "one such step for a joining job",
     "worker_memory_mb": "KV-cache budget for the batch rows (unset: 80% of free memory); a "
     "batch that does not fit is refused at start",
     "worker_remote_control": "`false`: workers answer only Celery's inspection commands; "

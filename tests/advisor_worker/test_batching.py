@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from advisor_worker.batching import BatchScheduler, GenerationJob, Ticket
+from advisor_worker.batching import BatchScheduler, GenerationJob, Ticket, generate_json
 from advisor_worker.errors import GenerationCancelled, GenerationTimeout
-from advisor_worker.generation import GenerationResult, generate_json
+from advisor_worker.generation import GenerationResult
 from jobs.analysis import GeneratedAnalysis, generation_schema
 
 SCHEMA = generation_schema(text_limit=24)
@@ -44,7 +44,7 @@ def job(index: int, image: Image.Image, **overrides: Any) -> GenerationJob:
 
 
 def alone(tiny_model: tuple[Any, Any], spec: GenerationJob) -> GenerationResult:
-    """The single-job path the worker takes at ADVISOR_WORKER_BATCH=1."""
+    """A batch of one: what the worker does at ADVISOR_WORKER_BATCH=1."""
     model, processor = tiny_model
     return generate_json(
         model, processor, spec.image, spec.system_prompt, spec.user_text, spec.schema,
@@ -57,14 +57,47 @@ def batched(
 ) -> list[Ticket]:
     """Serve `specs` as one scheduler run on this (the model's) thread; tickets in order."""
     model, processor = tiny_model
-    scheduler = BatchScheduler(model, processor, slots=slots)
+    scheduler = BatchScheduler(model, processor, slots=slots, **hooks.get("options", {}))
     tickets = [scheduler.submit(spec) for spec in specs]
     watcher = hooks.get("watch")
     if watcher is not None:
         threading.Thread(target=watcher, args=(tickets,), daemon=True).start()
     scheduler.stop()
     scheduler.run()
+    if "prefill_batches" in hooks:
+        hooks["prefill_batches"].extend(scheduler.prefill_batches)
     return tickets
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.2])
+def test_a_seeded_job_gives_the_same_text_at_b1_and_in_a_b4_batch_prefilled_together(
+    tiny_model: tuple[Any, Any], temperature: float
+) -> None:
+    specs = [job(i, noise(i, SIZES[i]), temperature=temperature) for i in range(4)]
+    prefills: list[int] = []
+    # A small chunk: every prompt takes several prefill steps, image tokens span chunks.
+    together = batched(tiny_model, specs, slots=4, prefill_batches=prefills,
+                       options={"prefill_chunk": 16})  # fmt: skip
+    apart = [batched(tiny_model, [spec], slots=1)[0] for spec in specs]
+
+    assert prefills == [4]  # one prefill over the four rows that arrived together
+    assert [t.result().text for t in together] == [t.result().text for t in apart]
+    assert len({t.result().prompt_tokens for t in together}) == 4
+    assert all(t.first_token_at is not None for t in together)
+
+
+def test_masks_computed_after_the_forward_and_one_by_one_prefills_change_no_text(
+    tiny_model: tuple[Any, Any],
+) -> None:
+    specs = [job(i, noise(i, SIZES[i])) for i in range(3)]
+    together: list[int] = []
+    apart: list[int] = []
+    default = batched(tiny_model, specs, slots=3, prefill_batches=together)
+    plain = batched(tiny_model, specs, slots=3, prefill_batches=apart,
+                    options={"overlap_masks": False, "max_prefill_rows": 1})  # fmt: skip
+
+    assert (together, apart) == ([3], [1, 1, 1])
+    assert [t.result().text for t in default] == [t.result().text for t in plain]
 
 
 def test_rows_of_mixed_image_sizes_match_the_same_jobs_run_alone_byte_for_byte(

@@ -26,7 +26,7 @@ def env(request: pytest.FixtureRequest, tmp_path: Path, tiny_model_dir: Path) ->
         broker = f"sqla+sqlite:///{tmp_path / 'broker.db'}"
     env = setup_env(tmp_path, tiny_model_dir, f"sqlite:///{tmp_path / 'advisor.db'}", broker)
     # Long outputs (~1000 tokens, seconds each) so a cancel lands mid-generation. The embedded
-    # run takes the single-job path (B=1), Redis the continuous batch (B=4).
+    # run is a batch of one (B=1), Redis a batch of four (B=4).
     env.values.update(ADVISOR_TEXT_LIMIT="160", ADVISOR_MAX_OUTPUT_TOKENS="1800",
                       ADVISOR_WORKER_BATCH="1" if request.param == "embedded" else "4")  # fmt: skip
     return env

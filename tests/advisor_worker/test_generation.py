@@ -14,7 +14,8 @@ from mlx_vlm.models.qwen3_vl.processing_qwen3_vl import Qwen3VLImageProcessor
 from mlx_vlm.utils import estimate_num_image_tokens
 from PIL import Image
 
-from advisor_worker.generation import generate_json, model_geometry, probe_image, probe_logits
+from advisor_worker.batching import generate_json
+from advisor_worker.generation import model_geometry, probe_image, probe_logits
 from jobs.analysis import generation_schema
 from jobs.errors import ConfigError
 from photos.intake import ModelGeometry, fit_for_model, image_tokens

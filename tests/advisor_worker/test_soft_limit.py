@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from advisor_worker.batching import generate_json
 from advisor_worker.errors import GenerationTimeout
-from advisor_worker.generation import generate_json
 from jobs.analysis import generation_schema
 
 

@@ -26,6 +26,7 @@ from jobs.settings import Settings
 from producers import Client
 from producers.commands.sweep import sweeper
 from producers.ops.sweep import SweepReport
+from producers.services import Services
 from store import migrate
 from store.db import engine_for
 from store.models import Job
@@ -159,9 +160,9 @@ def sweeping(settings: Settings, interval: float = 0.5) -> Iterator[list[SweepRe
     """The recovery sweep running in a thread, as Celery beat or `advisor sweep --loop` would."""
     stop = threading.Event()
     reports: list[SweepReport] = []
-    client = Client(settings)
+    services = Services(settings)
     thread = threading.Thread(
-        target=sweeper(client).run_loop,
+        target=sweeper(services).run_loop,
         kwargs={"interval": interval, "stop": stop, "on_round": reports.append},
         daemon=True,
     )
@@ -171,7 +172,7 @@ def sweeping(settings: Settings, interval: float = 0.5) -> Iterator[list[SweepRe
     finally:
         stop.set()
         thread.join(timeout=60)
-        client.close()
+        services.close()
 
 
 def wait_final(repo: Repository, ids: list[str], timeout: float) -> dict[str, Job]:

@@ -15,8 +15,8 @@ from kombu import Connection, Producer
 
 from jobs.broker import analyze_queue, make_celery
 from jobs.contracts import ANALYZE_TASK, Assignment, ErrorKind, Status
-from producers import Client
 from producers.commands.sweep import sweeper
+from producers.services import Services
 from store.submissions import NewJob
 from tests.faults.conftest import Stack, Tally, photo, tally, wait_final
 from tests.faults.servers import RedisServer
@@ -145,8 +145,8 @@ def test_pickles_broken_messages_and_escaping_or_oversize_images_are_refused_by_
     # sweep finds the queue empty and resends it as a lost message.
     assert {stack.repo.get(j).status for j in unreadable} == {Status.QUEUED}
     time.sleep(stack.settings.worker_live_window)
-    with Client(stack.settings) as client:
-        assert sorted(sweeper(client).sweep().resent) == sorted(unreadable)
+    with Services(stack.settings) as services:
+        assert sorted(sweeper(services).sweep().resent) == sorted(unreadable)
     jobs.update(wait_final(stack.repo, unreadable, timeout=60))
     sent = [*unreadable, garbled_job, typed_job, *image_jobs.values(), *good]
     result = tally(stack.repo, sent, [worker])
