@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,17 +27,22 @@ if sys.argv[1] == "late":
 path = load_openblas()
 import mlx.core as mx
 a = mx.random.normal((512, 512)); mx.eval(a @ a)
-start = time.perf_counter()
-for _ in range(3):
+times = []
+for _ in range(5):
+    start = time.perf_counter()
     mx.eval(a @ a)
-print(json.dumps({"path": path, "runtime": describe_runtime(),
-                  "ms": (time.perf_counter() - start) / 3 * 1000}))
+    times.append(time.perf_counter() - start)
+# The fastest run: on a shared machine (parallel tests) the others measure the waits.
+print(json.dumps({"path": path, "runtime": describe_runtime(), "ms": min(times) * 1000}))
 """
 
 
 def run(mode: str) -> dict[str, Any]:
+    # One BLAS thread: spinning threads on an oversubscribed machine made OpenBLAS 100x slower.
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
     done = subprocess.run(
         [sys.executable, "-c", _SCRIPT, mode],
+        env=env,
         capture_output=True,
         text=True,
         check=True,
