@@ -19,26 +19,26 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from jobs.advisors import get_persona
 from jobs.clock import as_utc, utcnow
-from jobs.contracts import BASE_VARIANT, Status
+from jobs.contracts import BASE_VARIANT
 from jobs.errors import StaleVersion
 from jobs.settings import Settings
 from jobs.variants import Registry
 from producers.errors import InvalidPlan, PlanConflict, PlanNotFound
 from producers.ops.capacity import plan_capacity
+from producers.ops.evidence import finished_since
 from producers.ops.exposure import state_at, weight_changes
 from producers.ops.guardrails import judged
 from producers.ops.plan_hook import hook_for
-from producers.ops.report_rows import JobRow, job_rows, job_rows_query
+from producers.ops.report_rows import JobRow
 from producers.ops.sequential import MIN_PER_ARM
 from producers.ops.stats import NOT_ENOUGH_DATA
 from producers.ops.verdicts import UNPAIRED_METRIC, Verdict, verdicts
 from producers.plans import Plan, PlanStatus, PlanStore
 from producers.rollouts import RolloutStore, Weights
-from store.models import Feedback, Job
 
 logger = logging.getLogger(__name__)
 
@@ -97,29 +97,6 @@ def exposure_start(engine: Engine, plan: Plan, now: datetime) -> datetime:
     return starts.get(plan.variant, plan.step_started_at)
 
 
-def _evidence(
-    engine: Engine, plan: Plan, since: datetime, now: datetime
-) -> tuple[list[JobRow], list[Any]]:
-    """The advisor's jobs finished in [since, now] (shadows included) and their ratings."""
-    where = (
-        Job.advisor == plan.advisor,
-        Job.status.in_([Status.SUCCEEDED, Status.FAILED]),
-        Job.completed_at >= since,
-        Job.completed_at <= now,
-    )
-    rows = job_rows(engine, job_rows_query(engine.dialect.name, *where))
-    rated = (
-        select(Feedback.job_id, Feedback.rating, Feedback.helpful, Feedback.simulated,
-               Feedback.created_at)
-        .join(Job, Job.id == Feedback.job_id)
-        .where(*where)
-        .order_by(Feedback.created_at)
-    )  # fmt: skip
-    with engine.connect() as conn:
-        feedback = conn.execute(rated).all()
-    return rows, list(feedback)
-
-
 def _finished(rows: Iterable[JobRow], variant: str, since: datetime) -> int:
     """Finished split jobs of `variant` since `since` that say something about it."""
     return sum(
@@ -146,7 +123,7 @@ def check_gate(engine: Engine, plan: Plan, now: datetime | None = None) -> Gate:
     exposed = exposure_start(engine, plan, now)
     step_began = plan.step_started_at
     # The step's counts are a subset of the exposure: read it once, from the earlier of the two.
-    rows, feedback = _evidence(engine, plan, min(exposed, step_began), now)
+    rows, feedback = finished_since(engine, plan.advisor, min(exposed, step_began), now)
     in_exposure = [r for r in rows if (as_utc(r.completed_at) or exposed) >= exposed]
     jobs = _finished(rows, plan.variant, step_began)
     minutes = (now - plan.step_started_at).total_seconds() / 60

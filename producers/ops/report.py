@@ -16,6 +16,7 @@ from sqlalchemy import Engine, func, select
 from jobs.analysis import DIMENSIONS
 from jobs.clock import utcnow
 from jobs.contracts import BASE_VARIANT, Assignment, ErrorKind, ModelUsed, Status
+from producers.ops.evidence import exposure_verdicts
 from producers.ops.report_rows import JobRow, job_rows, job_rows_query
 from producers.ops.srm import SrmCheck, srm_checks
 from producers.ops.stats import (
@@ -145,7 +146,7 @@ def build_report(
         days=days,
         advisor=advisor,
         total_jobs=len(rows),
-        verdicts=tuple(verdicts(every, feedback)),
+        verdicts=tuple(_verdicts(engine, every, feedback, advisor, now)),
         variants=variants,
         feedback=tuple(feedback_summaries(rows, feedback, names)),
         paired=tuple(paired_comparisons(every)),
@@ -154,6 +155,26 @@ def build_report(
         score_copy=tuple(copies),
         model_performance=tuple(compare_model_performance(engine, days=days, now=now)),
     )
+
+
+def _verdicts(
+    engine: Engine,
+    every: Sequence[Any],
+    feedback: Sequence[Any],
+    advisor: str | None,
+    now: datetime,
+) -> list[Verdict]:
+    """The window's verdicts, except that an exposed candidate is judged on its exposure
+    (producers/ops/evidence.py), as the guard and its plan judge it."""
+    window = verdicts(every, feedback)
+    advisors = {v.advisor for v in window} | ({advisor} if advisor is not None else set())
+    exposed = {
+        (name, variant): verdict
+        for name in sorted(advisors)
+        for variant, verdict in exposure_verdicts(engine, name, now).items()
+    }
+    shown = [exposed.pop((v.advisor, v.variant), v) for v in window]
+    return shown + [exposed[key] for key in sorted(exposed)]
 
 
 def _ordered(variants: Iterable[str]) -> list[str]:
