@@ -52,12 +52,19 @@ def validate_weights(weights: dict[str, float], known_variants: set[str]) -> dic
     bad = {k: v for k, v in weights.items() if not math.isfinite(v) or v < 0}
     if bad:
         raise InvalidWeights(f"Weights must be finite and >= 0, got {bad}")
-    # Scale by the largest first: 1e308 + 1e308 overflows to inf, and v / inf is 0.
     largest = max(weights.values(), default=0.0)
     if largest <= 0:
         raise InvalidWeights("Weights must sum to more than 0; give base a positive weight")
-    scaled = {k: v / largest for k, v in sorted(weights.items())}
-    total = math.fsum(scaled.values())
+    try:
+        total = math.fsum(weights.values())
+    except OverflowError:
+        total = math.inf
+    # Scale by the largest only when the sum overflows (1e308 + 1e308 is inf, v / inf is 0):
+    # dividing always would turn 0.9/0.1 into 0.8999999999999999/0.09999999999999999.
+    scaled = dict(sorted(weights.items()))
+    if not math.isfinite(total):
+        scaled = {k: v / largest for k, v in scaled.items()}
+        total = math.fsum(scaled.values())
     normalised = {k: v / total for k, v in scaled.items()}
     check_split(normalised)
     return normalised

@@ -15,9 +15,8 @@ from scipy import stats
 from jobs.analysis import DIMENSIONS
 from jobs.clock import utcnow
 from jobs.contracts import Assignment, ErrorKind
-from jobs.settings import Settings
+from jobs.settings import get_settings
 from producers import cli
-from producers.commands import report as report_command
 from producers.feedback import FeedbackStore
 from producers.ops.report import build_report, compare_model_performance
 from producers.ops.report_text import render_report
@@ -279,18 +278,21 @@ def test_report_command_prints_json_and_fails_in_one_line_without_a_database(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    settings = Settings(data_dir=tmp_path, database_url=sqlite_url)
-    for module in (cli, report_command):
-        monkeypatch.setattr(module, "get_settings", lambda: settings)
-    assert cli.main(["report", "--json"]) == 1
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "run `advisor db upgrade`" in err
+    monkeypatch.setenv("ADVISOR_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("ADVISOR_DATABASE_URL", sqlite_url)
+    get_settings.cache_clear()
+    try:
+        assert cli.main(["report", "--json"]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "run `advisor db upgrade`" in err
 
-    from store import migrate
+        from store import migrate
 
-    migrate.upgrade(sqlite_url)
-    assert cli.main(["report", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["total_jobs"] == 0
+        migrate.upgrade(sqlite_url)
+        assert cli.main(["report", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["total_jobs"] == 0
+    finally:
+        get_settings.cache_clear()  # the next test reads its own environment
 
 
 def paired_jobs(crafter: Crafter, rng: random.Random, n: int, lift: float) -> list[float]:
