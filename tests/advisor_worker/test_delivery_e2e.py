@@ -14,7 +14,7 @@ from pathlib import Path
 from jobs.broker import analyze_queue, make_celery
 from jobs.contracts import ANALYZE_TASK, Assignment, DeliveryKind, Status
 from jobs.settings import Settings
-from producers import Client
+from producers import Client, Services
 from producers.commands.sweep import sweeper
 from store.db import engine_for
 from store.deliveries import DeliveryStore
@@ -29,9 +29,9 @@ NOTIFY = {"notify": "app.critique_done", "notify_queue": "advisor.notify.app.res
 
 
 @contextmanager
-def sweeping(client: Client) -> Iterator[None]:
+def sweeping(services: Services) -> Iterator[None]:
     stop = threading.Event()
-    thread = threading.Thread(target=sweeper(client).run_loop,
+    thread = threading.Thread(target=sweeper(services).run_loop,
                               kwargs={"interval": 0.3, "stop": stop}, daemon=True)  # fmt: skip
     thread.start()
     try:
@@ -61,7 +61,12 @@ def test_each_finished_job_sends_one_task_and_one_signed_webhook(
     repo = Repository(engine_for(settings.resolved_database_url))
     upstream = UpstreamWorker(tmp_path, own_redis.url).start()
     try:
-        with Client(settings) as client, sweeping(client), running_workers(env, ["base"], tmp_path):
+        with (
+            Services(settings) as services,
+            Client(services=services) as client,
+            sweeping(services),
+            running_workers(env, ["base"], tmp_path),
+        ):
             handles = [client.submit(photo(i), "ansel", callback_url=receiver.url, **NOTIFY)
                        for i in range(4)]  # fmt: skip
             ids = [h.id for h in handles] + [broken_job(repo, settings, receiver.url)]
