@@ -9,14 +9,12 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 from jobs.clock import utcnow
-from jobs.settings import get_settings
 from producers.commands.arguments import positive
 from producers.commands.output import Subparsers, services
 from producers.ops.guard import GuardDecision, GuardThresholds, enforce, run_loop
 from producers.ops.plan_hook import PlanHook
 from producers.ops.plans import plan_control_for
 from producers.ops.replay import ReplayRound, replay
-from store.db import engine_for
 
 
 def cmd_guard(args: argparse.Namespace) -> int:
@@ -83,7 +81,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"advisor: error: --from {start.isoformat()} is after --to {end.isoformat()}",
               file=sys.stderr)  # fmt: skip
         return 2
-    engine = engine_for(get_settings().resolved_database_url)
+    engine = services().engine
     thresholds = GuardThresholds(window_hours=args.window_hours)
     rounds = replay(engine, args.advisor, start=start, end=end,
                     every=timedelta(minutes=args.every), thresholds=thresholds)  # fmt: skip
