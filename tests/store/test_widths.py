@@ -5,14 +5,15 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from jobs.contracts import MAX_IMAGE_PATH, NAME_WIDTH, PATH_PREFIX, AnalyzeRequest
+from jobs.contracts import MAX_IMAGE_PATH, NAME_WIDTH, PATH_PREFIX, AnalyzeRequestV1
 from producers.gateway.schemas import AnalyzeSubmission
 from store.models import Delivery, Job
 
 
 def test_a_path_reference_at_the_path_limit_exactly_fills_the_image_ref_column() -> None:
     assert len(PATH_PREFIX + "x" * MAX_IMAGE_PATH) == Job.__table__.c.image_ref.type.length
-    assert AnalyzeRequest.model_fields["image_ref"].metadata[-1].max_length == len(
+    # Version 1 messages, still served during an upgrade, carry the reference.
+    assert AnalyzeRequestV1.model_fields["image_ref"].metadata[-1].max_length == len(
         PATH_PREFIX + "x" * MAX_IMAGE_PATH
     )
 
