@@ -27,6 +27,7 @@ from jobs.errors import JobNotFound
 from store.dialect import storable
 from store.models import Job
 from store.reading import Reader, job_from_row
+from store.scores import stored_scores
 
 
 class StartOutcome(enum.Enum):
@@ -220,6 +221,7 @@ class Lifecycle(Reader):
             status=Status.SUCCEEDED,
             completed_at=now,
             llm_outputs=outcome.llm_outputs,
+            **stored_scores(outcome.llm_outputs),
             raw_output=storable(outcome.raw_output),
             prompt_tokens=outcome.prompt_tokens,
             output_tokens=outcome.output_tokens,

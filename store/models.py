@@ -88,6 +88,9 @@ class Job(Base):
     progress: Mapped[int] = mapped_column(Integer, default=0)
     schema_version: Mapped[str | None] = mapped_column(String(32))
     llm_outputs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # llm_outputs' scores (store/scores.py), written with it: reports read numbers, not documents.
+    overall_score: Mapped[float | None] = mapped_column(Float)
+    dimension_scores: Mapped[list[int | None] | None] = mapped_column(JSON)
     raw_output: Mapped[str | None] = mapped_column(Text)
     error_kind: Mapped[str | None] = mapped_column(String(32))
     error: Mapped[str | None] = mapped_column(Text)

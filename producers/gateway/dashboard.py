@@ -21,6 +21,7 @@ from producers.gateway.schemas import error_responses
 from producers.gateway.service import Gateway, GatewayDep
 from producers.gateway.status import health
 from producers.ops.report import build_report
+from producers.ops.report_rows import overall_score
 from producers.plans import Plan
 from store.models import Job, RolloutEvent
 
@@ -73,7 +74,7 @@ def dashboard_data(gateway: Gateway, hours: float) -> dict[str, Any]:
         for r in shown
     ]  # fmt: skip
     stmt = (
-        select(Job.variant, Job.completed_at, Job.inference_ms, Job.llm_outputs)
+        select(Job.variant, Job.completed_at, Job.inference_ms, overall_score())
         .where(Job.status == Status.SUCCEEDED, Job.completed_at >= since)
         .order_by(Job.completed_at.desc())
         .limit(MAX_TIMING_POINTS)
@@ -82,9 +83,8 @@ def dashboard_data(gateway: Gateway, hours: float) -> dict[str, Any]:
         rows = conn.execute(stmt).all()
     scores: dict[str, list[int]] = defaultdict(lambda: [0] * len(SCORE_BINS))
     timing: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for variant, completed_at, inference_ms, outputs in reversed(rows):
-        overall = (outputs or {}).get("overall_score")
-        if isinstance(overall, int | float):
+    for variant, completed_at, inference_ms, overall in reversed(rows):
+        if overall is not None:
             scores[variant][_score_bin(float(overall))] += 1
         done = as_utc(completed_at)
         if inference_ms is not None and done is not None:

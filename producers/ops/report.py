@@ -17,7 +17,7 @@ from jobs.analysis import DIMENSIONS
 from jobs.clock import utcnow
 from jobs.contracts import BASE_VARIANT, Assignment, ErrorKind, ModelUsed, Status
 from producers.ops.evidence import exposure_verdicts
-from producers.ops.report_rows import JobRow, job_rows, job_rows_query
+from producers.ops.report_rows import JobRow, job_rows, job_rows_query, overall_score
 from producers.ops.srm import SrmCheck, srm_checks
 from producers.ops.stats import (
     Comparison,
@@ -191,7 +191,7 @@ def _variant_stats(variant: str, rows: Sequence[Any], shadows: Sequence[Any]) ->
     scored = [r for r in ok if r.overall is not None]
     dims: dict[str, list[int]] = defaultdict(list)
     for r in scored:
-        for name, score in zip(r.dimensions[::2], r.dimensions[1::2], strict=True):
+        for name, score in zip(r.dimension_names, r.dimension_scores, strict=True):
             if name is not None and score is not None:
                 dims[name].append(score)
     timed = [r for r in ok if r.inference_ms and r.output_tokens is not None]
@@ -264,7 +264,7 @@ def compare_model_performance(
         select(
             Job.model_used,
             func.count(),
-            func.avg(Job.llm_outputs["overall_score"].as_float()),
+            func.avg(overall_score()),
             func.avg(duration),
         )
         .where(

@@ -1,4 +1,5 @@
-"""The report's job rows: scores extracted by the database, so no analysis JSON is parsed here."""
+"""The report's job rows: scores read from their stored columns (store/scores.py); a row an
+older worker finished without them has them extracted from its analysis by the database."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import JSON, ColumnElement, Engine, Select, func, select
+from sqlalchemy import JSON, ColumnElement, Engine, Select, case, func, null, select
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -16,10 +17,11 @@ from store.models import Job
 _COLUMNS = (
     Job.id, Job.advisor, Job.variant, Job.reassigned_from, Job.assignment, Job.weights_version,
     Job.status, Job.started_at, Job.completed_at, Job.error_kind, Job.queue_wait_ms,
-    Job.inference_ms, Job.output_tokens, Job.shadow_of,
+    Job.inference_ms, Job.output_tokens, Job.shadow_of, Job.overall_score, Job.dimension_scores,
 )  # fmt: skip
-# Only these parts of llm_outputs are read (the texts around them can be long), in one
-# parse of the document per row: overall_score, then each dimension's name and score.
+# Rows without stored scores: only these parts of llm_outputs are read (the texts around them
+# can be long), in one parse of the document per row: overall_score, then each dimension's
+# name and score.
 _PATHS: tuple[tuple[str | int, ...], ...] = (
     ("overall_score",),
     *((("dimensions", i, key)) for i in range(len(DIMENSIONS)) for key in ("name", "score")),
@@ -52,28 +54,36 @@ class JobRow(NamedTuple):
     output_tokens: int | None
     shadow_of: str | None
     overall: float | None
-    dimensions: tuple[Any, ...]  # name, score, name, score, ... in stored order (None: absent)
-    scores: tuple[int, ...]  # the dimension scores present, in stored order
+    dimension_names: tuple[str | None, ...]  # DIMENSIONS for stored scores
+    dimension_scores: tuple[int | None, ...]  # beside their names (None: absent)
+    scores: tuple[int, ...]  # the dimension scores present, in order
 
     def score_of(self, dimension: str) -> int | None:
         try:
-            return cast(int | None, self.dimensions[self.dimensions.index(dimension) + 1])
+            return self.dimension_scores[self.dimension_names.index(dimension)]
         except ValueError:
             return None
 
 
+def overall_score() -> ColumnElement[Any]:
+    """A job's overall_score: its stored column, else (an older worker's row) its analysis's."""
+    return func.coalesce(Job.overall_score, Job.llm_outputs["overall_score"].as_float())
+
+
 def job_rows_query(dialect: str, *where: ColumnElement[bool]) -> Select[Any]:
     """The report's columns of the jobs matching `where`, for the engine's dialect."""
+    unscored = Job.overall_score.is_(None) & Job.llm_outputs.is_not(None)
     if dialect == "sqlite":
         # json_extract with several paths parses the document once and returns a JSON array.
-        extracted = func.json_extract(Job.llm_outputs, *_sqlite_paths(), type_=JSON)
-        return cast("Select[Any]", select(*_COLUMNS, extracted.label("extracted")).where(*where))
+        paths = func.json_extract(Job.llm_outputs, *_sqlite_paths(), type_=JSON)
+        extracted = case((unscored, paths), else_=null()).label("extracted")
+        return cast("Select[Any]", select(*_COLUMNS, extracted).where(*where))
     # PostgreSQL re-parses a json value at every operator: cast it to jsonb once, then index.
     # OFFSET 0 keeps the planner from inlining the cast into each of the 15 paths.
-    inner = select(*_COLUMNS, sql_cast(Job.llm_outputs, JSONB).label("doc")).where(*where)
-    rows = inner.offset(0).subquery()
-    parts = [rows.c.doc[path] for path in _PATHS]
-    built = func.jsonb_build_array(*parts, type_=JSON).label("extracted")
+    doc = case((unscored, sql_cast(Job.llm_outputs, JSONB)), else_=null())
+    rows = select(*_COLUMNS, doc.label("doc")).where(*where).offset(0).subquery()
+    parts = func.jsonb_build_array(*(rows.c.doc[path] for path in _PATHS), type_=JSON)
+    built = case((rows.c.doc.is_not(None), parts), else_=null()).label("extracted")
     columns = [rows.c[column.key] for column in _COLUMNS]
     return cast("Select[Any]", select(*columns, built))
 
@@ -84,18 +94,24 @@ def job_rows(engine: Engine, stmt: Select[Any]) -> list[JobRow]:
         fetched: Sequence[Any] = conn.execute(stmt).all()
     out = []
     for r in fetched:
-        parts = r.extracted or _NOTHING
-        overall = float(parts[0]) if parts[0] is not None else None
-        dims = tuple(parts[1:])
-        scores = tuple(s for s in dims[1::2] if s is not None)
+        if r.overall_score is not None:
+            overall: float | None = r.overall_score
+            names: tuple[str | None, ...] = DIMENSIONS
+            found = tuple(r.dimension_scores or _NO_SCORES)
+        else:
+            parts = r.extracted or _NOTHING
+            overall = float(parts[0]) if parts[0] is not None else None
+            names, found = tuple(parts[1::2]), tuple(parts[2::2])
+        scores = found if None not in found else tuple(s for s in found if s is not None)
         out.append(
             JobRow(
                 r.id, r.advisor, r.variant, r.reassigned_from, r.assignment, r.weights_version,
                 r.status, r.started_at, r.completed_at, r.error_kind, r.queue_wait_ms,
-                r.inference_ms, r.output_tokens, r.shadow_of, overall, dims, scores,
+                r.inference_ms, r.output_tokens, r.shadow_of, overall, names, found, scores,
             )
         )  # fmt: skip
     return out
 
 
 _NOTHING = (None,) * len(_PATHS)
+_NO_SCORES = (None,) * len(DIMENSIONS)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
+from jobs.analysis import DIMENSIONS
 from store import migrate
 from store.db import engine_for
-from store.models import Base
+from store.models import Base, Job
 
 EXPECTED_TABLES = {
     "jobs", "images", "feedback", "rollouts", "rollout_events", "worker_heartbeats",
@@ -123,5 +126,47 @@ def test_the_rollout_plans_revision_adds_and_removes_only_its_table(database_url
     assert "rollout_plans" in table_names(database_url)
     migrate.downgrade(database_url, "0006")
     assert table_names(database_url) == EXPECTED_TABLES - {"rollout_plans"}
+    migrate.upgrade(database_url)
+    migrate.check(database_url)
+
+
+def test_the_stored_scores_revision_backfills_each_analysis_and_removes_its_columns(
+    database_url: str,
+) -> None:
+    migrate.upgrade(database_url, "0007")
+    engine = engine_for(database_url)
+    columns = (
+        "id, advisor, image_sha256, image_ref, subject, variant, model_used, assignment, "
+        "weights_version, status, attempts, queued_at, publish_attempts, progress, llm_outputs"
+    )
+    insert = text(
+        f"INSERT INTO jobs ({columns}) VALUES (:id, 'ansel', 'x', 'sha256:x', 's', 'base', "
+        "'base', 'split', 1, 'succeeded', 1, CURRENT_TIMESTAMP, 0, 0, :doc)"
+    )
+    whole = {"overall_score": 6.43, "dimensions": [
+        {"name": n, "score": s} for n, s in zip(DIMENSIONS, (7, 6, 8, 5, 6, 7, 6), strict=True)
+    ]}  # fmt: skip
+    # An older shape: dimensions out of order, one missing, a score that is not a number.
+    odd = {"overall_score": 5, "dimensions": [
+        {"name": DIMENSIONS[2], "score": 4}, {"name": DIMENSIONS[0], "score": 9},
+        {"name": DIMENSIONS[1], "score": "high"},
+    ]}  # fmt: skip
+    with engine.begin() as conn:
+        for job_id, doc in (("whole", whole), ("odd", odd), ("none", None)):
+            conn.execute(insert, {"id": job_id, "doc": None if doc is None else json.dumps(doc)})
+    migrate.upgrade(database_url)
+    with engine.connect() as conn:
+        stored = {
+            r.id: (r.overall_score, r.dimension_scores)
+            for r in conn.execute(select(Job.id, Job.overall_score, Job.dimension_scores))
+        }
+    assert stored == {
+        "whole": (6.43, [7, 6, 8, 5, 6, 7, 6]),
+        "odd": (5.0, [9, None, 4, None, None, None, None]),
+        "none": (None, None),
+    }
+    migrate.downgrade(database_url, "0007")
+    names = {c["name"] for c in inspect(engine).get_columns("jobs")}
+    assert "llm_outputs" in names and not names & {"overall_score", "dimension_scores"}
     migrate.upgrade(database_url)
     migrate.check(database_url)
