@@ -1,9 +1,10 @@
 """The A/B report's time at 10,000 jobs and 1,000 shadow pairs, this tree against a baseline:
-`python -m bench.report_speed [--jobs N] [--pairs N] [--repeats R] [--baseline REF]`.
+`python -m bench.report_speed [--jobs N] [--pairs N] [--repeats R] [--baseline REF]
+[--database sqlite|postgresql]`.
 
-The baseline's report modules (default: where this branch left main, `git merge-base HEAD
-main`) are copied out of git into a temporary package, so both implementations run in one
-process over the same SQLite database.
+The baseline's producers/ops modules (default: where this branch left main, `git merge-base
+HEAD main`) are copied out of git into a temporary package, so both implementations run in
+one process over the same database, written as this tree's workers write it.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, create_engine, insert, text
 
 from jobs.analysis import DIMENSIONS
 from jobs.clock import utcnow
@@ -31,8 +33,9 @@ from producers.ops.report import build_report
 from store import migrate
 from store.db import engine_for
 from store.models import Job
+from store.scores import stored_scores
 
-OLD_MODULES = ("sequential", "stats", "guardrails", "verdicts", "srm", "report")
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 # A real critique is ~1,000 tokens: about 3 KB of JSON, mostly text around the scores.
@@ -84,6 +87,7 @@ def _row(
     job_id: str | None = None,
 ) -> dict[str, Any]:
     shift = 0.2 if variant == "fine_tuned" else 0.0
+    analysis = None if failed else _analysis(rng, shift)
     return {
         "id": job_id or str(uuid.UUID(int=rng.getrandbits(128))), "idempotency_key": None,
         "advisor": "ansel", "image_sha256": f"{i:064x}", "image_ref": f"sha256:{i:064x}",
@@ -93,24 +97,26 @@ def _row(
         "started_at": done - timedelta(seconds=45), "completed_at": done,
         "queue_wait_ms": 15_000, "inference_ms": None if failed else rng.randint(30_000, 50_000),
         "output_tokens": None if failed else 900, "error_kind":
-        ErrorKind.INTERNAL if failed else None, "llm_outputs":
-        None if failed else _analysis(rng, shift), "shadow_of": None,
+        ErrorKind.INTERNAL if failed else None, "llm_outputs": analysis, "shadow_of": None,
+        **stored_scores(analysis),
     }  # fmt: skip
 
 
 def old_build_report(where: Path, ref: str) -> Callable[..., Any]:
-    """`ref`'s build_report, its ops modules imported from a copy under `where`."""
+    """`ref`'s build_report: every module of its producers/ops, copied under `where` as the
+    package `old_ops`, imports among them pointed at the copies (the rest is this tree's)."""
     package = where / "old_ops"
     package.mkdir()
-    (package / "__init__.py").write_text("")
-    for name in OLD_MODULES:
+    listed = subprocess.run(["git", "ls-tree", "--name-only", f"{ref}:producers/ops"],
+                            check=True, capture_output=True, text=True).stdout.split()  # fmt: skip
+    names = [n.removesuffix(".py") for n in listed if n.endswith(".py")]
+    if "report" not in names:
+        raise SystemExit(f"{ref} has no producers/ops/report.py; pick a ref after the layout move")
+    for name in names:
         source = subprocess.run(["git", "show", f"{ref}:producers/ops/{name}.py"], check=True,
                                 capture_output=True, text=True).stdout  # fmt: skip
-        for other in OLD_MODULES:
-            source = source.replace(f"producers.ops.{other}", f"old_ops.{other}")
-        source = source.replace("from producers.ops import sequential", "from old_ops import "
-                                "sequential")  # fmt: skip
-        (package / f"{name}.py").write_text(source)
+        source = source.replace("from producers.ops import", "from old_ops import")
+        (package / f"{name}.py").write_text(source.replace("producers.ops.", "old_ops."))
     sys.path.insert(0, str(where))
     return importlib.import_module("old_ops.report").build_report  # type: ignore[no-any-return]
 
@@ -124,12 +130,36 @@ def timed(build: Callable[..., Any], engine: Engine, repeats: int) -> list[float
     return seconds
 
 
+@contextmanager
+def database(kind: str, tmp: str, pg_admin: str) -> Iterator[str]:
+    """A fresh, migrated database of `kind`; a PostgreSQL one is dropped afterwards."""
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp}/report.db"
+        migrate.upgrade(url)
+        yield url
+        return
+    name = f"bench_report_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(pg_admin, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        url = pg_admin.rsplit("/", 1)[0] + f"/{name}"
+        migrate.upgrade(url)
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--pairs", type=int, default=1_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--baseline", help="a git ref (default: merge-base of HEAD and main)")
+    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--pg-admin", default=PG_ADMIN, help="a PostgreSQL URL to create it on")
     args = parser.parse_args()
     ref = (
         args.baseline
@@ -137,9 +167,7 @@ def main() -> None:
             ["git", "merge-base", "HEAD", "main"], check=True, capture_output=True, text=True
         ).stdout.strip()
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{tmp}/report.db"
-        migrate.upgrade(url)
+    with tempfile.TemporaryDirectory() as tmp, database(args.database, tmp, args.pg_admin) as url:
         engine = engine_for(url)
         populate(engine, args.jobs, args.pairs)
         old = old_build_report(Path(tmp), ref)
@@ -148,13 +176,15 @@ def main() -> None:
         for _ in range(args.repeats):  # interleaved, so a busy moment hits both alike
             new_s += timed(build_report, engine, 1)
             old_s += timed(old, engine, 1)
+        engine.dispose()
 
     def show(values: list[float]) -> str:
         return f"{statistics.median(values):.2f} s ({min(values):.2f}-{max(values):.2f})"
 
-    print(f"report at {args.jobs} jobs + {args.pairs} shadow pairs, {args.repeats} runs each, "
-          f"median (min-max): this tree {show(new_s)}; baseline {ref[:10]} {show(old_s)}; "
-          f"ratio {statistics.median(old_s) / statistics.median(new_s):.1f}x")  # fmt: skip
+    print(f"report on {args.database} at {args.jobs} jobs + {args.pairs} shadow pairs, "
+          f"{args.repeats} runs each, median (min-max): this tree {show(new_s)}; baseline "
+          f"{ref[:10]} {show(old_s)}; ratio "
+          f"{statistics.median(old_s) / statistics.median(new_s):.1f}x")  # fmt: skip
 
 
 if __name__ == "__main__":
