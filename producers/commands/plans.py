@@ -6,14 +6,14 @@ import argparse
 
 from producers.commands.output import Subparsers, emit_json, services
 from producers.errors import InvalidPlan
-from producers.ops.plan_hook import PlanHook, hook_for
-from producers.ops.plans import (
+from producers.ops.plan_gate import (
     DEFAULT_MARGIN,
     DEFAULT_MIN_JOBS,
     DEFAULT_MIN_MINUTES,
-    PlanControl,
     parse_steps,
 )
+from producers.ops.plan_hook import PlanHook, hook_for
+from producers.ops.plans import PlanControl
 from producers.ops.rollout import default_actor
 from producers.plans import Plan, PlanStore
 from producers.services import Services

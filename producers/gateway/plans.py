@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from producers.gateway.schemas import PRINTABLE, AdvisorPath, error_responses
 from producers.gateway.service import AuthorisedDep
-from producers.ops.plans import DEFAULT_MARGIN, DEFAULT_MIN_JOBS, DEFAULT_MIN_MINUTES
+from producers.ops.plan_gate import DEFAULT_MARGIN, DEFAULT_MIN_JOBS, DEFAULT_MIN_MINUTES
 from producers.ops.rollout import default_actor
 from producers.plans import Plan
 

@@ -40,16 +40,6 @@ from store.models import Job
 logger = logging.getLogger(__name__)
 
 GUARD_ACTOR = "guard"
-# Bad input fails a job whatever the variant; it says nothing about the variant's health.
-INPUT_ERRORS = frozenset(
-    {
-        ErrorKind.INVALID_IMAGE,
-        ErrorKind.UNSUPPORTED_FORMAT,
-        ErrorKind.UNKNOWN_ADVISOR,
-        ErrorKind.INVALID_REQUEST,
-    }
-)
-
 CHECK_KIND = "guard-check"
 
 
@@ -229,7 +219,7 @@ def enforce(
 
     A rollback's event carries the decision's statistics; so does a `guard-check` event
     whenever a variant's decision differs from the last one recorded for it. Then `plans`
-    steps the active rollout plans (producers/ops/plans.py), given these decisions.
+    steps the active rollout plans (producers/ops/plan_rounds.py), given these decisions.
     """
     th = thresholds or GuardThresholds()
     names = list(advisors) if advisors is not None else [w.advisor for w in rollouts.all()]

@@ -25,7 +25,12 @@ from producers.ops.sequential import ALPHA, rate_above, two_sample
 
 # Bad input fails a job whatever the variant; it says nothing about the variant's health.
 INPUT_ERRORS = frozenset(
-    {ErrorKind.INVALID_IMAGE, ErrorKind.UNKNOWN_ADVISOR, ErrorKind.INVALID_REQUEST}
+    {
+        ErrorKind.INVALID_IMAGE,
+        ErrorKind.UNSUPPORTED_FORMAT,
+        ErrorKind.UNKNOWN_ADVISOR,
+        ErrorKind.INVALID_REQUEST,
+    }
 )
 
 

@@ -20,7 +20,8 @@ import pytest
 from advisor_worker.devtools.adapter_maker import write_random_adapter
 from producers import Client, Services, SubmitItem
 from producers.ops.guard import enforce
-from producers.ops.plans import STEP_KIND, PlanControl
+from producers.ops.plan_rounds import STEP_KIND
+from producers.ops.plans import PlanControl
 from producers.ops.sequential import MIN_PER_ARM
 from producers.plans import Plan, PlanStatus, PlanStore
 from producers.router import bucket_of, choose

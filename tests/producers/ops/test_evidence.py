@@ -6,7 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from jobs.clock import utcnow
-from producers.ops.plans import check_gate
+from producers.ops.plan_gate import check_gate
 from producers.ops.report import build_report
 from tests.producers.ops.test_plans import control, start
 

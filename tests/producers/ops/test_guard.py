@@ -27,7 +27,7 @@ from producers.ops.guard import (
     register_guard_task,
     run_loop,
 )
-from producers.ops.guardrails import judged
+from producers.ops.guardrails import INPUT_ERRORS, judged
 from producers.rollouts import RolloutStore, Weights
 from store.db import engine_for
 from store.models import Job, RolloutEvent
@@ -150,10 +150,11 @@ def test_a_slightly_slower_candidate_within_the_ratio_is_not_a_breach(sqlite_db:
     assert decision.action is Action.OK
 
 
-def test_bad_input_does_not_count_against_a_variant(sqlite_db: str) -> None:
+@pytest.mark.parametrize("kind", sorted(INPUT_ERRORS))
+def test_bad_input_does_not_count_against_a_variant(sqlite_db: str, kind: ErrorKind) -> None:
     crafter, store = canary(sqlite_db)
     outcomes(crafter, "base", 25, {})
-    outcomes(crafter, "fine_tuned", 25, {ErrorKind.INVALID_IMAGE: 10})
+    outcomes(crafter, "fine_tuned", 25, {kind: 10})
 
     [decision] = evaluate(crafter.engine, store, "ansel")
 

@@ -14,7 +14,9 @@ from jobs.contracts import ErrorKind
 from jobs.variants import Registry, load_registry
 from producers.errors import InvalidPlan, PlanConflict, PlanNotFound
 from producers.ops.guard import enforce, evaluate
-from producers.ops.plans import STEP_KIND, PlanControl, check_gate, parse_steps
+from producers.ops.plan_gate import check_gate, parse_steps
+from producers.ops.plan_rounds import STEP_KIND
+from producers.ops.plans import PlanControl
 from producers.ops.sequential import MIN_PER_ARM
 from producers.plans import Plan, PlanStatus, PlanStore
 from producers.rollouts import RolloutStore
