@@ -40,6 +40,9 @@ def summarise(values: Sequence[float]) -> ScoreSummary:
     if n == 0:
         return ScoreSummary(0, None, None, None, None)
     arr = np.asarray(values, dtype=float)
+    if not np.isfinite(arr).all():
+        # A non-finite score has no mean; the verdict names the bad data (INVALID_DATA).
+        return ScoreSummary(n, None, None, None, None)
     mean = float(arr.mean())
     if n < 2:
         return ScoreSummary(1, mean, None, None, None)
