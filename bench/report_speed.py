@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import random
 import statistics
 import subprocess
@@ -29,7 +30,11 @@ from sqlalchemy import Engine, create_engine, insert, text
 from jobs.analysis import DIMENSIONS
 from jobs.clock import utcnow
 from jobs.contracts import Assignment, ErrorKind, Status
+from jobs.settings import Settings
+from producers.gateway.dashboard import dashboard_data
+from producers.gateway.service import Gateway
 from producers.ops.report import build_report
+from producers.services import Services
 from store import migrate
 from store.db import engine_for
 from store.models import Job
@@ -121,6 +126,26 @@ def old_build_report(where: Path, ref: str) -> Callable[..., Any]:
     return importlib.import_module("old_ops.report").build_report  # type: ignore[no-any-return]
 
 
+def dashboard_seconds(url: str, tmp: Path, repeats: int) -> list[float]:
+    """/dashboard/data's answer (health, split, charts, the report over 8 days), `repeats`
+    times after one warm-up call, through a gateway's own collaborators."""
+    adapter = tmp / "adapters" / "ansel-v1"
+    adapter.mkdir(parents=True)
+    registry = tmp / "adapters" / "registry.json"
+    registry.write_text(json.dumps({"variants": {"fine_tuned": {"adapter": adapter.name}}}))
+    settings = Settings(data_dir=tmp / "data", database_url=url, registry=registry,
+                        broker_url=f"sqla+sqlite:///{tmp}/broker.db")  # fmt: skip
+    seconds = []
+    with Services(settings) as services:
+        gateway = Gateway.of(services)
+        dashboard_data(gateway, 24 * 8)
+        for _ in range(repeats):
+            started = time.perf_counter()
+            dashboard_data(gateway, 24 * 8)
+            seconds.append(time.perf_counter() - started)
+    return seconds
+
+
 def timed(build: Callable[..., Any], engine: Engine, repeats: int) -> list[float]:
     seconds = []
     for _ in range(repeats):
@@ -176,6 +201,7 @@ def main() -> None:
         for _ in range(args.repeats):  # interleaved, so a busy moment hits both alike
             new_s += timed(build_report, engine, 1)
             old_s += timed(old, engine, 1)
+        dash_s = dashboard_seconds(url, Path(tmp), args.repeats)
         engine.dispose()
 
     def show(values: list[float]) -> str:
@@ -184,7 +210,8 @@ def main() -> None:
     print(f"report on {args.database} at {args.jobs} jobs + {args.pairs} shadow pairs, "
           f"{args.repeats} runs each, median (min-max): this tree {show(new_s)}; baseline "
           f"{ref[:10]} {show(old_s)}; ratio "
-          f"{statistics.median(old_s) / statistics.median(new_s):.1f}x")  # fmt: skip
+          f"{statistics.median(old_s) / statistics.median(new_s):.1f}x; /dashboard/data "
+          f"(this tree, warm) {show(dash_s)}")  # fmt: skip
 
 
 if __name__ == "__main__":
