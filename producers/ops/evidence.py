@@ -6,7 +6,8 @@ each question gets one answer wherever it is asked.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -20,16 +21,33 @@ from producers.ops.verdicts import Verdict, verdicts
 from store.models import Feedback, Job
 
 
+@dataclass(frozen=True)
+class Known:
+    """Rows a caller has read already: the jobs queued in [queued_since, now], their ratings."""
+
+    queued_since: datetime
+    rows: Sequence[JobRow]
+    feedback: Sequence[Any]
+
+
 def finished_since(
-    engine: Engine, advisor: str, since: datetime, now: datetime
+    engine: Engine,
+    advisor: str,
+    since: datetime,
+    now: datetime,
+    *,
+    queued_before: datetime | None = None,
 ) -> tuple[list[JobRow], list[Any]]:
-    """The advisor's jobs finished in [since, now] (shadows included) and their ratings."""
-    where = (
+    """The advisor's jobs finished in [since, now] (shadows included) and their ratings;
+    with `queued_before`, only those queued before it."""
+    where = [
         Job.advisor == advisor,
         Job.status.in_([Status.SUCCEEDED, Status.FAILED]),
         Job.completed_at >= since,
         Job.completed_at <= now,
-    )
+    ]
+    if queued_before is not None:
+        where.append(Job.queued_at < queued_before)
     rows = job_rows(engine, job_rows_query(engine.dialect.name, *where))
     rated = (
         select(Feedback.job_id, Feedback.rating, Feedback.helpful, Feedback.simulated,
@@ -43,15 +61,37 @@ def finished_since(
     return rows, list(feedback)
 
 
-def exposure_verdicts(engine: Engine, advisor: str, now: datetime) -> dict[str, Verdict]:
-    """Each exposed candidate's verdict over its exposure, as the guard and plans judge it."""
+def _finished_with(
+    engine: Engine, advisor: str, since: datetime, now: datetime, known: Known
+) -> tuple[list[JobRow], list[Any]]:
+    """finished_since() read from `known` rows plus those queued before them: one short query
+    instead of reading the exposure's jobs a second time."""
+    final = (Status.SUCCEEDED, Status.FAILED)
+    mine = []
+    for r in known.rows:
+        done = as_utc(r.completed_at)
+        if r.advisor == advisor and r.status in final and done is not None and since <= done <= now:
+            mine.append(r)
+    older, rated = finished_since(engine, advisor, since, now, queued_before=known.queued_since)
+    return [*mine, *older], [*known.feedback, *rated]
+
+
+def exposure_verdicts(
+    engine: Engine, advisor: str, now: datetime, known: Known | None = None
+) -> dict[str, Verdict]:
+    """Each exposed candidate's verdict over its exposure, as the guard and plans judge it;
+    `known` (the jobs a report has read) saves reading them again."""
     starts = {
         v: at for v, at in state_at(weight_changes(engine, advisor), now).starts.items()
         if v != BASE_VARIANT
     }  # fmt: skip
     if not starts:
         return {}
-    rows, feedback = finished_since(engine, advisor, min(starts.values()), now)
+    start = min(starts.values())
+    if known is None:
+        rows, feedback = finished_since(engine, advisor, start, now)
+    else:
+        rows, feedback = _finished_with(engine, advisor, start, now, known)
     out = {}
     for variant, start in starts.items():
         mine = [r for r in rows if (as_utc(r.completed_at) or start) >= start]

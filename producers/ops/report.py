@@ -16,7 +16,7 @@ from sqlalchemy import Engine, func, select
 from jobs.analysis import DIMENSIONS
 from jobs.clock import utcnow
 from jobs.contracts import BASE_VARIANT, Assignment, ErrorKind, ModelUsed, Status
-from producers.ops.evidence import exposure_verdicts
+from producers.ops.evidence import Known, exposure_verdicts
 from producers.ops.report_rows import JobRow, job_rows, job_rows_query, overall_score
 from producers.ops.srm import SrmCheck, srm_checks
 from producers.ops.stats import (
@@ -146,7 +146,7 @@ def build_report(
         days=days,
         advisor=advisor,
         total_jobs=len(rows),
-        verdicts=tuple(_verdicts(engine, every, feedback, advisor, now)),
+        verdicts=tuple(_verdicts(engine, Known(since, every, feedback), advisor, now)),
         variants=variants,
         feedback=tuple(feedback_summaries(rows, feedback, names)),
         paired=tuple(paired_comparisons(every)),
@@ -157,21 +157,15 @@ def build_report(
     )
 
 
-def _verdicts(
-    engine: Engine,
-    every: Sequence[Any],
-    feedback: Sequence[Any],
-    advisor: str | None,
-    now: datetime,
-) -> list[Verdict]:
+def _verdicts(engine: Engine, known: Known, advisor: str | None, now: datetime) -> list[Verdict]:
     """The window's verdicts, except that an exposed candidate is judged on its exposure
     (producers/ops/evidence.py), as the guard and its plan judge it."""
-    window = verdicts(every, feedback)
+    window = verdicts(known.rows, known.feedback)
     advisors = {v.advisor for v in window} | ({advisor} if advisor is not None else set())
     exposed = {
         (name, variant): verdict
         for name in sorted(advisors)
-        for variant, verdict in exposure_verdicts(engine, name, now).items()
+        for variant, verdict in exposure_verdicts(engine, name, now, known).items()
     }
     shown = [exposed.pop((v.advisor, v.variant), v) for v in window]
     return shown + [exposed[key] for key in sorted(exposed)]

@@ -6,6 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from jobs.clock import utcnow
+from producers.ops.evidence import exposure_verdicts
 from producers.ops.plan_gate import check_gate
 from producers.ops.report import build_report
 from tests.producers.ops.test_plans import control, start
@@ -31,6 +32,8 @@ def test_the_reports_verdict_reads_the_exposure_not_its_window_and_agrees_with_t
     gate = check_gate(crafter.engine, plans.show("ansel"), now)
 
     assert "over its exposure since" in verdict.why
+    # Read from the report's rows plus those queued before its window: as a fresh read.
+    assert verdict == exposure_verdicts(crafter.engine, "ansel", now)["fine_tuned"]
     assert (verdict.n_variant, verdict.n_base) == (30, 30)  # the window alone holds 20 + 20
     assert report.total_jobs == 40
     assert (verdict.estimate, verdict.ci_low, verdict.ci_high) == (
