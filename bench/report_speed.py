@@ -25,7 +25,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, insert, text
+from sqlalchemy import Engine, create_engine, insert, text, update
 
 from jobs.analysis import DIMENSIONS
 from jobs.clock import utcnow
@@ -34,10 +34,11 @@ from jobs.settings import Settings
 from producers.gateway.dashboard import dashboard_data
 from producers.gateway.service import Gateway
 from producers.ops.report import build_report
+from producers.rollouts import RolloutStore
 from producers.services import Services
 from store import migrate
 from store.db import engine_for
-from store.models import Job
+from store.models import Job, RolloutEvent
 from store.scores import stored_scores
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -60,7 +61,8 @@ def _analysis(rng: random.Random, shift: float) -> dict[str, Any]:
 
 
 def populate(engine: Engine, jobs: int, pairs: int, seed: int = 1) -> None:
-    """`jobs` split jobs (90/10, 3% failed) plus `pairs` shadow jobs paired with some of them."""
+    """`jobs` split jobs (90/10, 3% failed) plus `pairs` shadow jobs paired with some of them,
+    all within the 10% canary's exposure (so the report judges it over its exposure too)."""
     rng = random.Random(seed)
     now = utcnow()
     rows = []
@@ -80,6 +82,10 @@ def populate(engine: Engine, jobs: int, pairs: int, seed: int = 1) -> None:
         rows.append({**shadow, "shadow_of": primary["id"]})
     with engine.begin() as conn:
         conn.execute(insert(Job), rows)
+    RolloutStore(engine).set("ansel", {"base": 0.9, "fine_tuned": 0.1}, actor="bench",
+                             reason="canary", known_variants={"base", "fine_tuned"})  # fmt: skip
+    with engine.begin() as conn:
+        conn.execute(update(RolloutEvent).values(created_at=now - timedelta(minutes=jobs + 1)))
 
 
 def _row(
