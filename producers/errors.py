@@ -9,6 +9,10 @@ class ProducerError(AdvisorError):
     """Root of every error the producer side raises on purpose."""
 
 
+class UsageError(ProducerError):
+    """A command line that names no valid command, option or argument combination."""
+
+
 class InvalidSubmission(ProducerError):
     """A submit argument other than the image or advisor is unusable (subject, key, item)."""
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from datetime import UTC, datetime, timedelta
 
 from jobs.clock import utcnow
 from producers.commands.arguments import positive
 from producers.commands.output import Subparsers, services
+from producers.errors import UsageError
 from producers.ops.guard import GuardDecision, GuardThresholds, enforce, run_loop
 from producers.ops.plan_hook import PlanHook
 from producers.ops.plans import plan_control_for
@@ -78,9 +78,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     end = args.to or utcnow()
     start = args.start or end - timedelta(days=7)
     if start > end:
-        print(f"advisor: error: --from {start.isoformat()} is after --to {end.isoformat()}",
-              file=sys.stderr)  # fmt: skip
-        return 2
+        raise UsageError(f"--from {start.isoformat()} is after --to {end.isoformat()}")
     engine = services().engine
     thresholds = GuardThresholds(window_hours=args.window_hours)
     rounds = replay(engine, args.advisor, start=start, end=end,
