@@ -7,6 +7,7 @@ import argparse
 import json
 from datetime import UTC, datetime, timedelta
 
+from jobs.advisors import get_persona
 from jobs.clock import utcnow
 from producers.commands.arguments import positive
 from producers.commands.output import Subparsers, services
@@ -75,6 +76,7 @@ def _replay_line(r: ReplayRound) -> str:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    get_persona(args.advisor)  # an unknown advisor is refused, naming the known ones
     end = args.to or utcnow()
     start = args.start or end - timedelta(days=7)
     if start > end:
