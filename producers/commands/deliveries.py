@@ -46,8 +46,8 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
 def _retry(job_ids: list[str], as_json: bool) -> int:
     with services() as built:
         producer = Client(services=built)
-        # Full ids for prefixes; JobNotFound names a mistyped one.
-        job_ids = [producer.job_id(job_id) for job_id in job_ids]
+        # Full ids for prefixes; JobNotFound names a mistyped or unknown one.
+        job_ids = [producer.status(producer.job_id(job_id)).id for job_id in job_ids]
         reset = producer.retry_deliveries(job_ids or None)
         done = built.courier.deliver_due() if reset else None
     summary = {
