@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -22,9 +22,9 @@ from jobs.settings import Settings, get_settings
 from producers import Client, Services, cli
 from producers.gateway import create_app
 from store import migrate
-from store.db import engine_for
 from store.models import Delivery, Feedback, Job, RolloutPlan
-from tests.conftest import PG_ADMIN_URL, REDIS_HOST, REDIS_PORT, require_service
+from tests.conftest import REDIS_HOST, REDIS_PORT, require_service
+from tests.faults.hostile_stack import _database as fresh_database
 from tests.producers.conftest import make_settings, photo, settings_env
 from tests.producers.crafted_jobs import Crafter
 
@@ -175,27 +175,17 @@ class Stack:
 @pytest.fixture(scope="module")
 def databases() -> Iterator[tuple[str, str]]:
     """A PostgreSQL database and a Redis index of this module's own, for all its cases."""
-    require_service("PostgreSQL", "127.0.0.1", 5432)
     require_service("Redis", REDIS_HOST, REDIS_PORT)
-    import psycopg
-    import redis
-
-    name = f"advisor_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
     index = 1 + (os.getpid() + 7) % 14
     redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=index).flushdb()
-    yield f"{base}/{name}", f"redis://{REDIS_HOST}:{REDIS_PORT}/{index}"
-    engine_for(f"{base}/{name}").dispose()
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database() as postgres:
+        yield postgres, f"redis://{REDIS_HOST}:{REDIS_PORT}/{index}"
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, databases: tuple[str, str]) -> Iterator[Stack]:
     tmp_path = tmp_path_factory.mktemp("hostile-endpoints")
-    postgres, redis = databases
+    postgres, broker = databases
     registry = tmp_path / "adapters" / "registry.json"
     (tmp_path / "adapters" / "ft").mkdir(parents=True)
     registry.write_text(
@@ -203,7 +193,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, databases: tuple[str, str]) 
     )
     migrate.upgrade(postgres)
     settings = make_settings(
-        tmp_path, postgres, registry, redis, gateway_token=TOKEN, gateway_max_body_bytes=MAX_BODY,
+        tmp_path, postgres, registry, broker, gateway_token=TOKEN, gateway_max_body_bytes=MAX_BODY,
         webhook_secret="s" * 32, webhook_allowed_hosts=["127.0.0.1"], delivery_max_attempts=1,
     )  # fmt: skip
     services = Services(settings)
