@@ -75,7 +75,10 @@ TABLE: dict[str, dict[str, tuple[list[str], str]]] = {
     "metrics serve": {"usage": (["metrics", "serve", "--port", "x"], "usage_error")},
     "keys create": {"usage": (["keys", "create"], "usage_error")},
     "keys list": {"usage": (["keys", "list", "x"], "usage_error")},
-    "keys revoke": {"usage": (["keys", "revoke"], "usage_error")},
+    "keys revoke": {
+        "usage": (["keys", "revoke"], "usage_error"),
+        "unknown": (["keys", "revoke", "nobody"], "key_problem"),
+    },
     "prune": {"usage": (["prune", "--older-than", "x"], "usage_error")},
     "config": {"usage": (["config"], "usage_error")},
 }
@@ -150,3 +153,18 @@ def test_a_command_under_json_on_an_unreachable_database_answers_json(
     assert status == 1
     error = json.loads(out)
     assert error["reference"] and "ADVISOR_DATABASE_URL" in error["message"], error
+
+
+@pytest.mark.parametrize("argv", [["db", "upgrade"], ["republish"], ["keys", "create", "app"],
+                                  ["keys", "revoke", "app"], ["keys", "list"]])  # fmt: skip
+def test_commands_that_change_things_answer_json_too(
+    env: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    if argv[:2] == ["keys", "revoke"]:
+        assert cli.main(["keys", "create", "app"]) == 0
+        capsys.readouterr()
+    assert cli.main([*argv, "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer or answer == [], answer
+    if argv[:2] == ["keys", "create"]:
+        assert answer["name"] == "app" and answer["key"].startswith(answer["prefix"])
