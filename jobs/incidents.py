@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 
-from jobs.errors import BrokerUnreachable, summary
+from jobs.errors import summary
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +61,9 @@ class Incident:
 
 def kind_of(exc: BaseException) -> IncidentKind:
     """The kind of an internal failure, from the package its exception class comes from."""
-    if isinstance(exc, BrokerUnreachable) or type(exc).__name__ == "PublishFailed":
-        return IncidentKind.BROKER
+    declared = getattr(exc, "incident_kind", None)  # an error of ours that says its kind
+    if declared is not None:
+        return IncidentKind(declared)
     for cls in type(exc).__mro__:
         found = _PACKAGES.get(cls.__module__.split(".")[0])
         if found is not None:

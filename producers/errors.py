@@ -20,6 +20,8 @@ class InvalidSubmission(ProducerError):
 class PublishFailed(ProducerError):
     """The broker did not take the message; the job row stays queued for the republisher."""
 
+    incident_kind = "broker"  # what a client reads of it: jobs/incidents.py
+
 
 class JobTimeout(ProducerError, TimeoutError):
     """A job did not finish within the wait; it keeps running and can be waited on again."""
