@@ -104,13 +104,20 @@ def test_next_weights_climb_the_ladder_and_stop_at_full() -> None:
     assert next_weights({"base": 1.0}, None) == {"base": 1.0}
 
 
-def test_capacity_command_prints_the_plan_as_json(
-    sqlite_db: str, tmp_path: Path, registry_file: Path,
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+@pytest.fixture
+def command_services(
+    sqlite_db: str, tmp_path: Path, registry_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> Services:
+    """The capacity command's Services, on a half-and-half split of ansel."""
     rollout(sqlite_db, {"base": 0.5, "fine_tuned": 0.5})
-    settings = make_settings(tmp_path, sqlite_db, registry_file)
-    monkeypatch.setattr(capacity_command, "services", lambda: Services(settings))
+    services = Services(make_settings(tmp_path, sqlite_db, registry_file))
+    monkeypatch.setattr(capacity_command, "services", lambda: services)
+    return services
+
+
+def test_capacity_command_prints_the_plan_as_json(
+    command_services: Services, capsys: pytest.CaptureFixture[str]
+) -> None:
     args = argparse.Namespace(
         window_hours=24.0, target_utilisation=0.7, memory_gb=3.0, host_memory_gb=16.0,
         next_step=None, json=True,
@@ -204,14 +211,11 @@ def test_a_local_checkpoints_worker_memory_is_its_weights_plus_the_overhead(
 
 
 def test_capacity_uses_each_variants_measured_peak_memory_and_says_so(
-    sqlite_db: str, tmp_path: Path, registry_file: Path,
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
-    rollout(sqlite_db, {"base": 0.5, "fine_tuned": 0.5})
-    settings = make_settings(tmp_path, sqlite_db, registry_file)
-    services = Services(settings)
+    command_services: Services, capsys: pytest.CaptureFixture[str]
+) -> None:
+    services = command_services
     fine_tuned = services.registry.get("fine_tuned")
-    repo = Repository(engine_for(sqlite_db))
+    repo = Repository(services.engine)
     for worker, peak in (("ft-1", 1800.0), ("ft-2", 2400.0)):
         repo.beat({"worker": worker, "variant": "fine_tuned", "queue": "advisor.fine_tuned",
                    "host": "h", "pid": 1, "base_model": fine_tuned.base_model,
@@ -219,7 +223,6 @@ def test_capacity_uses_each_variants_measured_peak_memory_and_says_so(
     # A peak measured on another base model says nothing of this one's workers.
     repo.beat({"worker": "b-old", "variant": "base", "queue": "advisor.base", "host": "h",
                "pid": 2, "base_model": "another/model", "peak_rss_mb": 9000.0})  # fmt: skip
-    monkeypatch.setattr(capacity_command, "services", lambda: services)
     args = argparse.Namespace(
         window_hours=24.0, target_utilisation=0.7, memory_gb=None, host_memory_gb=64.0,
         next_step=None, json=True,
