@@ -79,18 +79,20 @@ def incident(
     *,
     kind: IncidentKind | None = None,
     log: logging.Logger | None = None,
+    with_traceback: bool = True,
 ) -> Incident:
     """Log `exc` in full under a new reference and return what a client may read of it.
 
     `during` says what was being done (`GET /jobs/{id}`, `completion task`); an unexpected
-    failure is logged with its traceback, a known outage (database, broker, network) with its
-    one-line detail.
+    failure is logged with its traceback (unless `with_traceback` is off: a command line
+    keeps stderr to one line and logs the traceback at DEBUG), a known outage (database,
+    broker, network) with its one-line detail.
     """
     found = Incident(kind or kind_of(exc), uuid.uuid4().hex[:12])
     detail = summary(exc, typed=True, limit=2000)
     if found.kind == IncidentKind.INTERNAL:
         (log or logger).error("Incident %s during %s: %s", found.reference, during, detail,
-                              exc_info=exc)  # fmt: skip
+                              exc_info=exc if with_traceback else None)  # fmt: skip
     else:
         (log or logger).warning("Incident %s (%s) during %s: %s", found.reference, found.kind,
                                 during, detail)  # fmt: skip

@@ -142,7 +142,7 @@ def _outage(exc: BaseException, line: str, as_json: bool, command: str, way_out:
         return _failed(exc, line, EXIT_FAILED, False)
     from jobs.incidents import incident
 
-    found = incident(exc, f"advisor {command}")
+    found = incident(exc, f"advisor {command}", with_traceback=False)
     message = f"{found.text}; {way_out}" if way_out else found.text
     return _failed(exc, line, EXIT_FAILED, True, message, reference=found.reference)
 
