@@ -26,6 +26,7 @@ from jobs.advisors import get_persona
 from jobs.analysis import SCHEMA_VERSION, Analysis, GeneratedAnalysis, generation_schema
 from jobs.contracts import ErrorKind
 from jobs.errors import InvalidImage, UnknownAdvisor, UnsupportedFormat
+from jobs.incidents import IncidentKind, incident
 from jobs.settings import Settings
 from photos.intake import Prepared, image_tokens, prepare
 from store.lifecycle import ModelInput, Outcome
@@ -117,7 +118,9 @@ class AnalyzeJob:
         except InvalidOutput as exc:
             return self.fail(ErrorKind.INVALID_OUTPUT, str(exc), inference_ms=_ms_since(started))
         except WorkerError as exc:
-            return self.fail(ErrorKind.INTERNAL, str(exc), inference_ms=_ms_since(started))
+            # Its text carries the library's own message: the log keeps it under the reference.
+            found = incident(exc, f"job {self.job_id}", kind=IncidentKind.INTERNAL)
+            return self.fail(ErrorKind.INTERNAL, found.text, inference_ms=_ms_since(started))
         inference_ms = _ms_since(started)
         try:
             analysis = parse_analysis(

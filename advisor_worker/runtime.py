@@ -26,6 +26,7 @@ from jobs.contracts import (
     read_request,
 )
 from jobs.errors import InvalidImage, summary
+from jobs.incidents import IncidentKind, incident
 from jobs.settings import Settings
 from photos.intake import Limits, read_path
 from store.lifecycle import VariantIdentity
@@ -104,13 +105,11 @@ class WorkerRuntime:
             logger.error("Job %s: unexpected error while handling its message", delivery.label,
                          exc_info=exc)  # fmt: skip
             return "error"
-        logger.error("Job %s failed unexpectedly", job.id, exc_info=exc)
-        message = (
-            f"Unexpected {summary(exc, typed=True, limit=1000)} while handling the job; "
-            "the worker's log has the traceback"
-        )
+        # The job's error is the tenant's to read: the worker's log holds the traceback and
+        # the exception's text (a driver's message, a host) under the reference.
+        found = incident(exc, f"job {job.id}", kind=IncidentKind.INTERNAL, log=logger)
         run = AnalyzeJob(self, job, delivery.retry_until, delivery.soft_limit, delivery.progress)
-        return run.fail(ErrorKind.INTERNAL, message)
+        return run.fail(ErrorKind.INTERNAL, found.text)
 
     def generate(self, job: GenerationJob, progress: Progress) -> GenerationResult:
         """One job's generation: a row of the running batch (B=1 is a batch of one)."""

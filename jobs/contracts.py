@@ -21,6 +21,11 @@ PATH_PREFIX = "path:"
 STORED_PREFIX = "sha256:"
 # Widths the job row and the message share; producers check them before a row exists.
 NAME_WIDTH = 200  # subject, idempotency key, notice task and queue names
+# Every client string carries one of these two patterns. No C0, DEL or C1 control: they have
+# no place in names, keys or reasons (PostgreSQL refuses NUL).
+PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f]+$"
+# Prose (a feedback comment) may break lines and indent; every other control is refused.
+PROSE = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
 IMAGE_REF_WIDTH = 4096  # the jobs.image_ref column and the message's image_ref
 MAX_IMAGE_PATH = IMAGE_REF_WIDTH - len(PATH_PREFIX)  # a path reference fits the column
 FINE_TUNED_VARIANT = "fine_tuned"

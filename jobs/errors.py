@@ -88,6 +88,8 @@ class MigrationScriptsMissing(AdvisorError):
 class BrokerUnreachable(AdvisorError):
     """The broker did not answer; the message names it (password masked) and the cause."""
 
+    incident_kind = "broker"  # what a client reads of it: jobs/incidents.py
+
 
 class CallbackRefused(AdvisorError):
     """A callback URL may not be called: not allowed, not resolvable, or a non-public address."""

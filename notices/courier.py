@@ -27,6 +27,8 @@ from jobs.contracts import (
     is_notify_queue,
     is_notify_task_name,
 )
+from jobs.errors import summary
+from jobs.incidents import IncidentKind, incident
 from jobs.settings import Settings
 from notices.webhooks import CallbackPolicy, PostResult, WebhookSender
 from store.deliveries import DeliveryStore, backoff_seconds
@@ -102,7 +104,9 @@ class TaskSender:
                 routing_key=queue, retry=True, retry_policy=SEND_RETRY_POLICY,
             )  # fmt: skip
         except self._errors as exc:
-            return PostResult(False, error=unreachable(self.url, exc))
+            # The broker's address (and any password in it) is for the operator only.
+            found = incident(exc, f"completion task {task_id}", kind=IncidentKind.BROKER)
+            return PostResult(False, error=found.text, detail=unreachable(self.url, exc))
         return PostResult(True)
 
     def close(self) -> None:
@@ -190,14 +194,16 @@ class Courier:
             started = time.perf_counter()
             try:
                 result = self._send(delivery, job)
-            except Exception:  # noqa: BLE001 - no notice may stop its sender; it is recorded failed
-                logger.exception("Delivery %s of job %s raised", delivery.id, job.id)
-                result = PostResult(False, error="the notice could not be sent")
+            except Exception as exc:  # noqa: BLE001 - no notice may stop its sender; recorded failed
+                found = incident(exc, f"delivery {delivery.id} of job {job.id}", log=logger)
+                result = PostResult(False, error=found.text, detail=summary(exc, typed=True))
             attempt = {
                 "at": utcnow().isoformat(), "by": by, "ok": result.ok,
                 "status_code": result.status_code, "error": result.error,
                 "ms": int((time.perf_counter() - started) * 1000),
             }  # fmt: skip
+            if result.detail is not None:
+                attempt["detail"] = result.detail  # the operator's; tenants' views drop it
             number = delivery.attempts + 1
             give_up = not result.ok and (
                 result.permanent or number >= self.settings.delivery_max_attempts

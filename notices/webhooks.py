@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from jobs.errors import CallbackRefused, summary
+from jobs.incidents import IncidentKind, incident
 from notices.addresses import IPAddress, non_public_reason
 
 SIGNATURE_HEADER = "X-Advisor-Signature"
@@ -162,12 +163,14 @@ def verify_signature(
 
 @dataclass(frozen=True)
 class PostResult:
-    """One POST's outcome; `permanent` failures are not retried (a refusal, a redirect)."""
+    """One POST's outcome; `permanent` failures are not retried (a refusal, a redirect).
+    `error` is what the tenant may read; `detail` the operator's fuller reason, if any."""
 
     ok: bool
     status_code: int | None = None
     error: str | None = None
     permanent: bool = False
+    detail: str | None = None
 
 
 class _PinnedHTTP(http.client.HTTPConnection):
@@ -229,7 +232,7 @@ class WebhookSender:
         # One deadline for the whole attempt: a socket time-out bounds each read only, and a
         # receiver dripping a byte at a time would hold the attempt for as long as it likes.
         deadline = time.monotonic() + self.timeout
-        error = "no address"
+        failed = PostResult(False, error="the callback host has no address to call")
         for address in addresses:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -240,7 +243,7 @@ class WebhookSender:
                     conn.connect()
                 except OSError as exc:
                     # Nothing was sent: the next checked address may answer.
-                    error = f"{address}: {summary(exc, typed=True, limit=300)}"
+                    failed = _unreachable(exc, address, delivery_id)
                     continue
                 cut = threading.Event()
                 cutoff = threading.Timer(deadline - time.monotonic(), _cut, (conn, cut))
@@ -256,14 +259,12 @@ class WebhookSender:
                 except (OSError, http.client.HTTPException, ValueError) as exc:
                     if cut.is_set():
                         return late
-                    return PostResult(
-                        False, error=f"{address}: {summary(exc, typed=True, limit=300)}"
-                    )
+                    return _unreachable(exc, address, delivery_id)
                 finally:
                     cutoff.cancel()
             finally:
                 conn.close()
-        return PostResult(False, error=error)
+        return failed
 
     def _connection(
         self, target: CallbackTarget, address: str, timeout: float
@@ -280,6 +281,15 @@ def _cut(conn: http.client.HTTPConnection, cut: threading.Event) -> None:
     if sock is not None:
         with contextlib.suppress(OSError):  # already closed
             sock.shutdown(socket.SHUT_RDWR)
+
+
+def _unreachable(exc: BaseException, address: object, delivery_id: str) -> PostResult:
+    """A failed connection or exchange: the address and the socket's text stay with the
+    operator (the log, and the attempt's `detail`); the tenant reads the fixed text."""
+    found = incident(exc, f"webhook delivery {delivery_id} to {address}",
+                     kind=IncidentKind.NETWORK)  # fmt: skip
+    return PostResult(False, error=found.text,
+                      detail=f"{address}: {summary(exc, typed=True, limit=300)}")  # fmt: skip
 
 
 def _judge(status: int) -> PostResult:

@@ -52,6 +52,8 @@ class Capture:
 
 def read_capture(exif: Image.Exif) -> Capture:
     """The whitelisted tags of `exif`; an unreadable Exif IFD yields the IFD0 facts alone."""
+    if not exif:
+        return Capture()  # most uploads from apps: nothing to read
     try:
         sub: dict[int, Any] = dict(exif.get_ifd(_EXIF_IFD))
     except (OSError, ValueError, SyntaxError, TypeError, KeyError) as exc:

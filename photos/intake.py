@@ -252,7 +252,8 @@ def verify(
     Without `ref` the bytes are to be stored: they come back without location and serial
     numbers, and the digest is theirs.
     """
-    prepared = prepare(data, limits, geometry, name=name)
+    # The model-sized pixels are the worker's: here the size is checked, not made.
+    prepared = prepare(data, limits, geometry, name=name, sized=False)
     if ref is None:
         data = _storable(data, prepared, limits, geometry, name)
     sha = hashlib.sha256(data).hexdigest()
@@ -266,11 +267,15 @@ def _storable(
     scrubbed = privacy.scrub(data, prepared.photo.format)
     if scrubbed is data and not prepared.is_private:
         return data
-    again = prepare(scrubbed, limits, geometry, name=name) if scrubbed is not data else prepared
+    if scrubbed is data:
+        again = prepared
+    else:
+        again = prepare(scrubbed, limits, geometry, name=name, sized=False)
+    size = model_size(prepared.photo.width, prepared.photo.height, geometry)
     if (
         again.is_private
         or again.photo != prepared.photo
-        or again.image.tobytes() != prepared.image.tobytes()
+        or _resized(again.image, size).tobytes() != _resized(prepared.image, size).tobytes()
     ):
         raise InvalidImage(
             f"This {prepared.photo.format} file's GPS or serial-number metadata cannot be "
@@ -282,9 +287,17 @@ def _storable(
 
 
 def prepare(
-    data: bytes, limits: Limits, geometry: ModelGeometry, *, name: str | None = None
+    data: bytes,
+    limits: Limits,
+    geometry: ModelGeometry,
+    *,
+    name: str | None = None,
+    sized: bool = True,
 ) -> Prepared:
-    """The intake pipeline; raises InvalidImage (UnsupportedFormat for refused formats)."""
+    """The intake pipeline; raises InvalidImage (UnsupportedFormat for refused formats).
+
+    `sized`: the image comes in the model's size; without it, upright sRGB at its decoded
+    size (the model's size is still checked, so the same photos are refused)."""
     if not data:
         raise InvalidImage("Image is empty (0 bytes)")
     if len(data) > limits.max_bytes:
@@ -297,7 +310,7 @@ def prepare(
             # Our pixel limit is stricter and checked below; Pillow's warning would be noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=[fmt]) as img:
-                return _decode(img, fmt, limits, geometry)
+                return _decode(img, fmt, limits, geometry, sized)
     except InvalidImage:
         raise
     except Image.DecompressionBombError as exc:
@@ -318,7 +331,9 @@ def prepare(
         ) from exc
 
 
-def _decode(img: Image.Image, fmt: str, limits: Limits, geometry: ModelGeometry) -> Prepared:
+def _decode(
+    img: Image.Image, fmt: str, limits: Limits, geometry: ModelGeometry, sized: bool
+) -> Prepared:
     width, height = img.size
     if width * height > limits.max_pixels:
         raise InvalidImage(
@@ -352,7 +367,9 @@ def _decode(img: Image.Image, fmt: str, limits: Limits, geometry: ModelGeometry)
         applied = int(decoded_upright) if decoded_upright in _TRANSPOSE else 1
     capture = read_capture(exif)
     srgb, profile = to_srgb(image)
-    srgb = _resized(srgb, model_size(width, height, geometry))
+    size = model_size(width, height, geometry)  # refuses what the model cannot take
+    if sized:
+        srgb = _resized(srgb, size)
     srgb.info = {}
     photo = Photo(fmt, width, height, applied, profile, capture)
     return Prepared(photo, srgb, privacy.is_private(exif))

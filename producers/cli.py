@@ -10,9 +10,9 @@ import re
 import sys
 from typing import TYPE_CHECKING, NoReturn
 
-from jobs.errors import AdvisorError, summary
+from jobs.errors import AdvisorError, BrokerUnreachable, summary
 from producers.commands.exits import EXIT_FAILED, EXIT_TIMEOUT, EXIT_USAGE
-from producers.errors import JobTimeout
+from producers.errors import JobTimeout, PublishFailed, UsageError
 
 if TYPE_CHECKING:
     from sqlalchemy.exc import SQLAlchemyError
@@ -51,7 +51,7 @@ COMMANDS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # One line, not argparse's usage block: the reason and the way to more help.
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+        raise UsageError(f"{message} (see --help)")
 
 
 def _command_in(argv: list[str]) -> str | None:
@@ -75,8 +75,14 @@ def build_parser(argv: list[str] | None = None, *, full: bool = False) -> argpar
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser(argv).parse_args(argv)
-    as_json = bool(getattr(args, "json", False))
+    words = sys.argv[1:] if argv is None else argv
+    # Known before parsing: a usage error under --json is JSON too.
+    as_json = "--json" in words
+    try:
+        args = build_parser(argv).parse_args(argv)
+    except UsageError as exc:
+        return _failed(exc, f"advisor: error: {exc}", EXIT_USAGE, as_json)
+    command = " ".join(w for w in words if not w.startswith("-"))[:80]
     try:
         from jobs.settings import get_settings
 
@@ -86,9 +92,13 @@ def main(argv: list[str] | None = None) -> int:
             format="%(levelname)s %(name)s: %(message)s",
         )
         return int(args.handler(args))
+    except UsageError as exc:
+        return _failed(exc, f"advisor: error: {exc}", EXIT_USAGE, as_json)
     except JobTimeout as exc:
         return _failed(exc, f"advisor: {summary(exc)}", EXIT_TIMEOUT, as_json)
     except AdvisorError as exc:
+        if isinstance(exc, BrokerUnreachable | PublishFailed):
+            return _outage(exc, f"advisor: error: {summary(exc)}", as_json, command, "")
         return _failed(exc, f"advisor: error: {summary(exc)}", EXIT_FAILED, as_json)
     except KeyboardInterrupt:
         return 130
@@ -100,41 +110,58 @@ def main(argv: list[str] | None = None) -> int:
         from sqlalchemy.exc import SQLAlchemyError  # loaded already if it raised one
 
         if isinstance(exc, SQLAlchemyError):
-            return _failed(exc, f"advisor: {database_problem(exc)}", EXIT_FAILED, as_json)
+            line, way_out = database_problem(exc)
+            return _outage(exc, f"advisor: {line}; {way_out}", as_json, command, way_out)
         # The one catch-all: a bug, not bad input. One line here; the traceback in the log.
         logging.getLogger("advisor").debug("Unexpected error", exc_info=exc)
         line = (
             f"advisor: internal error ({type(exc).__name__}); run with ADVISOR_LOG_LEVEL=DEBUG "
             "for the traceback and report it"
         )
-        return _failed(exc, line, EXIT_FAILED, as_json)
+        return _outage(exc, line, as_json, command, "")
 
 
-def _failed(exc: BaseException, line: str, code: int, as_json: bool) -> int:
+def _failed(
+    exc: BaseException, line: str, code: int, as_json: bool, message: str | None = None,
+    **extra: str,
+) -> int:  # fmt: skip
     """The one line on stderr; with --json also `{"error": kind, "message": ...}` on stdout."""
     print(line, file=sys.stderr)
     if as_json:
         kind = re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
-        message = line.removeprefix("advisor: ").removeprefix("error: ")
-        print(json.dumps({"error": kind, "message": message, "exit_code": code}))
+        if message is None:
+            message = line.removeprefix("advisor: ").removeprefix("error: ")
+        print(json.dumps({"error": kind, "message": message, "exit_code": code, **extra}))
     return code
 
 
-def database_problem(exc: SQLAlchemyError) -> str:
-    """One line naming the kind of database failure and the way out."""
+def _outage(exc: BaseException, line: str, as_json: bool, command: str, way_out: str) -> int:
+    """A database, broker or unexpected failure: stderr is the operator's and names it; the
+    JSON a program reads has the fixed text and the reference only (no host, URL or SQL)."""
+    if not as_json:
+        return _failed(exc, line, EXIT_FAILED, False)
+    from jobs.incidents import incident
+
+    found = incident(exc, f"advisor {command}", with_traceback=False)
+    message = f"{found.text}; {way_out}" if way_out else found.text
+    return _failed(exc, line, EXIT_FAILED, True, message, reference=found.reference)
+
+
+def database_problem(exc: SQLAlchemyError) -> tuple[str, str]:
+    """The kind of database failure in one line (with the driver's text), and the way out."""
     from store.db import is_unmigrated, is_unreachable
 
     if is_unmigrated(exc):
         return (
-            f"database has no schema or an old one ({summary(exc, limit=200)}); "
-            "run `advisor db upgrade`"
+            f"database has no schema or an old one ({summary(exc, limit=200)})",
+            "run `advisor db upgrade`",
         )
     if is_unreachable(exc):
         return (
-            f"database unreachable ({summary(exc, limit=300)}); check ADVISOR_DATABASE_URL and "
-            "that the server is up"
+            f"database unreachable ({summary(exc, limit=300)})",
+            "check ADVISOR_DATABASE_URL and that the server is up",
         )
-    return f"database error: {summary(exc, typed=True, limit=300)}"
+    return f"database error: {summary(exc, typed=True, limit=300)}", "see the log"
 
 
 if __name__ == "__main__":

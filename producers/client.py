@@ -7,14 +7,14 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
 from jobs.contracts import FINAL_STATUSES, Assignment, Status
 from jobs.settings import Settings
 from jobs.variants import Registry
 from notices.webhooks import CallbackPolicy
 from producers.errors import JobFinished, JobTimeout
-from producers.feedback import DEFAULT_SOURCE, FeedbackRecord
+from producers.feedback import FeedbackFields, FeedbackRecord, FeedbackValues, feedback_values
 from producers.inputs import ImageInput, SubmitItem, as_item, check_item
 from producers.services import Services
 from store.lifecycle import CancelOutcome
@@ -235,19 +235,14 @@ class Client:
             time.sleep(min(poll, remaining))
 
     def feedback(
-        self,
-        job_id: str,
-        *,
-        rating: int,
-        helpful: bool | None = None,
-        comment: str | None = None,
-        source: str = DEFAULT_SOURCE,
-    ) -> FeedbackRecord:
-        """The app's user's verdict on a succeeded job's critique (rating 1-5); a second one
-        from the same `source` replaces the first (`replaced` says so)."""
-        return self._services.feedback.record(
-            job_id, rating, helpful=helpful, comment=comment, source=source
-        )
+        self, job_id: str, feedback: FeedbackValues | None = None, /,
+        **fields: Unpack[FeedbackFields],
+    ) -> FeedbackRecord:  # fmt: skip
+        """The app's user's verdict on a succeeded job's critique: checked `feedback`, or its
+        fields (`rating=4, helpful=True, comment=..., source=...`). A second one from the same
+        source replaces the first (`replaced` says so)."""
+        checked = feedback if feedback is not None else feedback_values(**fields)
+        return self._services.feedback.record(job_id, checked)
 
     # -- lifecycle -----------------------------------------------------------------
 

@@ -9,12 +9,18 @@ class ProducerError(AdvisorError):
     """Root of every error the producer side raises on purpose."""
 
 
+class UsageError(ProducerError):
+    """A command line that names no valid command, option or argument combination."""
+
+
 class InvalidSubmission(ProducerError):
     """A submit argument other than the image or advisor is unusable (subject, key, item)."""
 
 
 class PublishFailed(ProducerError):
     """The broker did not take the message; the job row stays queued for the republisher."""
+
+    incident_kind = "broker"  # what a client reads of it: jobs/incidents.py
 
 
 class JobTimeout(ProducerError, TimeoutError):

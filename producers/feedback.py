@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, TypedDict, Unpack
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import Engine, select, update
 
 from jobs.clock import as_utc, utcnow
-from jobs.contracts import Assignment, Status
+from jobs.contracts import PRINTABLE, PROSE, Assignment, Status
 from jobs.errors import FeedbackRefused, InvalidFeedback, JobNotFound
 from store.dialect import insert_for
 from store.models import Feedback, Job
@@ -32,16 +34,52 @@ class FeedbackRecord:
     replaced: bool  # an earlier rating from this source was replaced
 
 
-def check_values(rating: object, comment: str | None, source: str) -> None:
-    """Raise InvalidFeedback naming the bad value; bool is not a rating."""
-    if isinstance(rating, bool) or not isinstance(rating, int):
-        raise InvalidFeedback(f"rating must be a whole number 1-5, got {rating!r}")
-    if not MIN_RATING <= rating <= MAX_RATING:
-        raise InvalidFeedback(f"rating must be {MIN_RATING}-{MAX_RATING}, got {rating}")
-    if comment is not None and len(comment) > MAX_COMMENT:
-        raise InvalidFeedback(f"comment is {len(comment)} characters; the limit is {MAX_COMMENT}")
-    if not source.strip() or len(source) > MAX_SOURCE:
-        raise InvalidFeedback(f"source must be 1-{MAX_SOURCE} characters, got {source!r}")
+class FeedbackValues(BaseModel):
+    """A rating as the app's user gave it: the one check of its values, for the client
+    library, the command line and the gateway's body alike."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rating: int = Field(ge=MIN_RATING, le=MAX_RATING, strict=True, examples=[4])
+    helpful: bool | None = Field(default=None, strict=True)
+    comment: str | None = Field(default=None, max_length=MAX_COMMENT, pattern=PROSE)
+    source: str = Field(
+        default=DEFAULT_SOURCE, min_length=1, max_length=MAX_SOURCE, pattern=PRINTABLE,
+        description="who rates; one rating per job and source",
+    )  # fmt: skip
+
+    @field_validator("source")
+    @classmethod
+    def _not_blank(cls, source: str) -> str:
+        if not source.strip():
+            raise ValueError("source must not be blank")
+        return source
+
+
+class FeedbackFields(TypedDict, total=False):
+    rating: int  # required: its absence is refused by the check
+    helpful: bool | None
+    comment: str | None
+    source: str
+
+
+def feedback_values(**fields: Unpack[FeedbackFields]) -> FeedbackValues:
+    """FeedbackValues from keyword arguments; InvalidFeedback names each bad value."""
+    try:
+        return FeedbackValues.model_validate(fields)
+    except ValidationError as exc:
+        problems = "; ".join(_problem(err) for err in exc.errors())
+        raise InvalidFeedback(
+            f"Invalid feedback: {problems} (rating {MIN_RATING}-{MAX_RATING}; comment at most "
+            f"{MAX_COMMENT} characters; source 1-{MAX_SOURCE} characters; no control characters)"
+        ) from exc
+
+
+def _problem(err: Any) -> str:
+    where = ".".join(str(part) for part in err.get("loc", ())) or "value"
+    if err.get("type") == "string_too_long":
+        return f"{where} is {len(err.get('input', ''))} characters"
+    return f"{where}: {err.get('msg', 'invalid')} (got {err.get('input')!r:.40})"
 
 
 class FeedbackStore:
@@ -51,20 +89,16 @@ class FeedbackStore:
         self.engine = engine
 
     def record(
-        self,
-        job_id: str,
-        rating: int,
-        *,
-        helpful: bool | None = None,
-        comment: str | None = None,
-        source: str = DEFAULT_SOURCE,
-        simulated: bool = False,
+        self, job_id: str, feedback: FeedbackValues, *, simulated: bool = False
     ) -> FeedbackRecord:
-        """Store a rating of a succeeded job's critique; a second one from `source` replaces it."""
-        check_values(rating, comment, source)
+        """Store a rating of a succeeded job's critique; a second one from its source replaces
+        the first."""
         now = utcnow()
-        values = {"rating": rating, "helpful": helpful, "comment": comment,
-                  "simulated": simulated, "updated_at": now}  # fmt: skip
+        source = feedback.source
+        values = {
+            "rating": feedback.rating, "helpful": feedback.helpful, "comment": feedback.comment,
+            "simulated": simulated, "updated_at": now,
+        }  # fmt: skip
         with self.engine.begin() as conn:
             job = conn.execute(
                 select(Job.status, Job.assignment, Job.error_kind).where(Job.id == job_id)

@@ -53,16 +53,31 @@ def delivery_target(delivery: Delivery) -> str:
     return shown + ("?..." if parts.query else "")
 
 
-def delivery_to_dict(delivery: Delivery) -> dict[str, Any]:
-    """A delivery as its job shows it: where to, how it stands, and every attempt."""
+# Fields of an attempt only the operator reads: the broker or socket detail behind `error`.
+OPERATOR_ONLY = frozenset({"detail"})
+
+
+def delivery_to_dict(delivery: Delivery, *, operator: bool = False) -> dict[str, Any]:
+    """A delivery as its job shows it: where to, how it stands, and every attempt.
+
+    The tenant's view (the default) reads each attempt's client text only, and its
+    `last_error` is the last attempt's; `operator` adds the stored detail (hosts, driver text).
+    """
+    log = list(delivery.log or [])
+    if operator:
+        last_error = delivery.last_error
+    else:
+        log = [{k: v for k, v in entry.items() if k not in OPERATOR_ONLY} for entry in log]
+        failed = delivery.last_error is not None and log and not log[-1].get("ok")
+        last_error = log[-1].get("error") if failed else None
     return {
         "id": delivery.id,
         "kind": delivery.kind,
         "target": delivery_target(delivery),
         "state": delivery.state,
-        "attempts": len(delivery.log or []),
+        "attempts": len(log),
         "next_attempt_at": _plain(delivery.next_attempt_at),
         "delivered_at": _plain(delivery.delivered_at),
-        "last_error": delivery.last_error,
-        "log": list(delivery.log or []),
+        "last_error": last_error,
+        "log": log,
     }

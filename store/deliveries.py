@@ -99,7 +99,8 @@ class DeliveryStore:
             "attempts": delivery.attempts + 1,
             "log": [*(delivery.log or []), attempt],
             "claimed_until": None,
-            "last_error": None if delivered else attempt.get("error"),
+            # The operator's fuller reason where there is one; tenants read the attempt's error.
+            "last_error": None if delivered else attempt.get("detail") or attempt.get("error"),
         }
         if delivered:
             values.update(state=DeliveryState.DELIVERED, delivered_at=now, next_attempt_at=None)

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import (
-    select,
-    update,
-)
+from sqlalchemy import func, select, update
 
 from jobs.clock import utcnow
 from store.dialect import insert_for
@@ -58,3 +55,16 @@ class Heartbeats(Reader):
 
     def live_variants(self, window_seconds: float) -> set[str]:
         return {hb.variant for hb in self.live_workers(window_seconds)}
+
+    def peak_memory_mb(self, since: datetime) -> dict[tuple[str, str], tuple[float, int]]:
+        """(variant, base model) -> (the largest peak RSS its workers reported, in MB, and how
+        many workers reported one), over workers seen since `since`, stopped ones included."""
+        stmt = (
+            select(WorkerHeartbeat.variant, WorkerHeartbeat.base_model,
+                   func.max(WorkerHeartbeat.peak_rss_mb), func.count())
+            .where(WorkerHeartbeat.last_seen >= since, WorkerHeartbeat.peak_rss_mb > 0)
+            .group_by(WorkerHeartbeat.variant, WorkerHeartbeat.base_model)
+        )  # fmt: skip
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return {(v, m): (float(peak), int(n)) for v, m, peak, n in rows if peak is not None}

@@ -1,17 +1,14 @@
-"""The worker's transitions: start, progress, succeed, fail, requeue, give up and cancel."""
+"""The worker's transitions: start, progress, succeed, fail, requeue and give up."""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Required, TypedDict, Unpack
 
 from sqlalchemy import (
     and_,
-    case,
-    func,
     or_,
     select,
     update,
@@ -23,11 +20,13 @@ from jobs.contracts import (
     ErrorKind,
     Status,
 )
-from jobs.errors import JobNotFound
+from store.cancels import CancelOutcome, Cancels, cancelled
 from store.dialect import storable
 from store.models import Job
-from store.reading import Reader, job_from_row
+from store.reading import job_from_row
 from store.scores import stored_scores
+
+__all__ = ["CancelOutcome", "Lifecycle", "Outcome", "StartOutcome", "Started", "StartTerms"]
 
 
 class StartOutcome(enum.Enum):
@@ -46,12 +45,6 @@ class Started:
 
     outcome: StartOutcome
     job: Job | None = None
-
-
-class CancelOutcome(enum.Enum):
-    CANCELLED = "cancelled"  # was queued: now cancelled, never to start
-    REQUESTED = "requested"  # running: its worker stops it within about a second
-    FINISHED = "finished"  # already succeeded, failed or cancelled: nothing to stop
 
 
 @dataclass(frozen=True)
@@ -93,35 +86,31 @@ def poison_error(attempts: int) -> str:
     )
 
 
-class Lifecycle(Reader):
+def _poisoned(attempts: int) -> dict[str, Any]:
+    return {
+        "status": Status.FAILED, "completed_at": utcnow(), "error_kind": ErrorKind.POISON,
+        "error": poison_error(attempts), "lease_until": None,
+    }  # fmt: skip
+
+
+class StartTerms(TypedDict, total=False):
+    """How a worker starts a job: its lease, the attempts allowed, and (optionally) the
+    message's variant (a row naming another is left alone) and what serves it."""
+
+    lease_seconds: Required[float]
+    max_attempts: Required[int]
+    variant: str | None
+    identity: VariantIdentity | None
+
+
+class Lifecycle(Cancels):
     """Each change of a job's state is one guarded UPDATE."""
 
-    def start(
-        self,
-        job_id: str,
-        worker: str,
-        *,
-        lease_seconds: float,
-        max_attempts: int,
-        variant: str | None = None,
-        identity: VariantIdentity | None = None,
-    ) -> StartOutcome:
+    def start(self, job_id: str, worker: str, **terms: Unpack[StartTerms]) -> StartOutcome:
         """queued -> running (attempts += 1), or take over a running job whose lease expired."""
-        return self.claim(
-            job_id, worker, lease_seconds=lease_seconds, max_attempts=max_attempts,
-            variant=variant, identity=identity,
-        ).outcome  # fmt: skip
+        return self.claim(job_id, worker, **terms).outcome
 
-    def claim(
-        self,
-        job_id: str,
-        worker: str,
-        *,
-        lease_seconds: float,
-        max_attempts: int,
-        variant: str | None = None,
-        identity: VariantIdentity | None = None,
-    ) -> Started:
+    def claim(self, job_id: str, worker: str, **terms: Unpack[StartTerms]) -> Started:
         """`start`, returning the started row from the starting UPDATE itself (RETURNING).
 
         With `variant` (the message's), a row that names another variant is left alone. The
@@ -129,6 +118,7 @@ class Lifecycle(Reader):
         it waited in the queue.
         """
         now = utcnow()
+        variant, identity = terms.get("variant"), terms.get("identity")
         with self.engine.begin() as conn:
             row = conn.execute(
                 select(
@@ -154,20 +144,12 @@ class Lifecycle(Reader):
                 res = conn.execute(
                     update(Job)
                     .where(Job.id == job_id, startable)
-                    .values(**_cancelled(now, "Cancelled; its last attempt ended with its worker"))
+                    .values(**cancelled(now, "Cancelled; its last attempt ended with its worker"))
                 )
                 return Started(StartOutcome.CANCELLED if res.rowcount == 1 else StartOutcome.BUSY)
-            if row.attempts >= max_attempts:
+            if row.attempts >= terms["max_attempts"]:
                 res = conn.execute(
-                    update(Job)
-                    .where(Job.id == job_id, startable)
-                    .values(
-                        status=Status.FAILED,
-                        completed_at=now,
-                        error_kind=ErrorKind.POISON,
-                        error=poison_error(row.attempts),
-                        lease_until=None,
-                    )
+                    update(Job).where(Job.id == job_id, startable).values(**_poisoned(row.attempts))
                 )
                 return Started(StartOutcome.POISON if res.rowcount == 1 else StartOutcome.BUSY)
             # RETURNING (PostgreSQL; SQLite since 3.35): the worker needs no second read.
@@ -179,7 +161,7 @@ class Lifecycle(Reader):
                     attempts=Job.attempts + 1,
                     worker=worker,
                     started_at=now,
-                    lease_until=now + timedelta(seconds=lease_seconds),
+                    lease_until=now + timedelta(seconds=terms["lease_seconds"]),
                     progress=0,
                     **_start_details(now, as_utc(row.queued_at), identity),
                 )
@@ -268,146 +250,26 @@ class Lifecycle(Reader):
                     and_(Job.status == Status.RUNNING, Job.worker == worker),
                 )
             )
-        with self.engine.begin() as conn:
-            return conn.execute(update(Job).where(*guard).values(**values)).rowcount == 1
+        return self._update_where(*guard, **values)
 
     def requeue(self, job_id: str, reason: str, *, worker: str | None = None) -> bool:
         """running -> queued: handed back by its worker, or recovered after its lease expired."""
         guard = [Job.id == job_id, Job.status == Status.RUNNING, Job.cancel_requested_at.is_(None)]
         guard.append(Job.worker == worker if worker is not None else Job.lease_until < utcnow())
-        with self.engine.begin() as conn:
-            res = conn.execute(
-                update(Job)
-                .where(*guard)
-                .values(
-                    status=Status.QUEUED,
-                    lease_until=None,
-                    published_at=None,
-                    publish_error=reason[:2000],
-                )
-            )
-        return res.rowcount == 1
+        return self._update_where(
+            *guard, status=Status.QUEUED, lease_until=None, published_at=None,
+            publish_error=reason[:2000],
+        )  # fmt: skip
 
     def expired_running(self, limit: int = 500) -> list[Job]:
         return self.find(Job.status == Status.RUNNING, Job.lease_until < utcnow(), limit=limit)
 
     def give_up(self, job_id: str, max_attempts: int) -> bool:
         """running with an expired lease and no attempts left -> failed as poison."""
-        with self.engine.begin() as conn:
-            res = conn.execute(
-                update(Job)
-                .where(
-                    Job.id == job_id,
-                    Job.status == Status.RUNNING,
-                    Job.lease_until < utcnow(),
-                    Job.attempts >= max_attempts,
-                )
-                .values(
-                    status=Status.FAILED,
-                    completed_at=utcnow(),
-                    error_kind=ErrorKind.POISON,
-                    error=poison_error(max_attempts),
-                    lease_until=None,
-                )
-            )
-        return res.rowcount == 1
-
-    # -- cancelling ----------------------------------------------------------------
-
-    def cancel(self, job_id: str) -> tuple[CancelOutcome, Job]:
-        """A queued job is cancelled at once; a running one gets a request its worker polls.
-
-        One UPDATE ... RETURNING does either; only a finished (or missing) job is read again.
-        """
-        now = utcnow()
-        is_queued = Job.status == Status.QUEUED
-        values = {
-            column: case((is_queued, value), else_=getattr(Job, column))
-            for column, value in _cancelled(now, "Cancelled before it started").items()
-        }
-        # Running: ask its worker (a repeat keeps the first request's time).
-        values["cancel_requested_at"] = case(
-            (is_queued, Job.cancel_requested_at),
-            else_=func.coalesce(Job.cancel_requested_at, now),
-        )
-        with self.engine.begin() as conn:
-            row = conn.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status.in_([Status.QUEUED, Status.RUNNING]))
-                .values(**values)
-                .returning(*Job.__table__.columns)
-            ).first()
-            if row is not None:
-                job = job_from_row(row)
-                is_cancelled = job.status == Status.CANCELLED
-                return (CancelOutcome.CANCELLED if is_cancelled else CancelOutcome.REQUESTED), job
-            row = conn.execute(select(Job).where(Job.id == job_id)).first()
-        if row is None:
-            raise JobNotFound(f"No job {job_id!r}")
-        return CancelOutcome.FINISHED, job_from_row(row)
-
-    def cancel_requests(self, job_ids: Sequence[str]) -> dict[str, datetime]:
-        """Which of these running jobs have a cancel request, and since when."""
-        if not job_ids:
-            return {}
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(Job.id, Job.cancel_requested_at).where(
-                    Job.id.in_(list(job_ids)), Job.cancel_requested_at.is_not(None)
-                )
-            ).all()
-        return {row.id: as_utc(row.cancel_requested_at) or utcnow() for row in rows}
-
-    def record_cancelled(
-        self,
-        job_id: str,
-        worker: str,
-        message: str,
-        *,
-        raw_output: str | None = None,
-        output_tokens: int | None = None,
-        inference_ms: int | None = None,
-    ) -> bool:
-        """running -> cancelled by the worker holding it; the partial text is kept."""
-        values = _cancelled(utcnow(), message)
-        values.update(raw_output=raw_output, output_tokens=output_tokens,
-                      inference_ms=inference_ms)  # fmt: skip
-        return self._update_running(job_id, worker, **values)
-
-    def cancel_abandoned(self, job_id: str) -> bool:
-        """running, cancel requested and its lease expired (the worker died) -> cancelled."""
-        with self.engine.begin() as conn:
-            res = conn.execute(
-                update(Job)
-                .where(
-                    Job.id == job_id,
-                    Job.status == Status.RUNNING,
-                    Job.cancel_requested_at.is_not(None),
-                    Job.lease_until < utcnow(),
-                )
-                .values(**_cancelled(utcnow(), "Cancelled; its worker stopped before it could"))
-            )
-        return res.rowcount == 1
-
-    def _update_running(self, job_id: str, worker: str, **values: Any) -> bool:
-        with self.engine.begin() as conn:
-            res = conn.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == Status.RUNNING, Job.worker == worker)
-                .values(**values)
-            )
-        return res.rowcount == 1
-
-
-def _cancelled(now: datetime, message: str) -> dict[str, Any]:
-    # No error_kind: a cancel is the submitter's choice, never a failure of the service.
-    return {
-        "status": Status.CANCELLED,
-        "completed_at": now,
-        "error_kind": None,
-        "error": message,
-        "lease_until": None,
-    }
+        return self._update_where(
+            Job.id == job_id, Job.status == Status.RUNNING, Job.lease_until < utcnow(),
+            Job.attempts >= max_attempts, **_poisoned(max_attempts),
+        )  # fmt: skip
 
 
 def _start_details(

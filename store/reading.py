@@ -18,6 +18,7 @@ from store.models import Job, StoredImage
 # A job id as typed: the full UUID, or a prefix of at least 8 hex digits (what lists print).
 MIN_PREFIX_DIGITS = 8
 _ID_PREFIX = re.compile(r"^[0-9a-f-]{8,35}$")
+_ID_WIDTH = 36
 _SHOWN_MATCHES = 5
 
 
@@ -38,6 +39,9 @@ class Reader:
 
         JobNotFound for none; AmbiguousJobId, naming the matches, for several.
         """
+        if len(text) > _ID_WIDTH or not text.isprintable():
+            # No stored id is longer or holds a control (PostgreSQL would refuse a NUL).
+            raise JobNotFound(f"No job {text[:80]!r}")
         prefix = text.strip().lower()
         digits = sum(c != "-" for c in prefix)
         if not _ID_PREFIX.match(prefix) or digits < MIN_PREFIX_DIGITS:

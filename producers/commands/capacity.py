@@ -5,23 +5,26 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import replace
+from datetime import timedelta
 
 from jobs.broker import make_celery, queue_depths
+from jobs.clock import utcnow
 from jobs.contracts import queue_for, shadow_queue_for
 from jobs.errors import BrokerUnreachable
 from jobs.settings import Settings
 from jobs.variants import Registry
 from producers.commands.arguments import fraction, positive
 from producers.commands.output import Subparsers, services
-from producers.ops.capacity import (
+from producers.ops.capacity import plan_capacity, render_plan
+from producers.ops.memory import (
     DEFAULT_HOST_MEMORY_GB,
     DEFAULT_MODEL_MEMORY_GB,
     WORKER_OVERHEAD_GB,
+    WorkerMemory,
     host_memory_gb,
-    plan_capacity,
-    render_plan,
-    worker_memory_gb,
+    worker_memory,
 )
+from store.heartbeats import Heartbeats
 
 
 def cmd_capacity(args: argparse.Namespace) -> int:
@@ -33,9 +36,9 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     if host is None:
         host = DEFAULT_HOST_MEMORY_GB
         notes.append(f"host memory unreadable: assumed {host:g} GB (--host-memory-gb sets it)")
-    memory: float | dict[str, float] = args.memory_gb or {
-        name: worker_memory_gb(registry.get(name).base_model) for name in registry.names
-    }
+    memory: float | dict[str, WorkerMemory] = args.memory_gb or _worker_memory(
+        Heartbeats(built.engine), registry, args.window_hours
+    )
     plan = plan_capacity(
         built.engine, registry, built.rollouts, window_hours=args.window_hours,
         target_utilisation=args.target_utilisation, memory_per_worker_gb=memory,
@@ -45,6 +48,19 @@ def cmd_capacity(args: argparse.Namespace) -> int:
         plan = replace(plan, warnings=(*plan.warnings, *notes))
     print(json.dumps(plan.to_dict(), indent=2) if args.json else render_plan(plan))
     return 0
+
+
+def _worker_memory(
+    heartbeats: Heartbeats, registry: Registry, window_hours: float
+) -> dict[str, WorkerMemory]:
+    """Each variant's workers' measured peak memory (their heartbeats, for the variant's
+    current base model, within the window), else the documented default."""
+    peaks = heartbeats.peak_memory_mb(utcnow() - timedelta(hours=window_hours))
+    memory = {}
+    for name in registry.names:
+        base_model = registry.get(name).base_model
+        memory[name] = worker_memory(base_model, peaks.get((name, base_model)))
+    return memory
 
 
 def _queue_depths(
@@ -67,7 +83,8 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--window-hours", type=positive, default=24.0, help="arrival window")
     p.add_argument("--target-utilisation", type=fraction, default=0.7)
     p.add_argument("--memory-gb", type=positive,
-                   help="memory of one worker process (one model); default: each variant's "
+                   help="memory of one worker process (one model); default: the largest peak "
+                   "RSS its workers reported in their heartbeats within the window, else its "
                    f"local weight files + {WORKER_OVERHEAD_GB:g} GB, or "
                    f"{DEFAULT_MODEL_MEMORY_GB:g} GB for a hub model id")  # fmt: skip
     p.add_argument("--host-memory-gb", type=positive,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from producers.client import Client
-from producers.commands.output import EXIT_USAGE, Subparsers, client, emit_json, services
+from producers.commands.output import Subparsers, client, emit_json, services
+from producers.errors import UsageError
 from producers.views import delivery_target, delivery_to_dict
 from store.models import Delivery
 
@@ -25,20 +25,18 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
     if first == "retry":
         return _retry(rest, args.json)
     if rest:
-        print("advisor: error: give one JOB_ID, or `retry [JOB_ID...]` (see --help)",
-              file=sys.stderr)  # fmt: skip
-        return EXIT_USAGE
+        raise UsageError("give one JOB_ID, or `retry [JOB_ID...]` (see --help)")
     with client() as producer:
         deliveries = producer.deliveries_of(producer.job_id(first))
     if args.json:
-        emit_json([delivery_to_dict(d) for d in deliveries])
+        emit_json([delivery_to_dict(d, operator=True) for d in deliveries])
         return 0
     if not deliveries:
         print(f"Job {first} asked for no notices")
     for delivery in deliveries:
         print(_line(delivery))
         for attempt in delivery.log or []:
-            outcome = "ok" if attempt.get("ok") else attempt.get("error")
+            outcome = "ok" if attempt.get("ok") else attempt.get("detail") or attempt.get("error")
             code = attempt.get("status_code")
             print(f"  {attempt.get('at')} by {attempt.get('by')}: "
                   f"{outcome}{f' (HTTP {code})' if code else ''}")  # fmt: skip
@@ -48,8 +46,8 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
 def _retry(job_ids: list[str], as_json: bool) -> int:
     with services() as built:
         producer = Client(services=built)
-        # Full ids for prefixes; JobNotFound names a mistyped one.
-        job_ids = [producer.job_id(job_id) for job_id in job_ids]
+        # Full ids for prefixes; JobNotFound names a mistyped or unknown one.
+        job_ids = [producer.status(producer.job_id(job_id)).id for job_id in job_ids]
         reset = producer.retry_deliveries(job_ids or None)
         done = built.courier.deliver_due() if reset else None
     summary = {

@@ -22,7 +22,7 @@ from jobs.settings import Settings, get_settings, mask_url
 from producers.client import Client
 from producers.commands.output import Subparsers
 from producers.commands.rollout import rollout_control
-from producers.feedback import FeedbackStore
+from producers.feedback import FeedbackStore, FeedbackValues
 from producers.inputs import SubmitItem
 from producers.ops.rollout import default_actor
 from producers.services import Services
@@ -220,8 +220,9 @@ def simulate_raters(store: FeedbackStore, jobs: list[Job], seed: int = 0) -> int
             continue
         mean = SIMULATED_MEAN_RATING.get(job.variant, SIMULATED_MEAN_RATING["base"])
         rating = min(5, max(1, round(rng.gauss(mean, 0.9))))
-        store.record(job.id, rating, helpful=rating >= 4, comment="simulated rater",
-                     source=SIMULATED_SOURCE, simulated=True)  # fmt: skip
+        rated_as = FeedbackValues(rating=rating, helpful=rating >= 4, comment="simulated rater",
+                                  source=SIMULATED_SOURCE)  # fmt: skip
+        store.record(job.id, rated_as, simulated=True)
         rated += 1
     return rated
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from datetime import UTC, datetime, timedelta
 
+from jobs.advisors import get_persona
 from jobs.clock import utcnow
-from producers.commands.arguments import positive
+from producers.commands.arguments import at_most, positive
 from producers.commands.output import Subparsers, services
+from producers.errors import UsageError
 from producers.ops.guard import GuardDecision, GuardThresholds, enforce, run_loop
 from producers.ops.plan_hook import PlanHook
 from producers.ops.plans import plan_control_for
@@ -50,6 +51,11 @@ def cmd_guard(args: argparse.Namespace) -> int:
     return 0
 
 
+YEAR_HOURS = 24 * 366
+# A replay reads every round's jobs again: a week at the default 60 minutes is 168 rounds.
+MAX_REPLAY_ROUNDS = 100_000
+
+
 def moment(text: str) -> datetime:
     """An argparse type: an ISO 8601 time, UTC unless it names its offset."""
     try:
@@ -75,12 +81,17 @@ def _replay_line(r: ReplayRound) -> str:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    get_persona(args.advisor)  # an unknown advisor is refused, naming the known ones
     end = args.to or utcnow()
     start = args.start or end - timedelta(days=7)
     if start > end:
-        print(f"advisor: error: --from {start.isoformat()} is after --to {end.isoformat()}",
-              file=sys.stderr)  # fmt: skip
-        return 2
+        raise UsageError(f"--from {start.isoformat()} is after --to {end.isoformat()}")
+    rounds = (end - start).total_seconds() / 60 / args.every
+    if rounds > MAX_REPLAY_ROUNDS:
+        raise UsageError(
+            f"{start.isoformat()} to {end.isoformat()} every {args.every:g} minutes is "
+            f"{rounds:.0f} rounds; at most {MAX_REPLAY_ROUNDS}: narrow --from/--to or raise --every"
+        )
     engine = services().engine
     thresholds = GuardThresholds(window_hours=args.window_hours)
     rounds = replay(engine, args.advisor, start=start, end=end,
@@ -107,16 +118,17 @@ def register(sub: Subparsers) -> None:
     r.add_argument("--from", dest="start", type=moment, metavar="ISO",
                    help="first round (default: --to minus 7 days)")  # fmt: skip
     r.add_argument("--to", type=moment, metavar="ISO", help="last round (default: now)")
-    r.add_argument("--every", type=positive, default=60.0, metavar="MINUTES",
+    r.add_argument("--every", type=at_most(YEAR_HOURS * 60), default=60.0, metavar="MINUTES",
                    help="minutes between rounds (default 60)")  # fmt: skip
-    r.add_argument("--window-hours", type=positive, default=GuardThresholds.window_hours,
+    r.add_argument("--window-hours", type=at_most(YEAR_HOURS),
+                   default=GuardThresholds.window_hours,
                    help="only for a variant with no recorded rollout")  # fmt: skip
     r.add_argument("--json", action="store_true", help="one JSON array of the rounds")
     r.set_defaults(handler=cmd_replay)
     p.add_argument("--once", action="store_true", help="one evaluation, then exit")
     p.add_argument("--interval", type=positive, default=60.0, help="seconds between rounds")
     p.add_argument(
-        "--window-hours", type=positive, default=GuardThresholds.window_hours,
+        "--window-hours", type=at_most(YEAR_HOURS), default=GuardThresholds.window_hours,
         help="only for a variant with no recorded rollout: judge its last N hours",
     )  # fmt: skip
     p.add_argument("--json", action="store_true", help="one JSON line per round")

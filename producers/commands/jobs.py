@@ -125,7 +125,10 @@ def cmd_republish(args: argparse.Namespace) -> int:
     with services() as built:
         if args.loop is None:
             count = built.outbox.republish(args.limit)
-            print(f"Republished {count} job(s)")
+            if args.json:
+                emit_json({"republished": count})
+            else:
+                print(f"Republished {count} job(s)")
             return 0
         logger.info("Republishing every %gs; Ctrl-C stops", args.loop)
         while True:
@@ -175,4 +178,5 @@ def register(sub: Subparsers) -> None:
     p = sub.add_parser("republish", help="send queued jobs whose publish failed")
     p.add_argument("--loop", type=float, metavar="SECONDS", help="sweep every SECONDS")
     p.add_argument("--limit", type=int, default=500, help="jobs per sweep")
+    p.add_argument("--json", action="store_true", help="the count as JSON (without --loop)")
     p.set_defaults(handler=cmd_republish)

@@ -28,6 +28,9 @@ def cmd_create(args: argparse.Namespace) -> int:
     info, key = key_store().create(
         args.name, scope, rate_per_minute=args.rate_per_minute, max_in_flight=args.max_in_flight
     )
+    if args.json:
+        emit_json({**_describe(info), "key": key})
+        return 0
     # The key alone on stdout (for `KEY=$(advisor keys create app)`); the rest on stderr.
     print(key)
     print(f"advisor: created {info.scope.value} key {info.name!r} ({info.prefix}...); it is "
@@ -55,6 +58,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_revoke(args: argparse.Namespace) -> int:
     info = key_store().revoke(args.name)
+    if args.json:
+        emit_json(_describe(info))
+        return 0
     refresh = get_settings().gateway_keys_refresh_seconds
     print(f"Revoked {info.name!r}; gateways refuse it within {refresh:g}s")
     return 0
@@ -92,10 +98,12 @@ def register(sub: Subparsers) -> None:
         metavar="N",
         help="jobs queued or running at once (default ADVISOR_KEY_MAX_IN_FLIGHT)",
     )
+    create.add_argument("--json", action="store_true", help="the key and its facts as JSON")
     create.set_defaults(handler=cmd_create)  # fmt: skip
     list_ = k_sub.add_parser("list", help="every key, revoked ones included (never the key)")
     list_.add_argument("--json", action="store_true")
     list_.set_defaults(handler=cmd_list)
     revoke = k_sub.add_parser("revoke", help="refuse a key from now on")
     revoke.add_argument("name")
+    revoke.add_argument("--json", action="store_true")
     revoke.set_defaults(handler=cmd_revoke)

@@ -81,6 +81,9 @@ def cmd_set(args: argparse.Namespace) -> int:
             expected_version=args.expected_version,
         )  # fmt: skip
         paused = plans.plan_control(built).on_manual_change(result, actor)
+    if args.json:
+        emit_json(weights_to_dict(result) | {"paused_plan": paused is not None})
+        return 0
     print(f"{result.advisor} v{result.version}: {_format(result.weights, result.shadow)}")
     if paused is not None:
         print(f"Paused the rollout plan of {result.advisor} at {paused.percent:g}%; "
@@ -97,6 +100,12 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         )  # fmt: skip
         ended = plans.plan_control(built).on_manual_change(result.weights, actor)
     w = result.weights
+    if args.json:
+        emit_json(weights_to_dict(w) | {
+            "ended_plan": ended is not None, "drained": len(result.drained),
+            "republished": result.republished,
+        })  # fmt: skip
+        return 0
     print(f"{w.advisor} v{w.version}: {_format(w.weights)}")
     if ended is not None:
         print(f"The rollout plan of {w.advisor} ended: {ended.state}")
@@ -121,11 +130,13 @@ def register(sub: Subparsers) -> None:
         help="share of split jobs also run on the other arm, paired (0-1; default: keep)",
     )  # fmt: skip
     set_.add_argument("--expected-version", type=int, metavar="N", help=EXPECTED_HELP)
+    set_.add_argument("--json", action="store_true")
     set_.set_defaults(handler=cmd_set)
     back = r_sub.add_parser("rollback", help="send all of an advisor's traffic to base")
     back.add_argument("advisor")
     back.add_argument("--drain", action="store_true", help="also move queued jobs to base")
     back.add_argument("--reason", required=True)
     back.add_argument("--expected-version", type=int, metavar="N", help=EXPECTED_HELP)
+    back.add_argument("--json", action="store_true")
     back.set_defaults(handler=cmd_rollback)
     plans.register(r_sub)

@@ -257,10 +257,7 @@ def post_feedback(
     """201 for a new rating; 200 when it replaced one from the same `source`. Only a succeeded
     job's critique can be rated (409 otherwise); a key rates only its own jobs."""
     job = visible_job(gateway, caller, job_id)
-    record = gateway.client.feedback(
-        job.id, rating=body.rating, helpful=body.helpful, comment=body.comment,
-        **({"source": body.source} if body.source is not None else {}),
-    )  # fmt: skip
+    record = gateway.client.feedback(job.id, body)  # the body is checked FeedbackValues
     if record.replaced:
         response.status_code = 200
     return feedback_public(record)

@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from jobs.contracts import FINAL_STATUSES, Status
-from jobs.errors import summary
+from jobs.incidents import incident
 from producers.client import Client
 from producers.gateway.limits import Lease
 from producers.gateway.schemas import job_public
@@ -105,9 +105,10 @@ async def _events(
         try:
             job = await run_in_threadpool(client.status, job_id)
         except SQLAlchemyError as exc:
-            logger.warning("events for %s: %s", job_id, summary(exc, typed=True, limit=500))
-            message = "The database is unavailable; reconnect in a moment to follow the job"
-            yield sse("error", {"error": "database_unavailable", "message": message})
+            found = incident(exc, f"events of job {job_id}", log=logger)
+            message = f"{found.text}; reconnect in a moment to follow the job"
+            yield sse("error", {"error": "database_unavailable", "message": message,
+                                "reference": found.reference})  # fmt: skip
             return
         if is_final(job):
             deliveries = await run_in_threadpool(client.deliveries_of, job_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,6 +14,10 @@ from producers.ops.rollout import default_actor
 from producers.plans import Plan
 
 router = APIRouter()
+Percent = Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)]
+MAX_MIN_JOBS = 10_000_000
+MAX_MIN_MINUTES = 60 * 24 * 366  # a year
+MAX_MARGIN = 1e6
 
 
 class PlanRequest(BaseModel):
@@ -22,11 +26,14 @@ class PlanRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     variant: str = Field(min_length=1, max_length=63, pattern=PRINTABLE, examples=["fine_tuned"])
-    steps: list[float] = Field(min_length=1, max_length=50, examples=[[5, 25, 50, 100]])
-    min_jobs: int = Field(default=DEFAULT_MIN_JOBS, ge=1)
-    min_minutes: float = Field(default=DEFAULT_MIN_MINUTES, ge=0)
+    steps: list[Percent] = Field(min_length=1, max_length=50, examples=[[5, 25, 50, 100]])
+    # Bounded so every value fits its column and the arithmetic on it stays finite.
+    min_jobs: int = Field(default=DEFAULT_MIN_JOBS, ge=1, le=MAX_MIN_JOBS)
+    min_minutes: float = Field(
+        default=DEFAULT_MIN_MINUTES, ge=0, le=MAX_MIN_MINUTES, allow_inf_nan=False
+    )
     margin: float = Field(
-        default=DEFAULT_MARGIN, ge=0,
+        default=DEFAULT_MARGIN, ge=0, le=MAX_MARGIN, allow_inf_nan=False,
         description="how far below base the primary metric's interval may reach (its units)",
     )  # fmt: skip
     reason: str = Field(min_length=1, max_length=2000, pattern=PRINTABLE)

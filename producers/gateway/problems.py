@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -28,6 +27,7 @@ from jobs.errors import (
     UnsupportedFormat,
     summary,
 )
+from jobs.incidents import IncidentKind, incident, kind_of
 from producers.errors import (
     InvalidPlan,
     InvalidSubmission,
@@ -101,19 +101,20 @@ async def _gateway_error(_request: Request, exc: Exception) -> JSONResponse:
     return problem(exc.status, exc.code, exc.message, _headers_for(exc.status, exc), **exc.extra)
 
 
-async def _foreign(_request: Request, exc: Exception) -> JSONResponse:
+async def _foreign(request: Request, exc: Exception) -> JSONResponse:
     for kind, status, code in FOREIGN:
         if isinstance(exc, kind):
-            message = summary(exc)
-            if code == "database_unavailable":
-                # Driver text names hosts, SQL and parameters: the log gets it, clients do not.
-                logger.warning("database error: %s", summary(exc, typed=True, limit=500))
-                message = "The database is unavailable; try again shortly"
-            elif code == "broker_unavailable":
-                logger.warning("broker error: %s", message)
-                message = "The broker is unavailable; try again shortly"
-            return problem(status, code, message, _headers_for(status, exc), **_extra_of(exc))
-    return await _internal(_request, exc)
+            if status == 503:
+                # Driver and broker text names hosts, SQL and parameters: the log has it under
+                # the reference, the client gets the fixed text.
+                return _outage(request, exc, status, code)
+            return problem(status, code, summary(exc), _headers_for(status, exc), **_extra_of(exc))
+    return await _internal(request, exc)
+
+
+def _outage(request: Request, exc: Exception, status: int, code: str) -> JSONResponse:
+    found = incident(exc, f"{request.method} {request.url.path}", log=logger)
+    return problem(status, code, found.text, _headers_for(status, exc), reference=found.reference)
 
 
 def _extra_of(exc: Exception) -> dict[str, Any]:
@@ -150,16 +151,18 @@ async def _http(_request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _internal(request: Request, exc: Exception) -> JSONResponse:
-    """Anything not mapped above is a bug: logged with its traceback under an incident id,
-    answered with only that id (no exception type, no text)."""
-    incident = uuid.uuid4().hex[:12]
-    logger.error(
-        "Internal error %s on %s %s", incident, request.method, request.url.path, exc_info=exc
-    )
-    return problem(
-        500, "internal_error", f"Internal error; the gateway's log names it as incident {incident}",
-        incident=incident,
-    )  # fmt: skip
+    """Anything not mapped above: an outage of a dependency not caught by type above (a
+    driver's own error) is a 503, anything else a bug (500); either way the client reads a
+    fixed text and the reference the gateway's log names it by, with the traceback."""
+    kind = kind_of(exc)
+    if kind == IncidentKind.NETWORK:
+        kind = IncidentKind.INTERNAL  # the gateway calls out to no receiver: a file, a bug
+    found = incident(exc, f"{request.method} {request.url.path}", kind=kind, log=logger)
+    if found.kind in (IncidentKind.DATABASE, IncidentKind.BROKER):
+        code = f"{found.kind}_unavailable"
+        return problem(503, code, found.text, _headers_for(503, exc), reference=found.reference)
+    return problem(500, "internal_error", found.text, incident=found.reference,
+                   reference=found.reference)  # fmt: skip
 
 
 def install(app: FastAPI) -> None:

@@ -8,24 +8,13 @@ from typing import Annotated, Any, Literal
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from jobs.contracts import MAX_IMAGE_PATH, NAME_WIDTH
-from producers.feedback import (
-    DEFAULT_SOURCE,
-    MAX_COMMENT,
-    MAX_RATING,
-    MAX_SOURCE,
-    MIN_RATING,
-    FeedbackRecord,
-)
+from jobs.contracts import MAX_IMAGE_PATH, NAME_WIDTH, PRINTABLE
+from producers.feedback import FeedbackRecord, FeedbackValues
 from producers.rollouts import Weights
 from producers.views import delivery_to_dict
 from store.models import Delivery, Job
 
-# Every client string field carries one of these two patterns (a test walks the OpenAPI schema).
-# No C0, DEL or C1 control: they have no place in names, keys or reasons (PostgreSQL refuses NUL).
-PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f]+$"
-# Prose (a feedback comment) may break lines and indent; every other control is refused.
-PROSE = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
+# Every client string field carries PRINTABLE or PROSE (a test walks the OpenAPI schema).
 VariantName = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=PRINTABLE)]
 AdvisorPath = Annotated[str, Path(min_length=1, max_length=64, pattern=PRINTABLE)]
 MAX_WAIT_SECONDS = 600.0
@@ -164,18 +153,8 @@ class DeliveryPublic(BaseModel):
     log: list[AttemptPublic]
 
 
-class FeedbackSubmission(BaseModel):
+class FeedbackSubmission(FeedbackValues):
     """POST /jobs/{id}/feedback: the app's user's verdict on the job's critique."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    rating: int = Field(ge=MIN_RATING, le=MAX_RATING, strict=True, examples=[4])
-    helpful: bool | None = Field(default=None, strict=True)
-    comment: str | None = Field(default=None, max_length=MAX_COMMENT, pattern=PROSE)
-    source: str | None = Field(
-        default=None, min_length=1, max_length=MAX_SOURCE, pattern=PRINTABLE,
-        description=f"who rates; one rating per job and source (default {DEFAULT_SOURCE!r})",
-    )  # fmt: skip
 
 
 class FeedbackPublic(BaseModel):

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, func, select
@@ -18,57 +14,15 @@ from sqlalchemy import Engine, func, select
 from jobs.clock import utcnow
 from jobs.contracts import BASE_VARIANT, FINE_TUNED_VARIANT, Status, queue_for, shadow_queue_for
 from jobs.variants import Registry
+from producers.ops.memory import DEFAULT_HOST_MEMORY_GB, DEFAULT_MODEL_MEMORY_GB, WorkerMemory
 from producers.rollouts import RolloutStore
 from producers.router import other_arm
 from store.models import Job
 
 # The fine-tuned weight's rollout steps.
 LADDER = (0.10, 0.25, 0.50, 1.0)
-# A worker of a model only known by its hub id (the 4-bit 4B: ~2.5 GB of weights plus
-# activations and KV cache for one request).
-DEFAULT_MODEL_MEMORY_GB = 3.0
-# A worker of a local checkpoint: its weight files plus the Python, MLX and KV-cache overhead.
-WORKER_OVERHEAD_GB = 0.5
-# Only when the host's memory cannot be read (the plan then says so).
-DEFAULT_HOST_MEMORY_GB = 16.0
-GB = 1e9
 # Upstream measured 30-100 s per analysis on an M1 Pro; used only when a variant has no data.
 DEFAULT_SERVICE_SECONDS = 60.0
-
-
-def host_memory_gb() -> float | None:
-    """This host's physical memory: sysconf (Linux), `sysctl hw.memsize` (macOS); else None."""
-    try:
-        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
-        if pages > 0 and page_size > 0:
-            return pages * page_size / GB
-    except (ValueError, OSError, AttributeError):
-        pass
-    if sys.platform == "darwin":
-        try:
-            out = subprocess.run(
-                ["sysctl", "-n", "hw.memsize"], capture_output=True, text=True, timeout=5
-            )
-            return int(out.stdout.strip()) / GB
-        except (OSError, ValueError, subprocess.SubprocessError):
-            return None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024 / GB
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def worker_memory_gb(base_model: str) -> float:
-    """One worker's memory for `base_model`: a local checkpoint's weight files plus
-    WORKER_OVERHEAD_GB; DEFAULT_MODEL_MEMORY_GB for a hub id (nothing to measure here)."""
-    path = Path(base_model).expanduser()
-    weights = sorted(path.glob("*.safetensors")) if path.is_dir() else []
-    if not weights:
-        return DEFAULT_MODEL_MEMORY_GB
-    return sum(w.stat().st_size for w in weights) / GB + WORKER_OVERHEAD_GB
 
 
 @dataclass(frozen=True)
@@ -96,6 +50,7 @@ class VariantCapacity:
     next_workers: int
     memory_gb_per_worker: float
     queue_depth: int | None  # messages waiting in its queue now; None: not known
+    memory_source: str = "given"  # measured, checkpoint, default, or given (--memory-gb)
     shadow_rate_per_hour: float = 0.0  # of rate_per_hour, shadow jobs
     next_shadow_rate_per_hour: float = 0.0
     shadow_queue_depth: int | None = None
@@ -179,7 +134,7 @@ def plan_capacity(
     *,
     window_hours: float,
     target_utilisation: float = 0.7,
-    memory_per_worker_gb: float | Mapping[str, float] = DEFAULT_MODEL_MEMORY_GB,
+    memory_per_worker_gb: float | Mapping[str, WorkerMemory] = DEFAULT_MODEL_MEMORY_GB,
     host_memory_gb: float = DEFAULT_HOST_MEMORY_GB,
     next_step: float | None = None,
     default_service_seconds: float = DEFAULT_SERVICE_SECONDS,
@@ -253,9 +208,9 @@ def plan_capacity(
                 f"assumed {default_service_seconds:g}s per job"
             )
         memory = (
-            memory_per_worker_gb.get(v, DEFAULT_MODEL_MEMORY_GB)
+            memory_per_worker_gb.get(v, WorkerMemory(DEFAULT_MODEL_MEMORY_GB, "default"))
             if isinstance(memory_per_worker_gb, Mapping)
-            else memory_per_worker_gb
+            else WorkerMemory(memory_per_worker_gb, "given")
         )
         variants.append(
             VariantCapacity(
@@ -270,7 +225,8 @@ def plan_capacity(
                 next_workers=_workers(
                     rate_next[v], per_job, target_utilisation, v in weighted_next
                 ),
-                memory_gb_per_worker=memory,
+                memory_gb_per_worker=memory.gb,
+                memory_source=memory.source,
                 queue_depth=(queue_depths or {}).get(queue_for(v)),
                 shadow_rate_per_hour=shadow_now[v],
                 next_shadow_rate_per_hour=shadow_next[v],
@@ -363,6 +319,11 @@ def render_plan(plan: CapacityPlan) -> str:
         f"Memory: now {plan.processes} processes = {plan.memory_gb:.1f} GB, next step "
         f"{plan.next_processes} = {plan.next_memory_gb:.1f} GB; "
         f"host budget {plan.host_memory_gb:g} GB",
+        "Per worker: "
+        + ", ".join(
+            f"{v.variant} {v.memory_gb_per_worker:.2f} GB ({v.memory_source})"
+            for v in plan.variants
+        ),
     ]
     lines.append(
         "service s: one job's inference time; worker s: the worker time a job costs, measured "

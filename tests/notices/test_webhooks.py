@@ -200,7 +200,7 @@ def test_a_receiver_that_never_answers_fails_within_the_time_out() -> None:
     assert not result.ok and not result.permanent
     assert time.monotonic() - started < 2
     closed = sender.post(f"http://127.0.0.1:{port}/", b"{}", "d-6")
-    assert not closed.ok and "Connection" in (closed.error or "")
+    assert not closed.ok and "Connection" in (closed.detail or "")
 
 
 def test_https_checks_the_certificate_against_the_urls_name_not_the_address(
@@ -217,7 +217,7 @@ def test_https_checks_the_certificate_against_the_urls_name_not_the_address(
         sender = WebhookSender(policy, SECRET, timeout=2, tls=trusted)
         assert sender.post(f"https://hooks.test:{receiver.port}/h", b"{}", "d-7").ok
         wrong = sender.post(f"https://other.test:{receiver.port}/h", b"{}", "d-8")
-        assert not wrong.ok and "CERTIFICATE_VERIFY_FAILED" in (wrong.error or "")
+        assert not wrong.ok and "CERTIFICATE_VERIFY_FAILED" in (wrong.detail or "")
     finally:
         receiver.close()
     assert len(receiver.requests) == 1

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 
 from jobs.contracts import Status
+from jobs.incidents import CLIENT_TEXT, IncidentKind
 from jobs.settings import Settings
 from producers.gateway.schemas import UNSENT
 from store import migrate
@@ -101,8 +102,12 @@ def test_an_unreachable_database_is_503(tmp_path: Path) -> None:
     for response in (job, submitted):
         assert response.status_code == 503, response.text
         assert response.json()["error"] == "database_unavailable"
-        # The driver's text (host, port, "connection refused") stays in the log.
-        assert response.json()["message"] == "The database is unavailable; try again shortly"
+        # The driver's text (host, port, "connection refused") stays in the log, under the
+        # reference the client reads.
+        body = response.json()
+        fixed = CLIENT_TEXT[IncidentKind.DATABASE]
+        assert body["message"] == f"{fixed} (reference {body['reference']})"
+        assert "127.0.0.1" not in response.text and "Connection refused" not in response.text
     assert health.status_code == 503
     assert health.json()["database"] == {"ok": False, "detail": "unreachable"}
     assert health.json()["broker"]["ok"] is True

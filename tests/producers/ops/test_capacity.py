@@ -13,18 +13,18 @@ from jobs.clock import utcnow
 from jobs.contracts import Assignment
 from jobs.variants import load_registry
 from producers.commands import capacity as capacity_command
-from producers.ops.capacity import (
+from producers.ops.capacity import next_weights, plan_capacity, render_plan
+from producers.ops.memory import (
     DEFAULT_MODEL_MEMORY_GB,
     WORKER_OVERHEAD_GB,
+    WorkerMemory,
     host_memory_gb,
-    next_weights,
-    plan_capacity,
-    render_plan,
     worker_memory_gb,
 )
 from producers.rollouts import RolloutStore
 from producers.services import Services
 from store.db import engine_for
+from store.repository import Repository
 from tests.producers.conftest import make_settings
 from tests.producers.crafted_jobs import Crafter
 
@@ -52,7 +52,9 @@ def test_workers_follow_arrival_rate_service_time_and_the_next_ladder_step(
 
     plan = plan_capacity(
         store.engine, load_registry(registry_file, "m"), store, window_hours=0.1,
-        memory_per_worker_gb={"base": 3.0, "fine_tuned": 3.5}, host_memory_gb=26.0,
+        memory_per_worker_gb={"base": WorkerMemory(3.0, "default"),
+                              "fine_tuned": WorkerMemory(3.5, "measured", 2)},
+        host_memory_gb=26.0,
         queue_depths={"advisor.base": 12, "advisor.fine_tuned": 0},
     )  # fmt: skip
 
@@ -102,13 +104,20 @@ def test_next_weights_climb_the_ladder_and_stop_at_full() -> None:
     assert next_weights({"base": 1.0}, None) == {"base": 1.0}
 
 
-def test_capacity_command_prints_the_plan_as_json(
-    sqlite_db: str, tmp_path: Path, registry_file: Path,
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+@pytest.fixture
+def command_services(
+    sqlite_db: str, tmp_path: Path, registry_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> Services:
+    """The capacity command's Services, on a half-and-half split of ansel."""
     rollout(sqlite_db, {"base": 0.5, "fine_tuned": 0.5})
-    settings = make_settings(tmp_path, sqlite_db, registry_file)
-    monkeypatch.setattr(capacity_command, "services", lambda: Services(settings))
+    services = Services(make_settings(tmp_path, sqlite_db, registry_file))
+    monkeypatch.setattr(capacity_command, "services", lambda: services)
+    return services
+
+
+def test_capacity_command_prints_the_plan_as_json(
+    command_services: Services, capsys: pytest.CaptureFixture[str]
+) -> None:
     args = argparse.Namespace(
         window_hours=24.0, target_utilisation=0.7, memory_gb=3.0, host_memory_gb=16.0,
         next_step=None, json=True,
@@ -199,3 +208,35 @@ def test_a_local_checkpoints_worker_memory_is_its_weights_plus_the_overhead(
     (tmp_path / "config.json").write_text("{}")
     assert worker_memory_gb(str(tmp_path)) == pytest.approx(0.002 + WORKER_OVERHEAD_GB)
     assert worker_memory_gb("mlx-community/Qwen3-VL-4B-Instruct-4bit") == DEFAULT_MODEL_MEMORY_GB
+
+
+def test_capacity_uses_each_variants_measured_peak_memory_and_says_so(
+    command_services: Services, capsys: pytest.CaptureFixture[str]
+) -> None:
+    services = command_services
+    fine_tuned = services.registry.get("fine_tuned")
+    repo = Repository(services.engine)
+    for worker, peak in (("ft-1", 1800.0), ("ft-2", 2400.0)):
+        repo.beat({"worker": worker, "variant": "fine_tuned", "queue": "advisor.fine_tuned",
+                   "host": "h", "pid": 1, "base_model": fine_tuned.base_model,
+                   "peak_rss_mb": peak})  # fmt: skip
+    # A peak measured on another base model says nothing of this one's workers.
+    repo.beat({"worker": "b-old", "variant": "base", "queue": "advisor.base", "host": "h",
+               "pid": 2, "base_model": "another/model", "peak_rss_mb": 9000.0})  # fmt: skip
+    args = argparse.Namespace(
+        window_hours=24.0, target_utilisation=0.7, memory_gb=None, host_memory_gb=64.0,
+        next_step=None, json=True,
+    )  # fmt: skip
+
+    assert capacity_command.cmd_capacity(args) == 0
+
+    rows = {v["variant"]: v for v in json.loads(capsys.readouterr().out)["variants"]}
+    assert rows["fine_tuned"]["memory_source"] == "measured"
+    assert rows["fine_tuned"]["memory_gb_per_worker"] == pytest.approx(2400 * 2**20 / 1e9)
+    assert rows["base"]["memory_source"] in ("default", "checkpoint")
+    assert rows["base"]["memory_gb_per_worker"] == pytest.approx(
+        worker_memory_gb(services.registry.get("base").base_model)
+    )
+    args.json = False
+    capacity_command.cmd_capacity(args)
+    assert "fine_tuned 2.52 GB (measured)" in capsys.readouterr().out

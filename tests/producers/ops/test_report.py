@@ -19,7 +19,7 @@ from jobs.clock import utcnow
 from jobs.contracts import Assignment, ErrorKind
 from jobs.settings import get_settings
 from producers import cli
-from producers.feedback import FeedbackStore
+from producers.feedback import FeedbackStore, FeedbackValues
 from producers.ops.report import build_report, compare_model_performance
 from producers.ops.report_text import render_report
 from producers.ops.sequential import MEANS_METHOD, MIN_PAIRS, PAIRED_METHOD
@@ -380,7 +380,9 @@ def test_feedback_decides_once_both_arms_have_enough_ratings(migrated_url: str) 
             crafter.succeed(job_id, scores_around(rng, 6.0))
             rating = min(5, max(1, round(rng.gauss(centre, 0.8))))
             says = rating >= 4
-            store.record(job_id, rating, helpful=says, simulated=variant == "base")
+            store.record(
+                job_id, FeedbackValues(rating=rating, helpful=says), simulated=variant == "base"
+            )
             ratings[variant].append(rating)
             helpful[variant].append(says)
 
