@@ -116,8 +116,9 @@ def job_rows(engine: Engine, stmt: Select[Any]) -> list[JobRow]:
     for r in fetched:
         started, completed = r.started_at, r.completed_at
         if is_text:
-            started = started and datetime.fromisoformat(started)
-            completed = completed and datetime.fromisoformat(completed)
+            # Stored as UTC without an offset: read aware, so no caller converts it per row.
+            started = started and datetime.fromisoformat(started + _UTC)
+            completed = completed and datetime.fromisoformat(completed + _UTC)
         if r.overall_score is not None:
             overall: float | None = r.overall_score
             names: tuple[str | None, ...] = DIMENSIONS
@@ -139,3 +140,4 @@ def job_rows(engine: Engine, stmt: Select[Any]) -> list[JobRow]:
 
 _NOTHING = (None,) * len(_PATHS)
 _FIRST_SCORE = len(_COLUMNS) + len(_TIMES)
+_UTC = "+00:00"
