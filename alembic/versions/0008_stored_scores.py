@@ -37,15 +37,11 @@ def _dimension_sql(dialect: str, index: int) -> str:
             f"WHERE jsonb_typeof(e.v->'name') = 'string' AND e.v->>'name' = {name} "
             "ORDER BY e.i LIMIT 1)"
         )
+    # Over el, each row's dimensions read once into (id, position, name, score type, score).
     return (
-        "(SELECT CASE WHEN json_type(jobs.llm_outputs, e.fullkey || '.score') IN "
-        "('integer', 'real') AND abs(json_extract(jobs.llm_outputs, e.fullkey || '.score')) "
-        f"<= {_FINITE} THEN CAST(json_extract(jobs.llm_outputs, e.fullkey || '.score') AS "
-        "INTEGER) END FROM json_each(jobs.llm_outputs, '$.dimensions') AS e "
-        "WHERE json_type(jobs.llm_outputs, '$.dimensions') = 'array' "
-        "AND json_type(jobs.llm_outputs, e.fullkey || '.name') = 'text' "
-        f"AND json_extract(jobs.llm_outputs, e.fullkey || '.name') = {name} "
-        "ORDER BY e.key LIMIT 1)"
+        f"(SELECT CASE WHEN el.st IN ('integer', 'real') AND abs(el.sc) <= {_FINITE} THEN "
+        "CAST(el.sc AS INTEGER) END FROM el WHERE el.id = jobs.id AND el.name = "
+        f"{name} ORDER BY el.k LIMIT 1)"
     )
 
 
@@ -54,21 +50,32 @@ def _backfill_sql(dialect: str) -> str:
     as store/scores.py's stored_scores() (a document that is not an object stores NULLs)."""
     dims = ", ".join(_dimension_sql(dialect, i) for i in range(len(DIMENSIONS)))
     if dialect == "postgresql":
+        # OFFSET 0 keeps the planner from inlining the jsonb cast into each of its uses.
         return (
             "UPDATE jobs SET overall_score = CASE WHEN jsonb_typeof(d.doc->'overall_score') = "
             "'number' AND abs((d.doc->>'overall_score')::numeric) <= "
             f"{_FINITE} THEN (d.doc->>'overall_score')::float8 END, "
             f"dimension_scores = json_build_array({dims}) "
             "FROM (SELECT id, llm_outputs::jsonb AS doc FROM jobs WHERE llm_outputs IS NOT NULL "
-            "AND json_typeof(llm_outputs) = 'object') AS d WHERE jobs.id = d.id"
+            "AND json_typeof(llm_outputs) = 'object' OFFSET 0) AS d WHERE jobs.id = d.id"
         )
-    score = "json_extract(llm_outputs, '$.overall_score')"
+    # SQLite parses a document at every JSON function: json_each reads each one once into its
+    # overall_score and dimensions, el reads those dimensions once (a valid document that
+    # starts with "{" is an object).
     return (
-        "UPDATE jobs SET overall_score = CASE WHEN json_type(llm_outputs, '$.overall_score') "
-        f"IN ('integer', 'real') AND abs({score}) <= {_FINITE} THEN {score} END, "
-        f"dimension_scores = json_array({dims}) "
-        "WHERE llm_outputs IS NOT NULL AND json_valid(llm_outputs) "
-        "AND json_type(llm_outputs) = 'object'"
+        "WITH s AS MATERIALIZED (SELECT jobs.id AS id, "
+        "max(CASE WHEN t.key = 'overall_score' THEN t.type END) AS t, "
+        "max(CASE WHEN t.key = 'overall_score' THEN t.atom END) AS v, "
+        "coalesce(max(CASE WHEN t.key = 'dimensions' AND t.type = 'array' THEN t.value END), "
+        "'[]') AS dims FROM jobs LEFT JOIN json_each(jobs.llm_outputs) AS t "
+        "WHERE jobs.llm_outputs IS NOT NULL AND json_valid(jobs.llm_outputs) "
+        "AND substr(ltrim(jobs.llm_outputs), 1, 1) = '{' GROUP BY jobs.id), "
+        "el AS MATERIALIZED (SELECT s.id AS id, e.key AS k, json_extract(e.value, '$.name') "
+        "AS name, json_type(e.value, '$.score') AS st, json_extract(e.value, '$.score') AS sc "
+        "FROM s, json_each(s.dims) AS e WHERE e.type = 'object') "
+        "UPDATE jobs SET overall_score = CASE WHEN s.t IN ('integer', 'real') AND "
+        f"abs(s.v) <= {_FINITE} THEN s.v END, dimension_scores = json_array({dims}) "
+        "FROM s WHERE jobs.id = s.id"
     )
 
 
