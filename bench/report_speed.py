@@ -165,11 +165,11 @@ def timed(build: Callable[..., Any], engine: Engine, repeats: int) -> list[float
 
 
 @contextmanager
-def database(kind: str, tmp: str, pg_admin: str) -> Iterator[str]:
-    """A fresh, migrated database of `kind`; a PostgreSQL one is dropped afterwards."""
+def database(kind: str, tmp: str, pg_admin: str, revision: str = "head") -> Iterator[str]:
+    """A fresh database of `kind` migrated to `revision`; a PostgreSQL one is dropped after."""
     if kind == "sqlite":
         url = f"sqlite:///{tmp}/report.db"
-        migrate.upgrade(url)
+        migrate.upgrade(url, revision)
         yield url
         return
     name = f"bench_report_{uuid.uuid4().hex[:12]}"
@@ -178,7 +178,7 @@ def database(kind: str, tmp: str, pg_admin: str) -> Iterator[str]:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
         url = pg_admin.rsplit("/", 1)[0] + f"/{name}"
-        migrate.upgrade(url)
+        migrate.upgrade(url, revision)
         yield url
     finally:
         with admin.connect() as conn:
