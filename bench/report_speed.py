@@ -1,6 +1,6 @@
 """The A/B report's time at 10,000 jobs and 1,000 shadow pairs, this tree against a baseline:
 `python -m bench.report_speed [--jobs N] [--pairs N] [--repeats R] [--baseline REF]
-[--database sqlite|postgresql]`.
+[--database sqlite|postgresql] [--no-canary]`.
 
 The baseline's producers/ops modules (default: where this branch left main, `git merge-base
 HEAD main`) are copied out of git into a temporary package, so both implementations run in
@@ -60,9 +60,10 @@ def _analysis(rng: random.Random, shift: float) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def populate(engine: Engine, jobs: int, pairs: int, seed: int = 1) -> None:
+def populate(engine: Engine, jobs: int, pairs: int, seed: int = 1, *, canary: bool = True) -> None:
     """`jobs` split jobs (90/10, 3% failed) plus `pairs` shadow jobs paired with some of them,
-    all within the 10% canary's exposure (so the report judges it over its exposure too)."""
+    all within the 10% canary's exposure (so the report judges it over its exposure too);
+    without `canary`, no rollout history (the window's verdicts only)."""
     rng = random.Random(seed)
     now = utcnow()
     rows = []
@@ -82,6 +83,8 @@ def populate(engine: Engine, jobs: int, pairs: int, seed: int = 1) -> None:
         rows.append({**shadow, "shadow_of": primary["id"]})
     with engine.begin() as conn:
         conn.execute(insert(Job), rows)
+    if not canary:
+        return
     RolloutStore(engine).set("ansel", {"base": 0.9, "fine_tuned": 0.1}, actor="bench",
                              reason="canary", known_variants={"base", "fine_tuned"})  # fmt: skip
     with engine.begin() as conn:
@@ -162,11 +165,11 @@ def timed(build: Callable[..., Any], engine: Engine, repeats: int) -> list[float
 
 
 @contextmanager
-def database(kind: str, tmp: str, pg_admin: str) -> Iterator[str]:
-    """A fresh, migrated database of `kind`; a PostgreSQL one is dropped afterwards."""
+def database(kind: str, tmp: str, pg_admin: str, revision: str = "head") -> Iterator[str]:
+    """A fresh database of `kind` migrated to `revision`; a PostgreSQL one is dropped after."""
     if kind == "sqlite":
         url = f"sqlite:///{tmp}/report.db"
-        migrate.upgrade(url)
+        migrate.upgrade(url, revision)
         yield url
         return
     name = f"bench_report_{uuid.uuid4().hex[:12]}"
@@ -175,7 +178,7 @@ def database(kind: str, tmp: str, pg_admin: str) -> Iterator[str]:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
         url = pg_admin.rsplit("/", 1)[0] + f"/{name}"
-        migrate.upgrade(url)
+        migrate.upgrade(url, revision)
         yield url
     finally:
         with admin.connect() as conn:
@@ -190,6 +193,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--baseline", help="a git ref (default: merge-base of HEAD and main)")
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--no-canary", action="store_true", help="no rollout history")
     parser.add_argument("--pg-admin", default=PG_ADMIN, help="a PostgreSQL URL to create it on")
     args = parser.parse_args()
     ref = (
@@ -200,7 +204,7 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp, database(args.database, tmp, args.pg_admin) as url:
         engine = engine_for(url)
-        populate(engine, args.jobs, args.pairs)
+        populate(engine, args.jobs, args.pairs, canary=not args.no_canary)
         old = old_build_report(Path(tmp), ref)
         new_s: list[float] = []
         old_s: list[float] = []
@@ -213,7 +217,8 @@ def main() -> None:
     def show(values: list[float]) -> str:
         return f"{statistics.median(values):.2f} s ({min(values):.2f}-{max(values):.2f})"
 
-    print(f"report on {args.database} at {args.jobs} jobs + {args.pairs} shadow pairs, "
+    history = "no rollout history" if args.no_canary else "a canary exposed"
+    print(f"report on {args.database} ({history}) at {args.jobs} jobs + {args.pairs} shadow pairs, "
           f"{args.repeats} runs each, median (min-max): this tree {show(new_s)}; baseline "
           f"{ref[:10]} {show(old_s)}; ratio "
           f"{statistics.median(old_s) / statistics.median(new_s):.1f}x; /dashboard/data "

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from jobs.contracts import BASE_VARIANT, Assignment, ErrorKind, Status
 from producers.ops.sequential import ALPHA, rate_above, two_sample
@@ -79,25 +80,30 @@ def judged(rows: Sequence[Any]) -> list[Any]:
     return sorted(kept, key=lambda r: r.completed_at)
 
 
-def _is_failure(row: Any) -> bool:
-    return bool(row.status == Status.FAILED)
+@dataclass(frozen=True)
+class _Outcomes:
+    """The candidate's and base's judged jobs as arrays, read once for every rate rule."""
+
+    is_candidate: NDArray[np.bool_]
+    failed: NDArray[np.bool_]
+    invalid: NDArray[np.bool_]
+
+    @classmethod
+    def of(cls, rows: Sequence[Any], variant: str) -> _Outcomes:
+        n = len(rows)
+        is_c = np.fromiter((r.variant == variant for r in rows), bool, n)
+        failed = np.fromiter((r.status == Status.FAILED for r in rows), bool, n)
+        invalid = np.fromiter((r.error_kind == ErrorKind.INVALID_OUTPUT for r in rows), bool, n)
+        return cls(is_c, failed, failed & invalid)
 
 
-def _is_invalid(row: Any) -> bool:
-    return bool(row.status == Status.FAILED and row.error_kind == ErrorKind.INVALID_OUTPUT)
-
-
-def _versus_base(
-    rule: str, rows: Sequence[Any], variant: str, bad: Any, limits: Limits
-) -> RuleCheck:
-    arms = [r for r in rows if r.variant in (variant, BASE_VARIANT)]
-    is_c = np.array([r.variant == variant for r in arms], dtype=bool)
-    is_bad = np.array([bad(r) for r in arms], dtype=bool)
+def _versus_base(rule: str, is_c: NDArray[np.bool_], is_bad: NDArray[np.bool_],
+                 limits: Limits) -> RuleCheck:  # fmt: skip
     # The candidate's share of the jobs finished before each one (smoothed): under "no
     # worse", the chance that a failure is the candidate's.
     before_c = np.concatenate([[0.0], np.cumsum(is_c)[:-1]])
-    share = (before_c + 1) / (np.arange(len(arms)) + 2)
-    test = rate_above(list(is_c[is_bad]), list(share[is_bad]), alpha=limits.alpha)
+    share = (before_c + 1) / (np.arange(len(is_c)) + 2)
+    test = rate_above(is_c[is_bad].tolist(), share[is_bad].tolist(), alpha=limits.alpha)
     n_c, n_b = int(is_c.sum()), int((~is_c).sum())
     c_rate = float(is_bad[is_c].mean()) if n_c else None
     b_rate = float(is_bad[~is_c].mean()) if n_b else None
@@ -106,11 +112,8 @@ def _versus_base(
                      test.is_significant and worse)  # fmt: skip
 
 
-def _cap(
-    rule: str, rows: Sequence[Any], variant: str, bad: Any, cap: float, alpha: float
-) -> RuleCheck:
-    mine = [bad(r) for r in rows if r.variant == variant]
-    test = rate_above(mine, cap, alpha=alpha)
+def _cap(rule: str, is_bad: NDArray[np.bool_], cap: float, alpha: float) -> RuleCheck:
+    test = rate_above(is_bad.tolist(), cap, alpha=alpha)
     return RuleCheck(rule, test.method, test.estimate, None, cap, test.n, test.p, test.log_lr,
                      test.is_significant)  # fmt: skip
 
@@ -143,16 +146,16 @@ def check_rules(rows: Sequence[Any], variant: str, limits: Limits | None = None)
     """Every rule for `variant` against base over `rows` (job rows with variant, status,
     error_kind, assignment, completed_at, inference_ms)."""
     lim = limits or Limits()
-    ordered = judged(rows)
+    ordered = [r for r in judged(rows) if r.variant in (variant, BASE_VARIANT)]
+    arms = _Outcomes.of(ordered, variant)
+    mine = arms.is_candidate
     return [
-        _versus_base("failure rate vs base", ordered, variant, _is_failure, lim),
-        _versus_base("invalid-output rate vs base", ordered, variant, _is_invalid, lim),
-        _cap("failure rate cap", ordered, variant, _is_failure, lim.max_failure_rate, lim.alpha),
+        _versus_base("failure rate vs base", mine, arms.failed, lim),
+        _versus_base("invalid-output rate vs base", mine, arms.invalid, lim),
+        _cap("failure rate cap", arms.failed[mine], lim.max_failure_rate, lim.alpha),
         _cap(
             "invalid-output rate cap",
-            ordered,
-            variant,
-            _is_invalid,
+            arms.invalid[mine],
             lim.max_invalid_output_rate,
             lim.alpha,
         ),  # fmt: skip

@@ -33,6 +33,7 @@ from producers.ops.verdicts import (
     Verdict,
     feedback_summaries,
     paired_comparisons,
+    verdict_arms,
     verdicts,
 )
 from store.models import Feedback, Job
@@ -160,14 +161,16 @@ def build_report(
 def _verdicts(engine: Engine, known: Known, advisor: str | None, now: datetime) -> list[Verdict]:
     """The window's verdicts, except that an exposed candidate is judged on its exposure
     (producers/ops/evidence.py), as the guard and its plan judge it."""
-    window = verdicts(known.rows, known.feedback)
-    advisors = {v.advisor for v in window} | ({advisor} if advisor is not None else set())
+    arms = verdict_arms(known.rows)
+    advisors = {name for name, _ in arms} | ({advisor} if advisor is not None else set())
     exposed = {
         (name, variant): verdict
         for name in sorted(advisors)
         for variant, verdict in exposure_verdicts(engine, name, now, known).items()
     }
-    shown = [exposed.pop((v.advisor, v.variant), v) for v in window]
+    # An exposed arm's window verdict would be replaced: it is not computed.
+    window = {(v.advisor, v.variant): v for v in verdicts(known.rows, known.feedback, skip=exposed)}
+    shown = [exposed.pop(key) if key in exposed else window[key] for key in arms]
     return shown + [exposed[key] for key in sorted(exposed)]
 
 

@@ -7,7 +7,18 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import JSON, ColumnElement, Engine, Select, case, func, null, select
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    Engine,
+    Select,
+    String,
+    case,
+    func,
+    null,
+    select,
+    type_coerce,
+)
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -16,9 +27,14 @@ from store.models import Job
 
 _COLUMNS = (
     Job.id, Job.advisor, Job.variant, Job.reassigned_from, Job.assignment, Job.weights_version,
-    Job.status, Job.started_at, Job.completed_at, Job.error_kind, Job.queue_wait_ms,
-    Job.inference_ms, Job.output_tokens, Job.shadow_of, Job.overall_score, Job.dimension_scores,
+    Job.status, Job.error_kind, Job.queue_wait_ms, Job.inference_ms, Job.output_tokens,
+    Job.shadow_of, Job.overall_score,
 )  # fmt: skip
+# The seven stored scores as integer columns: no JSON decoded per row in Python.
+_SCORES = tuple(
+    Job.dimension_scores[i].as_integer().label(f"score_{i}") for i in range(len(DIMENSIONS))
+)
+_TIMES = (Job.started_at, Job.completed_at)
 # Rows without stored scores: only these parts of llm_outputs are read (the texts around them
 # can be long), in one parse of the document per row: overall_score, then each dimension's
 # name and score.
@@ -77,14 +93,17 @@ def job_rows_query(dialect: str, *where: ColumnElement[bool]) -> Select[Any]:
         # json_extract with several paths parses the document once and returns a JSON array.
         paths = func.json_extract(Job.llm_outputs, *_sqlite_paths(), type_=JSON)
         extracted = case((unscored, paths), else_=null()).label("extracted")
-        return cast("Select[Any]", select(*_COLUMNS, extracted).where(*where))
+        # SQLite keeps times as ISO text: read it raw, job_rows() parses it in C.
+        times = [type_coerce(c, String).label(c.key) for c in _TIMES]
+        return cast("Select[Any]", select(*_COLUMNS, *times, *_SCORES, extracted).where(*where))
     # PostgreSQL re-parses a json value at every operator: cast it to jsonb once, then index.
     # OFFSET 0 keeps the planner from inlining the cast into each of the 15 paths.
     doc = case((unscored, sql_cast(Job.llm_outputs, JSONB)), else_=null())
-    rows = select(*_COLUMNS, doc.label("doc")).where(*where).offset(0).subquery()
+    inner = (*_COLUMNS, *_TIMES, *_SCORES, doc.label("doc"))
+    rows = select(*inner).where(*where).offset(0).subquery()
     parts = func.jsonb_build_array(*(rows.c.doc[path] for path in _PATHS), type_=JSON)
     built = case((rows.c.doc.is_not(None), parts), else_=null()).label("extracted")
-    columns = [rows.c[column.key] for column in _COLUMNS]
+    columns = [rows.c[column.key] for column in inner[:-1]]
     return cast("Select[Any]", select(*columns, built))
 
 
@@ -92,12 +111,18 @@ def job_rows(engine: Engine, stmt: Select[Any]) -> list[JobRow]:
     """Runs a `job_rows_query()` (with its filters) and builds the rows."""
     with engine.connect() as conn:
         fetched: Sequence[Any] = conn.execute(stmt).all()
+    is_text = engine.dialect.name == "sqlite"
     out = []
     for r in fetched:
+        started, completed = r.started_at, r.completed_at
+        if is_text:
+            # Stored as UTC without an offset: read aware, so no caller converts it per row.
+            started = started and datetime.fromisoformat(started + _UTC)
+            completed = completed and datetime.fromisoformat(completed + _UTC)
         if r.overall_score is not None:
             overall: float | None = r.overall_score
             names: tuple[str | None, ...] = DIMENSIONS
-            found = tuple(r.dimension_scores or _NO_SCORES)
+            found = r[_FIRST_SCORE : _FIRST_SCORE + len(DIMENSIONS)]
         else:
             parts = r.extracted or _NOTHING
             overall = float(parts[0]) if parts[0] is not None else None
@@ -106,7 +131,7 @@ def job_rows(engine: Engine, stmt: Select[Any]) -> list[JobRow]:
         out.append(
             JobRow(
                 r.id, r.advisor, r.variant, r.reassigned_from, r.assignment, r.weights_version,
-                r.status, r.started_at, r.completed_at, r.error_kind, r.queue_wait_ms,
+                r.status, started, completed, r.error_kind, r.queue_wait_ms,
                 r.inference_ms, r.output_tokens, r.shadow_of, overall, names, found, scores,
             )
         )  # fmt: skip
@@ -114,4 +139,5 @@ def job_rows(engine: Engine, stmt: Select[Any]) -> list[JobRow]:
 
 
 _NOTHING = (None,) * len(_PATHS)
-_NO_SCORES = (None,) * len(DIMENSIONS)
+_FIRST_SCORE = len(_COLUMNS) + len(_TIMES)
+_UTC = "+00:00"

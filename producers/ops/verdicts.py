@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -242,18 +242,31 @@ def _decision(variant: str, test: SequentialResult) -> str:
     return f"{variant} better" if test.estimate > 0 else f"{variant} worse"
 
 
+def _arms(split: Sequence[Any], pairs: Mapping[tuple[str, str], Any]) -> set[tuple[str, str]]:
+    return {(r.advisor, r.variant) for r in split if r.variant != BASE_VARIANT} | set(pairs)
+
+
+def verdict_arms(rows: Sequence[Any]) -> list[tuple[str, str]]:
+    """The (advisor, variant) pairs verdicts() judges over `rows`, in its order."""
+    return sorted(_arms([r for r in rows if r.assignment == Assignment.SPLIT], _pairs(rows)))
+
+
 def verdicts(
-    rows: Sequence[Any], feedback: Sequence[Any], *, alpha: float = ALPHA
+    rows: Sequence[Any],
+    feedback: Sequence[Any],
+    *,
+    alpha: float = ALPHA,
+    skip: Collection[tuple[str, str]] = (),
 ) -> list[Verdict]:
-    """One per (advisor, non-base variant with split jobs or pairs)."""
+    """One per (advisor, non-base variant with split jobs or pairs), except the arms in
+    `skip` (judged elsewhere by the caller)."""
     split = [r for r in rows if r.assignment == Assignment.SPLIT]
     pairs = _pairs(rows)
     ratings: dict[str, list[Any]] = defaultdict(list)
     for f in feedback:
         ratings[f.job_id].append(f)
-    arms = {(r.advisor, r.variant) for r in split if r.variant != BASE_VARIANT} | set(pairs)
     out = []
-    for advisor, variant in sorted(arms):
+    for advisor, variant in sorted(_arms(split, pairs) - set(skip)):
         mine = [r for r in split if r.advisor == advisor and r.variant in (variant, BASE_VARIANT)]
         guardrails = tuple(check_rules(mine, variant))
         out.append(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from typing import Any
 
 import pytest
 from sqlalchemy import inspect, select, text
@@ -12,6 +14,7 @@ from jobs.analysis import DIMENSIONS
 from store import migrate
 from store.db import engine_for
 from store.models import Base, Job
+from store.scores import stored_scores
 
 EXPECTED_TABLES = {
     "jobs", "images", "feedback", "rollouts", "rollout_events", "worker_heartbeats",
@@ -170,3 +173,52 @@ def test_the_stored_scores_revision_backfills_each_analysis_and_removes_its_colu
     assert "llm_outputs" in names and not names & {"overall_score", "dimension_scores"}
     migrate.upgrade(database_url)
     migrate.check(database_url)
+
+
+def test_the_stored_scores_backfill_gives_what_stored_scores_gives_for_varied_documents(
+    database_url: str,
+) -> None:
+    named = [{"name": n, "score": s} for n, s in zip(DIMENSIONS, range(1, 8), strict=True)]
+    docs: dict[str, Any] = {
+        "whole": {"overall_score": 6.43, "dimensions": named},
+        "no keys": {},
+        "strings": {"overall_score": "7", "dimensions": [{"name": DIMENSIONS[0], "score": "9"}]},
+        "booleans": {"overall_score": True,
+                     "dimensions": [{"name": DIMENSIONS[0], "score": False}]},
+        "fractions": {"overall_score": 0, "dimensions": [{"name": DIMENSIONS[1], "score": 7.9}]},
+        "repeated name": {"dimensions": [{"name": DIMENSIONS[2], "score": None},
+                                         {"name": DIMENSIONS[2], "score": 8}]},
+        "odd dimensions": {"overall_score": -1.5, "dimensions": [5, "x", None, [1],
+                                                                {"score": 4}, {"name": 3}]},
+        "dimensions not a list": {"overall_score": 4, "dimensions": {"name": DIMENSIONS[0]}},
+        "not an object": [1, 2, 3],
+        "a string": "text",
+        "huge": {"overall_score": 1.5e308, "dimensions": named[:2]},
+    }  # fmt: skip
+    if database_url.startswith("sqlite"):
+        # PostgreSQL's json refuses these; SQLite stores what Python's json writes.
+        docs["nan"] = {"overall_score": math.nan, "dimensions": [{"name": DIMENSIONS[0],
+                                                                  "score": math.inf}]}  # fmt: skip
+    migrate.upgrade(database_url, "0007")
+    engine = engine_for(database_url)
+    columns = (
+        "id, advisor, image_sha256, image_ref, subject, variant, model_used, assignment, "
+        "weights_version, status, attempts, queued_at, publish_attempts, progress, llm_outputs"
+    )
+    insert = text(
+        f"INSERT INTO jobs ({columns}) VALUES (:id, 'ansel', 'x', 'sha256:x', 's', 'base', "
+        "'base', 'split', 1, 'succeeded', 1, CURRENT_TIMESTAMP, 0, 0, :doc)"
+    )
+    with engine.begin() as conn:
+        for job_id, doc in docs.items():
+            conn.execute(insert, {"id": job_id, "doc": json.dumps(doc)})
+    migrate.upgrade(database_url)
+    with engine.connect() as conn:
+        stored = {
+            r.id: {"overall_score": r.overall_score, "dimension_scores": r.dimension_scores}
+            for r in conn.execute(select(Job.id, Job.overall_score, Job.dimension_scores))
+        }
+    expected = {job_id: stored_scores(doc if isinstance(doc, dict) else None)
+                for job_id, doc in docs.items()}  # fmt: skip
+    assert stored == expected
+    assert stored["whole"]["dimension_scores"] == [1, 2, 3, 4, 5, 6, 7]
