@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 from jobs.contracts import Status
 from store.models import Job
-from tests.faults.conftest import Stack, Tally, sweeping, tally, wait_final
+from tests.faults.conftest import Stack, Tally, sweeping, tally
 from tests.faults.servers import PostgresCluster, RedisServer
+from tests.support import wait_until_final
 
 JOBS = 6
 OUTAGE_SECONDS = 4
@@ -29,7 +30,7 @@ def test_no_finished_analysis_is_lost_while_postgresql_is_down_for_a_few_seconds
         pg_cluster.stop()
         time.sleep(OUTAGE_SECONDS)
         pg_cluster.start()
-        jobs = wait_final(stack.repo, ids, timeout=180)
+        jobs = wait_until_final(stack.repo, ids, timeout=180)
     result = tally(stack.repo, ids, [worker])
     log = worker.output()
     retries = log.count("giving up in")
