@@ -174,6 +174,9 @@ def adapter_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     return shared_dir(tmp_path_factory, f"adapter-{TINY_SEED}", build)
 
 
+# Modules whose use makes a test slow: processes, and fuzzing the whole API (a minute alone).
+SLOW_MODULES = frozenset({"subprocess", "multiprocessing", "schemathesis"})
+
 # -- test tiers -------------------------------------------------------------------------------
 
 
@@ -192,11 +195,16 @@ def _starts_subprocess(func: object, seen: set[int], depth: int = 0) -> bool:
         scope = getattr(func, "__globals__", {})
         for name in current.co_names:
             helper = scope.get(name)
-            module = getattr(helper, "__module__", "") or ""
-            if module.startswith("tests") and callable(helper):
-                target = getattr(helper, "__init__", helper) if isinstance(helper, type) else helper
-                if _starts_subprocess(target, seen, depth + 1):
+            if isinstance(helper, types.ModuleType):
+                if helper.__name__ in SLOW_MODULES:  # `import multiprocessing as mp`
                     return True
+                continue
+            module = getattr(helper, "__module__", "") or ""
+            if not (module.startswith("tests") and callable(helper)):
+                continue
+            targets = vars(helper).values() if isinstance(helper, type) else [helper]
+            if any(_starts_subprocess(t, seen, depth + 1) for t in targets):
+                return True
     return False
 
 
@@ -208,17 +216,17 @@ def _tier(item: pytest.Function) -> tuple[bool, str | None]:
     info = getattr(item, "_fixtureinfo", None)
     for name in info.names_closure if info else ():
         for fixturedef in info.name2fixturedefs.get(name, ()):
-            if _starts_subprocess(fixturedef.func, set()):
-                slow = True
-                # A module's or package's live stack: its tests share one process, so one stack.
-                if fixturedef.scope in ("module", "package"):
-                    group = f"{fixturedef.baseid or 'tests'}::{name}"
+            slow = slow or _starts_subprocess(fixturedef.func, set())
+            # A module's or package's fixture (a live stack, twenty generations) is built once
+            # per process: the tests sharing it run in one process, so it is built once.
+            if fixturedef.scope in ("module", "package"):
+                group = f"{fixturedef.baseid or 'tests'}::{name}"
     return slow, group
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tier by use: a test reaching a worker, gateway or server subprocess is `slow`, and tests
-    sharing a module- or package-scoped live stack run in one xdist group (`--dist loadgroup`)."""
+    """Tier by use: a test reaching a worker, gateway, server or any subprocess is `slow`, and
+    tests sharing a module- or package-scoped fixture run in one xdist group (`loadgroup`)."""
     for item in items:
         if not isinstance(item, pytest.Function):
             continue

@@ -26,13 +26,14 @@ from store.repository import Repository
 WORKER_BIN = [sys.executable, "-m", "advisor_worker.cli"]
 GATEWAY_BIN = [str(Path(sys.executable).parent / "advisor-gateway")]
 
-# Names whose use starts a worker, gateway or server subprocess: tests/conftest.py marks every
-# test that reaches one of them (directly, through a helper or through a fixture) `slow`.
+# Names whose use starts a process: a worker, the gateway, a server, a command or any other
+# subprocess. tests/conftest.py marks every test that reaches one of them (directly, through a
+# tests/ helper or through a fixture) `slow`, so `make test-fast` runs in-process tests only.
 SUBPROCESS_STARTERS = frozenset(
     {
         "start_worker", "running_workers", "start_workers", "start_processes", "start_gateway",
         "wait_until_ready", "running_flower", "PostgresCluster", "RedisServer", "Network",
-        "GATEWAY_BIN", "WORKER_BIN",
+        "GATEWAY_BIN", "WORKER_BIN", "script",
     }
 )  # fmt: skip
 
