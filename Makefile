@@ -37,7 +37,7 @@ test: $(STAMP) system-deps
 	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # No worker, gateway or server subprocess: the tier to run while editing.
-test-fast: $(STAMP)
+test-fast: $(STAMP) system-deps
 	$(VENV)/bin/pytest -m "not slow" -n $(TEST_WORKERS) --dist loadgroup
 
 check: lint test
