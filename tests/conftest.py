@@ -177,6 +177,8 @@ def adapter_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
 # Modules whose use makes a test slow: processes, and fuzzing the whole API (a minute alone).
 SLOW_MODULES = frozenset({"subprocess", "multiprocessing", "schemathesis"})
 
+SLOW_TIMEOUT = 900  # seconds; pyproject's 300 stays for the in-process tests
+
 # -- test tiers -------------------------------------------------------------------------------
 
 
@@ -233,5 +235,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         slow, group = _tier(item)
         if slow and not item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.slow)
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            # Subprocess tests beside three others on two cores take minutes, not seconds.
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT))
         if group is not None and not item.get_closest_marker("xdist_group"):
             item.add_marker(pytest.mark.xdist_group(group))
