@@ -4,7 +4,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 CHECK_DB := $(shell mktemp -u /tmp/advisor-check-XXXXXX).db
 
-.PHONY: check test lint demo system-deps demo-deps clean bench
+# Parallel test processes: the tests mostly wait on worker subprocesses and I/O, so more
+# processes than cores pay (docs/testing.md has the measurements).
+TEST_WORKERS ?= 4
+
+.PHONY: check test test-fast lint demo system-deps demo-deps clean bench
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,8 +32,13 @@ lint: $(STAMP)
 	ADVISOR_DATABASE_URL=sqlite:///$(CHECK_DB) $(VENV)/bin/alembic check
 	rm -f $(CHECK_DB)
 
+# Everything, in parallel; tests sharing a module's live stack stay on one process.
 test: $(STAMP) system-deps
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup
+
+# No worker, gateway or server subprocess: the tier to run while editing.
+test-fast: $(STAMP) system-deps
+	$(VENV)/bin/pytest -m "not slow" -n $(TEST_WORKERS) --dist loadgroup
 
 check: lint test
 

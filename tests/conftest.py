@@ -1,14 +1,22 @@
-"""Shared fixtures: real SQLite, PostgreSQL, Redis, RabbitMQ (absent: skip locally, fail in CI)."""
+"""Shared fixtures: real SQLite, PostgreSQL, Redis, RabbitMQ (absent: skip locally, fail in CI).
+
+Also the test tiers: every test that starts a worker, gateway or server subprocess is marked
+`slow` by what it uses (see `pytest_collection_modifyitems`), and the parallel run's shares.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
+import types
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
+
+from tests.support import SUBPROCESS_STARTERS
 
 PG_ADMIN_URL = os.environ.get("ADVISOR_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
@@ -76,20 +84,159 @@ def migrated_url(database_url: str) -> str:
     return database_url
 
 
-@pytest.fixture
-def redis_url() -> str:
-    """A Redis database index of its own on the shared server, flushed before use."""
+REDIS_CLAIM = "advisor-tests:db:{}"  # in db 0: which test process holds database index N
+
+
+@pytest.fixture(scope="session")
+def redis_db() -> Iterator[int]:
+    """A Redis database index (1-15) claimed by this test process alone for the session.
+
+    Claimed in db 0 with SET NX, so parallel workers and other test runs on the same server
+    never flush each other's database; the claim expires if the process dies.
+    """
     require_service("Redis", REDIS_HOST, REDIS_PORT)
     import redis
 
-    db = 1 + (os.getpid() % 14)
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db)
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=0)
+    try:
+        claimed = next(
+            (n for n in range(1, 16) if client.set(REDIS_CLAIM.format(n), owner, nx=True, ex=7200)),
+            None,
+        )
+        if claimed is None:
+            pytest.fail(
+                "Every Redis database 1-15 is claimed by another test process; wait for "
+                f"them to finish, or delete stale claims: redis-cli DEL {REDIS_CLAIM.format('N')}"
+            )
+        yield claimed
+        if client.get(REDIS_CLAIM.format(claimed)) == owner.encode():
+            client.delete(REDIS_CLAIM.format(claimed))
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis_url(redis_db: int) -> str:
+    """This process's own Redis database index on the shared server, flushed before use."""
+    import redis
+
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=redis_db)
     client.flushdb()
     client.close()
-    return f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_db}"
 
 
 @pytest.fixture
 def rabbitmq_url() -> str:
     require_service("RabbitMQ", RABBIT_HOST, RABBIT_PORT)
     return f"amqp://guest:guest@{RABBIT_HOST}:{RABBIT_PORT}//"
+
+
+def shared_dir(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], object]) -> Path:
+    """`name` built once per test run: parallel workers share it through a file lock."""
+    base = factory.getbasetemp()
+    # Under xdist each worker's base is gwN/ inside the run's own directory: share that one.
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    target = root / name
+    with FileLock(str(target) + ".lock"):
+        if not (target / ".built").exists():
+            build(target)
+            (target / ".built").touch()
+    return target
+
+
+TINY_SEED = 0
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The seeded tiny Qwen3-VL checkpoint, built once per run."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing can be downloaded here
+
+    def build(target: Path) -> None:
+        from advisor_worker.devtools.tiny_model import build_tiny_model
+
+        build_tiny_model(target, seed=TINY_SEED)
+
+    return shared_dir(tmp_path_factory, f"tiny-qwen3-vl-{TINY_SEED}", build)
+
+
+@pytest.fixture(scope="session")
+def adapter_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random MLX-format adapter for the tiny model, built once per run."""
+
+    def build(target: Path) -> None:
+        from advisor_worker.devtools.adapter_maker import write_random_adapter
+
+        write_random_adapter(tiny_model_dir, target, fmt="mlx")
+
+    return shared_dir(tmp_path_factory, f"adapter-{TINY_SEED}", build)
+
+
+# Modules whose use makes a test slow: processes, and fuzzing the whole API (a minute alone).
+SLOW_MODULES = frozenset({"subprocess", "multiprocessing", "schemathesis"})
+
+SLOW_TIMEOUT = 900  # seconds; pyproject's 300 stays for the in-process tests
+
+# -- test tiers -------------------------------------------------------------------------------
+
+
+def _starts_subprocess(func: object, seen: set[int], depth: int = 0) -> bool:
+    """Whether `func`, or a tests/ helper it names, names a subprocess starter."""
+    code = getattr(func, "__code__", None)
+    if code is None or id(code) in seen or depth > 4:
+        return False
+    seen.add(id(code))
+    codes = [code]
+    while codes:
+        current = codes.pop()
+        if SUBPROCESS_STARTERS.intersection(current.co_names):
+            return True
+        codes.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
+        scope = getattr(func, "__globals__", {})
+        for name in current.co_names:
+            helper = scope.get(name)
+            if isinstance(helper, types.ModuleType):
+                if helper.__name__ in SLOW_MODULES:  # `import multiprocessing as mp`
+                    return True
+                continue
+            module = getattr(helper, "__module__", "") or ""
+            if not (module.startswith("tests") and callable(helper)):
+                continue
+            targets = vars(helper).values() if isinstance(helper, type) else [helper]
+            if any(_starts_subprocess(t, seen, depth + 1) for t in targets):
+                return True
+    return False
+
+
+def _tier(item: pytest.Function) -> tuple[bool, str | None]:
+    """(starts a subprocess, the shared live fixture it needs on one process, if any)."""
+    seen: set[int] = set()
+    slow = _starts_subprocess(item.function, seen)
+    group = None
+    info = getattr(item, "_fixtureinfo", None)
+    for name in info.names_closure if info else ():
+        for fixturedef in info.name2fixturedefs.get(name, ()):
+            slow = slow or _starts_subprocess(fixturedef.func, set())
+            # A module's or package's fixture (a live stack, twenty generations) is built once
+            # per process: the tests sharing it run in one process, so it is built once.
+            if fixturedef.scope in ("module", "package"):
+                group = f"{fixturedef.baseid or 'tests'}::{name}"
+    return slow, group
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tier by use: a test reaching a worker, gateway, server or any subprocess is `slow`, and
+    tests sharing a module- or package-scoped fixture run in one xdist group (`loadgroup`)."""
+    for item in items:
+        if not isinstance(item, pytest.Function):
+            continue
+        slow, group = _tier(item)
+        if slow and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            # Subprocess tests beside three others on two cores take minutes, not seconds.
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT))
+        if group is not None and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(group))

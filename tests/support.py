@@ -1,7 +1,8 @@
-"""Test support: real worker subprocesses and the environment pointing them at test services."""
+"""Test support: the one stack helper (worker and gateway subprocesses) and the one final-wait."""
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -12,10 +13,37 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+from PIL import Image
+from sqlalchemy.exc import OperationalError
+
+from jobs.contracts import FINAL_STATUSES, Status
+from jobs.settings import Settings
 from store.db import engine_for
+from store.models import Job
 from store.repository import Repository
 
 WORKER_BIN = [sys.executable, "-m", "advisor_worker.cli"]
+GATEWAY_BIN = [str(Path(sys.executable).parent / "advisor-gateway")]
+
+# Names whose use starts a process: a worker, the gateway, a server, a command or any other
+# subprocess. tests/conftest.py marks every test that reaches one of them (directly, through a
+# tests/ helper or through a fixture) `slow`, so `make test-fast` runs in-process tests only.
+SUBPROCESS_STARTERS = frozenset(
+    {
+        "start_worker", "running_workers", "start_workers", "start_processes", "start_gateway",
+        "wait_until_ready", "running_flower", "PostgresCluster", "RedisServer", "Network",
+        "GATEWAY_BIN", "WORKER_BIN", "script",
+    }
+)  # fmt: skip
+
+
+def jpeg(seed: int, size: tuple[int, int] = (96, 64)) -> bytes:
+    """A small photo-like JPEG, different for every seed."""
+    img = Image.effect_mandelbrot(size, (-2 + seed * 0.01, -1, 1, 1), 30).convert("RGB")
+    buffer = io.BytesIO()
+    img.save(buffer, format="JPEG")
+    return buffer.getvalue()
 
 
 def script(name: str) -> list[str]:
@@ -39,6 +67,10 @@ class Env:
         env.update(extra)
         env.setdefault("HF_HUB_OFFLINE", "1")
         return env
+
+    def settings(self) -> Settings:
+        """The Settings a process started with this environment reads."""
+        return Settings(**{k.removeprefix("ADVISOR_").lower(): v for k, v in self.values.items()})
 
 
 @dataclass
@@ -65,10 +97,8 @@ class WorkerProcess:
         self.proc.wait()
 
 
-def start_worker(
-    env: Env, variant: str, log_dir: Path, *, ready_timeout: float = 120
-) -> WorkerProcess:
-    """Start `advisor-worker run --variant V` and wait until its heartbeat row appears."""
+def spawn_worker(env: Env, variant: str, log_dir: Path) -> WorkerProcess:
+    """Start `advisor-worker run --variant V`, not waiting for it."""
     log = log_dir / f"worker-{variant}-{time.monotonic_ns()}.log"
     with log.open("wb") as handle:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
@@ -77,7 +107,14 @@ def start_worker(
             stdout=handle,
             stderr=subprocess.STDOUT,
         )
-    worker = WorkerProcess(variant, proc, log)
+    return WorkerProcess(variant, proc, log)
+
+
+def start_worker(
+    env: Env, variant: str, log_dir: Path, *, ready_timeout: float = 180
+) -> WorkerProcess:
+    """Start `advisor-worker run --variant V` and wait until its heartbeat row appears."""
+    worker = spawn_worker(env, variant, log_dir)
     repo = Repository(engine_for(env.values["ADVISOR_DATABASE_URL"]))
     return wait_until_ready(worker, repo, ready_timeout)
 
@@ -91,7 +128,11 @@ def wait_until_ready(worker: WorkerProcess, repo: Repository, timeout: float) ->
                 f"worker {worker.variant} exited {worker.proc.returncode}:\n"
                 f"{worker.output()[-3000:]}"
             )
-        live = [hb for hb in repo.live_workers(60, worker.variant) if hb.pid == worker.proc.pid]
+        try:
+            beats = repo.live_workers(60, worker.variant)
+        except OperationalError:
+            beats = []  # a database a fault test has stopped: wait it out
+        live = [hb for hb in beats if hb.pid == worker.proc.pid]
         if live and "ready" in worker.output():
             return worker
         time.sleep(0.3)
@@ -103,30 +144,154 @@ def wait_until_ready(worker: WorkerProcess, repo: Repository, timeout: float) ->
 
 @contextmanager
 def running_workers(env: Env, variants: list[str], log_dir: Path) -> Iterator[list[WorkerProcess]]:
-    workers: list[WorkerProcess] = []
+    """Workers started together (their model loads overlap), each waited for, all stopped after."""
+    workers = [spawn_worker(env, variant, log_dir) for variant in variants]
     try:
-        for variant in variants:
-            workers.append(start_worker(env, variant, log_dir))
+        repo = Repository(engine_for(env.values["ADVISOR_DATABASE_URL"]))
+        for worker in workers:
+            wait_until_ready(worker, repo, 180)
         yield workers
     finally:
         for worker in workers:
             worker.terminate()
 
 
-def wait_until_final(repo: Repository, job_ids: list[str], timeout: float) -> None:
-    from jobs.contracts import FINAL_STATUSES, Status
+@dataclass
+class GatewayProcess:
+    """The real `advisor-gateway` on a port of its own."""
 
+    proc: subprocess.Popen[bytes]
+    log: Path
+    url: str
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def terminate(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=20)
+
+
+def start_gateway(
+    env: Env, log_dir: Path, port: int, ready_path: str = "/health"
+) -> GatewayProcess:
+    """Start `advisor-gateway --port P` and wait until `ready_path` answers."""
+    log = log_dir / f"gateway-{port}.log"
+    with log.open("wb") as handle:
+        proc = subprocess.Popen(
+            [*GATEWAY_BIN, "--port", str(port)], env=env.full(), stdout=handle,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    gateway = GatewayProcess(proc, log, f"http://127.0.0.1:{port}")
+    wait_for_http(gateway.url + ready_path, 60, proc, log)
+    return gateway
+
+
+def wait_for_http(
+    url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None, log: Path | None = None
+) -> None:
+    """Until `url` answers at all; a process that exits meanwhile fails with its log."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        jobs = [repo.get(j) for j in job_ids]
-        if all(Status(j.status) in FINAL_STATUSES for j in jobs):
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-3000:] if log else ""
+            raise AssertionError(f"process exited with {proc.returncode}:\n{tail}")
+        try:
+            httpx.get(url, timeout=2)
             return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} did not answer in {timeout}s")
+
+
+@dataclass
+class Stack:
+    """One test's services: the environment for subprocesses, matching Settings, its processes."""
+
+    root: Path
+    env: Env
+    settings: Settings
+    variant: str = "base"
+    workers: list[WorkerProcess] = field(default_factory=list)
+    gateway: GatewayProcess | None = None
+
+    @property
+    def repo(self) -> Repository:
+        return Repository(engine_for(self.settings.resolved_database_url))
+
+    @property
+    def url(self) -> str:
+        assert self.gateway is not None, "this stack runs no gateway"
+        return self.gateway.url
+
+    def client(self, **kwargs: object) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60, **kwargs)  # type: ignore[arg-type]
+
+    def gateway_output(self) -> str:
+        return self.gateway.output() if self.gateway else ""
+
+    def start_workers(
+        self, count: int = 1, variant: str | None = None, *, ready_timeout: float = 180
+    ) -> list[WorkerProcess]:
+        """Start `count` workers at once (their loads overlap), then wait for each to be ready."""
+        return self.start_processes([variant or self.variant] * count, ready_timeout=ready_timeout)
+
+    def start_processes(
+        self,
+        variants: list[str],
+        *,
+        gateway_port: int | None = None,
+        ready_path: str = "/health",
+        ready_timeout: float = 180,
+    ) -> list[WorkerProcess]:
+        """Workers of `variants` (and a gateway) started together, then each waited for."""
+        workers = [spawn_worker(self.env, variant, self.root) for variant in variants]
+        self.workers.extend(workers)
+        if gateway_port is not None:
+            self.gateway = start_gateway(self.env, self.root, gateway_port, ready_path)
+        for worker in workers:
+            wait_until_ready(worker, self.repo, ready_timeout)
+        return workers
+
+    def submit(self, count: int, *, first_seed: int = 0) -> list[str]:
+        """`count` photos for ansel on the stack's variant, through the client; all published."""
+        from producers import Client
+
+        with Client(self.settings) as client:
+            handles = client.submit_many(
+                [{"image": jpeg(first_seed + i), "advisor": "ansel", "variant": self.variant}
+                 for i in range(count)]
+            )  # fmt: skip
+        assert all(h.published for h in handles), [h.publish_error for h in handles]
+        return [h.id for h in handles]
+
+    def stop(self, timeout: float = 60) -> None:
+        """Workers get a warm shutdown, then the gateway stops."""
+        for worker in self.workers:
+            worker.terminate(timeout=timeout)
+        if self.gateway is not None:
+            self.gateway.terminate()
+
+
+def wait_until_final(repo: Repository, ids: list[str], timeout: float) -> dict[str, Job]:
+    """Until every job is final (in `ids` order); a database outage meanwhile is waited out."""
+    deadline = time.monotonic() + timeout
+    jobs: dict[str, Job] = {}
+    while time.monotonic() < deadline:
+        try:
+            found = {job.id: job for job in repo.find(Job.id.in_(ids))}
+        except OperationalError:
+            time.sleep(0.5)
+            continue
+        jobs = {i: found[i] for i in ids if i in found}
+        if len(jobs) == len(ids) and all(Status(j.status) in FINAL_STATUSES for j in jobs.values()):
+            return jobs
         time.sleep(0.3)
-    pending = {
-        j.id: j.status
-        for j in (repo.get(x) for x in job_ids)
-        if j.status not in ("succeeded", "failed")
-    }
-    raise AssertionError(
-        f"{len(pending)} jobs not final after {timeout}s: {list(pending.items())[:5]}"
-    )
+    pending = {i: jobs[i].status if i in jobs else "missing" for i in ids
+               if i not in jobs or Status(jobs[i].status) not in FINAL_STATUSES}  # fmt: skip
+    raise AssertionError(f"{len(pending)} of {len(ids)} jobs not final after {timeout}s: "
+                         f"{list(pending.items())[:5]}")  # fmt: skip

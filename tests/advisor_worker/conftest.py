@@ -1,4 +1,4 @@
-"""Worker fixtures: the seeded tiny Qwen3-VL checkpoint, built and loaded once per test session."""
+"""Worker fixtures: the tiny Qwen3-VL checkpoint (tests/conftest.py) loaded once per process."""
 
 from __future__ import annotations
 
@@ -11,15 +11,6 @@ import pytest
 
 # Nothing can be downloaded here; fail fast instead of trying the Hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-TINY_SEED = 0
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from advisor_worker.devtools.tiny_model import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen3-vl"), seed=TINY_SEED)
 
 
 @pytest.fixture(scope="session")

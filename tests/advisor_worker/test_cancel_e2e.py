@@ -64,7 +64,7 @@ def test_queued_and_running_jobs_cancel_and_a_finished_one_answers_409(
             answer = http.delete(f"/jobs/{victim.id}")
             assert answer.status_code == 202, answer.text
             while repo.get(victim.id).status == Status.RUNNING:
-                assert time.perf_counter() - started < 10, "the running job never stopped"
+                assert time.perf_counter() - started < 60, "the running job never stopped"
                 time.sleep(0.01)
             latency = time.perf_counter() - started
             others = [i for i in ids if i != victim.id]

@@ -28,11 +28,17 @@ from tests.support import running_workers, wait_until_final
 NOTIFY = {"notify": "app.critique_done", "notify_queue": "advisor.notify.app.results"}
 
 
+# Rounds far enough apart that the worker's fast path, right after each outcome, goes first
+# even on a busy machine; at 0.3 s a loaded worker lost every notice to the sweep.
+SWEEP_INTERVAL = 3.0
+
+
 @contextmanager
 def sweeping(services: Services) -> Iterator[None]:
     stop = threading.Event()
     thread = threading.Thread(target=sweeper(services).run_loop,
-                              kwargs={"interval": 0.3, "stop": stop}, daemon=True)  # fmt: skip
+                              kwargs={"interval": SWEEP_INTERVAL, "stop": stop},
+                              daemon=True)  # fmt: skip
     thread.start()
     try:
         yield
@@ -73,7 +79,7 @@ def test_each_finished_job_sends_one_task_and_one_signed_webhook(
             wait_until_final(repo, ids, timeout=120)
             wait_until(lambda: len(upstream.received()) >= len(ids)
                        and len(receiver.received) >= len(ids), 30, "every notice")  # fmt: skip
-            time.sleep(1.5)  # five more sweep rounds: nothing may arrive twice
+            time.sleep(2 * SWEEP_INTERVAL)  # two more sweep rounds: nothing may arrive twice
     finally:
         upstream.stop()
         receiver.stop()

@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import io
 import json
 import re
-import subprocess
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from PIL import Image
-from sqlalchemy.exc import OperationalError
 
-from advisor_worker.devtools.adapter_maker import write_random_adapter
 from jobs.broker import make_celery
 from jobs.contracts import FINAL_STATUSES, Status, queue_for
 from jobs.settings import Settings
-from producers import Client
 from producers.commands.sweep import sweeper
 from producers.ops.sweep import SweepReport
 from producers.services import Services
@@ -31,58 +24,16 @@ from store import migrate
 from store.db import engine_for
 from store.models import Job
 from store.repository import Repository
-from tests.advisor_worker.conftest import tiny_model_dir  # noqa: F401 - a fixture, re-exported
 from tests.faults.servers import PostgresCluster, RedisServer
-from tests.support import WORKER_BIN, Env, WorkerProcess, wait_until_ready
+from tests.support import Env, Stack, WorkerProcess
+from tests.support import jpeg as photo
 
-
-@dataclass
-class Stack:
-    """One test's service: environment for worker subprocesses, matching Settings, a repository."""
-
-    env: Env
-    settings: Settings
-    repo: Repository
-    variant: str
-    log_dir: Path
-    workers: list[WorkerProcess] = field(default_factory=list)
-
-    def start_workers(self, count: int, *, ready_timeout: float = 120) -> list[WorkerProcess]:
-        """Start `count` workers of the stack's variant at once, then wait for each to be ready."""
-        workers = []
-        for index in range(count):
-            log = self.log_dir / f"worker-{self.variant}-{index}-{time.monotonic_ns()}.log"
-            with log.open("wb") as handle:
-                proc = subprocess.Popen(
-                    [*WORKER_BIN, "run", "--variant", self.variant],
-                    env=self.env.full(), stdout=handle, stderr=subprocess.STDOUT,
-                )  # fmt: skip
-            workers.append(WorkerProcess(self.variant, proc, log))
-        self.workers.extend(workers)
-        for worker in workers:
-            wait_until_ready(worker, self.repo, ready_timeout)
-        return workers
-
-    def submit(self, count: int, *, first_seed: int = 0) -> list[str]:
-        with Client(self.settings) as client:
-            handles = client.submit_many(
-                [{"image": photo(first_seed + i), "advisor": "ansel", "variant": self.variant}
-                 for i in range(count)]
-            )  # fmt: skip
-        assert all(h.published for h in handles), [h.publish_error for h in handles]
-        return [h.id for h in handles]
-
-
-@pytest.fixture(scope="session")
-def adapter_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
-    return write_random_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapter") / "a", fmt="mlx")
+__all__ = ["Stack", "photo"]  # the one stack helper and photo, as fault tests import them
 
 
 @pytest.fixture
 def make_stack(
-    tmp_path: Path,
-    tiny_model_dir: Path,  # noqa: F811
-    adapter_dir: Path,
+    tmp_path: Path, tiny_model_dir: Path, adapter_dir: Path
 ) -> Iterator[Callable[..., Stack]]:
     """make_stack(database_url, broker_url, **ADVISOR_overrides) -> Stack; workers stopped after."""
     started: list[Stack] = []
@@ -108,16 +59,14 @@ def make_stack(
             "ADVISOR_TASK_TIME_LIMIT": "60",
             **{f"ADVISOR_{k.upper()}": v for k, v in overrides.items()},
         }
-        settings = Settings(**{k.removeprefix("ADVISOR_").lower(): v for k, v in values.items()})
-        stack = Stack(Env(values), settings, Repository(engine_for(database_url)), variant,
-                      tmp_path)  # fmt: skip
+        env = Env(values)
+        stack = Stack(tmp_path, env, env.settings(), variant)
         started.append(stack)
         return stack
 
     yield make
     for stack in started:
-        for worker in stack.workers:
-            worker.terminate(timeout=20)
+        stack.stop(timeout=20)
         if stack.settings.resolved_broker_url.startswith("amqp"):
             _delete_queue(stack.settings, stack.variant)
 
@@ -148,13 +97,6 @@ def pg_cluster() -> Iterator[PostgresCluster]:
     cluster.destroy()
 
 
-def photo(seed: int) -> bytes:
-    buffer = io.BytesIO()
-    img = Image.effect_mandelbrot((96, 64), (-2 + seed * 0.01, -1, 1, 1), 30).convert("RGB")
-    img.save(buffer, format="JPEG")
-    return buffer.getvalue()
-
-
 @contextmanager
 def sweeping(settings: Settings, interval: float = 0.5) -> Iterator[list[SweepReport]]:
     """The recovery sweep running in a thread, as Celery beat or `advisor sweep --loop` would."""
@@ -173,24 +115,6 @@ def sweeping(settings: Settings, interval: float = 0.5) -> Iterator[list[SweepRe
         stop.set()
         thread.join(timeout=60)
         services.close()
-
-
-def wait_final(repo: Repository, ids: list[str], timeout: float) -> dict[str, Job]:
-    """Until every job is final; a database outage meanwhile is waited out."""
-    deadline = time.monotonic() + timeout
-    jobs: dict[str, Job] = {}
-    while time.monotonic() < deadline:
-        try:
-            jobs = {job.id: job for job in repo.find(Job.id.in_(ids))}
-        except OperationalError:
-            time.sleep(0.5)
-            continue
-        if len(jobs) == len(ids) and all(Status(j.status) in FINAL_STATUSES for j in jobs.values()):
-            return jobs
-        time.sleep(0.3)
-    pending = {i: j.status for i, j in jobs.items() if Status(j.status) not in FINAL_STATUSES}
-    raise AssertionError(f"{len(pending)} of {len(ids)} jobs not final after {timeout}s: "
-                         f"{list(pending.items())[:5]}")  # fmt: skip
 
 
 _RESULT = re.compile(r"advisor\.analyze (\S+) -> (\w+)")

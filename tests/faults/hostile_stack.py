@@ -8,9 +8,6 @@ that no request or message was answered by accident.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -23,16 +20,14 @@ import psycopg
 import pytest
 
 from jobs.contracts import Assignment
-from jobs.settings import Settings
 from producers.keys import KeyStore, Scope
 from store import migrate
 from store.db import engine_for
 from store.models import Job
-from store.repository import Repository
 from store.submissions import NewJob
 from tests.conftest import PG_ADMIN_URL, free_port, require_service
 from tests.faults.servers import RedisServer
-from tests.support import Env, WorkerProcess, start_worker
+from tests.support import Env, Stack, WorkerProcess
 
 TOKEN = "hostile-operator-token"
 IDLE = "canary"  # registered, never served: jobs forced onto it stay queued
@@ -50,20 +45,15 @@ class Keys:
     revoked: str
 
 
-@dataclass
-class HostileStack:
-    root: Path
-    url: str
-    settings: Settings
-    env: Env
+@dataclass(kw_only=True)
+class HostileStack(Stack):
+    """The one stack helper with the gateway's API keys, and a single `base` worker."""
+
     keys: Keys
-    worker: WorkerProcess
-    gateway: subprocess.Popen[bytes]
-    gateway_log: Path
 
     @property
-    def repo(self) -> Repository:
-        return Repository(engine_for(self.settings.resolved_database_url))
+    def worker(self) -> WorkerProcess:
+        return self.workers[0]
 
     def rows(self) -> int:
         return len(self.repo.find())
@@ -81,8 +71,9 @@ class HostileStack:
         return job.id
 
     def assert_alive(self) -> None:
+        assert self.gateway is not None
         assert self.worker.proc.poll() is None, self.worker.output()[-3000:]
-        assert self.gateway.poll() is None, self.gateway_log.read_text()[-3000:]
+        assert self.gateway.proc.poll() is None, self.gateway.output()[-3000:]
 
 
 def png_bomb(side: int = 30_000) -> bytes:
@@ -113,18 +104,6 @@ def _database() -> Iterator[str]:
         engine_for(url).dispose()
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()[-3000:]
-        try:
-            httpx.get(url, timeout=2)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise AssertionError(f"{url} did not answer in 30 s")
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +145,6 @@ def hostile(
         "ADVISOR_KEY_RATE_PER_MINUTE": "600",
     }
     env = Env(values)
-    settings = Settings(**{k.removeprefix("ADVISOR_").lower(): v for k, v in values.items()})
     store = KeyStore(engine_for(database_url))
     keys = Keys(
         app=store.create("app")[1], other=store.create("other")[1],
@@ -175,31 +153,15 @@ def hostile(
         reader=store.create("reader", Scope.READ)[1], revoked=store.create("gone")[1],
     )  # fmt: skip
     store.revoke("gone")
-    port = free_port()
-    log = root / "gateway.log"
-    with log.open("wb") as handle:
-        gateway = subprocess.Popen(
-            [str(Path(sys.executable).parent / "advisor-gateway"), "--port", str(port)],
-            env=env.full(), stdout=handle, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    worker: WorkerProcess | None = None
+    stack = HostileStack(root, env, env.settings(), keys=keys)
     try:
-        worker = start_worker(env, "base", root)
-        url = f"http://127.0.0.1:{port}"
-        _wait_http(f"{url}/health", gateway, log)
-        yield HostileStack(root, url, settings, env, keys, worker, gateway, log)
+        stack.start_processes(["base"], gateway_port=free_port())
+        yield stack
     finally:
-        if worker is not None:
-            worker.terminate(timeout=30)
-        gateway.terminate()
-        try:
-            gateway.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            gateway.kill()
-            gateway.wait(timeout=20)
+        stack.stop(timeout=30)
         cleanup.close()
     # Every request was answered on purpose: the gateway never logged a traceback.
-    text = log.read_text(errors="replace")
+    text = stack.gateway_output()
     assert "Traceback" not in text, text[-5000:]
 
 

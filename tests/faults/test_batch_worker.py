@@ -18,8 +18,9 @@ from jobs.contracts import ANALYZE_TASK, Assignment, ErrorKind, Status
 from producers import Client, SubmitItem
 from store.models import Job
 from store.submissions import NewJob
-from tests.faults.conftest import Stack, Tally, sweeping, tally, wait_final
+from tests.faults.conftest import Stack, Tally, sweeping, tally
 from tests.faults.servers import RedisServer
+from tests.support import wait_until_final
 
 pytestmark = pytest.mark.slow
 # Width x height of the photos: each size gives a different image-token count.
@@ -74,7 +75,7 @@ def test_sixteen_jobs_of_mixed_sizes_succeed_with_several_generated_at_once(
     stack = make_stack(sqlite_url, redis_server.url, worker_batch="4", text_limit="48")
     stack.start_workers(1)
     ids = submit(stack, [photo(i, SIZES[i % len(SIZES)]) for i in range(16)])
-    jobs = list(wait_final(stack.repo, ids, timeout=180).values())
+    jobs = list(wait_until_final(stack.repo, ids, timeout=180).values())
 
     assert [j.status for j in jobs] == [Status.SUCCEEDED] * 16, [j.error for j in jobs]
     for job in jobs:
@@ -92,14 +93,14 @@ def test_greedy_outputs_at_batch_four_equal_the_same_jobs_at_batch_one(
     photos = [photo(i, SIZES[i % len(SIZES)]) for i in range(20)]
     alone = make_stack(sqlite_url, url, worker_batch="1", temperature="0", text_limit="32")
     [single] = alone.start_workers(1)
-    first = wait_final(alone.repo, (ids_one := submit(alone, photos)), timeout=240)
+    first = wait_until_final(alone.repo, (ids_one := submit(alone, photos)), timeout=240)
     assert single.terminate() == 0
     assert "batch 1)" in single.output()
 
     together = make_stack(sqlite_url, url, worker_batch="4", temperature="0", text_limit="32")
     [batching] = together.start_workers(1)
     assert "batch 4)" in batching.output()
-    second = wait_final(together.repo, (ids_four := submit(together, photos)), timeout=240)
+    second = wait_until_final(together.repo, (ids_four := submit(together, photos)), timeout=240)
 
     one = [first[i] for i in ids_one]
     four = [second[i] for i in ids_four]
@@ -133,7 +134,7 @@ def test_a_corrupt_image_and_a_timed_out_job_fail_alone_inside_a_batch(
                       soft_time_limit=soft_limit)  # fmt: skip
     app.close()
     good += submit(stack, [photo(i, SIZES[i]) for i in range(4, 8)])
-    jobs = wait_final(stack.repo, [*good, *crafted.values()], timeout=300)
+    jobs = wait_until_final(stack.repo, [*good, *crafted.values()], timeout=300)
 
     assert [jobs[i].status for i in good] == [Status.SUCCEEDED] * 8
     corrupt, slow = jobs[crafted["corrupt"]], jobs[crafted["slow"]]
@@ -165,7 +166,7 @@ def test_four_jobs_of_a_killed_batch_worker_finish_once_each_on_another_worker(
         wait_all_generating(stack, ids)
         victim.kill()
         [survivor] = stack.start_workers(1)
-        jobs = wait_final(stack.repo, ids, timeout=240)
+        jobs = wait_until_final(stack.repo, ids, timeout=240)
     result = tally(stack.repo, ids, [victim, survivor])
     print(result.line(f"kill -9 of a B=4 worker ({broker_url.split(':')[0]})"))
     assert result == Tally(sent=4, finished=4, succeeded=4, lost=0, duplicated=0)

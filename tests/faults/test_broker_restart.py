@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 from jobs.contracts import Status
 from store.models import Job
-from tests.faults.conftest import Stack, Tally, sweeping, tally, wait_final
+from tests.faults.conftest import Stack, Tally, sweeping, tally
 from tests.faults.servers import RedisServer
+from tests.support import wait_until_final
 
 JOBS = 50
 
@@ -26,13 +27,15 @@ def test_fifty_jobs_succeed_once_each_across_a_redis_restart_that_loses_every_me
             time.sleep(0.2)
         redis_server.restart()
         queued_at_restart = len(stack.repo.find(Job.id.in_(ids), Job.status == Status.QUEUED))
-        jobs = wait_final(stack.repo, ids, timeout=300)
+        jobs = wait_until_final(stack.repo, ids, timeout=300)
     result = tally(stack.repo, ids, workers)
     print(result.line("redis restart"), f"queued_at_restart={queued_at_restart}",
           f"resent={sum(len(r.resent) for r in reports)}")  # fmt: skip
     assert result == Tally(sent=JOBS, finished=JOBS, succeeded=JOBS, lost=0, duplicated=0)
-    # The restart really lost messages, and the sweep is what brought them back.
+    # The restart really lost messages, and the sweep is what brought them back. Each worker
+    # may hold one message it received before the restart and had not yet started (prefetch
+    # 1): that job was still queued when counted, and needed no resend.
     assert queued_at_restart > 0
-    assert sum(len(r.resent) for r in reports) >= queued_at_restart
+    assert sum(len(r.resent) for r in reports) >= queued_at_restart - len(workers)
     assert all(job.attempts == 1 for job in jobs.values())
     assert all(worker.proc.poll() is None for worker in workers)

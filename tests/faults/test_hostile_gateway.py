@@ -46,6 +46,7 @@ from tests.faults.hostile_stack import (
     hostile,
     png_bomb,
 )
+from tests.support import wait_until_final
 
 __all__ = ["hostile"]  # the module fixture, imported for pytest
 pytestmark = pytest.mark.slow
@@ -680,13 +681,7 @@ def _send(stack: HostileStack, payload: dict[str, Any]) -> None:
 
 
 def wait_final(stack: HostileStack, ids: list[str], timeout: float = 90) -> list[Job]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        jobs = [stack.repo.get(i) for i in ids]
-        if all(j.status in (Status.SUCCEEDED, Status.FAILED) for j in jobs):
-            return jobs
-        time.sleep(0.3)
-    raise AssertionError(f"not final after {timeout}s: {[(j.id, j.status) for j in jobs]}")
+    return list(wait_until_final(stack.repo, ids, timeout).values())
 
 
 def test_notice_rows_planted_with_broker_keys_fail_and_leave_the_worker_alive(

@@ -18,8 +18,9 @@ from jobs.contracts import ANALYZE_TASK, Assignment, ErrorKind, Status
 from producers.commands.sweep import sweeper
 from producers.services import Services
 from store.submissions import NewJob
-from tests.faults.conftest import Stack, Tally, photo, tally, wait_final
+from tests.faults.conftest import Stack, Tally, photo, tally
 from tests.faults.servers import RedisServer
+from tests.support import wait_until_final
 
 
 class TouchOnUnpickle:
@@ -136,9 +137,9 @@ def test_pickles_broken_messages_and_escaping_or_oversize_images_are_refused_by_
     stack.repo.mark_published([typed_job, garbled_job, *image_jobs.values(), *unreadable])
 
     [worker] = stack.start_workers(1)
-    jobs = wait_final(stack.repo, [typed_job, garbled_job, *image_jobs.values()], timeout=90)
+    jobs = wait_until_final(stack.repo, [typed_job, garbled_job, *image_jobs.values()], timeout=90)
     good = stack.submit(1, first_seed=5)
-    jobs.update(wait_final(stack.repo, good, timeout=90))
+    jobs.update(wait_until_final(stack.repo, good, timeout=90))
     assert worker.proc.poll() is None
     assert not marker.exists()
     # An undecodable body names no job the worker could trust: its row stays queued until the
@@ -147,7 +148,7 @@ def test_pickles_broken_messages_and_escaping_or_oversize_images_are_refused_by_
     time.sleep(stack.settings.worker_live_window)
     with Services(stack.settings) as services:
         assert sorted(sweeper(services).sweep().resent) == sorted(unreadable)
-    jobs.update(wait_final(stack.repo, unreadable, timeout=60))
+    jobs.update(wait_until_final(stack.repo, unreadable, timeout=60))
     sent = [*unreadable, garbled_job, typed_job, *image_jobs.values(), *good]
     result = tally(stack.repo, sent, [worker])
     print(result.line("hostile input"))

@@ -27,9 +27,9 @@ from store.db import engine_for
 from store.models import Job
 from store.repository import Repository
 from tests.conftest import free_port
-from tests.faults.conftest import Tally, sweeping, tally, wait_final
+from tests.faults.conftest import Tally, sweeping, tally
 from tests.faults.netns import NetnsPostgres, Network, require_netns, start_in, wait_port
-from tests.support import WORKER_BIN, Env, WorkerProcess, wait_until_ready
+from tests.support import WORKER_BIN, Env, WorkerProcess, wait_until_final, wait_until_ready
 
 pytestmark = pytest.mark.slow
 CUT_SECONDS = 20
@@ -193,7 +193,7 @@ def serves_again(hosts: Hosts, k: int, first_seed: int, timeout: float = 90) -> 
     while time.monotonic() < deadline:
         ids = hosts.submit(4, first_seed + len(sent))
         sent += ids
-        done = wait_final(hosts.repo, ids, timeout=120)
+        done = wait_until_final(hosts.repo, ids, timeout=120)
         if any(job.worker == name for job in done.values()):
             return sent
     raise AssertionError(f"worker host {k} took no job within {timeout}s")
@@ -212,13 +212,13 @@ def test_a_cut_off_worker_host_loses_no_job_and_serves_again_without_a_restart(
         cut_at = time.monotonic()
         time.sleep(CUT_SECONDS)
         hosts.network.restore(1)
-        jobs = wait_final(hosts.repo, first, timeout=180)
+        jobs = wait_until_final(hosts.repo, first, timeout=180)
         recovered = serves_again(hosts, 1, first_seed=100)
         # 2. Worker host 1 loses PostgreSQL only; Redis still delivers to it.
         hosts.network.block_port(1, hosts.pg_port)
         blocked_at = utcnow()
         second = hosts.submit(6, first_seed=200)
-        jobs.update(wait_final(hosts.repo, second, timeout=180))
+        jobs.update(wait_until_final(hosts.repo, second, timeout=180))
         assert not hosts.is_live(1), "worker host 1 still beat while cut from PostgreSQL"
         hosts.network.unblock_port(1, hosts.pg_port)
         again = serves_again(hosts, 1, first_seed=300)

@@ -12,7 +12,8 @@ import psycopg
 from advisor_worker.watchdog import EXIT_HARD_LIMIT
 from jobs.contracts import ErrorKind, Status
 from store.models import Job
-from tests.faults.conftest import Stack, Tally, sweeping, tally, wait_final
+from tests.faults.conftest import Stack, Tally, sweeping, tally
+from tests.support import wait_until_final
 
 
 def test_a_generation_past_the_soft_limit_fails_as_timeout_and_keeps_its_partial_output(
@@ -29,7 +30,7 @@ def test_a_generation_past_the_soft_limit_fails_as_timeout_and_keeps_its_partial
     assert stack.settings.soft_time_limit == 4
     [worker] = stack.start_workers(1)
     ids = stack.submit(1)
-    job = wait_final(stack.repo, ids, timeout=60)[ids[0]]
+    job = wait_until_final(stack.repo, ids, timeout=60)[ids[0]]
     print(tally(stack.repo, ids, [worker]).line("soft time limit"), f"tokens={job.output_tokens}")
     assert (job.status, job.error_kind) == (Status.FAILED, ErrorKind.TIMEOUT), job.error
     assert job.error is not None and "Soft time limit of 4s" in job.error
@@ -80,7 +81,7 @@ def test_a_job_that_hangs_its_worker_every_time_is_ended_by_the_watchdog_then_gi
             print(f"attempt {attempt}: worker exited {code} {elapsed:.1f}s after the lock")
             assert code == EXIT_HARD_LIMIT
             assert "ran past the hard time limit of 6s" in holder.output()
-        job = wait_final(stack.repo, [job_id], timeout=60)[job_id]
+        job = wait_until_final(stack.repo, [job_id], timeout=60)[job_id]
     result = tally(stack.repo, [job_id], workers)
     print(result.line("poison"), f"attempts={job.attempts}")
     assert result == Tally(sent=1, finished=1, succeeded=0, lost=0, duplicated=0)

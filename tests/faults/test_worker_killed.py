@@ -9,7 +9,8 @@ import pytest
 
 from jobs.contracts import Status
 from store.models import Job
-from tests.faults.conftest import Stack, Tally, sweeping, tally, wait_final
+from tests.faults.conftest import Stack, Tally, sweeping, tally
+from tests.support import wait_until_final
 
 
 @pytest.fixture(params=["redis", "rabbitmq"])
@@ -47,7 +48,7 @@ def test_a_job_whose_worker_is_killed_mid_generation_succeeds_once_on_another_wo
         held = {j.id for j in stack.repo.find(Job.id.in_(ids)) if j.worker == victim.worker
                 and j.status == Status.RUNNING}  # fmt: skip
         killed.kill()
-        jobs = wait_final(stack.repo, ids, timeout=150)
+        jobs = wait_until_final(stack.repo, ids, timeout=150)
     result = tally(stack.repo, ids, workers)
     print(result.line(f"kill -9 mid-generation ({broker_url.split(':')[0]})"))
     assert result == Tally(sent=2, finished=2, succeeded=2, lost=0, duplicated=0)

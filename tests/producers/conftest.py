@@ -6,10 +6,8 @@ import base64
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,9 @@ from jobs.settings import Settings
 from store import migrate
 from store.db import engine_for
 from store.repository import Repository
-from tests.conftest import IN_CI, free_port, is_listening
+from tests.faults.servers import RedisServer
+
+__all__ = ["RedisServer"]  # the one private Redis helper, as producer tests import it
 
 FINE_TUNED_ADVISOR = "ansel"  # the registry's fine_tuned variant serves only this advisor
 OTHER_ADVISOR = "weston"
@@ -126,43 +126,9 @@ def run_python(code: str, env: dict[str, str], timeout: float = 30) -> str:
     return out.stdout
 
 
-class RedisServer:
-    """A redis-server of the test's own, so it can be stopped and started again."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--daemonize", "no", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while not is_listening("127.0.0.1", self.port):
-            assert self.proc.poll() is None, "redis-server exited at start"
-            assert time.monotonic() < deadline, "redis-server did not start in 10 s"
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-        self.proc = None
-
-
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    if shutil.which("redis-server") is None:
-        if IN_CI:
-            pytest.fail("redis-server is not installed (CI=true: services are required)")
-        pytest.skip("redis-server is not installed")
+    """A redis-server of the test's own, so it can be stopped and started again."""
     server = RedisServer(tmp_path)
     server.start()
     yield server

@@ -231,15 +231,18 @@ def test_wait_follows_progress_until_the_job_succeeds(services: Services, client
         repo = services.repository
         assert repo.start(handle.id, "w1", lease_seconds=30, max_attempts=3) is StartOutcome.STARTED
         for tokens in (10, 20, 30):
-            time.sleep(0.15)
             repo.record_progress(handle.id, "w1", tokens, lease_seconds=30)
+            # Each step waits until the waiter reported it: a busy machine may poll late.
+            deadline = time.monotonic() + 20
+            while (Status.RUNNING, tokens) not in seen and time.monotonic() < deadline:
+                time.sleep(0.01)
         repo.succeed(handle.id, "w1", Outcome({"overall_score": 7.0}, "{}", 5, 30, 450, "1"))
 
     seen: list[tuple[str, int]] = []
     worker = threading.Thread(target=play_worker)
     worker.start()
     job = client.wait(
-        handle.id, timeout=10, poll=0.05, on_update=lambda j: seen.append((j.status, j.progress))
+        handle.id, timeout=90, poll=0.05, on_update=lambda j: seen.append((j.status, j.progress))
     )
     worker.join()
     assert job.status == Status.SUCCEEDED and job.llm_outputs == {"overall_score": 7.0}

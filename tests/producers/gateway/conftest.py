@@ -2,46 +2,33 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
-from PIL import Image
 
 from jobs.settings import Settings
 from producers.gateway import create_app
 from producers.gateway.app import uvicorn_options
 from store import migrate
-from store.db import engine_for
-from store.repository import Repository
-from tests.conftest import free_port
-from tests.support import Env, WorkerProcess, start_worker
+from tests.conftest import free_port, shared_dir
+from tests.support import WORKER_BIN, Env, Stack, jpeg, wait_for_http
+
+__all__ = ["Stack", "jpeg", "wait_for_http"]  # the shared helpers, as gateway tests import them
 
 TOKEN = "gateway-test-token"
 # No worker serves this variant: jobs forced onto it stay queued (a deterministic "not yet").
 IDLE_VARIANT = "canary"
 # Small enough that tests exceed it with a few MB.
 MAX_BODY_BYTES = 2_000_000
-WORKER_BIN = [sys.executable, "-m", "advisor_worker.cli"]
-
-
-def jpeg(seed: int, size: tuple[int, int] = (96, 64)) -> bytes:
-    """A small photo-like JPEG, different for every seed."""
-    img = Image.effect_mandelbrot(size, (-2 + seed * 0.01, -1, 1, 1), 30).convert("RGB")
-    buffer = io.BytesIO()
-    img.save(buffer, format="JPEG")
-    return buffer.getvalue()
 
 
 def follow(client: httpx.Client, job_id: str, timeout: float = 120) -> dict[str, Any]:
@@ -52,19 +39,6 @@ def follow(client: httpx.Client, job_id: str, timeout: float = 120) -> dict[str,
         if job["status"] in ("succeeded", "failed") or time.monotonic() > deadline:
             return job
         time.sleep(0.2)
-
-
-def wait_for_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"gateway exited with {proc.returncode}")
-        try:
-            httpx.get(url, timeout=2)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise AssertionError(f"{url} did not answer in {timeout}s")
 
 
 class ThreadGateway:
@@ -93,28 +67,6 @@ class ThreadGateway:
     def __exit__(self, *_exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=20)
-
-
-@dataclass
-class Stack:
-    """A migrated SQLite database, the embedded broker, base + fine_tuned workers, a gateway."""
-
-    root: Path
-    env: Env
-    settings: Settings
-    url: str
-    workers: list[WorkerProcess]
-    gateway_log: Path
-
-    @property
-    def repo(self) -> Repository:
-        return Repository(engine_for(self.settings.resolved_database_url))
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=60)
-
-    def gateway_output(self) -> str:
-        return self.gateway_log.read_text(errors="replace")
 
 
 def _worker_tool(args: list[str], env: Env) -> None:
@@ -169,13 +121,16 @@ def settings_of(env: Env, **overrides: object) -> Settings:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The tiny model and a random PEFT adapter, built by `advisor-worker` in subprocesses
-    (the test process itself stays MLX-free, like every producer)."""
-    root = tmp_path_factory.mktemp("gateway-model")
-    env = Env({})
-    _worker_tool(["build-tiny-model", str(root / "tiny")], env)
-    _worker_tool(
-        ["make-adapter", str(root / "tiny"), str(root / "adapter"), "--format", "peft"], env
-    )
+    (the test process itself stays MLX-free, like every producer); once per run."""
+
+    def build(root: Path) -> None:
+        env = Env({})
+        _worker_tool(["build-tiny-model", str(root / "tiny")], env)
+        _worker_tool(
+            ["make-adapter", str(root / "tiny"), str(root / "adapter"), "--format", "peft"], env
+        )
+
+    root = shared_dir(tmp_path_factory, "gateway-model", build)
     return root / "tiny", root / "adapter"
 
 
@@ -199,31 +154,17 @@ def stack(
     database_url = f"sqlite:///{root / 'advisor.db'}"
     migrate.upgrade(database_url)
     env = stack_env(root, model_dir, database_url, f"sqla+sqlite:///{root / 'broker.db'}")
-    port = free_port()
-    log = root / "gateway.log"
-    workers: list[WorkerProcess] = []
-    with log.open("wb") as handle:
-        gateway = subprocess.Popen(
-            [str(Path(sys.executable).parent / "advisor-gateway"), "--port", str(port)],
-            env=env.full(), stdout=handle, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    stack = Stack(root, env, settings_of(env))
     try:
-        for variant in ("base", "fine_tuned"):
-            workers.append(start_worker(env, variant, root))
-        url = f"http://127.0.0.1:{port}"
-        wait_for_http(f"{url}/openapi.json", 30, gateway)
-        yield Stack(root, env, settings_of(env), url, workers, log)
+        stack.start_processes(
+            ["base", "fine_tuned"], gateway_port=free_port(), ready_path="/openapi.json"
+        )
+        yield stack
     finally:
-        for worker in workers:
-            worker.terminate()
-        gateway.terminate()
-        try:
-            gateway.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            gateway.kill()
-            gateway.wait()
+        stack.stop()
     # Every request the tests made was answered on purpose: no traceback in the gateway's log.
-    assert "Traceback" not in log.read_text(errors="replace"), log.read_text()[-5000:]
+    log = stack.gateway_output()
+    assert "Traceback" not in log, log[-5000:]
 
 
 def in_ci() -> bool:
