@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from advisor_worker.batching import generate_json
-from advisor_worker.devtools.tiny_model import ADDED_TOKENS
+from advisor_worker.devtools.qwen_vocab import ADDED_TOKENS
 from advisor_worker.errors import InvalidOutput
 from advisor_worker.generation import GenerationResult
 from advisor_worker.structured import apply_token_bitmask, json_schema_constraint
