@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx_vlm.sample_utils import apply_top_k, apply_top_p
+from mlx_vlm.sample_utils import apply_top_p
 from mlx_vlm.tokenizer_utils import make_streaming_detokenizer
 from PIL import Image
 
@@ -155,8 +155,17 @@ class _GumbelSampling:
         key = mx.random.key((self.seed * 1_000_003 + self.position) & 0xFFFFFFFF)
         self.position += 1
         scores = logits.astype(mx.float32)
-        if 0 < self.top_k < scores.shape[-1]:
-            scores = apply_top_k(scores - mx.logsumexp(scores, axis=-1, keepdims=True), self.top_k)
+        vocab = scores.shape[-1]
+        if not 0 < self.top_k < vocab:
+            return self._perturbed(scores, key)
+        # Only the top k can be drawn: temper, nucleus-filter and perturb those k alone, not
+        # all 151,936 (a sort of the whole vocabulary cost more than the model's step).
+        candidates = mx.argpartition(-scores, kth=self.top_k - 1, axis=-1)[..., : self.top_k]
+        perturbed = self._perturbed(mx.take_along_axis(scores, candidates, axis=-1), key)
+        floor = mx.full(scores.shape, -mx.inf, dtype=mx.float32)
+        return mx.put_along_axis(floor, candidates, perturbed, axis=-1)
+
+    def _perturbed(self, scores: mx.array, key: mx.array) -> mx.array:
         scores = scores / self.temperature
         scores = scores - mx.logsumexp(scores, axis=-1, keepdims=True)
         if 0 < self.top_p < 1:

@@ -244,6 +244,8 @@ def test_the_compiled_constraint_is_reused_for_the_same_tokenizer_and_schema(
     assert first is again
     assert other is not first
     assert first.new_processor() is not first.new_processor()
+    # Each schema compiles its own grammar over the one llguidance tokenizer.
+    assert other.llg_tokenizer is first.llg_tokenizer
 
 
 def test_a_schema_llguidance_cannot_enforce_is_refused(tiny_model: tuple[Any, Any]) -> None:
