@@ -16,9 +16,10 @@ from mlx_vlm import load
 
 from advisor_worker import prompts
 from advisor_worker.batching import BatchScheduler, GenerationJob
+from advisor_worker.devtools.workload import REAL_SHAPE_TEXT_LIMIT
 from advisor_worker.generation import model_geometry
 from advisor_worker.structured import apply_token_bitmask, json_schema_constraint
-from bench import launcher, models
+from bench import forcing, launcher, models
 from bench.decoding import REAL_VOCAB
 from bench.serving import ADVISOR, settings_for
 from bench.stats import Figure, Goal, Section, table
@@ -37,9 +38,8 @@ from store.repository import Repository
 # `mlx_vlm.generate` is also a function the package re-exports; import the module itself.
 _ar = importlib.import_module("mlx_vlm.generate.ar")
 
-# Long critiques on the medium model: about 700-800 output tokens at the 1,018-token
-# vocabulary (16 gave ~340, so prefill weighed far more than on a Mac's real critique).
-LONG_TEXT_LIMIT = 48
+# Critiques of about 1,000 output tokens, as a Mac's real ones (advisor_worker.devtools.workload).
+LONG_TEXT_LIMIT = REAL_SHAPE_TEXT_LIMIT
 # Photo sizes of jobs that arrive together (different image-token counts per row).
 MIXED_SIZES = [(320, 240), (240, 320), (448, 224), (256, 256)]
 
@@ -307,7 +307,9 @@ def sections(
     worker = run(target, workdir, size, batches, jobs_per_row)
     model_dir = models.ensure_model(workdir, size)
     settings = settings_for(target, workdir, model_dir, f"batching-{size}")
-    return [worker, scheduler_section(model_dir, settings, models.label(model_dir, size), 3)]
+    label = models.label(model_dir, size)
+    return [worker, scheduler_section(model_dir, settings, label, 3),
+            forcing.section(model_dir, label, jobs=max(2, jobs_per_row * 2))]  # fmt: skip
 
 
 def run(
