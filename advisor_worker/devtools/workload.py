@@ -33,7 +33,7 @@ __all__ = [
 
 REAL_SHAPE_ADVISOR = "ansel"
 # The schema's string bound that lands the random-weight models' critiques in the range below.
-REAL_SHAPE_TEXT_LIMIT = 200
+REAL_SHAPE_TEXT_LIMIT = 240
 OUTPUT_TOKEN_RANGE = (900, 1100)
 # The worker's default cap (ADVISOR_MAX_OUTPUT_TOKENS): a critique is never cut short.
 REAL_SHAPE_MAX_TOKENS = 2400
