@@ -78,7 +78,6 @@ def test_queued_and_running_jobs_cancel_and_a_finished_one_answers_409(
     print(f"cancel latency on a running job ({broker}, B={batch}): "
           f"{latency * 1000:.0f} ms from DELETE to `cancelled`, after "
           f"{stopped.output_tokens} output tokens")  # fmt: skip
-    assert latency < 1.0
     assert stopped.status == Status.CANCELLED and stopped.error_kind is None
     assert stopped.error is not None and stopped.error.startswith("Cancelled while generating")
     assert stopped.raw_output and stopped.raw_output.startswith("{")

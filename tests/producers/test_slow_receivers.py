@@ -45,8 +45,9 @@ def test_one_slow_receiver_does_not_delay_another_receivers_notices(
                 target=lambda: rounds.append(services.courier.deliver_due(by="test"))
             )
             sending.start()
-            wait_until(lambda: len(fast.received) == 3, 10, "the fast receiver's notices", 0.02)
+            wait_until(lambda: len(fast.received) == 3, 30, "the fast receiver's notices", 0.02)
             fast_s = time.monotonic() - started
+            slow_still_sending = sending.is_alive()
             sending.join(30)
             round_s = time.monotonic() - started
             [done] = rounds
@@ -57,8 +58,9 @@ def test_one_slow_receiver_does_not_delay_another_receivers_notices(
           f"fast receiver's 3 notices in {fast_s:.2f}s")  # fmt: skip
     assert sorted(fast.by_job()) == sorted(fast_ids)
     assert len(done.delivered) == 3 and len(done.retrying) == 3
-    assert fast_s < TIMEOUT  # not behind the slow one's 3 x 1 s
-    assert round_s < 3 * TIMEOUT + 1.5
+    assert slow_still_sending  # the fast one's notices did not wait behind the slow one's
+    # Each attempt is cut at its deadline: without it one attempt drips for ~20 s.
+    assert round_s < 3 * TIMEOUT + 10
 
 
 def test_the_sweep_recovers_a_dead_workers_job_while_a_slow_receiver_drips(
@@ -74,6 +76,9 @@ def test_the_sweep_recovers_a_dead_workers_job_while_a_slow_receiver_drips(
             first_started = time.monotonic()
             sweep.sweep()  # starts sending the 5 slow notices (about 5 s)
             first_s = time.monotonic() - first_started
+            sending_after_first = (
+                sweep._notices._thread is not None and sweep._notices._thread.is_alive()
+            )
             dead = client.submit(photo(20), "ansel")
             Crafter(services.engine).start(dead.id)
             with services.engine.begin() as conn:  # its worker died: the lease lapsed
@@ -82,10 +87,12 @@ def test_the_sweep_recovers_a_dead_workers_job_while_a_slow_receiver_drips(
             started = time.monotonic()
             report = sweep.sweep()
             recovery_s = time.monotonic() - started
+            sending_after_recovery = sweep._notices._thread.is_alive()
             wait_until(lambda: not sweep._notices._thread.is_alive(), 15, "the slow round")
     finally:
         slow.close()
     print(f"sweep with a slow receiver: first round {first_s:.2f}s, "
           f"recovery of a dead worker's job {recovery_s:.2f}s")  # fmt: skip
     assert report.requeued == [dead.id]
-    assert first_s < 1.0 and recovery_s < 1.0  # not 5 x the attempt deadline
+    # Both sweeps returned while the slow notices were still being sent: neither waited on them.
+    assert sending_after_first and sending_after_recovery
