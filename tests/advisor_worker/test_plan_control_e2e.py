@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,12 +26,11 @@ from producers.ops.plan_gate import check_gate
 from producers.ops.plan_rounds import STEP_KIND
 from producers.ops.plans import ABORT_KIND, PlanControl
 from producers.plans import Plan, PlanStatus, PlanStore
-from store.db import engine_for
 from store.models import RolloutEvent
 from store.repository import Repository
 from tests.advisor_worker.test_plan_e2e import PER_ARM, subjects_for
 from tests.advisor_worker.test_worker_e2e import photo, settings_of, setup_env
-from tests.conftest import PG_ADMIN_URL, require_service
+from tests.conftest import postgres_database
 from tests.support import Env, WorkerProcess, start_worker, wait_until_final
 
 MIN_MINUTES = 0.05  # 3 s a step
@@ -119,17 +117,8 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
 
 @pytest.fixture(scope="module")
 def pg_database() -> Iterator[str]:
-    require_service("PostgreSQL", "127.0.0.1", 5432)
-    import psycopg
-
-    name = f"advisor_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-    yield f"{url}/{name}"
-    engine_for(f"{url}/{name}").dispose()
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

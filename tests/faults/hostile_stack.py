@@ -11,12 +11,11 @@ import json
 import uuid
 import zlib
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 
 from jobs.contracts import Assignment
@@ -25,7 +24,7 @@ from store import migrate
 from store.db import engine_for
 from store.models import Job
 from store.submissions import NewJob
-from tests.conftest import PG_ADMIN_URL, free_port, require_service
+from tests.conftest import free_port, postgres_database
 from tests.faults.servers import RedisServer
 from tests.support import Env, Stack, WorkerProcess
 
@@ -90,22 +89,6 @@ def png_bomb(side: int = 30_000) -> bytes:
     )
 
 
-@contextmanager
-def _database() -> Iterator[str]:
-    require_service("PostgreSQL", "127.0.0.1", 5432)
-    name = f"advisor_hostile_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-    url = f"{base}/{name}"
-    try:
-        yield url
-    finally:
-        engine_for(url).dispose()
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pytest.fixture(scope="module")
 def hostile(
     tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, adapter_dir: Path
@@ -116,7 +99,7 @@ def hostile(
     redis_server = RedisServer(root)
     redis_server.start()
     cleanup.callback(redis_server.stop)
-    database_url = cleanup.enter_context(_database())
+    database_url = cleanup.enter_context(postgres_database("advisor_hostile"))
     migrate.upgrade(database_url)
     registry = root / "registry.json"
     entry = {"adapter": str(adapter_dir), "advisors": ["ansel"]}

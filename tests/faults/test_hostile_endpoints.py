@@ -8,7 +8,6 @@ Each case is a 4xx (or a usage or not-found exit) with a message naming the prob
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +22,7 @@ from producers import Client, Services, cli
 from producers.gateway import create_app
 from store import migrate
 from store.models import Delivery, Feedback, Job, RolloutPlan
-from tests.conftest import REDIS_HOST, REDIS_PORT, require_service
-from tests.faults.hostile_stack import _database as fresh_database
+from tests.conftest import REDIS_HOST, REDIS_PORT, postgres_database
 from tests.producers.conftest import make_settings, photo, settings_env
 from tests.producers.crafted_jobs import Crafter
 
@@ -173,12 +171,11 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def databases() -> Iterator[tuple[str, str]]:
-    """A PostgreSQL database and a Redis index of this module's own, for all its cases."""
-    require_service("Redis", REDIS_HOST, REDIS_PORT)
-    index = 1 + (os.getpid() + 7) % 14
+def databases(redis_db: int) -> Iterator[tuple[str, str]]:
+    """A PostgreSQL database of this module's own and this test process's Redis index."""
+    index = redis_db
     redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=index).flushdb()
-    with fresh_database() as postgres:
+    with postgres_database("advisor_hostile") as postgres:
         yield postgres, f"redis://{REDIS_HOST}:{REDIS_PORT}/{index}"
 
 
