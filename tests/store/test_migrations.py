@@ -133,19 +133,21 @@ def test_the_rollout_plans_revision_adds_and_removes_only_its_table(database_url
     migrate.check(database_url)
 
 
+# A succeeded job as revision 0007 stores it, its analysis document in :doc.
+SUCCEEDED_AT_0007 = text(
+    "INSERT INTO jobs (id, advisor, image_sha256, image_ref, subject, variant, model_used, "
+    "assignment, weights_version, status, attempts, queued_at, publish_attempts, progress, "
+    "llm_outputs) VALUES (:id, 'ansel', 'x', 'sha256:x', 's', 'base', 'base', 'split', 1, "
+    "'succeeded', 1, CURRENT_TIMESTAMP, 0, 0, :doc)"
+)
+
+
 def test_the_stored_scores_revision_backfills_each_analysis_and_removes_its_columns(
     database_url: str,
 ) -> None:
     migrate.upgrade(database_url, "0007")
     engine = engine_for(database_url)
-    columns = (
-        "id, advisor, image_sha256, image_ref, subject, variant, model_used, assignment, "
-        "weights_version, status, attempts, queued_at, publish_attempts, progress, llm_outputs"
-    )
-    insert = text(
-        f"INSERT INTO jobs ({columns}) VALUES (:id, 'ansel', 'x', 'sha256:x', 's', 'base', "
-        "'base', 'split', 1, 'succeeded', 1, CURRENT_TIMESTAMP, 0, 0, :doc)"
-    )
+    insert = SUCCEEDED_AT_0007
     whole = {"overall_score": 6.43, "dimensions": [
         {"name": n, "score": s} for n, s in zip(DIMENSIONS, (7, 6, 8, 5, 6, 7, 6), strict=True)
     ]}  # fmt: skip
@@ -201,14 +203,7 @@ def test_the_stored_scores_backfill_gives_what_stored_scores_gives_for_varied_do
                                                                   "score": math.inf}]}  # fmt: skip
     migrate.upgrade(database_url, "0007")
     engine = engine_for(database_url)
-    columns = (
-        "id, advisor, image_sha256, image_ref, subject, variant, model_used, assignment, "
-        "weights_version, status, attempts, queued_at, publish_attempts, progress, llm_outputs"
-    )
-    insert = text(
-        f"INSERT INTO jobs ({columns}) VALUES (:id, 'ansel', 'x', 'sha256:x', 's', 'base', "
-        "'base', 'split', 1, 'succeeded', 1, CURRENT_TIMESTAMP, 0, 0, :doc)"
-    )
+    insert = SUCCEEDED_AT_0007
     with engine.begin() as conn:
         for job_id, doc in docs.items():
             conn.execute(insert, {"id": job_id, "doc": json.dumps(doc)})
