@@ -112,13 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, SQLAlchemyError):
             line, way_out = database_problem(exc)
             return _outage(exc, f"advisor: {line}; {way_out}", as_json, command, way_out)
-        # The one catch-all: a bug, not bad input. One line here; the traceback in the log.
-        logging.getLogger("advisor").debug("Unexpected error", exc_info=exc)
-        line = (
-            f"advisor: internal error ({type(exc).__name__}); run with ADVISOR_LOG_LEVEL=DEBUG "
-            "for the traceback and report it"
-        )
-        return _outage(exc, line, as_json, command, "")
+        return _internal(exc, as_json, command)
 
 
 def _failed(
@@ -145,6 +139,20 @@ def _outage(exc: BaseException, line: str, as_json: bool, command: str, way_out:
     found = incident(exc, f"advisor {command}", with_traceback=False)
     message = f"{found.text}; {way_out}" if way_out else found.text
     return _failed(exc, line, EXIT_FAILED, True, message, reference=found.reference)
+
+
+def _internal(exc: BaseException, as_json: bool, command: str) -> int:
+    """The one catch-all: a bug, not bad input. Its traceback goes to the log at ERROR under an
+    incident reference, whatever the log level, so a failure seen once can be read afterwards;
+    the last stderr line and the JSON name the reference, and the JSON nothing internal."""
+    from jobs.incidents import IncidentKind, incident
+
+    found = incident(exc, f"advisor {command}", kind=IncidentKind.INTERNAL)
+    line = (
+        f"advisor: internal error ({type(exc).__name__}, reference {found.reference}); its "
+        "traceback is logged above: report it"
+    )
+    return _failed(exc, line, EXIT_FAILED, as_json, found.text, reference=found.reference)
 
 
 def database_problem(exc: SQLAlchemyError) -> tuple[str, str]:

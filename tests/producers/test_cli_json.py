@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,6 +132,33 @@ def test_every_command_under_json_answers_its_errors_as_json(
     if case in ("advisor", "variant"):
         # The refusal names the known ones: the way out.
         assert "known" in error["message"], error
+
+
+def test_a_bug_logs_its_traceback_at_error_under_the_reference_the_json_gives(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    from producers.commands import jobs
+
+    bug = AttributeError("'NoneType' object has no attribute 'pid'")
+
+    def broken(_args: argparse.Namespace) -> int:
+        raise bug
+
+    monkeypatch.setattr(jobs, "cmd_status", broken)  # a fault injected into one command
+    with caplog.at_level(logging.ERROR):
+        status = cli.main(["status", NO_JOB, "--json"])
+    out, err = capsys.readouterr()
+    assert status == 1
+    error = json.loads(out)
+    reference = error["reference"]
+    # The client reads the fixed text and the reference; the operator's log has the rest.
+    assert error["message"] == f"Internal error (reference {reference})", error
+    assert "NoneType" not in out
+    [logged] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert reference in logged.getMessage() and logged.exc_info is not None
+    assert logged.exc_info[1] is bug
+    assert reference in err.strip().splitlines()[-1]
 
 
 @pytest.mark.parametrize("argv", [["status", NO_JOB], ["report"], ["rollout", "show"],
