@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -44,10 +44,11 @@ class Capture:
 
     @property
     def is_empty(self) -> bool:
-        return all(value is None for value in asdict(self).values())
+        return all(value is None for value in vars(self).values())
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # The fields are plain values: a copy of them, not asdict's deep copy (once per submit).
+        return dict(vars(self))
 
 
 def read_capture(exif: Image.Exif) -> Capture:
