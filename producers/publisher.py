@@ -77,7 +77,7 @@ class Publisher:
                         # each at once.
                         with producer.batch(max_size=BATCH_OPERATIONS):
                             for job in chunk:
-                                self._send(job, producer, declared)
+                                self._send(job, producer, declared, retry=not is_batched)
                                 done += 1
                     except self._errors as exc:
                         # A failed pipeline's delivery is uncertain: its whole chunk counts as
@@ -103,9 +103,12 @@ class Publisher:
             )
         return result
 
-    def _send(self, job: Job, producer: Any, declared: set[str]) -> None:
+    def _send(self, job: Job, producer: Any, declared: set[str], *, retry: bool) -> None:
         """What `send_task` does for this message, without its per-message routing, queue
-        copies and argument reprs: the same task message and task-sent event (Flower)."""
+        copies and argument reprs: the same task message and task-sent event (Flower).
+
+        `retry`: each publish under kombu's retry policy. A batched publish only buffers (its
+        chunk fails or goes out as a whole at the batch's end), so it has nothing to retry."""
         # A shadow job waits in its variant's shadow queue, served only when the worker is idle.
         is_shadow = job.shadow_of is not None
         name = queue_of(job.variant, is_shadow=is_shadow)
@@ -123,7 +126,7 @@ class Publisher:
         )  # fmt: skip
         producer.publish(
             body, exchange="", routing_key=name, serializer="json", headers=headers,
-            delivery_mode=self._delivery_mode, retry=True, retry_policy=SEND_RETRY_POLICY,
+            delivery_mode=self._delivery_mode, retry=retry, retry_policy=SEND_RETRY_POLICY,
             **properties,
         )  # fmt: skip
         # The task-sent event as send_task's dispatcher makes it, its exchange declared once.
@@ -137,7 +140,7 @@ class Publisher:
         producer.publish(
             sent, routing_key="task.sent", exchange=events.exchange.name,
             serializer=events.serializer, headers=events.headers,
-            delivery_mode=events.delivery_mode, retry=True, retry_policy=SEND_RETRY_POLICY,
+            delivery_mode=events.delivery_mode, retry=retry, retry_policy=SEND_RETRY_POLICY,
         )  # fmt: skip
 
     def _describe(self, exc: BaseException) -> str:
