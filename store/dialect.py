@@ -1,19 +1,53 @@
-"""What differs between the two databases we run on: the ON CONFLICT insert, storable text,
-and commits that need not wait for the disk."""
+"""What differs between the two databases we run on: the ON CONFLICT insert, bulk inserts,
+storable text, and commits that need not wait for the disk."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, insert, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
 
 
 def insert_for(engine: Engine, table: Any) -> Any:
     """An INSERT into `table` that offers this engine's on_conflict_do_nothing/do_update."""
     builder = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
     return builder(table)
+
+
+def insert_new(conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+    """INSERT into `table` (a Table) rows that cannot conflict (fresh ids, no client key), each
+    with the same keys.
+
+    PostgreSQL takes them by one COPY, with no statement per row: 0.02-0.06 ms a row here
+    against 0.07-0.11 for psycopg's pipelined executemany (200 job rows). SQLite: executemany.
+    """
+    if not rows:
+        return
+    dialect = conn.dialect
+    if dialect.name != "postgresql":
+        conn.execute(insert(table), rows)
+        return
+    names = list(rows[0])
+    if skipped := [c.name for c in table.columns if c.default is not None and c.name not in names]:
+        raise ValueError(f"COPY applies no Python-side default: give {skipped} in each row")
+    # The values the driver gets from an INSERT (JSON serialized as SQLAlchemy does it).
+    binds = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names]
+    quote = dialect.identifier_preparer.quote
+    statement = f"COPY {quote(table.name)} ({', '.join(map(quote, names))}) FROM STDIN"
+    driver = conn.connection.driver_connection
+    pairs = list(zip(names, binds, strict=True))
+    try:
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
+            for row in rows:
+                copy.write_row([row[n] if bind is None else bind(row[n]) for n, bind in pairs])
+    except dialect.loaded_dbapi.Error as exc:
+        # Callers handle SQLAlchemy's errors (unreachable, unmigrated); the driver's are mapped
+        # as an execute() would map them.
+        raise DBAPIError.instance(statement, None, exc, dialect.loaded_dbapi.Error) from exc
 
 
 def storable(text: str) -> str:

@@ -13,7 +13,7 @@ from sqlalchemy import (
 
 from jobs.clock import as_utc
 from jobs.errors import AmbiguousJobId, JobNotFound
-from store.models import Job, StoredImage
+from store.models import Job, StoredImage, detached
 
 # A job id as typed: the full UUID, or a prefix of at least 8 hex digits (what lists print).
 MIN_PREFIX_DIGITS = 8
@@ -83,4 +83,4 @@ class Reader:
 
 def job_from_row(row: Any) -> Job:
     values = {k: as_utc(v) if isinstance(v, datetime) else v for k, v in row._mapping.items()}
-    return Job(**values)
+    return detached(Job, values)

@@ -25,8 +25,8 @@ from jobs.contracts import (
     model_used_for,
 )
 from jobs.errors import IdempotencyConflict, QuotaExceeded
-from store.dialect import insert_for
-from store.models import ApiKey, Delivery, Job, StoredImage
+from store.dialect import insert_for, insert_new
+from store.models import ApiKey, Delivery, Job, StoredImage, detached
 from store.reading import Reader, job_from_row
 
 _KEY_CHUNK = 500
@@ -148,7 +148,9 @@ class Submissions(Reader):
                 row_of.append(_new_job_values(new, now))
             rows = [row for row in row_of if row is not None]
             inserted = self._insert_jobs(conn, rows)
-            made = {row["idempotency_key"]: Job(**row) for row in rows if row["idempotency_key"]}
+            made = {
+                row["idempotency_key"]: detached(Job, row) for row in rows if row["idempotency_key"]
+            }
             taken = [key for key, job in made.items() if job.id not in inserted]
             stored = self._jobs_by_key(conn, taken) if taken else {}
             for key, job in stored.items():
@@ -163,7 +165,7 @@ class Submissions(Reader):
                 elif row is None:
                     results.append((made[key or ""], False))  # repeated within this batch
                 else:
-                    results.append((made[key] if key else Job(**row), True))
+                    results.append((made[key] if key else detached(Job, row), True))
             # Only the jobs this insert created get their notices and shadows.
             notices = [
                 d.values(row["id"], now)
@@ -176,7 +178,7 @@ class Submissions(Reader):
                 conn.execute(insert(Job), paired)
             if notices:
                 conn.execute(insert(Delivery), notices)
-        return results, [Job(**values) for values in paired]
+        return results, [detached(Job, values) for values in paired]
 
     def _insert_jobs(self, conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
         """The ids of `rows` this insert created: a keyed row whose key exists is skipped."""
@@ -191,9 +193,9 @@ class Submissions(Reader):
             )
             inserted.update(conn.execute(claim, keyed).scalars())
         if plain:
-            # No key, no conflict: a plain executemany, which psycopg pipelines with one small
-            # cached statement; RETURNING would make it one huge statement parsed every time.
-            conn.execute(insert(Job), plain)
+            # No key, no conflict: a bulk insert (COPY on PostgreSQL) with no RETURNING, which
+            # would make one huge statement parsed every time.
+            insert_new(conn, Job.__table__, plain)
             inserted.update(row["id"] for row in plain)
         return inserted
 

@@ -348,3 +348,29 @@ def test_a_submitter_over_its_in_flight_quota_is_refused_even_when_racing(
     assert repo.fail(first.id, ErrorKind.INTERNAL, "done")
     repo.create_jobs([new_job(subject="later", submitted_by="app")], max_in_flight=3)
     repo.create_jobs([new_job(subject="mine")])
+
+
+def test_jobs_created_in_bulk_read_back_with_every_value_the_submit_gave(repo: Repository) -> None:
+    # On PostgreSQL unkeyed rows go in by COPY: the values must come back as an INSERT's would.
+    photo = {"format": "PNG", "width": 64, "capture": {"make": None, "iso": 100}}
+    made = repo.create_jobs([new_job(photo=photo, subject="s-1"), new_job(subject="s-2")])
+    assert [created for _job, created in made] == [True, True]
+    for job, _created in made:
+        stored = repo.get(job.id)
+        assert {c.key: getattr(stored, c.key) for c in Job.__table__.columns} == {
+            c.key: getattr(job, c.key) for c in Job.__table__.columns
+        }
+    first = repo.get(made[0][0].id)
+    assert first.photo == photo and first.queued_at.tzinfo is not None
+    assert first.status == Status.QUEUED and first.attempts == 0 and first.published_at is None
+    # No photo is JSON null, as an INSERT stores it.
+    assert repo.get(made[1][0].id).photo is None
+
+
+def test_a_bulk_insert_that_breaks_a_constraint_raises_sqlalchemys_error(repo: Repository) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    job_id = create(repo)
+    with pytest.raises(IntegrityError):
+        repo.create_jobs([new_job(id=job_id)])
+    assert len(repo.find(Job.id == job_id)) == 1
