@@ -6,8 +6,14 @@ import argparse
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+from jobs.contracts import Assignment
 from producers import cli
+from store.db import engine_for
+from store.repository import Repository
+from store.submissions import NewJob
+from tests.producers.conftest import make_settings, settings_env
 
 HEAVY = ("scipy", "celery", "kombu", "sqlalchemy", "producers.ops.report", "producers.client")
 
@@ -33,6 +39,38 @@ def test_help_and_a_status_parse_load_no_scipy_or_celery() -> None:
     assert "producers.commands.jobs" in loaded
     assert not {m for m in loaded if m.split(".")[0] in ("scipy", "celery", "kombu")}
     assert "producers.ops.report" not in loaded and "producers.client" not in loaded
+
+
+# What `advisor status` runs without: broker, photo intake, registry, router, migrations, HTTP.
+STATUS_NEVER = (
+    "scipy", "numpy", "PIL", "mlx", "celery", "kombu", "redis", "alembic", "httpx", "fastapi",
+    "starlette", "photos", "notices", "jobs.broker", "jobs.variants", "producers.client",
+    "producers.services", "producers.router", "producers.ops", "producers.gateway",
+)  # fmt: skip
+
+
+def test_a_status_run_to_its_answer_loads_no_broker_intake_registry_or_migrations(
+    tmp_path: Path, sqlite_db: str, registry_file: Path
+) -> None:
+    new = NewJob("ansel", "a" * 64, "sha256:" + "a" * 64, "user-1", "base", Assignment.SPLIT, 1)
+    [(job, _created)] = Repository(engine_for(sqlite_db)).create_jobs([new])
+    probe = (
+        "import json, sys\nfrom producers import cli\n"
+        f"code = cli.main(['status', {job.id[:8]!r}])\n"
+        "print(json.dumps({'code': code, 'modules': sorted(sys.modules)}))"
+    )
+    env = settings_env(make_settings(tmp_path, sqlite_db, registry_file))
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    )
+    lines = out.stdout.strip().splitlines()
+    assert lines[0].startswith(f"{job.id} queued ansel -> base"), out.stdout + out.stderr
+    answer = json.loads(lines[-1])
+    assert answer["code"] == 0
+    assert not [
+        name for name in answer["modules"]
+        if any(name == heavy or name.startswith(f"{heavy}.") for heavy in STATUS_NEVER)
+    ]  # fmt: skip
 
 
 def _commands(parser: argparse.ArgumentParser) -> list[tuple[str, str | None]]:
