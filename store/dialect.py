@@ -1,5 +1,5 @@
-"""What differs between the two databases we run on: the ON CONFLICT insert, bulk inserts,
-storable text, and commits that need not wait for the disk."""
+"""What differs between the two databases we run on: the ON CONFLICT insert, bulk inserts and
+upserts, storable text, and commits that need not wait for the disk."""
 
 from __future__ import annotations
 
@@ -27,17 +27,56 @@ def insert_new(conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]]) 
     """
     if not rows:
         return
-    dialect = conn.dialect
-    if dialect.name != "postgresql":
+    if conn.dialect.name != "postgresql":
         conn.execute(insert(table), rows)
         return
+    _copy(conn, table, rows, table.name)
+
+
+def insert_or_touch(
+    conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]], key: str, touch: list[str]
+) -> None:
+    """INSERT rows (each with the same keys) into `table`; where a row with the same `key`
+    exists, set its `touch` columns to the new row's values instead (an upsert).
+
+    PostgreSQL: one COPY into a temporary table, then one INSERT ... SELECT ... ON CONFLICT,
+    not a statement per row; SQLite: an executemany of the same upsert.
+    """
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql":
+        upsert = insert_for(conn.engine, table)
+        set_ = {name: upsert.excluded[name] for name in touch}
+        conn.execute(upsert.on_conflict_do_update(index_elements=[key], set_=set_), rows)
+        return
+    quote = conn.dialect.identifier_preparer.quote
+    target, staging = quote(table.name), quote(f"{table.name}_incoming")
+    # Created in this transaction if absent (a rolled-back one takes it along); emptied at
+    # commit, and only when this transaction used it.
+    conn.execute(
+        text(f"CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {target}) ON COMMIT DELETE ROWS")
+    )
+    _copy(conn, table, rows, f"{table.name}_incoming")
+    names = ", ".join(quote(name) for name in rows[0])
+    updates = ", ".join(f"{quote(name)} = EXCLUDED.{quote(name)}" for name in touch)
+    conn.execute(
+        text(
+            f"INSERT INTO {target} ({names}) SELECT {names} FROM {staging} "
+            f"ON CONFLICT ({quote(key)}) DO UPDATE SET {updates}"
+        )
+    )
+
+
+def _copy(conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]], into: str) -> None:
+    """COPY `rows`, converted as an INSERT into `table` converts them, into the table `into`."""
+    dialect = conn.dialect
     names = list(rows[0])
     if skipped := [c.name for c in table.columns if c.default is not None and c.name not in names]:
         raise ValueError(f"COPY applies no Python-side default: give {skipped} in each row")
     # The values the driver gets from an INSERT (JSON serialized as SQLAlchemy does it).
     binds = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names]
     quote = dialect.identifier_preparer.quote
-    statement = f"COPY {quote(table.name)} ({', '.join(map(quote, names))}) FROM STDIN"
+    statement = f"COPY {quote(into)} ({', '.join(map(quote, names))}) FROM STDIN"
     driver = conn.connection.driver_connection
     pairs = list(zip(names, binds, strict=True))
     try:

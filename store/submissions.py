@@ -25,7 +25,7 @@ from jobs.contracts import (
     model_used_for,
 )
 from jobs.errors import IdempotencyConflict, QuotaExceeded
-from store.dialect import insert_for, insert_new
+from store.dialect import insert_for, insert_new, insert_or_touch
 from store.models import ApiKey, Delivery, Job, StoredImage, detached
 from store.reading import Reader, job_from_row
 
@@ -123,18 +123,14 @@ class Submissions(Reader):
                     select(ApiKey.name).where(ApiKey.name.in_(owners)).with_for_update()
                 ).all()
             if images:
-                # One executemany each: a batch of n jobs costs a few statements, not n. A
-                # conflict touches created_at: the prune then sees the image as new (and waits
-                # for this transaction's row lock), so it never deletes an image a job needs.
-                conn.execute(
-                    insert_for(self.engine, StoredImage).on_conflict_do_update(
-                        index_elements=["sha256"], set_={"created_at": now}
-                    ),
-                    [
-                        {"sha256": sha, "data": data, "size": len(data), "created_at": now}
-                        for sha, data in images.items()
-                    ],
-                )
+                # A batch of n jobs costs a few statements, not n. A conflict touches
+                # created_at: the prune then sees the image as new (and waits for this
+                # transaction's row lock), so it never deletes an image a job needs.
+                uploads = [
+                    {"sha256": sha, "data": data, "size": len(data), "created_at": now}
+                    for sha, data in images.items()
+                ]
+                insert_or_touch(conn, StoredImage.__table__, uploads, "sha256", ["created_at"])
             firsts: dict[str, NewJob] = {}  # key -> the batch's first job with it
             row_of: list[dict[str, Any] | None] = []  # None: a key repeated within the batch
             for new in jobs:

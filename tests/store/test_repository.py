@@ -8,7 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from jobs.contracts import Assignment, DeliveryKind, ErrorKind, ModelUsed, Status
 from jobs.errors import IdempotencyConflict, QuotaExceeded
@@ -374,3 +374,22 @@ def test_a_bulk_insert_that_breaks_a_constraint_raises_sqlalchemys_error(repo: R
     with pytest.raises(IntegrityError):
         repo.create_jobs([new_job(id=job_id)])
     assert len(repo.find(Job.id == job_id)) == 1
+
+
+def test_an_image_sent_again_is_stored_once_and_its_time_moves_to_the_new_submit(
+    repo: Repository,
+) -> None:
+    from store.models import StoredImage
+
+    sha = "c" * 64
+    for _ in range(2):
+        repo.create_jobs([new_job(image_sha256=sha), new_job(image_sha256="d" * 64)],
+                         {sha: b"png-bytes", "d" * 64: b"other"})  # fmt: skip
+    with repo.engine.connect() as conn:
+        rows = conn.execute(select(StoredImage.sha256, StoredImage.created_at)).all()
+        latest = conn.scalar(select(func.max(Job.queued_at)).where(Job.image_sha256 == sha))
+    assert sorted(sha for sha, _at in rows) == ["c" * 64, "d" * 64]
+    touched = dict(rows)[sha]
+    assert touched is not None and latest is not None
+    assert touched.replace(tzinfo=None) == latest.replace(tzinfo=None)
+    assert repo.image_bytes(sha) == b"png-bytes"
