@@ -28,7 +28,6 @@ REDIS_SOCKET_OPTIONS = {"socket_connect_timeout": 3.0, "socket_timeout": 10.0}
 # Jobs per broker batch, and its buffer (task message + task-sent event each, with room).
 BATCH_JOBS = 200
 BATCH_OPERATIONS = 4 * BATCH_JOBS
-EVENTS = "celeryev"  # in a batch's declared set: the task events' exchange
 
 
 @dataclass
@@ -68,8 +67,8 @@ class Publisher:
         started = time.perf_counter()
         try:
             with self.app.producer_or_acquire() as producer:
+                self._declare(producer, jobs)
                 is_batched = producer.supports_batch_publish
-                declared: set[str] = set()
                 for first in range(0, len(jobs), BATCH_JOBS):
                     chunk, done = jobs[first : first + BATCH_JOBS], 0
                     try:
@@ -77,7 +76,7 @@ class Publisher:
                         # each at once.
                         with producer.batch(max_size=BATCH_OPERATIONS):
                             for job in chunk:
-                                self._send(job, producer, declared, retry=not is_batched)
+                                self._send(job, producer, retry=not is_batched)
                                 done += 1
                     except self._errors as exc:
                         # A failed pipeline's delivery is uncertain: its whole chunk counts as
@@ -103,21 +102,31 @@ class Publisher:
             )
         return result
 
-    def _send(self, job: Job, producer: Any, declared: set[str], *, retry: bool) -> None:
+    def _declare(self, producer: Any, jobs: Sequence[Job]) -> None:
+        """Each queue the jobs go to and the task events' exchange, once, before any message.
+
+        A declare that meets a connection error (a busy SQLite broker file, a dropped Redis
+        connection) reconnects and retries on a new channel, but revives only what it
+        declared: the producer is moved onto that channel too, else its next declare or
+        publish meets the closed one (kombu's "channel disconnected" or an AttributeError,
+        neither a send error).
+        """
+        queues = sorted({(job.variant, job.shadow_of is not None) for job in jobs})
+        entities = [analyze_queue(variant, is_shadow=is_shadow) for variant, is_shadow in queues]
+        for entity in [*entities, self.app.amqp._event_dispatcher.exchange]:
+            producer.maybe_declare(entity, retry=True, **SEND_RETRY_POLICY)
+            live = producer.connection.default_channel
+            if producer.channel is not live:
+                producer.revive(live)
+
+    def _send(self, job: Job, producer: Any, *, retry: bool) -> None:
         """What `send_task` does for this message, without its per-message routing, queue
         copies and argument reprs: the same task message and task-sent event (Flower).
 
         `retry`: each publish under kombu's retry policy. A batched publish only buffers (its
         chunk fails or goes out as a whole at the batch's end), so it has nothing to retry."""
         # A shadow job waits in its variant's shadow queue, served only when the worker is idle.
-        is_shadow = job.shadow_of is not None
-        name = queue_of(job.variant, is_shadow=is_shadow)
-        if name not in declared:
-            # Once per queue and publish call (kombu caches it per connection as well).
-            producer.maybe_declare(
-                analyze_queue(job.variant, is_shadow=is_shadow), retry=True, **SEND_RETRY_POLICY
-            )
-            declared.add(name)
+        name = queue_of(job.variant, is_shadow=job.shadow_of is not None)
         kwargs = request_for(job).model_dump()
         headers, properties, body, event = self.app.amqp.as_task_v2(
             str(uuid.uuid4()), ANALYZE_TASK, kwargs=kwargs, argsrepr="()",
@@ -129,11 +138,8 @@ class Publisher:
             delivery_mode=self._delivery_mode, retry=retry, retry_policy=SEND_RETRY_POLICY,
             **properties,
         )  # fmt: skip
-        # The task-sent event as send_task's dispatcher makes it, its exchange declared once.
+        # The task-sent event as send_task's dispatcher makes it (its exchange declared above).
         events = self.app.amqp._event_dispatcher
-        if EVENTS not in declared:
-            producer.maybe_declare(events.exchange, retry=True, **SEND_RETRY_POLICY)
-            declared.add(EVENTS)
         sent = events._prepare_event(
             "task-sent", {**event, "queue": name, "exchange": "", "routing_key": name}
         )

@@ -76,3 +76,49 @@ def test_a_sent_job_is_the_message_and_event_send_task_makes(
         publisher.close()
         events.close()
         server.close()
+
+
+def test_a_busy_embedded_broker_at_a_process_first_publish_delays_it_and_the_jobs_go_out(
+    tmp_path: Path,
+) -> None:
+    # The embedded broker's file is locked past SQLite's 5 s busy timeout (as when two workers
+    # start on it) while a fresh process publishes for the first time: its first queue declare
+    # fails, kombu reconnects and declares again. The producer must follow onto the new
+    # channel; before, it published on the closed one and `advisor demo` died with
+    # "internal error (AttributeError)".
+    import sqlite3
+    import subprocess
+    import sys
+    import threading
+
+    broker = tmp_path / "broker.db"
+    settings = Settings(broker_url=f"sqla+sqlite:///{broker}",
+                        database_url=f"sqlite:///{tmp_path / 'jobs.db'}")  # fmt: skip
+    first = Publisher(settings)  # another process's publisher made the broker's tables
+    assert not first.send([a_job()]).unsent
+    first.close()
+    probe = (
+        "import json, uuid\n"
+        "from jobs.settings import Settings\nfrom producers.publisher import Publisher\n"
+        "from store.models import Job\n"
+        f"settings = Settings(broker_url={settings.broker_url!r}, "
+        f"database_url={settings.database_url!r})\n"
+        "jobs = [Job(id=str(uuid.uuid4()), variant=v, shadow_of=None)\n"
+        "        for v in ('fine_tuned', 'base')]\n"
+        "result = Publisher(settings).send(jobs)\n"
+        "print(json.dumps({'sent': result.sent, 'unsent': result.unsent,\n"
+        "                  'ids': [job.id for job in jobs]}))"
+    )
+    lock = sqlite3.connect(broker, isolation_level=None, check_same_thread=False)
+    lock.execute("BEGIN EXCLUSIVE")
+    # Past the first attempt's 5 s, before the retries (0.2 s then 0.7 s apart) run out.
+    release = threading.Timer(7.0, lambda: lock.execute("COMMIT"))
+    release.start()
+    try:
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    finally:
+        release.join()
+        lock.close()
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["unsent"] == [] and result["sent"] == result["ids"], result
