@@ -22,8 +22,8 @@ def insert_new(conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]]) 
     """INSERT into `table` (a Table) rows that cannot conflict (fresh ids, no client key), each
     with the same keys.
 
-    PostgreSQL takes them by one COPY, with no statement per row: 0.02-0.06 ms a row here
-    against 0.07-0.11 for psycopg's pipelined executemany (200 job rows). SQLite: executemany.
+    PostgreSQL takes them by one COPY, with no statement per row: for 200 job rows about half
+    the time of psycopg's pipelined executemany (docs/benchmarks.md). SQLite: executemany.
     """
     if not rows:
         return
