@@ -29,7 +29,7 @@ import mlx.nn as nn
 from mlx_vlm.tokenizer_utils import make_streaming_detokenizer
 from PIL import Image
 
-from advisor_worker import prefill
+from advisor_worker import decode_step, prefill
 from advisor_worker.errors import GenerationCancelled, GenerationTimeout, WorkerError
 from advisor_worker.generation import GenerationResult, embed_prompt
 from advisor_worker.sampling import GuardedProcessor, GumbelSampling
@@ -224,6 +224,7 @@ class BatchScheduler:
     def _ensure_generator(self) -> Any:
         if self._generator is None:
             prefill.install()
+            decode_step.install(self.model.language_model)
             self._generator = BatchGenerator(
                 self.model.language_model,
                 self.processor,
