@@ -14,7 +14,7 @@ the tiny model's size; on a Mac it is noise.
 from __future__ import annotations
 
 import types
-from typing import Any
+from typing import Any, cast
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -52,7 +52,7 @@ def _fused_greedy_decode(
     logits = output.logits if hasattr(output, "logits") else output
     logits = logits[:, -1, :]
     if logits_processors and any(logits_processors):
-        last_tokens = inputs[:, -1].tolist()
+        last_tokens = cast(list[int], inputs[:, -1].tolist())
         rows = []
         for i, processors in enumerate(logits_processors):
             row = logits[i : i + 1]
