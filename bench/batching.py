@@ -358,8 +358,8 @@ def run(
     )
     section.notes.append(
         "Mask time per step at B=8: the fill columns are llguidance computing the next-token "
-        "mask for 8 matchers of the Analysis schema on this model's tokenizer (1,018 tokens: "
-        "no 151,936-token tokenizer can be had offline), one by one as mlx-vlm's batch "
+        "mask for 8 matchers of the Analysis schema on this model's tokenizer (Qwen's BPE, "
+        "151,669 tokens; 151,936 logits), one by one as mlx-vlm's batch "
         "generator calls each row's processor, and with llguidance's parallel helper; the last "
         "column applies 8 random masks to 151,936-wide logits with the portable MLX op the "
         "worker uses off Metal (on a Mac, mlx-vlm's Metal kernel)."
