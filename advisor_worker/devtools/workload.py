@@ -18,7 +18,7 @@ from PIL import Image
 from advisor_worker import prompts
 from advisor_worker.batching import GenerationJob
 from jobs.advisors import get_persona
-from jobs.analysis import generation_schema
+from jobs.analysis import REAL_SHAPE_TEXT_LIMIT, generation_schema
 from photos.intake import ModelGeometry
 
 __all__ = [
@@ -32,8 +32,7 @@ __all__ = [
 ]
 
 REAL_SHAPE_ADVISOR = "ansel"
-# The schema's string bound that lands the random-weight models' critiques in the range below.
-REAL_SHAPE_TEXT_LIMIT = 240
+# REAL_SHAPE_TEXT_LIMIT (jobs.analysis) lands the random-weight models' critiques in this range.
 OUTPUT_TOKEN_RANGE = (900, 1100)
 # The worker's default cap (ADVISOR_MAX_OUTPUT_TOKENS): a critique is never cut short.
 REAL_SHAPE_MAX_TOKENS = 2400
