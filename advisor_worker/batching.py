@@ -25,15 +25,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import mlx.core as mx
 import mlx.nn as nn
-from mlx_vlm.sample_utils import apply_top_k, apply_top_p
 from mlx_vlm.tokenizer_utils import make_streaming_detokenizer
 from PIL import Image
 
-from advisor_worker import prefill
+from advisor_worker import decode_step, prefill
 from advisor_worker.errors import GenerationCancelled, GenerationTimeout, WorkerError
 from advisor_worker.generation import GenerationResult, embed_prompt
+from advisor_worker.sampling import GuardedProcessor, GumbelSampling
 from advisor_worker.structured import json_schema_constraint
 from jobs.errors import summary
 
@@ -97,82 +96,11 @@ class Ticket:
         return self.future.result()
 
 
-class _GuardedProcessor:
-    """A row's logits processor that records its failure instead of raising out of the step.
-
-    An exception inside BatchGenerator.next() would end every row; this confines a grammar
-    error to its own row, which the scheduler then fails alone. With `overlap`, it first
-    starts evaluating the step's logits (MLX is lazy), so the model's forward runs while
-    llguidance computes this and the other rows' masks on this thread.
-    """
-
-    def __init__(self, inner: Any, *, overlap: bool = True) -> None:
-        self.inner = inner
-        self.overlap = overlap
-        self.error: BaseException | None = None
-
-    def process_last_token(self, last_token: int, logits: mx.array) -> mx.array:
-        if self.error is not None:
-            return logits
-        if self.overlap:
-            mx.async_eval(logits)
-        try:
-            return self.inner.process_last_token(last_token, logits)
-        except Exception as exc:  # noqa: BLE001 - reported on this row by the scheduler
-            self.error = exc
-            return logits
-
-    def __call__(self, tokens: mx.array, logits: mx.array) -> mx.array:
-        if self.error is not None:
-            return logits
-        if self.overlap:
-            mx.async_eval(logits)
-        try:
-            return self.inner(tokens, logits)
-        except Exception as exc:  # noqa: BLE001 - reported on this row by the scheduler
-            self.error = exc
-            return logits
-
-
-class _GumbelSampling:
-    """Per-row seeded sampling as a logits processor: argmax(log p + Gumbel noise).
-
-    The batch's sampler is argmax, so adding Gumbel noise drawn from this row's own key
-    (the job's seed, the row's own token position; never the batch position or the batch's
-    step) samples from the tempered, top-k/top-p filtered distribution reproducibly per
-    job, whatever else shares the batch. top_k and top_p come from the checkpoint's
-    generation_config.
-    """
-
-    def __init__(self, temperature: float, top_p: float, top_k: int, seed: int) -> None:
-        self.temperature = temperature
-        self.top_p = top_p
-        self.top_k = top_k
-        self.seed = seed
-        self.position = 0
-
-    def process_last_token(self, _last_token: int, logits: mx.array) -> mx.array:
-        key = mx.random.key((self.seed * 1_000_003 + self.position) & 0xFFFFFFFF)
-        self.position += 1
-        scores = logits.astype(mx.float32)
-        if 0 < self.top_k < scores.shape[-1]:
-            scores = apply_top_k(scores - mx.logsumexp(scores, axis=-1, keepdims=True), self.top_k)
-        scores = scores / self.temperature
-        scores = scores - mx.logsumexp(scores, axis=-1, keepdims=True)
-        if 0 < self.top_p < 1:
-            scores = apply_top_p(scores, self.top_p)
-        uniform = mx.random.uniform(low=1e-20, high=1.0, shape=scores.shape, key=key)
-        return scores - mx.log(-mx.log(uniform))
-
-    def __call__(self, tokens: mx.array, logits: mx.array) -> mx.array:
-        return self.process_last_token(0, logits)
-
-
 @dataclass
 class _Row:
     ticket: Ticket
     prompt_tokens: int
-    grammar: _GuardedProcessor
+    grammar: GuardedProcessor
     detokenizer: Any
     started: float
     pieces: list[str] = field(default_factory=list)
@@ -296,6 +224,7 @@ class BatchScheduler:
     def _ensure_generator(self) -> Any:
         if self._generator is None:
             prefill.install()
+            decode_step.install(self.model.language_model)
             self._generator = BatchGenerator(
                 self.model.language_model,
                 self.processor,
@@ -319,7 +248,7 @@ class BatchScheduler:
             input_ids, prompt_kwargs = embed_prompt(
                 self.model, self.processor, job.image, job.system_prompt, job.user_text
             )
-            grammar = _GuardedProcessor(
+            grammar = GuardedProcessor(
                 json_schema_constraint(self.processor.tokenizer, job.schema).new_processor(),
                 overlap=self.overlap_masks,
             )
@@ -328,7 +257,7 @@ class BatchScheduler:
                 _t, top_p, top_k = resolve_sampling_defaults(
                     getattr(self.model, "config", None), temperature=job.temperature
                 )
-                processors.append(_GumbelSampling(job.temperature, top_p, top_k, job.seed))
+                processors.append(GumbelSampling(job.temperature, top_p, top_k, job.seed))
             (uid,) = self._ensure_generator().insert(
                 [input_ids],
                 max_tokens=job.max_tokens,

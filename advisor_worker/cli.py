@@ -1,4 +1,4 @@
-"""`advisor-worker`: run one variant's worker, check a variant, build the tiny test model."""
+"""`advisor-worker`: run one variant's worker, check or benchmark a variant, build test models."""
 
 from __future__ import annotations
 
@@ -32,6 +32,20 @@ def main(argv: list[str] | None = None) -> int:
     launchd.add_arguments(
         sub.add_parser("launchd", help="write launchd plists: N workers of one variant (macOS)")
     )
+    bench = sub.add_parser(
+        "bench", help="jobs/h, latency and memory at each B on this host; recommends a B"
+    )
+    bench.add_argument("--variant", required=True)
+    bench.add_argument("--batch", default="1,2,4,8", help="batch sizes, e.g. 1,2,4,8")
+    bench.add_argument("--jobs", type=int, default=8, help="jobs per batch size")
+    bench.add_argument(
+        "--text-limit",
+        type=int,
+        default=None,
+        help="the schema's string bound (default: the real-shape workload's, ~1,000 tokens)",
+    )
+    bench.add_argument("--json", action="store_true")
+    bench.add_argument("--save", type=Path, help="also write the result as JSON to this file")
     adapter = sub.add_parser("make-adapter", help="write a random LoRA adapter for a model dir")
     adapter.add_argument("model_dir", type=Path)
     adapter.add_argument("out_dir", type=Path)
@@ -60,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "check":
             return _check(args.variant, args.json)
+        if args.command == "bench":
+            return _bench(args)
         return _run(args.variant)
     except AdvisorError as exc:
         print(f"advisor-worker: {exc}", file=sys.stderr)
@@ -124,6 +140,34 @@ def _check(variant_name: str, as_json: bool) -> int:
     else:
         for key, value in info.items():
             print(f"{key}: {value}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from advisor_worker.devtools import worker_bench
+
+    batches = worker_bench.parse_batches(args.batch)
+    registry = _registry()
+    _load_openblas()
+    from advisor_worker import boot  # imports MLX: only now, after OpenBLAS
+
+    settings = get_settings()
+    provider = boot.provider_for(registry, args.variant, settings)
+    try:
+        result = worker_bench.run_bench(
+            provider,
+            variant=args.variant,
+            batches=batches,
+            jobs=args.jobs,
+            pixel_budget=settings.model_image_pixels,
+            temperature=settings.temperature,
+            text_limit=args.text_limit or worker_bench.REAL_SHAPE_TEXT_LIMIT,
+        )
+    finally:
+        provider.close()
+    if args.save is not None:
+        worker_bench.save(result, args.save)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else worker_bench.render(result))
     return 0
 
 

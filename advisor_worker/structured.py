@@ -26,6 +26,7 @@ __all__ = [
     "JsonSchemaLogitsProcessor",
     "apply_token_bitmask",
     "json_schema_constraint",
+    "llguidance_tokenizer",
 ]
 
 # The separators mlx-vlm uses: what chat models are used to writing, with no free whitespace
@@ -67,8 +68,7 @@ class JsonSchemaConstraint:
     def __init__(self, tokenizer: Any, schema: dict[str, Any] | str) -> None:
         self.tokenizer = tokenizer
         self.schema_text = schema if isinstance(schema, str) else json.dumps(schema)
-        # Walks the whole vocabulary (~1.5 s at 152k tokens): done once per constraint.
-        self.llg_tokenizer = llguidance.hf.from_tokenizer(tokenizer)
+        self.llg_tokenizer = llguidance_tokenizer(tokenizer)
         self.grammar = llguidance.LLMatcher.grammar_from_json_schema(
             self.schema_text, overrides=_JSON_OPTIONS
         )
@@ -138,6 +138,25 @@ class JsonSchemaLogitsProcessor:
 
 _cache: dict[tuple[int, str], JsonSchemaConstraint] = {}
 _cache_lock = threading.Lock()
+# One llguidance tokenizer per tokenizer object, shared by every schema compiled for it.
+_llg_tokenizers: dict[int, tuple[Any, llguidance.LLTokenizer]] = {}
+_llg_lock = threading.Lock()
+
+
+def llguidance_tokenizer(tokenizer: Any) -> llguidance.LLTokenizer:
+    """llguidance's view of `tokenizer`, built once per tokenizer object in this process.
+
+    Building it walks the whole vocabulary (1.5-4 s at Qwen's 151,669 tokens); every schema
+    (each text limit is its own) reuses it.
+    """
+    with _llg_lock:
+        held = _llg_tokenizers.get(id(tokenizer))
+        # id() can be reused after a tokenizer is freed; the identity check catches that.
+        if held is None or held[0] is not tokenizer:
+            held = (tokenizer, llguidance.hf.from_tokenizer(tokenizer))
+            _llg_tokenizers[id(tokenizer)] = held
+            logger.debug("Built llguidance's tokenizer (%d ids)", held[1].vocab_size)
+        return held[1]
 
 
 def json_schema_constraint(tokenizer: Any, schema: dict[str, Any]) -> JsonSchemaConstraint:

@@ -9,17 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import llguidance
-import llguidance.numpy
 import mlx.core as mx
 from mlx_vlm import load
 
 from advisor_worker import prompts
 from advisor_worker.batching import BatchScheduler, GenerationJob
+from advisor_worker.devtools.workload import REAL_SHAPE_TEXT_LIMIT
 from advisor_worker.generation import model_geometry
-from advisor_worker.structured import apply_token_bitmask, json_schema_constraint
-from bench import launcher, models
+from bench import forcing, launcher, models
 from bench.decoding import REAL_VOCAB
+from bench.masks import async_overlap_ms, mask_step_ms
 from bench.serving import ADVISOR, settings_for
 from bench.stats import Figure, Goal, Section, table
 from bench.targets import Target, worker_env
@@ -37,9 +36,8 @@ from store.repository import Repository
 # `mlx_vlm.generate` is also a function the package re-exports; import the module itself.
 _ar = importlib.import_module("mlx_vlm.generate.ar")
 
-# Long critiques on the medium model: about 700-800 output tokens at the 1,018-token
-# vocabulary (16 gave ~340, so prefill weighed far more than on a Mac's real critique).
-LONG_TEXT_LIMIT = 48
+# Critiques of about 1,000 output tokens, as a Mac's real ones (advisor_worker.devtools.workload).
+LONG_TEXT_LIMIT = REAL_SHAPE_TEXT_LIMIT
 # Photo sizes of jobs that arrive together (different image-token counts per row).
 MIXED_SIZES = [(320, 240), (240, 320), (448, 224), (256, 256)]
 
@@ -116,34 +114,6 @@ class Raw:
         return float(response.stats.generation_tokens) / seconds
 
 
-def mask_step_ms(model_dir: Path, rows: int, steps: int = 50) -> tuple[float, float, float]:
-    """(llguidance fill ms for `rows` matchers one by one, in parallel, mask apply ms at 152k)."""
-    _model, processor = load(str(model_dir))
-    constraint = json_schema_constraint(processor.tokenizer, generation_schema(16))
-    matchers = [llguidance.LLMatcher(constraint.llg_tokenizer, constraint.grammar)
-                for _ in range(rows)]  # fmt: skip
-    bitmask = llguidance.numpy.allocate_token_bitmask(rows, constraint.llg_tokenizer.vocab_size)
-    started = time.perf_counter()
-    for _ in range(steps):
-        for i, matcher in enumerate(matchers):
-            llguidance.numpy.fill_next_token_bitmask(matcher, bitmask, i)
-    serial = (time.perf_counter() - started) / steps * 1e3
-    executor = llguidance.LLExecutor()
-    pairs = [(m, i) for i, m in enumerate(matchers)]
-    started = time.perf_counter()
-    for _ in range(steps):
-        llguidance.numpy.fill_next_token_bitmask_par(executor, pairs, bitmask)
-    parallel = (time.perf_counter() - started) / steps * 1e3
-    logits = mx.random.normal((1, REAL_VOCAB))
-    words = mx.random.randint(-(2**31), 2**31 - 1, (1, (REAL_VOCAB + 31) // 32), dtype=mx.int32)
-    mx.eval(logits, words, apply_token_bitmask(logits, words))
-    started = time.perf_counter()
-    for _ in range(steps):
-        mx.eval(*[apply_token_bitmask(logits, words) for _ in range(rows)])
-    apply = (time.perf_counter() - started) / steps * 1e3
-    return serial, parallel, apply
-
-
 class InProcess:
     """The worker's scheduler in this process on the same model: the rows' costs in isolation."""
 
@@ -199,45 +169,6 @@ class InProcess:
             raise RuntimeError("a row ended before its token cap")
         started = max(t.first_token_at or ended for t in tickets)
         return (ended - started) / (tokens - 1) * 1e3
-
-
-def async_overlap_ms(cpu_ms: float = 80.0, repeats: int = 9) -> tuple[float, float, float, float]:
-    """The mechanism alone: (forward, CPU work, both in turn, both overlapped) medians in ms.
-
-    A (8, 1024) x (1024, 8192) matmul stands for a step's forward and a busy loop on this
-    thread for the masks; overlapped starts the matmul with mx.async_eval first.
-    """
-    a, w = mx.random.normal((8, 1024)), mx.random.normal((1024, 8192))
-    mx.eval(a, w)
-
-    def busy() -> None:
-        end = time.perf_counter() + cpu_ms / 1e3
-        while time.perf_counter() < end:
-            pass
-
-    def timed(fn: Any) -> float:
-        started = time.perf_counter()
-        fn()
-        return (time.perf_counter() - started) * 1e3
-
-    def in_turn() -> None:
-        y = (a @ w).max(axis=-1)
-        busy()
-        mx.eval(y)
-
-    def overlapped() -> None:
-        y = (a @ w).max(axis=-1)
-        mx.async_eval(y)
-        busy()
-        mx.eval(y)
-
-    samples: list[list[float]] = [[], [], [], []]
-    for _ in range(repeats):
-        for sink, fn in zip(samples, [lambda: mx.eval((a @ w).max(axis=-1)), busy, in_turn,
-                                      overlapped], strict=True):  # fmt: skip
-            sink.append(timed(fn))
-    forward, cpu, serial, both = (statistics.median(v) for v in samples)
-    return forward, cpu, serial, both
 
 
 def _photo(seed: int, size: tuple[int, int]) -> bytes:
@@ -307,7 +238,9 @@ def sections(
     worker = run(target, workdir, size, batches, jobs_per_row)
     model_dir = models.ensure_model(workdir, size)
     settings = settings_for(target, workdir, model_dir, f"batching-{size}")
-    return [worker, scheduler_section(model_dir, settings, models.label(model_dir, size), 3)]
+    label = models.label(model_dir, size)
+    return [worker, scheduler_section(model_dir, settings, label, 3),
+            forcing.section(model_dir, label, jobs=max(2, jobs_per_row * 2))]  # fmt: skip
 
 
 def run(
@@ -425,8 +358,8 @@ def run(
     )
     section.notes.append(
         "Mask time per step at B=8: the fill columns are llguidance computing the next-token "
-        "mask for 8 matchers of the Analysis schema on this model's tokenizer (1,018 tokens: "
-        "no 151,936-token tokenizer can be had offline), one by one as mlx-vlm's batch "
+        "mask for 8 matchers of the Analysis schema on this model's tokenizer (Qwen's BPE, "
+        "151,669 tokens; 151,936 logits), one by one as mlx-vlm's batch "
         "generator calls each row's processor, and with llguidance's parallel helper; the last "
         "column applies 8 random masks to 151,936-wide logits with the portable MLX op the "
         "worker uses off Metal (on a Mac, mlx-vlm's Metal kernel)."

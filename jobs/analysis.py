@@ -23,6 +23,9 @@ SCORE_MAX = 10
 # Generous ceilings for validation; generation is held to the tighter `text_limit`.
 _TEXT_CEILING = 4000
 DEFAULT_TEXT_LIMIT = 320
+# The bound at which the random-weight test models write critiques of real length (900-1,100
+# output tokens with Qwen's vocabulary): the real-shape workload's, in the bench and the demo.
+REAL_SHAPE_TEXT_LIMIT = 240
 
 Text = Annotated[str, Field(max_length=_TEXT_CEILING)]
 

@@ -67,3 +67,7 @@ class PlanNotFound(InvalidPlan):
 
 class PlanConflict(InvalidPlan):
     """A second open plan for one advisor, or a plan that changed meanwhile; nothing written."""
+
+
+class InvalidBenchFile(ProducerError):
+    """A saved `advisor-worker bench` file is missing, unreadable, or not for this variant."""

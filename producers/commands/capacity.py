@@ -6,6 +6,7 @@ import argparse
 import json
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 
 from jobs.broker import make_celery, queue_depths
 from jobs.clock import utcnow
@@ -15,6 +16,7 @@ from jobs.settings import Settings
 from jobs.variants import Registry
 from producers.commands.arguments import fraction, positive
 from producers.commands.output import Subparsers, services
+from producers.ops.bench_file import read_benches
 from producers.ops.capacity import plan_capacity, render_plan
 from producers.ops.memory import (
     DEFAULT_HOST_MEMORY_GB,
@@ -30,6 +32,10 @@ from store.heartbeats import Heartbeats
 def cmd_capacity(args: argparse.Namespace) -> int:
     built = services()
     settings, registry = built.settings, built.registry
+    # Read first: a bad file is refused before any database or broker work.
+    benches = read_benches(
+        args.bench or [], {name: registry.get(name).base_model for name in registry.names}
+    )
     depths, note = _queue_depths(settings, registry)
     notes = [note] if note is not None else []
     host = args.host_memory_gb or host_memory_gb()
@@ -42,7 +48,7 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     plan = plan_capacity(
         built.engine, registry, built.rollouts, window_hours=args.window_hours,
         target_utilisation=args.target_utilisation, memory_per_worker_gb=memory,
-        host_memory_gb=host, next_step=args.next_step, queue_depths=depths,
+        host_memory_gb=host, next_step=args.next_step, queue_depths=depths, benches=benches,
     )  # fmt: skip
     if notes:
         plan = replace(plan, warnings=(*plan.warnings, *notes))
@@ -89,6 +95,10 @@ def register(sub: Subparsers) -> None:
                    f"{DEFAULT_MODEL_MEMORY_GB:g} GB for a hub model id")  # fmt: skip
     p.add_argument("--host-memory-gb", type=positive,
                    help="memory of one worker host (default: this host's)")  # fmt: skip
+    p.add_argument("--bench", type=Path, action="append", metavar="FILE",
+                   help="a saved `advisor-worker bench --save FILE` (repeatable, one per "
+                   "variant): a variant with no job in the window is planned at its "
+                   "recommended B's jobs/h and peak memory instead of the default")  # fmt: skip
     p.add_argument("--next-step", type=fraction, help="plan this fine-tuned weight next")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_capacity)

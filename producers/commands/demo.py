@@ -16,12 +16,14 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from jobs.contracts import FINAL_STATUSES, Status
+from jobs.analysis import REAL_SHAPE_TEXT_LIMIT
+from jobs.contracts import BASE_VARIANT, FINAL_STATUSES, Status
 from jobs.errors import AdvisorError
 from jobs.settings import Settings, get_settings, mask_url
 from producers.client import Client
 from producers.commands.output import Subparsers
 from producers.commands.rollout import rollout_control
+from producers.errors import JobTimeout
 from producers.feedback import FeedbackStore, FeedbackValues
 from producers.inputs import SubmitItem
 from producers.ops.rollout import default_actor
@@ -42,6 +44,10 @@ SIMULATED_SOURCE = "simulated-rater"
 # Their mean rating per variant (1-5): the demo's random adapter is no better, so this
 # difference is made up, only so the feedback verdict has something to find.
 SIMULATED_MEAN_RATING = {"base": 3.2, "fine_tuned": 3.8}
+# The real-shape job: a 4:3 photo larger than the pixel budget (the worker scales it down, as
+# a phone's), ansel's real prompt, critiques of real length (REAL_SHAPE_TEXT_LIMIT).
+REAL_SHAPE_PHOTO = (1024, 768)
+REAL_SHAPE_WORKER = "base-real-shape"  # its log: worker-base-real-shape.log
 
 
 class DemoFailed(AdvisorError):
@@ -132,36 +138,42 @@ def _claim(registry: Path) -> None:
         )
 
 
-def photo(seed: int) -> bytes:
+def photo(seed: int, size: tuple[int, int] = (320, 240)) -> bytes:
     """A generated 'photograph': a sky gradient, a horizon and a few shapes."""
     rng = random.Random(seed)
-    img = Image.new("RGB", (320, 240))
+    width, height = size
+    scale = width / 320
+    img = Image.new("RGB", size)
     draw = ImageDraw.Draw(img)
     top = (rng.randrange(40, 120), rng.randrange(80, 160), rng.randrange(150, 255))
-    for y in range(240):
-        shade = tuple(int(c * (1 - y / 400)) for c in top)
-        draw.line([(0, y), (320, y)], fill=shade)
-    horizon = rng.randrange(120, 200)
-    draw.rectangle([0, horizon, 320, 240], fill=(rng.randrange(20, 90), rng.randrange(60, 120), 40))
+    for y in range(height):
+        shade = tuple(int(c * (1 - y / scale / 400)) for c in top)
+        draw.line([(0, y), (width, y)], fill=shade)
+    horizon = int(rng.randrange(120, 200) * scale)
+    ground = (rng.randrange(20, 90), rng.randrange(60, 120), 40)
+    draw.rectangle([0, horizon, width, height], fill=ground)
     for _ in range(rng.randrange(2, 6)):
-        x, y, r = rng.randrange(320), rng.randrange(horizon), rng.randrange(8, 40)
+        x, y = int(rng.randrange(320) * scale), rng.randrange(horizon)
+        r = int(rng.randrange(8, 40) * scale)
         draw.ellipse([x - r, y - r, x + r, y + r], fill=(rng.randrange(256),) * 3)
     buffer = io.BytesIO()
     img.save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
 
 
-def start_workers(plan: DemoPlan, log_dir: Path) -> list[tuple[str, subprocess.Popen[bytes]]]:
+def start_worker(
+    variant: str, name: str, env: dict[str, str], log_dir: Path
+) -> subprocess.Popen[bytes]:
+    """`advisor-worker run --variant V`, logging to worker-NAME.log."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    procs = []
-    for variant in ("base", "fine_tuned"):
-        with (log_dir / f"worker-{variant}.log").open("wb") as log:
-            proc = subprocess.Popen(
-                [*WORKER, "run", "--variant", variant], env=plan.env, stdout=log,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        procs.append((variant, proc))
-    return procs
+    with (log_dir / f"worker-{name}.log").open("wb") as log:
+        return subprocess.Popen(
+            [*WORKER, "run", "--variant", variant], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+
+
+def start_workers(plan: DemoPlan, log_dir: Path) -> list[tuple[str, subprocess.Popen[bytes]]]:
+    return [(v, start_worker(v, v, plan.env, log_dir)) for v in ("base", "fine_tuned")]
 
 
 def wait_live(
@@ -209,6 +221,46 @@ def table(jobs: list[Job]) -> str:
         lines.append(f"{variant:<11} {len(rows):>4} {len(ok):>4} {len(rows) - len(ok):>6} "
                      f"{score:>10.2f} {ms:>8.0f} {tps:>7.0f}  {fp}")  # fmt: skip
     return "\n".join(lines)
+
+
+def run_real_shape(
+    plan: DemoPlan, client: Client, repository: Repository, log_dir: Path, timeout: float
+) -> Job:
+    """One job of the real shape, forced to base, on a base worker whose text limit lets the
+    tiny model write a critique of real length (~1,000 tokens); the row as it ended."""
+    env = {**plan.env, "ADVISOR_TEXT_LIMIT": str(REAL_SHAPE_TEXT_LIMIT)}
+    proc = start_worker(BASE_VARIANT, REAL_SHAPE_WORKER, env, log_dir)
+    try:
+        wait_live(repository, plan.settings.worker_live_window, [(REAL_SHAPE_WORKER, proc)],
+                  log_dir)  # fmt: skip
+        handle = client.submit(photo(0, REAL_SHAPE_PHOTO), ADVISOR, variant=BASE_VARIANT,
+                               subject=f"demo-real-shape-{time.time():.0f}")  # fmt: skip
+        try:
+            return client.wait(handle.id, timeout)
+        except JobTimeout:
+            return client.status(handle.id)
+    finally:
+        stop_workers([(REAL_SHAPE_WORKER, proc)])
+
+
+def real_shape_lines(job: Job) -> list[str]:
+    """What the real-shape job measured, and how `advisor capacity` plans without jobs."""
+    if job.status != Status.SUCCEEDED or not job.inference_ms or not job.output_tokens:
+        return [f"Real-shape job {job.id}: {job.status} ({job.error_kind or 'no figures'}); "
+                f"see worker-{REAL_SHAPE_WORKER}.log"]  # fmt: skip
+    seconds = job.inference_ms / 1000
+    return [
+        f"Real-shape job (ansel's prompt, a {REAL_SHAPE_PHOTO[0]}x{REAL_SHAPE_PHOTO[1]} photo "
+        f"the worker scaled to {job.model_image_width}x{job.model_image_height} = "
+        f"{job.image_tokens} image tokens, text limit {REAL_SHAPE_TEXT_LIMIT}) on a base "
+        f"worker: {job.output_tokens} output tokens after a {job.prompt_tokens}-token prompt "
+        f"in {seconds:.1f}s = {job.output_tokens / seconds:.1f} tok/s",
+        "That is this host with the tiny random model, one job at a time (the real 4-bit 4B "
+        "on an M1 Pro: 30-100 s). `advisor capacity` plans from the jobs workers served in "
+        "its window (after this demo: these); on a fresh install it has none and assumes 60 s "
+        "a job, unless given `--bench FILE` from `advisor-worker bench` (this workload at each "
+        "B on the Mac the plan is for)",
+    ]
 
 
 def simulate_raters(store: FeedbackStore, jobs: list[Job], seed: int = 0) -> int:
@@ -269,17 +321,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     break
                 time.sleep(0.5)
             print(file=sys.stderr)
+            took = time.monotonic() - started
         finally:
             stop_workers(procs)
         rated = simulate_raters(built.feedback, jobs) if args.feedback else 0
+        print("Running one real-shape job (about 1,000 output tokens) ...", file=sys.stderr)
+        real = run_real_shape(plan, client, built.repository, log_dir, args.timeout)
     print(table(jobs))
-    took = time.monotonic() - started
     print(f"{done}/{len(ids)} jobs finished in {took:.1f}s, plus {paired}/{len(shadows)} shadow "
           f"jobs (the same photos on the other arm); worker logs in {log_dir}")  # fmt: skip
     if args.feedback:
         print(f"{rated} SIMULATED ratings (source {SIMULATED_SOURCE!r}, simulated=true: made-up "
               "raters, not people); see `advisor report --advisor ansel`")  # fmt: skip
-    return 0 if done == len(ids) and all(j.status == Status.SUCCEEDED for j in jobs) else 1
+    print("\n".join(real_shape_lines(real)))
+    finished = done == len(ids) and all(j.status == Status.SUCCEEDED for j in jobs)
+    return 0 if finished and real.status == Status.SUCCEEDED else 1
 
 
 def register(sub: Subparsers) -> None:

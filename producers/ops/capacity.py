@@ -14,6 +14,7 @@ from sqlalchemy import Engine, func, select
 from jobs.clock import utcnow
 from jobs.contracts import BASE_VARIANT, FINE_TUNED_VARIANT, Status, queue_for, shadow_queue_for
 from jobs.variants import Registry
+from producers.ops.bench_file import BenchFigures
 from producers.ops.memory import DEFAULT_HOST_MEMORY_GB, DEFAULT_MODEL_MEMORY_GB, WorkerMemory
 from producers.rollouts import RolloutStore
 from producers.router import other_arm
@@ -40,7 +41,7 @@ class VariantCapacity:
     variant: str
     service_seconds: float  # mean inference time of one job (its latency)
     service_samples: int
-    service_is_default: bool  # no succeeded job in the window: DEFAULT_SERVICE_SECONDS
+    service_is_default: bool  # no succeeded job in the window and no bench: the default
     # Worker time each job costs: busy time / jobs per worker. A worker generating B jobs
     # at once overlaps them, so this is below service_seconds; the plan uses it.
     worker_seconds_per_job: float
@@ -50,7 +51,10 @@ class VariantCapacity:
     next_workers: int
     memory_gb_per_worker: float
     queue_depth: int | None  # messages waiting in its queue now; None: not known
-    memory_source: str = "given"  # measured, checkpoint, default, or given (--memory-gb)
+    memory_source: str = "given"  # measured, bench FILE, checkpoint, default, given (--memory-gb)
+    # Where worker_seconds_per_job came from: measured (the window's jobs), bench FILE (its
+    # recommended B, for a variant with no job in the window) or default.
+    service_source: str = "measured"
     shadow_rate_per_hour: float = 0.0  # of rate_per_hour, shadow jobs
     next_shadow_rate_per_hour: float = 0.0
     shadow_queue_depth: int | None = None
@@ -139,6 +143,7 @@ def plan_capacity(
     next_step: float | None = None,
     default_service_seconds: float = DEFAULT_SERVICE_SECONDS,
     queue_depths: Mapping[str, int] | None = None,
+    benches: Mapping[str, BenchFigures] | None = None,
     now: datetime | None = None,
 ) -> CapacityPlan:
     """workers_v = ceil(arrivals_v * worker_seconds_per_job_v / target), at least 1 if weighted.
@@ -147,7 +152,8 @@ def plan_capacity(
     queue served by B-row workers is planned at their measured rate, not B x one job's.
 
     `queue_depths` (queue -> messages waiting, from jobs.broker.queue_depths) is shown with
-    each variant's row.
+    each variant's row. `benches` (variant -> its saved `advisor-worker bench`) stands in for
+    a variant with no job in the window, and for its memory unless measured or given.
     """
     if not 0 < target_utilisation <= 1:
         raise ValueError(f"target_utilisation must be in (0, 1], got {target_utilisation}")
@@ -199,10 +205,20 @@ def plan_capacity(
     }
     variants, warnings = [], []
     for v in sorted(weighted_now | weighted_next, key=lambda v: (v != BASE_VARIANT, v)):
+        bench = (benches or {}).get(v)
         seconds, per_job, samples = service.get(
             v, (default_service_seconds, default_service_seconds, 0)
         )
-        if not samples:
+        source = "measured" if samples else "default"
+        if not samples and bench is not None:
+            seconds, per_job = bench.p50_seconds, bench.worker_seconds_per_job
+            source = f"bench {bench.path}"
+            warnings.append(
+                f"{v}: no succeeded job in the last {window_hours:g}h; planned from {bench.path} "
+                f"(B={bench.batch}: {bench.jobs_per_hour:g} jobs/h = {per_job:.1f}s per job, "
+                f"{bench.host}, {bench.date})"
+            )
+        elif not samples:
             warnings.append(
                 f"{v}: no succeeded job in the last {window_hours:g}h; "
                 f"assumed {default_service_seconds:g}s per job"
@@ -212,12 +228,15 @@ def plan_capacity(
             if isinstance(memory_per_worker_gb, Mapping)
             else WorkerMemory(memory_per_worker_gb, "given")
         )
+        if bench is not None and memory.source in ("default", "checkpoint"):
+            memory = WorkerMemory(bench.peak_memory_mb * 2**20 / 1e9, f"bench {bench.path}")
         variants.append(
             VariantCapacity(
                 variant=v,
                 service_seconds=seconds,
                 service_samples=samples,
-                service_is_default=not samples,
+                service_is_default=source == "default",
+                service_source=source,
                 worker_seconds_per_job=per_job,
                 rate_per_hour=rate_now[v],
                 workers=_workers(rate_now[v], per_job, target_utilisation, v in weighted_now),
@@ -305,7 +324,8 @@ def render_plan(plan: CapacityPlan) -> str:
         f"{'of which shadow':>16}{'workers':>9}{'next jobs/h':>13}{'next':>6}",
     ]
     for v in plan.variants:
-        service = f"{v.service_seconds:.1f}" + ("*" if v.service_is_default else "")
+        mark = "" if v.service_source == "measured" else "*" if v.service_is_default else "b"
+        service = f"{v.service_seconds:.1f}{mark}"
         waiting = "?" if v.queue_depth is None else str(v.queue_depth)
         shadows = "?" if v.shadow_queue_depth is None else str(v.shadow_queue_depth)
         lines.append(
@@ -327,7 +347,8 @@ def render_plan(plan: CapacityPlan) -> str:
     ]
     lines.append(
         "service s: one job's inference time; worker s: the worker time a job costs, measured "
-        "(jobs generated at once share it), which the plan uses"
+        "(jobs generated at once share it), which the plan uses; * assumed default, "
+        "b from a saved `advisor-worker bench` (--bench) at its recommended B"
     )
     if any(v.shadow_rate_per_hour for v in plan.variants):
         lines.append(

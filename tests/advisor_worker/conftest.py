@@ -9,8 +9,13 @@ from typing import Any
 
 import pytest
 
+from advisor_worker.blas import load_openblas
+
 # Nothing can be downloaded here; fail fast instead of trying the Hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Before any test module imports mlx.core: in-process MLX runs on OpenBLAS, as the worker
+# does. With reference BLAS, the tiny model's 151,936-row head made each step ~10x slower.
+load_openblas()
 
 
 @pytest.fixture(scope="session")

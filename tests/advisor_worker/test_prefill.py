@@ -125,4 +125,6 @@ def test_a_four_row_mixed_size_prefill_matches_the_single_runs_at_any_chunk_size
     single = [first_logits(tiny_model, [row], WHOLE)[0] for row in rows]
     together = first_logits(tiny_model, rows, chunk)
 
-    assert max_difference(together, single) <= 1e-6
+    # A few float32 ulps over 151,936 logits of magnitude ~1-5: 1.9e-6 was seen at chunks of
+    # 16 and 64, with reference BLAS and with OpenBLAS.
+    assert max_difference(together, single) <= 1e-5

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from advisor_worker.batching import generate_json
-from advisor_worker.devtools.tiny_model import ADDED_TOKENS
+from advisor_worker.batching import BatchScheduler, GenerationJob
+from advisor_worker.devtools.qwen_vocab import ADDED_TOKENS
 from advisor_worker.errors import InvalidOutput
 from advisor_worker.generation import GenerationResult
 from advisor_worker.structured import apply_token_bitmask, json_schema_constraint
@@ -65,16 +65,18 @@ def allowed(masked: mx.array) -> set[int]:
 
 @pytest.fixture(scope="module")
 def twenty_results(tiny_model: tuple[Any, Any]) -> list[GenerationResult]:
-    """Twenty sampled generations, each with its own seed and its own random image."""
+    """Twenty sampled generations, each with its own seed and its own random image.
+
+    Rows of one B=4 batch, as a worker serves them: each row's grammar and sampler are its
+    own, and at 151,936 rows a step of four costs little more than a step of one.
+    """
     model, processor = tiny_model
-    results = []
-    for seed in range(20):
-        image = random_image(np.random.default_rng(1000 + seed))
-        results.append(
-            generate_json(
-                model,
-                processor,
-                image,
+    scheduler = BatchScheduler(model, processor, slots=4)
+    tickets = [
+        scheduler.submit(
+            GenerationJob(
+                f"job-{seed}",
+                random_image(np.random.default_rng(1000 + seed)),
                 SYSTEM,
                 USER,
                 SCHEMA,
@@ -82,8 +84,12 @@ def twenty_results(tiny_model: tuple[Any, Any]) -> list[GenerationResult]:
                 temperature=1.0,
                 seed=seed,
             )
-        )
-    return results
+        )  # fmt: skip
+        for seed in range(20)
+    ]
+    scheduler.stop()
+    scheduler.run()
+    return [ticket.result() for ticket in tickets]
 
 
 @pytest.mark.parametrize("vocab", [1018, 1050, 990])
@@ -149,7 +155,9 @@ def test_seeds_and_images_vary_the_constrained_output(
         for result in twenty_results
         for d in GeneratedAnalysis.model_validate_json(result.text).dimensions
     }
-    assert len(scores) >= 5
+    # Not one score for all: with Qwen's vocabulary the random head leaves a few digits
+    # inside top-p 0.8 (four distinct scores over these 140 were seen).
+    assert len(scores) >= 3
 
 
 def test_without_the_constraint_the_random_model_writes_no_json(
@@ -244,6 +252,8 @@ def test_the_compiled_constraint_is_reused_for_the_same_tokenizer_and_schema(
     assert first is again
     assert other is not first
     assert first.new_processor() is not first.new_processor()
+    # Each schema compiles its own grammar over the one llguidance tokenizer.
+    assert other.llg_tokenizer is first.llg_tokenizer
 
 
 def test_a_schema_llguidance_cannot_enforce_is_refused(tiny_model: tuple[Any, Any]) -> None:

@@ -71,7 +71,10 @@ TABLE: dict[str, dict[str, tuple[list[str], str]]] = {
         "usage": (["guard", "replay"], "usage_error"),
         "advisor": (["guard", "replay", "--advisor", "adams"], "unknown_advisor"),
     },
-    "capacity": {"usage": (["capacity", "--next-step", "2"], "usage_error")},
+    "capacity": {
+        "usage": (["capacity", "--next-step", "2"], "usage_error"),
+        "bench": (["capacity", "--bench", "/nonexistent/bench.json"], "invalid_bench_file"),
+    },
     "sweep": {"usage": (["sweep", "--limit", "x"], "usage_error")},
     "metrics serve": {"usage": (["metrics", "serve", "--port", "x"], "usage_error")},
     "keys create": {"usage": (["keys", "create"], "usage_error")},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,9 +19,15 @@ from producers.commands import demo
 from producers.commands.demo import photo
 from producers.ops.sequential import MEANS_METHOD, MIN_PAIRS
 from store.db import engine_for
+from store.models import Job
 from store.repository import Repository
 from tests.conftest import free_port
 from tests.support import WorkerProcess, script, wait_until_ready
+
+REAL_SHAPE_LINE = re.compile(
+    r"Real-shape job .* (?P<tokens>\d+) output tokens after a \d+-token prompt in "
+    r"(?P<seconds>[\d.]+)s = (?P<rate>[\d.]+) tok/s"
+)
 
 
 def test_the_demo_builds_everything_and_every_job_succeeds(tmp_path: Path) -> None:
@@ -43,6 +50,20 @@ def test_the_demo_builds_everything_and_every_job_succeeds(tmp_path: Path) -> No
     assert rows["fine_tuned"][-1] != "-"  # the fine-tuned worker served with its adapter
     assert (tmp_path / "data" / "models" / "tiny-qwen3-vl" / "config.json").exists()
     assert "plus 6/6 shadow jobs" in out.stdout and "6 SIMULATED ratings" in out.stdout
+    # The real-shape job: a critique of real length, its figures consistent with its row.
+    found = REAL_SHAPE_LINE.search(out.stdout)
+    assert found is not None, out.stdout
+    tokens, seconds, rate = int(found["tokens"]), float(found["seconds"]), float(found["rate"])
+    # Text limit 240 writes ~1,000 tokens; the demo's own limit (24) would write ~300.
+    assert 700 <= tokens <= 1500, out.stdout
+    assert rate == pytest.approx(tokens / seconds, rel=0.02)
+    assert "unless given `--bench FILE`" in out.stdout
+    engine = engine_for(f"sqlite:///{tmp_path / 'data' / 'advisor.db'}")
+    [real] = Repository(engine).find(Job.assignment == "forced")
+    engine.dispose()
+    assert (real.variant, real.status, real.output_tokens) == ("base", "succeeded", tokens)
+    assert real.inference_ms == pytest.approx(seconds * 1000, abs=50)
+    assert f"= {real.image_tokens} image tokens" in out.stdout and real.image_tokens > 0
 
     report = subprocess.run(
         [sys.executable, "-m", "producers.cli", "report", "--advisor", "ansel", "--json"],

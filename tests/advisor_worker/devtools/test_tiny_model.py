@@ -17,7 +17,8 @@ from safetensors.numpy import load_file
 from tokenizers import pre_tokenizers
 from transformers import AutoConfig, AutoTokenizer
 
-from advisor_worker.devtools.tiny_model import ADDED_TOKENS, build_tiny_model, parameter_count
+from advisor_worker.devtools.qwen_vocab import ADDED_TOKENS, EMBEDDING_ROWS, SPECIAL_START_ID
+from advisor_worker.devtools.tiny_model import build_tiny_model, parameter_count
 from advisor_worker.generation import build_prompt
 
 
@@ -70,8 +71,14 @@ def test_an_unknown_size_is_refused_with_the_known_ones(tmp_path: Path) -> None:
         build_tiny_model(tmp_path, size="huge")
 
 
-def test_tiny_checkpoint_has_well_under_a_million_parameters(tiny_model_dir: Path) -> None:
-    assert 250_000 <= parameter_count(tiny_model_dir) <= 1_000_000
+def test_tiny_checkpoint_has_well_under_a_million_parameters_besides_the_vocabulary(
+    tiny_model_dir: Path,
+) -> None:
+    hidden = read_json(tiny_model_dir / "config.json")["text_config"]["hidden_size"]
+    # The embedding and the untied head: one row per id of Qwen's vocabulary each.
+    vocabulary_rows = 2 * EMBEDDING_ROWS * hidden
+
+    assert 100_000 <= parameter_count(tiny_model_dir) - vocabulary_rows <= 1_000_000
 
 
 def test_config_follows_the_qwen3_vl_rules(tiny_model_dir: Path) -> None:
@@ -82,7 +89,9 @@ def test_config_follows_the_qwen3_vl_rules(tiny_model_dir: Path) -> None:
     assert config["model_type"] == "qwen3_vl"
     assert config["architectures"] == ["Qwen3VLForConditionalGeneration"]
     assert sum(text["rope_scaling"]["mrope_section"]) == text["head_dim"] // 2
-    assert text["vocab_size"] == len(tokenizer)
+    # Qwen3-VL's embedding rows; the ids past the tokenizer's are padding no grammar allows.
+    assert text["vocab_size"] == EMBEDDING_ROWS == 151_936
+    assert len(tokenizer) == 151_669
     assert math.isqrt(vision["num_position_embeddings"]) ** 2 == vision["num_position_embeddings"]
     assert vision["out_hidden_size"] == text["hidden_size"]
     assert config["image_token_id"] == tokenizer.convert_tokens_to_ids("<|image_pad|>")
@@ -120,7 +129,8 @@ def test_qwen_special_tokens_follow_the_bpe_vocabulary_in_qwens_order(
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     ids = tokenizer.convert_tokens_to_ids([token for token, _ in ADDED_TOKENS])
 
-    assert ids == list(range(ids[0], ids[0] + len(ADDED_TOKENS)))
+    assert ids == list(range(SPECIAL_START_ID, SPECIAL_START_ID + len(ADDED_TOKENS)))
+    assert tokenizer.convert_tokens_to_ids("<|image_pad|>") == 151_655
     assert ids[-1] == len(tokenizer) - 1
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|endoftext|>"
 

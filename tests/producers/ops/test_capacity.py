@@ -120,7 +120,7 @@ def test_capacity_command_prints_the_plan_as_json(
 ) -> None:
     args = argparse.Namespace(
         window_hours=24.0, target_utilisation=0.7, memory_gb=3.0, host_memory_gb=16.0,
-        next_step=None, json=True,
+        next_step=None, json=True, bench=None,
     )  # fmt: skip
 
     assert capacity_command.cmd_capacity(args) == 0
@@ -225,7 +225,7 @@ def test_capacity_uses_each_variants_measured_peak_memory_and_says_so(
                "pid": 2, "base_model": "another/model", "peak_rss_mb": 9000.0})  # fmt: skip
     args = argparse.Namespace(
         window_hours=24.0, target_utilisation=0.7, memory_gb=None, host_memory_gb=64.0,
-        next_step=None, json=True,
+        next_step=None, json=True, bench=None,
     )  # fmt: skip
 
     assert capacity_command.cmd_capacity(args) == 0

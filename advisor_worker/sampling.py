@@ -1,0 +1,90 @@
+"""Per-row logits processors of the batch: a row's grammar, guarded, and its seeded sampler."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlx.core as mx
+from mlx_vlm.sample_utils import apply_top_p
+
+__all__ = ["GuardedProcessor", "GumbelSampling"]
+
+
+class GuardedProcessor:
+    """A row's logits processor that records its failure instead of raising out of the step.
+
+    An exception inside BatchGenerator.next() would end every row; this confines a grammar
+    error to its own row, which the scheduler then fails alone. With `overlap`, it first
+    starts evaluating the step's logits (MLX is lazy), so the model's forward runs while
+    llguidance computes this and the other rows' masks on this thread.
+    """
+
+    def __init__(self, inner: Any, *, overlap: bool = True) -> None:
+        self.inner = inner
+        self.overlap = overlap
+        self.error: BaseException | None = None
+
+    def process_last_token(self, last_token: int, logits: mx.array) -> mx.array:
+        if self.error is not None:
+            return logits
+        if self.overlap:
+            mx.async_eval(logits)
+        try:
+            return self.inner.process_last_token(last_token, logits)
+        except Exception as exc:  # noqa: BLE001 - reported on this row by the scheduler
+            self.error = exc
+            return logits
+
+    def __call__(self, tokens: mx.array, logits: mx.array) -> mx.array:
+        if self.error is not None:
+            return logits
+        if self.overlap:
+            mx.async_eval(logits)
+        try:
+            return self.inner(tokens, logits)
+        except Exception as exc:  # noqa: BLE001 - reported on this row by the scheduler
+            self.error = exc
+            return logits
+
+
+class GumbelSampling:
+    """Per-row seeded sampling as a logits processor: argmax(log p + Gumbel noise).
+
+    The batch's sampler is argmax, so adding Gumbel noise drawn from this row's own key
+    (the job's seed, the row's own token position; never the batch position or the batch's
+    step) samples from the tempered, top-k/top-p filtered distribution reproducibly per
+    job, whatever else shares the batch. top_k and top_p come from the checkpoint's
+    generation_config.
+    """
+
+    def __init__(self, temperature: float, top_p: float, top_k: int, seed: int) -> None:
+        self.temperature = temperature
+        self.top_p = top_p
+        self.top_k = top_k
+        self.seed = seed
+        self.position = 0
+
+    def process_last_token(self, _last_token: int, logits: mx.array) -> mx.array:
+        key = mx.random.key((self.seed * 1_000_003 + self.position) & 0xFFFFFFFF)
+        self.position += 1
+        scores = logits.astype(mx.float32)
+        vocab = scores.shape[-1]
+        if not 0 < self.top_k < vocab:
+            return self._perturbed(scores, key)
+        # Only the top k can be drawn: temper, nucleus-filter and perturb those k alone, not
+        # all 151,936 (a sort of the whole vocabulary cost more than the model's step).
+        candidates = mx.argpartition(-scores, kth=self.top_k - 1, axis=-1)[..., : self.top_k]
+        perturbed = self._perturbed(mx.take_along_axis(scores, candidates, axis=-1), key)
+        floor = mx.full(scores.shape, -mx.inf, dtype=mx.float32)
+        return mx.put_along_axis(floor, candidates, perturbed, axis=-1)
+
+    def _perturbed(self, scores: mx.array, key: mx.array) -> mx.array:
+        scores = scores / self.temperature
+        scores = scores - mx.logsumexp(scores, axis=-1, keepdims=True)
+        if 0 < self.top_p < 1:
+            scores = apply_top_p(scores, self.top_p)
+        uniform = mx.random.uniform(low=1e-20, high=1.0, shape=scores.shape, key=key)
+        return scores - mx.log(-mx.log(uniform))
+
+    def __call__(self, tokens: mx.array, logits: mx.array) -> mx.array:
+        return self.process_last_token(0, logits)
