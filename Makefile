@@ -5,7 +5,8 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 CHECK_DB := $(shell mktemp -u /tmp/advisor-check-XXXXXX).db
 
 # Parallel test processes: the tests mostly wait on worker subprocesses and I/O, so more
-# processes than cores pay (docs/testing.md has the measurements).
+# processes than cores pay (docs/testing.md has the measurements). xdist hands out work in
+# tests/conftest.py's order (longest first), not re-sorted by the number of tests per group.
 TEST_WORKERS ?= 4
 
 .PHONY: check test test-fast lint demo system-deps demo-deps clean bench
@@ -34,11 +35,11 @@ lint: $(STAMP)
 
 # Everything, in parallel; tests sharing a module's live stack stay on one process.
 test: $(STAMP) system-deps
-	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 # No worker, gateway or server subprocess: the tier to run while editing.
 test-fast: $(STAMP) system-deps
-	$(VENV)/bin/pytest -m "not slow" -n $(TEST_WORKERS) --dist loadgroup
+	$(VENV)/bin/pytest -m "not slow" -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 check: lint test
 
