@@ -5,7 +5,8 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 CHECK_DB := $(shell mktemp -u /tmp/advisor-check-XXXXXX).db
 
 # Parallel test processes: the tests mostly wait on worker subprocesses and I/O, so more
-# processes than cores pay (docs/testing.md has the measurements).
+# processes than cores pay (docs/testing.md has the measurements). xdist hands out work in
+# tests/conftest.py's order (longest first), not re-sorted by the number of tests per group.
 TEST_WORKERS ?= 4
 
 .PHONY: check test test-fast lint demo system-deps demo-deps clean bench
@@ -34,13 +35,21 @@ lint: $(STAMP)
 
 # Everything, in parallel; tests sharing a module's live stack stay on one process.
 test: $(STAMP) system-deps
-	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 # No worker, gateway or server subprocess: the tier to run while editing.
 test-fast: $(STAMP) system-deps
-	$(VENV)/bin/pytest -m "not slow" -n $(TEST_WORKERS) --dist loadgroup
+	$(VENV)/bin/pytest -m "not slow" -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
-check: lint test
+# Lint (about 40 s with a cold mypy cache) runs beside the tests, its output shown after
+# theirs; either failing fails the check.
+check: $(STAMP) system-deps
+	@lint_log=$$(mktemp); \
+	$(MAKE) --no-print-directory lint >"$$lint_log" 2>&1 & lint_pid=$$!; \
+	$(MAKE) --no-print-directory test; tests=$$?; \
+	wait $$lint_pid; lint=$$?; \
+	echo "--- make lint (exit $$lint)"; cat "$$lint_log"; rm -f "$$lint_log"; \
+	[ $$tests -eq 0 ] && [ $$lint -eq 0 ]
 
 demo: $(STAMP) demo-deps
 	$(VENV)/bin/advisor demo

@@ -190,12 +190,18 @@ class Sweeper:
         on_round: Callable[[SweepReport], None] | None = None,
         delay_first: bool = False,
     ) -> int:
-        """Sweep every `interval` seconds until `stop` is set; returns the rounds run."""
-        return run_rounds(
+        """Sweep every `interval` seconds until `stop` is set; returns the rounds run, once the
+        last round's notices are sent (or their claims have lapsed)."""
+        rounds = run_rounds(
             "Sweep", lambda: self.sweep(limit=limit), interval=interval,
             transient=(SQLAlchemyError, KombuError, OSError), stop=stop, on_round=on_round,
             delay_first=delay_first,
         )  # fmt: skip
+        # The round runs on its own thread: left running, it would keep using the database
+        # (and its pool) after the loop's owner has closed them.
+        if self.courier is not None:
+            self._notices.wait(self.courier.lease_seconds)
+        return rounds
 
 
 def _queue(job: Job) -> str:

@@ -27,7 +27,7 @@ from producers.plans import Plan, PlanStatus, PlanStore
 from producers.router import bucket_of, choose
 from store.repository import Repository
 from tests.advisor_worker.test_worker_e2e import photo, settings_of, setup_env
-from tests.support import Env, start_worker, wait_until_final
+from tests.support import Env, spawn_worker, wait_until_final, wait_until_ready
 
 PER_ARM = 10  # jobs per arm per round: min_jobs, and half of MIN_PER_ARM
 MAX_ROUNDS = 12
@@ -59,10 +59,13 @@ def walk(env: Env, tmp_path: Path, candidate_env: Env) -> tuple[list[Round], Pla
     services = Services(settings)
     engine, registry, rollouts = services.engine, services.registry, services.rollouts
     repo = Repository(engine)
-    workers = [start_worker(env, "base", tmp_path), start_worker(candidate_env, "fine_tuned",
+    # Both spawned before either is waited for: their model loads overlap.
+    workers = [spawn_worker(env, "base", tmp_path), spawn_worker(candidate_env, "fine_tuned",
                                                                  tmp_path)]  # fmt: skip
     rounds: list[Round] = []
     try:
+        for worker in workers:
+            wait_until_ready(worker, repo, 180)
         with services, Client(services=services) as client:
             plans = PlanControl(engine, registry, rollouts, PlanStore(engine),
                                 on_weights=services.router.invalidate)  # fmt: skip

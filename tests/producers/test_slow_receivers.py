@@ -96,3 +96,25 @@ def test_the_sweep_recovers_a_dead_workers_job_while_a_slow_receiver_drips(
     assert report.requeued == [dead.id]
     # Both sweeps returned while the slow notices were still being sent: neither waited on them.
     assert sending_after_first and sending_after_recovery
+
+
+def test_a_stopped_sweep_loop_returns_only_once_its_last_notice_round_has_ended(
+    tmp_path: Path, sqlite_db: str, registry_file: Path
+) -> None:
+    # Else its thread keeps using the database after the loop's owner has closed it.
+    slow = DripReceiver(0.6, "headers")
+    settings = webhook_settings(tmp_path, sqlite_db, registry_file)
+    try:
+        with Services(settings) as services, Client(services=services) as client:
+            for seed in range(2):
+                finished_with_callback(client, services, f"http://127.0.0.1:{slow.port}/hook", seed)
+            sweep = sweeper(services)
+            stop = threading.Event()
+            rounds = sweep.run_loop(interval=0.1, stop=stop, on_round=lambda _report: stop.set())
+            sending = sweep._notices._thread
+            done, error = sweep._notices.last
+    finally:
+        slow.close()
+    assert rounds == 1
+    assert sending is not None and not sending.is_alive()
+    assert error is None and len(done.delivered) + len(done.retrying) == 2
