@@ -234,13 +234,14 @@ def scheduler_section(model_dir: Path, settings: Any, label: str, repeats: int) 
 def sections(
     target: Target, workdir: Path, size: str, batches: list[int], jobs_per_row: int
 ) -> list[Section]:
-    """The worker's B table, then the scheduler's prefill and mask figures on the same model."""
+    """The worker's B table, then the scheduler's prefill, mask and forcing figures on one model."""
     worker = run(target, workdir, size, batches, jobs_per_row)
     model_dir = models.ensure_model(workdir, size)
     settings = settings_for(target, workdir, model_dir, f"batching-{size}")
     label = models.label(model_dir, size)
     return [worker, scheduler_section(model_dir, settings, label, 3),
-            forcing.section(model_dir, label, jobs=max(2, jobs_per_row * 2))]  # fmt: skip
+            forcing.section(model_dir, label, jobs=max(2, jobs_per_row * 2)),
+            forcing.feeding_section(model_dir, label)]  # fmt: skip
 
 
 def run(
