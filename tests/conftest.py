@@ -192,6 +192,10 @@ def adapter_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
 # Modules whose use makes a test slow: processes, and fuzzing the whole API (a minute alone).
 SLOW_MODULES = frozenset({"subprocess", "multiprocessing", "schemathesis"})
 
+# Fixtures whose use makes a test slow: the tiny model loaded in the test process decodes
+# there, and at Qwen's 151,936-row head a few hundred tokens take seconds.
+SLOW_FIXTURES = frozenset({"tiny_model"})
+
 SLOW_TIMEOUT = 900  # seconds; pyproject's 300 stays for the in-process tests
 
 # -- test tiers -------------------------------------------------------------------------------
@@ -232,6 +236,7 @@ def _tier(item: pytest.Function) -> tuple[bool, str | None]:
     group = None
     info = getattr(item, "_fixtureinfo", None)
     for name in info.names_closure if info else ():
+        slow = slow or name in SLOW_FIXTURES
         for fixturedef in info.name2fixturedefs.get(name, ()):
             slow = slow or _starts_subprocess(fixturedef.func, set())
             # A module's or package's fixture (a live stack, twenty generations) is built once
