@@ -278,9 +278,15 @@ class Stack:
 
 
 def wait_until_final(repo: Repository, ids: list[str], timeout: float) -> dict[str, Job]:
-    """Until every job is final (in `ids` order); a database outage meanwhile is waited out."""
+    """Until every job is final (in `ids` order); a database outage meanwhile is waited out.
+
+    `timeout` bounds a stall, not the whole wait: it restarts whenever a job moves (status,
+    attempt or token progress), so a busy machine's slower generations do not fail a test
+    while a stuck job still does (pytest's own per-test timeout bounds the whole).
+    """
     deadline = time.monotonic() + timeout
     jobs: dict[str, Job] = {}
+    seen: dict[str, tuple[object, ...]] = {}
     while time.monotonic() < deadline:
         try:
             found = {job.id: job for job in repo.find(Job.id.in_(ids))}
@@ -290,8 +296,12 @@ def wait_until_final(repo: Repository, ids: list[str], timeout: float) -> dict[s
         jobs = {i: found[i] for i in ids if i in found}
         if len(jobs) == len(ids) and all(Status(j.status) in FINAL_STATUSES for j in jobs.values()):
             return jobs
+        now = {i: (j.status, j.attempts, j.progress) for i, j in jobs.items()}
+        if now != seen:
+            seen = now
+            deadline = time.monotonic() + timeout
         time.sleep(0.3)
     pending = {i: jobs[i].status if i in jobs else "missing" for i in ids
                if i not in jobs or Status(jobs[i].status) not in FINAL_STATUSES}  # fmt: skip
-    raise AssertionError(f"{len(pending)} of {len(ids)} jobs not final after {timeout}s: "
-                         f"{list(pending.items())[:5]}")  # fmt: skip
+    raise AssertionError(f"{len(pending)} of {len(ids)} jobs not final, none moving for "
+                         f"{timeout}s: {list(pending.items())[:5]}")  # fmt: skip

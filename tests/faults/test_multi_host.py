@@ -229,7 +229,11 @@ def test_a_cut_off_worker_host_loses_no_job_and_serves_again_without_a_restart(
 
     assert result.lost == 0 and result.succeeded == result.sent == result.finished, result
     for job in stranded:
-        assert jobs[job.id].worker == w2, "the other worker took the stranded job over"
+        # Re-queued while its host was cut off, then finished once: by whichever worker took
+        # the message first (host 1, back on the network, may take its own job again; its
+        # older attempt's outcome is then the one kept, and the later run is discarded).
+        assert jobs[job.id].attempts >= 2, "the stranded job was never re-queued"
+        assert jobs[job.id].worker in (w1, w2)
     assert all(jobs[i].worker == w2 for i in second
                if (jobs[i].started_at or blocked_at) >= blocked_at)  # fmt: skip
     # The same process served throughout: no restart.
