@@ -26,6 +26,9 @@ def install(language_model: nn.Module) -> None:
     """Give `language_model` the fused greedy step BatchGenerator looks for; idempotent."""
     if getattr(language_model, "_advisor_decode_step", False):
         return
+    if hasattr(type(language_model), "fused_greedy_decode"):
+        # The model's own fused step (mlx-vlm has one for Qwen3.5's quantized head) wins.
+        return
     object.__setattr__(language_model, "fused_greedy_decode",
                        types.MethodType(_fused_greedy_decode, language_model))  # fmt: skip
     object.__setattr__(language_model, "supports_fused_greedy_logits_processors",
