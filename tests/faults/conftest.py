@@ -9,7 +9,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -127,10 +127,13 @@ class Tally:
     succeeded: int
     lost: int  # never reached a final status
     duplicated: int  # analysed to the end more than once (from the workers' logs)
+    # Why each failed job failed (kind: error), shown in an assertion's diff; not compared.
+    failures: tuple[str, ...] = field(default=(), compare=False)
 
     def line(self, name: str) -> str:
         return (f"{name}: sent={self.sent} finished={self.finished} succeeded={self.succeeded} "
-                f"lost={self.lost} duplicated={self.duplicated}")  # fmt: skip
+                f"lost={self.lost} duplicated={self.duplicated} "
+                f"failures={list(self.failures)}")  # fmt: skip
 
 
 def tally(repo: Repository, ids: list[str], workers: list[WorkerProcess]) -> Tally:
@@ -148,4 +151,9 @@ def tally(repo: Repository, ids: list[str], workers: list[WorkerProcess]) -> Tal
         succeeded=sum(1 for j in finished if j.status == Status.SUCCEEDED),
         lost=len(ids) - len(finished),
         duplicated=sum(1 for job_id in ids if produced[job_id] > 1),
+        failures=tuple(
+            f"{j.error_kind}: {(j.error or '')[:200]}"
+            for j in finished
+            if j.status == Status.FAILED
+        ),  # fmt: skip
     )
