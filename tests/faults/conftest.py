@@ -56,7 +56,10 @@ def make_stack(
             "ADVISOR_MAX_OUTPUT_TOKENS": "1500",
             "ADVISOR_HEARTBEAT_INTERVAL": "1",
             "ADVISOR_WORKER_LIVE_WINDOW": "8",
-            "ADVISOR_TASK_TIME_LIMIT": "60",
+            # Room for a 1,000-token critique at B=4 with four test processes on two cores: the
+            # 54 s soft limit of a 60 s one is within reach there (one job of the killed B=4
+            # worker's four failed in a CI run). The tests of the limits set their own.
+            "ADVISOR_TASK_TIME_LIMIT": "180",
             **{f"ADVISOR_{k.upper()}": v for k, v in overrides.items()},
         }
         env = Env(values)
