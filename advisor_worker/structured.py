@@ -11,6 +11,7 @@ import llguidance
 import llguidance.hf
 import llguidance.numpy
 import mlx.core as mx
+import numpy as np
 from mlx_vlm.structured import _apply_llguidance_mask as _metal_apply_mask
 
 from advisor_worker.errors import InvalidOutput
@@ -38,27 +39,35 @@ _JSON_OPTIONS: JsonCompileOptions = {
 }
 
 
-def apply_token_bitmask(logits: mx.array, bitmask: mx.array) -> mx.array:
+# Each byte of the packed mask as eight additive biases: 0 where the bit is set, -inf where
+# it is clear (llguidance's order: bit j of a word is token 32 * word + j, little-endian).
+_BYTE_BIASES = np.where(
+    np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little") == 1,
+    np.float32(0.0), np.float32(-np.inf),
+).astype(np.float32)  # fmt: skip
+
+
+def apply_token_bitmask(logits: mx.array, bitmask: mx.array | np.ndarray) -> mx.array:
     """Set every logit whose bit is clear in llguidance's packed int32 mask to -inf.
 
-    Portable MLX ops (shift, and, where), so it runs on the CPU as well as on Metal. Token ids
-    past the mask's end (padded model vocabularies) are disallowed, as in mlx-vlm's kernel.
+    The mask becomes an additive bias (0 or -inf) on the host, by a byte lookup, and one add
+    on the device: on a CPU `mx.where` over 151,936 entries cost 0.61 ms a row against 0.03
+    for an add, 0.21 ms in all this way. Runs wherever MLX does. Token ids past the mask's end
+    (padded model vocabularies) are disallowed, as in mlx-vlm's kernel.
     """
     squeeze = logits.ndim == 1
     if squeeze:
         logits = logits[None]
-    if bitmask.ndim == 1:
-        bitmask = bitmask[None]
-    # Built per call, not at import: no MLX array may be created outside the MLX thread.
-    shifts = mx.arange(32, dtype=mx.int32)
-    bits = mx.right_shift(bitmask[:, :, None], shifts) & 1
-    allowed = bits.reshape(bitmask.shape[0], -1).astype(mx.bool_)
+    packed = np.ascontiguousarray(np.asarray(bitmask, dtype=np.int32))
+    if packed.ndim == 1:
+        packed = packed[None]
+    bias = _BYTE_BIASES[packed.view(np.uint8)].reshape(packed.shape[0], -1)
     vocab = logits.shape[-1]
-    if allowed.shape[-1] >= vocab:
-        allowed = allowed[:, :vocab]
+    if bias.shape[-1] >= vocab:
+        bias = bias[:, :vocab]
     else:
-        allowed = mx.pad(allowed, [(0, 0), (0, vocab - allowed.shape[-1])])
-    masked = mx.where(allowed, logits, mx.array(-mx.inf, dtype=logits.dtype))
+        bias = np.pad(bias, [(0, 0), (0, vocab - bias.shape[-1])], constant_values=-np.inf)
+    masked = logits + mx.array(bias, dtype=logits.dtype)
     return masked[0] if squeeze else masked
 
 
@@ -128,12 +137,12 @@ class JsonSchemaLogitsProcessor:
         llguidance.numpy.fill_next_token_bitmask(self._matcher, self._bitmask, 0)
         if self._matcher.is_error():
             raise InvalidOutput(f"constrained decoding failed: {self._matcher.get_error()}")
-        # A copy: the lazy graph may read the mask after the next step refills the buffer.
-        mask = mx.array(self._bitmask)
         if self._use_metal:
-            out = _metal_apply_mask(logits, mask)
+            # A copy: the lazy graph may read the mask after the next step refills the buffer.
+            out = _metal_apply_mask(logits, mx.array(self._bitmask))
             return out.reshape(logits.shape)
-        return apply_token_bitmask(logits, mask)
+        # The bias it adds is a copy already: the next fill cannot reach this step's graph.
+        return apply_token_bitmask(logits, self._bitmask)
 
 
 _cache: dict[tuple[int, str], JsonSchemaConstraint] = {}

@@ -107,6 +107,25 @@ def test_the_portable_mask_matches_llguidances_numpy_reference(vocab: int) -> No
     assert np.isinf(got).any() and np.isfinite(got).any()
 
 
+def test_the_portable_mask_at_qwens_vocabulary_keeps_the_logits_dtype_and_pads_with_minus_inf() -> (
+    None
+):
+    # llguidance's mask covers the tokenizer's 151,669 ids; the embedding has 151,936 rows.
+    rng = np.random.default_rng(7)
+    bitmask = rng.integers(-(2**31), 2**31, size=(2, (151_669 + 31) // 32), dtype=np.int64)
+    bitmask = bitmask.astype(np.int32)
+    logits = rng.standard_normal((2, 151_936)).astype(np.float32)
+    expected = logits.copy()
+    llguidance.numpy.apply_token_bitmask_inplace(expected, bitmask)
+
+    got = apply_token_bitmask(mx.array(logits).astype(mx.bfloat16), bitmask)
+
+    assert got.dtype == mx.bfloat16
+    as_float = np.array(got.astype(mx.float32))
+    np.testing.assert_array_equal(np.isinf(as_float), np.isinf(expected))
+    assert np.isneginf(as_float[:, bitmask.shape[1] * 32 :]).all()  # past the mask's end
+
+
 def test_the_portable_mask_keeps_one_dimensional_logits_one_dimensional() -> None:
     bitmask = mx.array(np.array([0b101], dtype=np.int32))
 
