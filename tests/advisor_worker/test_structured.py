@@ -281,3 +281,23 @@ def test_a_schema_llguidance_cannot_enforce_is_refused(tiny_model: tuple[Any, An
 
     with pytest.raises(ValueError, match="not fully supported by llguidance"):
         json_schema_constraint(tokenizer, schema)
+
+
+def test_llguidances_view_without_the_copy_equals_the_librarys_own(
+    tiny_model: tuple[Any, Any],
+) -> None:
+    from transformers import PreTrainedTokenizerFast
+
+    from advisor_worker.structured import _llguidance_view
+
+    tokenizer = tiny_model[1].tokenizer
+    # So the copy-free branch is the one taken:
+    assert isinstance(tokenizer, PreTrainedTokenizerFast)
+    assert tokenizer.backend_tokenizer.padding is None
+    ours, theirs = _llguidance_view(tokenizer), llguidance.hf.from_tokenizer(tokenizer)
+
+    assert (ours.vocab_size, ours.eos_token) == (theirs.vocab_size, theirs.eos_token)
+    assert ours.vocab_size == 151_669
+    ids = range(ours.vocab_size)
+    assert [ours.decode_bytes([i]) for i in ids] == [theirs.decode_bytes([i]) for i in ids]
+    assert ours.is_special_token(151_645) and theirs.is_special_token(151_645)
