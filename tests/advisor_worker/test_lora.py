@@ -16,6 +16,7 @@ mx = pytest.importorskip("mlx.core")
 nn = pytest.importorskip("mlx.nn")
 
 from mlx_vlm import load  # noqa: E402
+from mlx_vlm.utils import load_model  # noqa: E402
 from safetensors.numpy import load_file, save_file  # noqa: E402
 
 from advisor_worker import generation, lora  # noqa: E402
@@ -34,12 +35,19 @@ def _mlx_streams() -> Iterator[None]:
     mx.clear_streams()
 
 
+@pytest.fixture(scope="module")
+def processor(tiny_model_dir: Path) -> Any:
+    """The tokenizer and image processor, loaded once: an adapter changes the model only (and a
+    load of Qwen's 151,669-token tokenizer costs more CPU than the tiny model's weights)."""
+    return load(str(tiny_model_dir))[1]
+
+
 @pytest.fixture
-def fresh(tiny_model_dir: Path) -> Any:
+def fresh(tiny_model_dir: Path, processor: Any) -> Any:
     """A loader of new (model, processor) pairs: applying an adapter changes the model in place."""
 
     def _load() -> tuple[Any, Any]:
-        model, processor = load(str(tiny_model_dir))
+        model = load_model(tiny_model_dir)
         model.set_dtype(mx.float32)  # as the provider does on the CPU
         return model, processor
 
@@ -180,13 +188,12 @@ def test_a_vision_tower_adapter_is_seen_by_the_image_probe(
 
 
 def test_a_quantized_base_serves_unfused_as_mlx_vlm_does_and_refuses_fused(
-    tiny_model_dir: Path, tmp_path: Path
+    fresh: Any, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     from mlx_vlm.trainer.peft.utils import apply_lora_layers
 
     def quantized() -> tuple[Any, Any]:
-        model, processor = load(str(tiny_model_dir))
-        model.set_dtype(mx.float32)
+        model, processor = fresh()
         nn.quantize(
             model,
             group_size=64,
