@@ -39,7 +39,9 @@ ROUNDS = 8  # job rounds a plan may take before a test gives up
 
 
 @dataclass
-class Stack:
+class PlanStack:
+    """The module's live plan world: services, client, plan control, guard logs."""
+
     env: Env
     services: Services
     client: Client
@@ -124,7 +126,7 @@ def pg_database() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def stack(
     tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, pg_database: str
-) -> Iterator[Stack]:
+) -> Iterator[PlanStack]:
     root = tmp_path_factory.mktemp("plan-control")
     env = setup_env(root, tiny_model_dir, pg_database, f"sqla+sqlite:///{root / 'broker.db'}")
     # A light fine-tune that scores like base (as in test_plan_e2e.py).
@@ -138,20 +140,20 @@ def stack(
             plans = PlanControl(services.engine, services.registry, services.rollouts,
                                 PlanStore(services.engine),
                                 on_weights=services.router.invalidate)  # fmt: skip
-            yield Stack(env, services, client, plans, Repository(services.engine), root)
+            yield PlanStack(env, services, client, plans, Repository(services.engine), root)
     finally:
         for worker in workers:
             worker.terminate()
 
 
-def guard_round(stack: Stack) -> None:
+def guard_round(stack: PlanStack) -> None:
     s = stack.services
     enforce(s.engine, s.rollouts, s.registry, plans=stack.plans)
 
 
 @pytest.mark.slow
 def test_a_paused_plan_holds_on_good_evidence_resume_continues_and_abort_returns_to_base(
-    stack: Stack,
+    stack: PlanStack,
 ) -> None:
     plan = stack.fresh_plan()
     stack.round()
@@ -194,7 +196,7 @@ def test_a_paused_plan_holds_on_good_evidence_resume_continues_and_abort_returns
 
 @pytest.mark.slow
 def test_a_guard_killed_mid_plan_is_followed_by_another_that_continues_from_the_stored_step(
-    stack: Stack,
+    stack: PlanStack,
 ) -> None:
     plan = stack.fresh_plan()
     stack.round()
@@ -227,7 +229,7 @@ def test_a_guard_killed_mid_plan_is_followed_by_another_that_continues_from_the_
 
 
 @pytest.mark.slow
-def test_two_guard_loops_at_once_take_each_step_of_a_plan_exactly_once(stack: Stack) -> None:
+def test_two_guard_loops_at_once_take_each_step_of_a_plan_exactly_once(stack: PlanStack) -> None:
     plan = stack.fresh_plan()
     guards = [stack.guard("a"), stack.guard("b")]
     try:

@@ -163,7 +163,9 @@ JOB_CASES = [
 
 
 @dataclass
-class Stack:
+class Endpoints:
+    """The module's gateway (in process) over its own PostgreSQL database and Redis index."""
+
     settings: Settings
     client: TestClient
     services: Services
@@ -180,7 +182,9 @@ def databases(redis_db: int) -> Iterator[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, databases: tuple[str, str]) -> Iterator[Stack]:
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, databases: tuple[str, str]
+) -> Iterator[Endpoints]:
     tmp_path = tmp_path_factory.mktemp("hostile-endpoints")
     postgres, broker = databases
     registry = tmp_path / "adapters" / "registry.json"
@@ -199,11 +203,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory, databases: tuple[str, str]) 
     Crafter(services.engine).succeed(handle.id)
     services.courier.deliver_job(handle.id)  # nobody listens on port 9: undelivered
     with TestClient(create_app(settings), raise_server_exceptions=False) as gateway:
-        yield Stack(settings, gateway, services, handle.id)
+        yield Endpoints(settings, gateway, services, handle.id)
     services.close()
 
 
-def stored(stack: Stack) -> tuple[int, int, int, int, Any]:
+def stored(stack: Endpoints) -> tuple[int, int, int, int, Any]:
     with stack.services.engine.connect() as conn:
         jobs = conn.scalar(select(func.count()).select_from(Job))
         plans = conn.scalar(select(func.count()).select_from(RolloutPlan))
@@ -215,7 +219,7 @@ def stored(stack: Stack) -> tuple[int, int, int, int, Any]:
 
 @pytest.mark.parametrize("case", PLAN_CASES + FEEDBACK_CASES + JOB_CASES, ids=lambda c: c.name)
 def test_a_hostile_request_to_a_newer_endpoint_is_a_clear_4xx_and_stores_nothing(
-    stack: Stack, case: Case
+    stack: Endpoints, case: Case
 ) -> None:
     before = stored(stack)
     response = stack.client.request(
@@ -228,7 +232,7 @@ def test_a_hostile_request_to_a_newer_endpoint_is_a_clear_4xx_and_stores_nothing
     assert stored(stack) == before
 
 
-def test_a_tenant_reads_the_failed_notice_without_the_socket_error(stack: Stack) -> None:
+def test_a_tenant_reads_the_failed_notice_without_the_socket_error(stack: Endpoints) -> None:
     shown = stack.client.get(f"/jobs/{stack.done}", headers=AUTH).json()
     [notice] = shown["deliveries"]
     assert notice["state"] == "undelivered" and notice["last_error"]
@@ -237,7 +241,7 @@ def test_a_tenant_reads_the_failed_notice_without_the_socket_error(stack: Stack)
 
 
 @pytest.fixture
-def operator(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+def operator(stack: Endpoints, monkeypatch: pytest.MonkeyPatch) -> Iterator[Endpoints]:
     for name, value in settings_env(stack.settings).items():
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()
@@ -269,7 +273,7 @@ COMMAND_CASES = [
 @pytest.mark.parametrize(("argv", "code", "error"), COMMAND_CASES,
                          ids=[" ".join(a)[:60] for a, _c, _e in COMMAND_CASES])  # fmt: skip
 def test_a_hostile_command_line_is_a_clear_refusal_that_stores_nothing(
-    operator: Stack, capsys: pytest.CaptureFixture[str], argv: list[str], code: int, error: str
+    operator: Endpoints, capsys: pytest.CaptureFixture[str], argv: list[str], code: int, error: str
 ) -> None:
     before = stored(operator)
     args = [word.replace("{job}", operator.done) for word in argv]
