@@ -30,55 +30,6 @@ REAL_SHAPE_LINE = re.compile(
 )
 
 
-def test_the_demo_builds_everything_and_every_job_succeeds(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ADVISOR_")}
-    env["ADVISOR_DATA_DIR"] = str(tmp_path / "data")
-    out = subprocess.run(
-        # --split 1: all six on fine_tuned (its row cannot be missing), their shadows on base.
-        [sys.executable, "-m", "producers.cli", "demo", "--jobs", "6", "--timeout", "240",
-         "--split", "1", "--shadow", "1", "--feedback"],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
-    assert "6/6 jobs finished" in out.stdout
-    rows = {
-        line.split()[0]: line.split()
-        for line in out.stdout.splitlines()
-        if line.split()[:1] in (["base"], ["fine_tuned"])
-    }
-    assert rows["fine_tuned"][1] == "6", out.stdout
-    assert rows["fine_tuned"][-1] != "-"  # the fine-tuned worker served with its adapter
-    assert (tmp_path / "data" / "models" / "tiny-qwen3-vl" / "config.json").exists()
-    assert "plus 6/6 shadow jobs" in out.stdout and "6 SIMULATED ratings" in out.stdout
-    # The real-shape job: a critique of real length, its figures consistent with its row.
-    found = REAL_SHAPE_LINE.search(out.stdout)
-    assert found is not None, out.stdout
-    tokens, seconds, rate = int(found["tokens"]), float(found["seconds"]), float(found["rate"])
-    # Text limit 240 writes ~1,000 tokens; the demo's own limit (24) would write ~300.
-    assert 700 <= tokens <= 1500, out.stdout
-    assert rate == pytest.approx(tokens / seconds, rel=0.02)
-    assert "unless given `--bench FILE`" in out.stdout
-    engine = engine_for(f"sqlite:///{tmp_path / 'data' / 'advisor.db'}")
-    [real] = Repository(engine).find(Job.assignment == "forced")
-    engine.dispose()
-    assert (real.variant, real.status, real.output_tokens) == ("base", "succeeded", tokens)
-    assert real.inference_ms == pytest.approx(seconds * 1000, abs=50)
-    assert f"= {real.image_tokens} image tokens" in out.stdout and real.image_tokens > 0
-
-    report = subprocess.run(
-        [sys.executable, "-m", "producers.cli", "report", "--advisor", "ansel", "--json"],
-        env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert report.returncode == 0, report.stderr[-2000:]
-    data = json.loads(report.stdout)
-    assert sum(f["simulated"] for f in data["feedback"]) == 6  # labelled, every one
-    assert data["paired"][0]["pairs"] == 6
-    # Six ratings and six pairs are too few to judge on: the verdict says so and falls back.
-    assert data["verdicts"][0]["metric"] == "overall_score"
-    assert f"6 pairs (< {MIN_PAIRS})" in data["verdicts"][0]["why"]
-    assert data["verdicts"][0]["method"] == MEANS_METHOD
-
-
 def test_the_demo_does_not_replace_a_registry_it_did_not_write(tmp_path: Path) -> None:
     registry = tmp_path / "adapters" / "registry.json"
     registry.parent.mkdir()
@@ -127,18 +78,62 @@ def _gateway_pages(env: dict[str, str], cwd: Path, log: Path) -> dict[str, httpx
     return pages
 
 
+def _check_the_demos_own_report(stdout: str, data: Path, env: dict[str, str]) -> None:
+    """The demo's printout: every job, its shadows and ratings, the real-shape job's figures."""
+    assert "6/6 jobs finished" in stdout
+    rows = {
+        line.split()[0]: line.split()
+        for line in stdout.splitlines()
+        if line.split()[:1] in (["base"], ["fine_tuned"])
+    }
+    assert rows["fine_tuned"][1] == "6", stdout
+    assert rows["fine_tuned"][-1] != "-"  # the fine-tuned worker served with its adapter
+    assert (data / "models" / "tiny-qwen3-vl" / "config.json").exists()
+    assert "plus 6/6 shadow jobs" in stdout and "6 SIMULATED ratings" in stdout
+    # The real-shape job: a critique of real length, its figures consistent with its row.
+    found = REAL_SHAPE_LINE.search(stdout)
+    assert found is not None, stdout
+    tokens, seconds, rate = int(found["tokens"]), float(found["seconds"]), float(found["rate"])
+    # Text limit 240 writes ~1,000 tokens; the demo's own limit (24) would write ~300.
+    assert 700 <= tokens <= 1500, stdout
+    assert rate == pytest.approx(tokens / seconds, rel=0.02)
+    assert "unless given `--bench FILE`" in stdout
+    engine = engine_for(f"sqlite:///{data / 'advisor.db'}")
+    [real] = Repository(engine).find(Job.assignment == "forced")
+    engine.dispose()
+    assert (real.variant, real.status, real.output_tokens) == ("base", "succeeded", tokens)
+    assert real.inference_ms == pytest.approx(seconds * 1000, abs=50)
+    assert f"= {real.image_tokens} image tokens" in stdout and real.image_tokens > 0
+
+    report = subprocess.run(
+        [sys.executable, "-m", "producers.cli", "report", "--advisor", "ansel", "--json"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert report.returncode == 0, report.stderr[-2000:]
+    report_data = json.loads(report.stdout)
+    assert sum(f["simulated"] for f in report_data["feedback"]) == 6  # labelled, every one
+    assert report_data["paired"][0]["pairs"] == 6
+    # Six ratings and six pairs are too few to judge on: the verdict says so and falls back.
+    assert report_data["verdicts"][0]["metric"] == "overall_score"
+    assert f"6 pairs (< {MIN_PAIRS})" in report_data["verdicts"][0]["why"]
+    assert report_data["verdicts"][0]["method"] == MEANS_METHOD
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_after_the_demo_the_everyday_commands_see_its_world_from_any_directory(
+def test_the_demo_builds_everything_and_the_everyday_commands_then_see_its_world_from_anywhere(
     tmp_path: Path,
 ) -> None:
+    """One demo run (it builds a model and serves a real-shape job: minutes on a busy CI
+    machine), then what a newcomer does next, from another directory."""
     data, cwd = tmp_path / "data", tmp_path / "somewhere-else"
     cwd.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ADVISOR_")}
     env.update(ADVISOR_DATA_DIR=str(data), HF_HUB_OFFLINE="1")
-    # --split 1: every demo job goes to fine_tuned, so the report's row for it cannot be missing.
-    demo = _run(env, cwd, "advisor", "demo", "--jobs", "4", "--split", "1", "--timeout", "240")
-    assert "4/4 jobs finished" in demo.stdout
+    # --split 1: all six on fine_tuned (its row cannot be missing), their shadows on base.
+    out = _run(env, cwd, "advisor", "demo", "--jobs", "6", "--timeout", "240", "--split", "1",
+               "--shadow", "1", "--feedback")  # fmt: skip
+    _check_the_demos_own_report(out.stdout, data, env)
     registry = (data / "adapters" / "registry.json").resolve()
     # Every line the demo's workers log is true: nobody set the registry or the pixel budget.
     for variant in ("base", "fine_tuned"):
@@ -164,7 +159,7 @@ def test_after_the_demo_the_everyday_commands_see_its_world_from_any_directory(
 
     report = json.loads(_run(env, cwd, "advisor", "report", "--json").stdout)
     rows = {v["variant"]: v for v in report["variants"]}
-    assert (rows["fine_tuned"]["routed"], rows["fine_tuned"]["finished"]) == (4, 4), rows
+    assert (rows["fine_tuned"]["routed"], rows["fine_tuned"]["finished"]) == (6, 6), rows
     guard = _run(env, cwd, "advisor", "guard", "--once").stdout
     assert guard.startswith("ansel/fine_tuned: ok: no rule breached"), guard
     capacity = json.loads(_run(env, cwd, "advisor", "capacity", "--json").stdout)
