@@ -11,10 +11,12 @@ from tests.faults.conftest import Stack, Tally, sweeping, tally
 from tests.faults.servers import RedisServer
 from tests.support import wait_until_final
 
-JOBS = 50
+# Two B=4 workers hold 8 at once and the restart comes after 4 have finished: about 12 are
+# still queued in Redis when it loses them.
+JOBS = 24
 
 
-def test_fifty_jobs_succeed_once_each_across_a_redis_restart_that_loses_every_message(
+def test_two_dozen_jobs_succeed_once_each_across_a_redis_restart_that_loses_every_message(
     make_stack: Callable[..., Stack], redis_server: RedisServer, sqlite_url: str
 ) -> None:
     stack = make_stack(sqlite_url, redis_server.url)
