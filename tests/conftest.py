@@ -256,8 +256,8 @@ def _tier(item: pytest.Function) -> tuple[bool, str | None]:
 # The longest units of work, measured (docs/benchmarks.md): queued first, so that no process
 # picks one up near the end while the others sit idle. A path prefix; the rest follow by kind.
 LONGEST_FIRST = (
-    "tests/producers/gateway/",  # the package's live stack: 61 tests on one process, ~480 s
-    "tests/advisor_worker/test_plan_control_e2e.py",  # three tests on one live stack, ~480 s
+    "tests/producers/gateway/",  # the package's live stack: 61 tests, ~480 s summed
+    "tests/advisor_worker/test_plan_control_e2e.py",  # three tests on a live stack, ~480 s
     "tests/test_rollout_runbook_run.py",  # one test, ~320 s
     "tests/advisor_worker/test_plan_e2e.py",
     "tests/producers/test_demo.py",
