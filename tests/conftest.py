@@ -294,4 +294,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT))
         if group is not None and not item.get_closest_marker("xdist_group"):
             item.add_marker(pytest.mark.xdist_group(group))
+    if config.getvalue("loadgroup"):  # set on an xdist worker under --dist loadgroup
+        _suffix_groups(items)
     items.sort(key=_start_rank)  # stable: the collection order within each rank
+
+
+def _suffix_groups(items: list[pytest.Item]) -> None:
+    """Put each test's xdist group into its node id, which `--dist loadgroup` schedules by.
+
+    xdist 3.8's worker does it by setting `item._nodeid`, which pytest 9 no longer reads (a
+    node id is now `str(item._id)`): every test was scheduled alone, and a module's live
+    stack was built on each process that drew one of its tests (three times for the
+    plan-control module in a full run). Same text as xdist's suffix.
+    """
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                        for m in item.iter_markers("xdist_group")})  # fmt: skip
+        if names and "@" not in item.nodeid:
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(names)}")
