@@ -144,12 +144,13 @@ def _check(variant_name: str, as_json: bool) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    registry = _registry()
+    _load_openblas()
+    # Both import MLX: only now, after OpenBLAS (before, the bench measured reference BLAS).
+    from advisor_worker import boot
     from advisor_worker.devtools import worker_bench
 
     batches = worker_bench.parse_batches(args.batch)
-    registry = _registry()
-    _load_openblas()
-    from advisor_worker import boot  # imports MLX: only now, after OpenBLAS
 
     settings = get_settings()
     provider = boot.provider_for(registry, args.variant, settings)
