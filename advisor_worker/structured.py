@@ -174,18 +174,38 @@ def _llguidance_view(tokenizer: Any) -> llguidance.LLTokenizer:
 
     It copies the tokenizer only to switch padding and truncation off before serializing it;
     a copy goes through a full serialization of its own (0.6 s of CPU at Qwen's vocabulary,
-    of 1.85 s in all). A tokenizer with neither set (as loaded for generation) is serialized
-    as it is; any other goes the library's way.
+    of 1.85 s in all). Here the tokenizer is serialized as it is and the two settings are
+    nulled in the text. A worker's tokenizer has padding on by the time the view is built: a
+    padded batch call (the first job's prompt) switches it on and leaves it on.
     """
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if (
-        isinstance(tokenizer, PreTrainedTokenizerFast)
-        and backend is not None
-        and backend.padding is None
-        and backend.truncation is None
-    ):
-        return llguidance.LLTokenizer(backend.to_str(), eos_token=tokenizer.eos_token_id)
+    if isinstance(tokenizer, PreTrainedTokenizerFast) and backend is not None:
+        serialized = _without_padding_or_truncation(backend.to_str())
+        if serialized is not None:
+            return llguidance.LLTokenizer(serialized, eos_token=tokenizer.eos_token_id)
     return llguidance.hf.from_tokenizer(tokenizer)
+
+
+# tokenizers serializes these two first, before the vocabulary: {"version":..,"truncation":..
+_SETTINGS_PREFIX = 4096
+
+
+def _without_padding_or_truncation(text: str) -> str | None:
+    """The serialized tokenizer with top-level `truncation` and `padding` set to null; None
+    if the text is not laid out as expected (the caller then takes the library's way)."""
+    decoder = json.JSONDecoder()
+    for key in ("truncation", "padding"):
+        marker = f'"{key}":'
+        at = text.find(marker, 0, _SETTINGS_PREFIX)
+        if at < 0:
+            return None
+        start = at + len(marker)
+        try:
+            _, end = decoder.raw_decode(text, start)
+        except ValueError:
+            return None
+        text = text[:start] + "null" + text[end:]
+    return text
 
 
 def json_schema_constraint(tokenizer: Any, schema: dict[str, Any]) -> JsonSchemaConstraint:

@@ -294,7 +294,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT))
         if group is not None and not item.get_closest_marker("xdist_group"):
             item.add_marker(pytest.mark.xdist_group(group))
-    if config.getvalue("loadgroup"):  # set on an xdist worker under --dist loadgroup
+    if getattr(config.option, "loadgroup", False):  # set on an xdist worker under loadgroup
         _suffix_groups(items)
     items.sort(key=_start_rank)  # stable: the collection order within each rank
 

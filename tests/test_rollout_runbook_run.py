@@ -122,6 +122,8 @@ def site(tmp_path: Path) -> dict[str, str]:
         "ADVISOR_TEXT_LIMIT": "16",
         "ADVISOR_HEARTBEAT_INTERVAL": "1",
         "ADVISOR_WORKER_LIVE_WINDOW": "10",
+        # A stage's jobs in one batch per worker (the plists carry it): fewer decode steps.
+        "ADVISOR_WORKER_BATCH": str(JOBS_PER_STAGE),
     }
 
 

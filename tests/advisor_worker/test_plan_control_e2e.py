@@ -28,7 +28,7 @@ from producers.ops.plans import ABORT_KIND, PlanControl
 from producers.plans import Plan, PlanStatus, PlanStore
 from store.models import RolloutEvent
 from store.repository import Repository
-from tests.advisor_worker.test_plan_e2e import PER_ARM, subjects_for
+from tests.advisor_worker.test_plan_e2e import PER_ARM, ROUND_BATCH, subjects_for
 from tests.advisor_worker.test_worker_e2e import photo, settings_of, setup_env
 from tests.conftest import postgres_database
 from tests.support import Env, WorkerProcess, start_worker, wait_until_final
@@ -129,6 +129,7 @@ def stack(
 ) -> Iterator[PlanStack]:
     root = tmp_path_factory.mktemp("plan-control")
     env = setup_env(root, tiny_model_dir, pg_database, f"sqla+sqlite:///{root / 'broker.db'}")
+    env.values.update(ROUND_BATCH)
     # A light fine-tune that scores like base (as in test_plan_e2e.py).
     write_random_adapter(tiny_model_dir, root / "adapters" / "ansel-v1", fmt="peft",
                          alpha=0.05)  # fmt: skip

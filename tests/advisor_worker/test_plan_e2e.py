@@ -30,6 +30,9 @@ from tests.advisor_worker.test_worker_e2e import photo, settings_of, setup_env
 from tests.support import Env, spawn_worker, wait_until_final, wait_until_ready
 
 PER_ARM = 10  # jobs per arm per round: min_jobs, and half of MIN_PER_ARM
+# Each worker takes its arm's round in one batch: one decode step serves all its rows, and at
+# Qwen's 151,936-row head a step's cost is mostly the head, whatever the rows (bench B table).
+ROUND_BATCH = {"ADVISOR_WORKER_BATCH": str(PER_ARM)}
 MAX_ROUNDS = 12
 RESULTS = Path(__file__).resolve().parents[2] / ".artifacts" / "plan-e2e.json"
 
@@ -121,6 +124,7 @@ def record(name: str, data: Any) -> None:
 def env(tmp_path: Path, tiny_model_dir: Path) -> Env:
     broker = f"sqla+sqlite:///{tmp_path / 'broker.db'}"
     env = setup_env(tmp_path, tiny_model_dir, f"sqlite:///{tmp_path / 'advisor.db'}", broker)
+    env.values.update(ROUND_BATCH)
     # A light fine-tune (scale 0.0125): verified as having an effect, scoring like base. The
     # default random adapter (scale 2) scores about a point lower: measured, it holds at 5%.
     write_random_adapter(tiny_model_dir, tmp_path / "adapters" / "ansel-v1", fmt="peft",

@@ -283,21 +283,34 @@ def test_a_schema_llguidance_cannot_enforce_is_refused(tiny_model: tuple[Any, An
         json_schema_constraint(tokenizer, schema)
 
 
+@pytest.mark.parametrize("padded", [False, True], ids=["fresh", "after a padded batch call"])
 def test_llguidances_view_without_the_copy_equals_the_librarys_own(
     tiny_model: tuple[Any, Any],
+    padded: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
     from transformers import PreTrainedTokenizerFast
 
     from advisor_worker.structured import _llguidance_view
 
     tokenizer = tiny_model[1].tokenizer
-    # So the copy-free branch is the one taken:
     assert isinstance(tokenizer, PreTrainedTokenizerFast)
-    assert tokenizer.backend_tokenizer.padding is None
-    ours, theirs = _llguidance_view(tokenizer), llguidance.hf.from_tokenizer(tokenizer)
+    if padded:  # as a worker's first prompt leaves it: padding on (off again after the test)
+        tokenizer(["a", "bb cc"], padding=True)
+        request.addfinalizer(tokenizer.backend_tokenizer.no_padding)
+        assert tokenizer.backend_tokenizer.padding is not None
+    before = tokenizer.backend_tokenizer.padding
+    theirs = llguidance.hf.from_tokenizer(tokenizer)
+    # The copy-free branch is the one taken, whatever the padding:
+    monkeypatch.setattr(llguidance.hf, "from_tokenizer", lambda _t: pytest.fail("copied"))
+    ours = _llguidance_view(tokenizer)
 
+    assert tokenizer.backend_tokenizer.padding == before  # the tokenizer itself is untouched
     assert (ours.vocab_size, ours.eos_token) == (theirs.vocab_size, theirs.eos_token)
     assert ours.vocab_size == 151_669
     ids = range(ours.vocab_size)
     assert [ours.decode_bytes([i]) for i in ids] == [theirs.decode_bytes([i]) for i in ids]
     assert ours.is_special_token(151_645) and theirs.is_special_token(151_645)
+    text = "A photo of a lighthouse at dusk, 1/250 s."
+    assert ours.tokenize_str(text) == theirs.tokenize_str(text)
