@@ -29,7 +29,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.special import logsumexp
 
 from producers.errors import NonFiniteValue, NotBinary
 
@@ -264,6 +263,8 @@ def rate_above_log_lr(y: ArrayLike, p0: ArrayLike, ratios: Sequence[float] = ODD
     rho = np.asarray(ratios, dtype=float).reshape((-1,) + (1,) * yy.ndim)
     q = p * rho / (p * rho + 1 - p)
     steps = yy * np.log(q / p) + (1 - yy) * np.log((1 - q) / (1 - p))
+    from scipy.special import logsumexp  # lazily, as scipy.stats elsewhere
+
     return np.asarray(logsumexp(np.cumsum(steps, axis=-1), axis=0) - math.log(len(ratios)))
 
 

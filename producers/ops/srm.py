@@ -7,7 +7,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from scipy import stats
 from sqlalchemy import Engine, select
 
 from jobs.contracts import BASE_VARIANT, Assignment, Status
@@ -64,6 +63,8 @@ def srm_check(
     expected = [total * w / scale for w in positive.values()]
     if min(expected) < MIN_EXPECTED_PER_CELL:
         return result(None, None, False, "not enough data")
+    from scipy import stats  # lazily: commands that only read a plan skip scipy
+
     res = stats.chisquare([counts.get(v, 0) for v in positive], expected)
     chi2, p = float(res.statistic), float(res.pvalue)
     mismatch = p < alpha

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy import stats
 
 from producers.errors import StatisticsError
 from producers.ops import sequential
@@ -47,6 +46,8 @@ def summarise(values: Sequence[float]) -> ScoreSummary:
     if n < 2:
         return ScoreSummary(1, mean, None, None, None)
     std = float(arr.std(ddof=1))
+    from scipy import stats  # lazily: commands that only read a plan skip scipy
+
     half = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
     return ScoreSummary(n, mean, std, mean - half, mean + half)
 
@@ -119,6 +120,8 @@ def compare_scores(
     with warnings.catch_warnings():
         # One arm without spread (identical scores) is a valid Welch input; scipy warns anyway.
         warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
+        from scipy import stats
+
         res = stats.ttest_ind(variant_scores, base_scores, equal_var=False)
     ci = res.confidence_interval(1 - alpha)
     welch = WelchDescriptive(float(ci.low), float(ci.high), float(res.statistic), float(res.pvalue))

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from jobs.analysis import DIMENSIONS
 from jobs.contracts import BASE_VARIANT, Assignment, Status
@@ -191,6 +190,8 @@ def wilcoxon_p(diffs: Floats) -> tuple[float | None, str | None]:
         return None, None
     untied = len(np.unique(np.abs(nonzero))) == len(nonzero)
     method = "exact" if len(nonzero) <= EXACT_WILCOXON_MAX_N and untied else "asymptotic"
+    from scipy import stats  # lazily: commands that only read a plan skip scipy
+
     return float(stats.wilcoxon(nonzero, method=method).pvalue), method
 
 
@@ -206,6 +207,8 @@ def paired_stat(name: str, diffs: Sequence[float], alpha: float = ALPHA) -> Pair
         # Near-identical differences are valid input; scipy warns about precision anyway.
         warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
         if n >= 2 and np.var(arr) > 0:
+            from scipy import stats
+
             t = stats.ttest_1samp(arr, 0.0).confidence_interval(1 - alpha)
             low, high = float(t.low), float(t.high)
         w_p, w_method = wilcoxon_p(arr)
