@@ -84,7 +84,7 @@ def stack_env(root: Path, model_dir: Path, database_url: str, broker_url: str) -
             "ADVISOR_BASE_MODEL": str(model_dir),
             "ADVISOR_REGISTRY": str(registry),
             "ADVISOR_IMAGE_ROOTS": str(root / "images"),
-            "ADVISOR_TEXT_LIMIT": "64",
+            "ADVISOR_TEXT_LIMIT": "16",  # ~290 tokens a critique: seconds, with progress
             "ADVISOR_MAX_OUTPUT_TOKENS": "2400",
             "ADVISOR_HEARTBEAT_INTERVAL": "1",
             "ADVISOR_WORKER_LIVE_WINDOW": "10",
