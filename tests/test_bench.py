@@ -45,3 +45,28 @@ def test_a_partial_run_replaces_its_own_section_and_keeps_the_others() -> None:
     assert spliced.index("## Submit") < spliced.index("_Measured now._")
     added = splice("# Benchmarks\n\n## Submit\n\nold submit\n", [new], stamp="")
     assert added.rstrip().endswith("_Section time: 0 s._") and "old submit" in added
+
+
+def test_the_suite_cpu_summary_groups_processes_by_kind_and_workers_by_test_file(
+    tmp_path: Path,
+) -> None:
+    from bench.suite_cpu import summarize
+
+    log = tmp_path / "processes.tsv"
+    lines = [
+        (12.5, "/x/advisor_worker/cli.py run --variant base", "tests/a/test_one.py::t (call)"),
+        (7.5, "advisor-worker run --variant fine_tuned", "tests/a/test_one.py::u (setup)"),
+        (3.0, "advisor-worker run --variant base", "tests/b/test_two.py::t (call)"),
+        (1.25, "/x/producers/cli.py rollout show", "tests/c.py::t (call)"),
+        (40.0, "-u -c", ""),
+    ]
+    log.write_text("".join(f"1\t{c}\t9.0\t{a!r}\t{t!r}\n" for c, a, t in lines))
+
+    text = summarize(log, total_cpu=100.0, wall=50.0)
+
+    assert "100 s of CPU in 50 s of wall time (2.00 cores busy" in text
+    assert "account for 64 s" in text
+    assert "| worker (`advisor-worker run`) | 3 | 23 | 23% |" in text
+    assert "| `advisor rollout` | 1 | 1 | 1% |" in text
+    assert "| tests/a/test_one.py | 2 | 20 |" in text
+    assert "| tests/b/test_two.py | 1 | 3 |" in text
