@@ -53,6 +53,8 @@ def test_a_half_shadow_share_pairs_about_half_of_20_jobs_on_the_same_photo(
     assert "shadow=0.5" in shown
     settings = settings_of(env)
     repo = Repository(engine_for(settings.resolved_database_url))
+    # Each worker takes its share of the twenty (and the other's shadows) in one batch.
+    env.values["ADVISOR_WORKER_BATCH"] = "16"
     with running_workers(env, ["base", "fine_tuned"], tmp_path), Client(settings) as client:
         handles = client.submit_many(
             [SubmitItem(photo(i), "ansel", subject=f"user-{i}") for i in range(20)]
