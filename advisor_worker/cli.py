@@ -29,6 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("dir", type=Path)
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--size", choices=["tiny", "medium"], default="tiny")
+    build.add_argument(
+        "--vocab",
+        type=int,
+        default=None,
+        metavar="N",
+        help="keep only Qwen's first N BPE ranks (default: all 151,643, the real shape)",
+    )
     launchd.add_arguments(
         sub.add_parser("launchd", help="write launchd plists: N workers of one variant (macOS)")
     )
@@ -60,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "build-tiny-model":
             from advisor_worker.devtools.tiny_model import build_tiny_model
 
-            path = build_tiny_model(args.dir, seed=args.seed, size=args.size)
+            path = build_tiny_model(args.dir, seed=args.seed, size=args.size, vocab=args.vocab)
             print(path)
             return 0
         if args.command == "launchd":

@@ -169,19 +169,35 @@ def shared_dir(factory: pytest.TempPathFactory, name: str, build: Callable[[Path
 
 
 TINY_SEED = 0
+# The suite's models keep Qwen's first 8,192 BPE ranks: the same tokenizer's pieces, JSON
+# and critiques of about the same token counts, and a head 1/18 of Qwen's 151,936 rows, so a
+# decode step and a worker start cost a fraction of the real shape's on this CPU. Tests of
+# the real shape itself use `qwen_model_dir` (docs/testing.md, "Which model a test uses").
+TEST_VOCAB = 8192
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The seeded tiny Qwen3-VL checkpoint, built once per run."""
+def _model_dir(factory: pytest.TempPathFactory, vocab: int | None) -> Path:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing can be downloaded here
 
     def build(target: Path) -> None:
         from advisor_worker.devtools.tiny_model import build_tiny_model
 
-        build_tiny_model(target, seed=TINY_SEED)
+        build_tiny_model(target, seed=TINY_SEED, vocab=vocab)
 
-    return shared_dir(tmp_path_factory, f"tiny-qwen3-vl-{TINY_SEED}", build)
+    name = f"tiny-qwen3-vl-{TINY_SEED}" + ("" if vocab is None else f"-first{vocab}")
+    return shared_dir(factory, name, build)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The suite's seeded tiny Qwen3-VL checkpoint (Qwen's first TEST_VOCAB ranks), built once."""
+    return _model_dir(tmp_path_factory, TEST_VOCAB)
+
+
+@pytest.fixture(scope="session")
+def qwen_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same checkpoint at the real shape: Qwen's whole vocabulary, 151,936 head rows."""
+    return _model_dir(tmp_path_factory, None)
 
 
 @pytest.fixture(scope="session")

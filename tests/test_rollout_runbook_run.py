@@ -24,7 +24,6 @@ import pytest
 from PIL import Image
 
 from advisor_worker.devtools.adapter_maker import write_random_adapter
-from advisor_worker.devtools.tiny_model import build_tiny_model
 from jobs.contracts import Assignment, Status
 from jobs.settings import Settings
 from producers import Client, SubmitItem
@@ -101,9 +100,9 @@ class LaunchdHost:
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> dict[str, str]:
+def site(tmp_path: Path, tiny_model_dir: Path) -> dict[str, str]:
     """A fresh embedded install: tiny model, the runbook's registry with adapters v1 and v2."""
-    model = build_tiny_model(tmp_path / "model", seed=0)
+    model = tiny_model_dir
     adapters = tmp_path / "adapters"
     registry_json = re.findall(r"^```json\n(.*?)^```", RUNBOOK.read_text(), re.M | re.S)[0]
     for seed, entry in enumerate(json.loads(registry_json)["variants"].values(), start=1):

@@ -36,6 +36,7 @@ __all__ = [
     "SPECIAL_START_ID",
     "QwenRanks",
     "VocabUnavailable",
+    "embedding_rows",
     "load_ranks",
     "qwen_tokenizer",
 ]
@@ -43,6 +44,8 @@ __all__ = [
 # Qwen3-VL's embedding (and lm_head) rows: the BPE, the added tokens, then unused padding.
 EMBEDDING_ROWS = 151_936
 SPECIAL_START_ID = 151_643
+# Qwen pads its rows to a multiple of this (151,936 = 1,187 x 128).
+_ROW_MULTIPLE = 128
 
 # Qwen3-VL's added tokens from id 151,643 in its order, with its `special` flags.
 ADDED_TOKENS: tuple[tuple[str, bool], ...] = (
@@ -179,8 +182,30 @@ def _vocab_and_merges(
     return vocab, [(left, right) for _, _, _, left, right in merges]
 
 
-def _convert(source: QwenRanks) -> Tokenizer:
-    vocab, merges = _vocab_and_merges(source.ranks)
+def embedding_rows(kept: int | None = None) -> int:
+    """Embedding and head rows for Qwen's vocabulary, or for its first `kept` ranks: the BPE,
+    the 26 added tokens, then padding up to a multiple of 128, as Qwen3-VL pads."""
+    if kept is None:
+        return EMBEDDING_ROWS
+    return -(-(kept + len(ADDED_TOKENS)) // _ROW_MULTIPLE) * _ROW_MULTIPLE
+
+
+def _check_kept(kept: int | None) -> None:
+    if kept is not None and not 256 <= kept <= SPECIAL_START_ID:
+        raise ValueError(
+            f"A vocabulary cut keeps between 256 (the bytes) and {SPECIAL_START_ID} ranks, "
+            f"not {kept}"
+        )
+
+
+def _convert(source: QwenRanks, kept: int | None = None) -> Tokenizer:
+    ranks = source.ranks
+    if kept is not None:
+        # The first `kept` ranks are the first `kept` merges: a smaller BPE that splits text
+        # as Qwen's does wherever Qwen's own pieces are among them.
+        ranks = {token: rank for token, rank in ranks.items() if rank < kept}
+    start = SPECIAL_START_ID if kept is None else kept
+    vocab, merges = _vocab_and_merges(ranks)
     tokenizer = Tokenizer(
         models.BPE(vocab=vocab, merges=merges, unk_token=None, fuse_unk=False, byte_fallback=False)
     )
@@ -202,8 +227,8 @@ def _convert(source: QwenRanks) -> Tokenizer:
         else:
             tokenizer.add_tokens([added])
     for offset, (token, _) in enumerate(ADDED_TOKENS):
-        if tokenizer.token_to_id(token) != SPECIAL_START_ID + offset:
-            raise VocabUnavailable(f"{token} did not land on id {SPECIAL_START_ID + offset}")
+        if tokenizer.token_to_id(token) != start + offset:
+            raise VocabUnavailable(f"{token} did not land on id {start + offset}")
     return tokenizer
 
 
@@ -211,17 +236,24 @@ def _cache_dir() -> Path:
     return Path.home() / ".cache" / "mondrian-advisor"
 
 
-@lru_cache(maxsize=1)
-def qwen_tokenizer() -> Tokenizer:
-    """Qwen3-VL's tokenizer (151,669 ids), converted once and then read from the cache."""
+@lru_cache(maxsize=4)
+def qwen_tokenizer(kept: int | None = None) -> Tokenizer:
+    """Qwen3-VL's tokenizer (151,669 ids), converted once and then read from the cache.
+
+    With `kept`, only Qwen's first `kept` BPE ranks, then the same added tokens from id
+    `kept`: the test suite's models use a cut, so that a decode step is not mostly a
+    151,936-row head (docs/testing.md).
+    """
+    _check_kept(kept)
     source = load_ranks()
-    cached = _cache_dir() / f"qwen-vocab-v{_CONVERSION_VERSION}-{source.digest[:16]}.json"
+    cut = "" if kept is None else f"-first{kept}"
+    cached = _cache_dir() / f"qwen-vocab-v{_CONVERSION_VERSION}-{source.digest[:16]}{cut}.json"
     if cached.is_file():
         try:
             return Tokenizer.from_file(str(cached))
         except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception
             logger.warning("Rebuilding the unreadable cached tokenizer %s: %s", cached, exc)
-    tokenizer = _convert(source)
+    tokenizer = _convert(source, kept)
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         # Written aside and renamed: parallel builds never read a half-written file.

@@ -18,8 +18,8 @@ from advisor_worker.devtools.checkpoint_files import (
 )
 from advisor_worker.devtools.qwen_vocab import (
     ADDED_TOKENS,
-    EMBEDDING_ROWS,
     SPECIAL_START_ID,
+    embedding_rows,
     qwen_tokenizer,
 )
 
@@ -83,8 +83,13 @@ SIZES: dict[str, ModelSize] = {
 }
 
 
-def build_tiny_model(out_dir: Path, seed: int = 0, size: str = "tiny") -> Path:
-    """Write a random-weight Qwen3-VL checkpoint to `out_dir`; same seed, same bytes."""
+def build_tiny_model(
+    out_dir: Path, seed: int = 0, size: str = "tiny", vocab: int | None = None
+) -> Path:
+    """Write a random-weight Qwen3-VL checkpoint to `out_dir`; same seed, same bytes.
+
+    `vocab` keeps only Qwen's first `vocab` BPE ranks (None: all 151,643, the real shape).
+    """
     if size not in SIZES:
         raise ValueError(f"Unknown model size {size!r}; known: {sorted(SIZES)}")
     shape = SIZES[size]
@@ -95,9 +100,10 @@ def build_tiny_model(out_dir: Path, seed: int = 0, size: str = "tiny") -> Path:
     # Qwen's own vocabulary, so prompts and outputs have the real model's token counts; the
     # embedding has Qwen3-VL's 151,936 rows (ids past the tokenizer's are never allowed by
     # the grammar's mask).
-    tokenizer = qwen_tokenizer()
-    ids = {token: SPECIAL_START_ID + i for i, (token, _) in enumerate(ADDED_TOKENS)}
-    vocab_size = EMBEDDING_ROWS
+    tokenizer = qwen_tokenizer(vocab)
+    start = SPECIAL_START_ID if vocab is None else vocab
+    ids = {token: start + i for i, (token, _) in enumerate(ADDED_TOKENS)}
+    vocab_size = embedding_rows(vocab)
 
     weights = _random_weights(shape, vocab_size, seed)
     # As in a trained checkpoint, the padding rows past the tokenizer's ids never win: zero

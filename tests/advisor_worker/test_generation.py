@@ -150,8 +150,9 @@ def test_probe_logits_are_one_float32_row_over_the_vocabulary(
 
     logits = probe_logits(model, processor)
 
-    # One logit per embedding row: Qwen3-VL's 151,936, past the tokenizer's 151,669 ids.
-    assert logits.shape == (151_936,)
+    # One logit per embedding row, past the tokenizer's ids (151,936 and 151,669 at the
+    # real shape; 8,320 and 8,218 in the suite's cut).
+    assert logits.shape == (model.config.text_config.vocab_size,) == (8_320,)
     assert logits.shape[0] > len(processor.tokenizer)
     assert logits.dtype == mx.float32
     assert bool(mx.all(mx.isfinite(logits)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import llguidance.numpy
@@ -286,16 +287,17 @@ def test_a_schema_llguidance_cannot_enforce_is_refused(tiny_model: tuple[Any, An
 
 @pytest.mark.parametrize("padded", [False, True], ids=["fresh", "after a padded batch call"])
 def test_llguidances_view_without_the_copy_equals_the_librarys_own(
-    tiny_model: tuple[Any, Any],
+    qwen_model_dir: Path,
     padded: bool,
     monkeypatch: pytest.MonkeyPatch,
     request: pytest.FixtureRequest,
 ) -> None:
-    from transformers import PreTrainedTokenizerFast
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     from advisor_worker.structured import _llguidance_view
 
-    tokenizer = tiny_model[1].tokenizer
+    # At the real shape: Qwen's whole vocabulary, as a worker on the real model has it.
+    tokenizer = AutoTokenizer.from_pretrained(qwen_model_dir)
     assert isinstance(tokenizer, PreTrainedTokenizerFast)
     if padded:  # as a worker's first prompt leaves it: padding on (off again after the test)
         tokenizer(["a", "bb cc"], padding=True)

@@ -17,9 +17,15 @@ from safetensors.numpy import load_file
 from tokenizers import pre_tokenizers
 from transformers import AutoConfig, AutoTokenizer
 
-from advisor_worker.devtools.qwen_vocab import ADDED_TOKENS, EMBEDDING_ROWS, SPECIAL_START_ID
+from advisor_worker.devtools.qwen_vocab import (
+    ADDED_TOKENS,
+    EMBEDDING_ROWS,
+    SPECIAL_START_ID,
+    embedding_rows,
+)
 from advisor_worker.devtools.tiny_model import build_tiny_model, parameter_count
 from advisor_worker.generation import build_prompt
+from tests.conftest import TEST_VOCAB
 
 
 def file_digests(directory: Path) -> dict[str, str]:
@@ -50,16 +56,16 @@ def noise_image(seed: int, width: int = 96, height: int = 64) -> Image.Image:
 
 
 def test_the_same_seed_builds_byte_identical_checkpoints(tmp_path: Path) -> None:
-    first = file_digests(build_tiny_model(tmp_path / "a", seed=3))
-    second = file_digests(build_tiny_model(tmp_path / "b", seed=3))
+    first = file_digests(build_tiny_model(tmp_path / "a", seed=3, vocab=TEST_VOCAB))
+    second = file_digests(build_tiny_model(tmp_path / "b", seed=3, vocab=TEST_VOCAB))
 
     assert "model.safetensors" in first and "tokenizer.json" in first
     assert first == second
 
 
 def test_another_seed_changes_the_weights_but_not_the_tokenizer(tmp_path: Path) -> None:
-    one = file_digests(build_tiny_model(tmp_path / "a", seed=1))
-    two = file_digests(build_tiny_model(tmp_path / "b", seed=2))
+    one = file_digests(build_tiny_model(tmp_path / "a", seed=1, vocab=TEST_VOCAB))
+    two = file_digests(build_tiny_model(tmp_path / "b", seed=2, vocab=TEST_VOCAB))
 
     assert one["model.safetensors"] != two["model.safetensors"]
     assert one["tokenizer.json"] == two["tokenizer.json"]
@@ -74,17 +80,17 @@ def test_an_unknown_size_is_refused_with_the_known_ones(tmp_path: Path) -> None:
 def test_tiny_checkpoint_has_well_under_a_million_parameters_besides_the_vocabulary(
     tiny_model_dir: Path,
 ) -> None:
-    hidden = read_json(tiny_model_dir / "config.json")["text_config"]["hidden_size"]
-    # The embedding and the untied head: one row per id of Qwen's vocabulary each.
-    vocabulary_rows = 2 * EMBEDDING_ROWS * hidden
+    text = read_json(tiny_model_dir / "config.json")["text_config"]
+    # The embedding and the untied head: one row per id of the vocabulary each.
+    vocabulary_rows = 2 * text["vocab_size"] * text["hidden_size"]
 
     assert 100_000 <= parameter_count(tiny_model_dir) - vocabulary_rows <= 1_000_000
 
 
-def test_config_follows_the_qwen3_vl_rules(tiny_model_dir: Path) -> None:
-    config = read_json(tiny_model_dir / "config.json")
+def test_config_follows_the_qwen3_vl_rules(qwen_model_dir: Path) -> None:
+    config = read_json(qwen_model_dir / "config.json")
     text, vision = config["text_config"], config["vision_config"]
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(qwen_model_dir)
 
     assert config["model_type"] == "qwen3_vl"
     assert config["architectures"] == ["Qwen3VLForConditionalGeneration"]
@@ -96,10 +102,31 @@ def test_config_follows_the_qwen3_vl_rules(tiny_model_dir: Path) -> None:
     assert vision["out_hidden_size"] == text["hidden_size"]
     assert config["image_token_id"] == tokenizer.convert_tokens_to_ids("<|image_pad|>")
     assert config["vision_start_token_id"] == tokenizer.convert_tokens_to_ids("<|vision_start|>")
-    assert read_json(tiny_model_dir / "generation_config.json")["eos_token_id"] == [
+    assert read_json(qwen_model_dir / "generation_config.json")["eos_token_id"] == [
         tokenizer.convert_tokens_to_ids("<|im_end|>"),
         tokenizer.convert_tokens_to_ids("<|endoftext|>"),
     ]
+
+
+def test_the_suites_cut_keeps_qwens_first_ranks_then_the_same_added_tokens(
+    tiny_model_dir: Path,
+) -> None:
+    config = read_json(tiny_model_dir / "config.json")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ids = tokenizer.convert_tokens_to_ids([token for token, _ in ADDED_TOKENS])
+
+    assert ids == list(range(TEST_VOCAB, TEST_VOCAB + len(ADDED_TOKENS)))
+    assert len(tokenizer) == TEST_VOCAB + len(ADDED_TOKENS)
+    # Padded to a multiple of 128 rows, as Qwen3-VL pads its 151,669 ids to 151,936.
+    assert config["text_config"]["vocab_size"] == embedding_rows(TEST_VOCAB) == 8_320
+    assert config["image_token_id"] == tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    assert read_json(tiny_model_dir / "generation_config.json")["eos_token_id"] == [
+        TEST_VOCAB + 2,
+        TEST_VOCAB,
+    ]
+    # The pad rows past the tokenizer's ids score zero, as in the real-shape build.
+    head = load_file(tiny_model_dir / "model.safetensors")["lm_head.weight"]
+    assert not head[len(tokenizer) :].any() and head[: len(tokenizer)].any()
 
 
 def test_weights_use_hugging_face_names_and_a_torch_conv3d_patch_embed(
@@ -124,9 +151,9 @@ def test_weights_use_hugging_face_names_and_a_torch_conv3d_patch_embed(
 
 
 def test_qwen_special_tokens_follow_the_bpe_vocabulary_in_qwens_order(
-    tiny_model_dir: Path,
+    qwen_model_dir: Path,
 ) -> None:
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(qwen_model_dir)
     ids = tokenizer.convert_tokens_to_ids([token for token, _ in ADDED_TOKENS])
 
     assert ids == list(range(SPECIAL_START_ID, SPECIAL_START_ID + len(ADDED_TOKENS)))

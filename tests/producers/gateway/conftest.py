@@ -19,7 +19,7 @@ from jobs.settings import Settings
 from producers.gateway import create_app
 from producers.gateway.app import uvicorn_options
 from store import migrate
-from tests.conftest import free_port, shared_dir
+from tests.conftest import TEST_VOCAB, free_port, shared_dir
 from tests.support import WORKER_BIN, Env, Stack, jpeg, wait_for_http
 
 __all__ = ["Stack", "jpeg", "wait_for_http"]  # the shared helpers, as gateway tests import them
@@ -125,12 +125,12 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
 
     def build(root: Path) -> None:
         env = Env({})
-        _worker_tool(["build-tiny-model", str(root / "tiny")], env)
+        _worker_tool(["build-tiny-model", str(root / "tiny"), "--vocab", str(TEST_VOCAB)], env)
         _worker_tool(
             ["make-adapter", str(root / "tiny"), str(root / "adapter"), "--format", "peft"], env
         )
 
-    root = shared_dir(tmp_path_factory, "gateway-model", build)
+    root = shared_dir(tmp_path_factory, f"gateway-model-first{TEST_VOCAB}", build)
     return root / "tiny", root / "adapter"
 
 
