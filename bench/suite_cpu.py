@@ -89,6 +89,7 @@ def summarize(log: Path, total_cpu: float, wall: float) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pytest_args", nargs="*", help="after --; default: the full suite")
+    parser.add_argument("--keep", type=Path, help="also copy the per-process log here (TSV)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="suite-cpu-") as tmp:
         log = Path(tmp) / "processes.tsv"
@@ -105,6 +106,8 @@ def main() -> int:
         wall = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         total = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        if args.keep is not None:
+            args.keep.write_text(log.read_text())
         print(f"\npytest exited {code}\n")
         print(summarize(log, total, wall))
     return code
