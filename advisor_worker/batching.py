@@ -84,8 +84,7 @@ class Ticket:
     deadline: float | None = None
     # Called on the MLX thread with the output token count after each token: keep it cheap.
     on_progress: Callable[[int], None] | None = None
-    # Asked on the MLX thread before decoding and after each step; True ends the row as a
-    # GenerationTimeout carrying the partial text.
+    # Asked before decoding and after each step: True ends the row as a GenerationTimeout.
     should_stop: Callable[[], bool] | None = None
 
     def __post_init__(self) -> None:
@@ -269,13 +268,15 @@ class BatchScheduler:
             logger.warning("Job %s could not join the batch: %s", job.job_id, reason)
             _settle(ticket, exc=WorkerError(f"Could not start generation: {reason}"))
             return
-        self._active[uid] = _Row(
+        row = _Row(
             ticket,
             prompt_tokens=len(input_ids),
             grammar=grammar,
             detokenizer=make_streaming_detokenizer(self.processor),
             started=time.perf_counter(),
         )
+        grammar.budget = lambda: job.max_tokens - row.tokens - 2  # besides a step's 2 tokens
+        self._active[uid] = row
 
     def _step(self) -> None:
         generator = self._ensure_generator()
@@ -303,8 +304,14 @@ class BatchScheduler:
             if held is None:
                 continue
             held.add(int(response.token), response.finish_reason == "stop")
+            for token in held.grammar.take_fed():
+                held.add(token, False)
             if response.finish_reason is not None:
                 self._finish(response.uid, "stop" if response.finish_reason == "stop" else "length")
+            elif held.tokens >= held.ticket.job.max_tokens:
+                # Upstream counts steps, and a step that fed forced tokens wrote several.
+                self._ensure_generator().remove(response.uid)
+                self._finish(response.uid, "length")
         now = time.monotonic()
         for uid, row in list(self._active.items()):
             if row.grammar.error is not None:
@@ -354,12 +361,11 @@ def generate_json(
 ) -> GenerationResult:
     """One constrained generation as a batch of one, run on this (the model's) thread.
 
-    The same scheduler and sampler as the worker's at any B, so the text is the one a worker
-    gives for the same seed. `image` is the model's input as intake made it. `temperature`
-    is required so the checkpoint's generation_config cannot choose it silently. "length"
-    means `max_tokens` ran out before the JSON closed. When `should_stop` turns true (asked
-    before decoding and after every token), GenerationTimeout carries the partial text out.
-    """
+    The worker's scheduler and sampler: the text a worker gives for the same seed. `image`
+    is the model's input as intake made it; `temperature` is required so the checkpoint's
+    generation_config cannot choose it. "length": `max_tokens` ran out before the JSON
+    closed. When `should_stop` turns true (asked before decoding and after every step),
+    GenerationTimeout carries the partial text out."""
     job = GenerationJob("generate_json", image, system_prompt, user_text, schema,
                         max_tokens, temperature, 0 if seed is None else seed)  # fmt: skip
     scheduler = BatchScheduler(model, processor, slots=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import mlx.core as mx
@@ -52,6 +53,30 @@ class GuardedProcessor:
         self.inner = inner
         self.overlap = overlap
         self.error: BaseException | None = None
+        # How many tokens the row may still take besides the one a step samples; the
+        # scheduler sets it. Forced tokens are fed only within it.
+        self.budget: Callable[[], int] = lambda: 0
+        # Forced tokens fed since the scheduler last took them, in order.
+        self._fed: list[int] = []
+
+    def feed_forced(self, last_token: int) -> list[int]:
+        """The grammar's forced tokens after `last_token`, consumed (see
+        JsonSchemaLogitsProcessor.feed_forced); [] once the row has failed."""
+        feed = getattr(self.inner, "feed_forced", None)
+        if self.error is not None or feed is None:
+            return []
+        try:
+            forced = list(feed(last_token, self.budget()))
+        except Exception as exc:  # noqa: BLE001 - reported on this row by the scheduler
+            self.error = exc
+            return []
+        self._fed.extend(forced)
+        return forced
+
+    def take_fed(self) -> list[int]:
+        """The forced tokens fed since the last call: the row's output after its step's token."""
+        fed, self._fed = self._fed, []
+        return fed
 
     def process_last_token(self, last_token: int, logits: mx.array) -> mx.array:
         if self.error is not None:
@@ -92,6 +117,11 @@ class GumbelSampling:
         self.top_k = top_k
         self.seed = seed
         self.position = 0
+
+    def skip(self, tokens: int) -> None:
+        """Positions the grammar forced and nobody sampled: the next draw uses the key of the
+        row's true position, as when every token was a step of its own."""
+        self.position += tokens
 
     def process_last_token(self, _last_token: int, logits: mx.array) -> mx.array:
         key = mx.random.key((self.seed * 1_000_003 + self.position) & 0xFFFFFFFF)

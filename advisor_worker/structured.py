@@ -107,7 +107,10 @@ class JsonSchemaLogitsProcessor:
         self._bitmask = llguidance.numpy.allocate_token_bitmask(
             1, constraint.llg_tokenizer.vocab_size
         )
+        self._eos = constraint.llg_tokenizer.eos_token
         self._started = False
+        # The last token was consumed by feed_forced; the next step must not consume it again.
+        self._consumed_ahead = False
         self._use_metal = mx.metal.is_available() and mx.default_device() == mx.gpu
 
     @property
@@ -123,10 +126,35 @@ class JsonSchemaLogitsProcessor:
 
     def process_last_token(self, last_token: int, logits: mx.array) -> mx.array:
         """The same step, for mlx-vlm's batch generator, which passes only the last token."""
-        if self._started:
+        if self._started and not self._consumed_ahead:
             self._consume(int(last_token))
         self._started = True
+        self._consumed_ahead = False
         return self._masked(logits)
+
+    def feed_forced(self, last_token: int, limit: int) -> list[int]:
+        """Consume `last_token`, then the tokens the grammar forces after it (llguidance's
+        fast-forward tokens, at most `limit`, never EOS), and return those.
+
+        The caller feeds `last_token` and them to the model in one forward, and passes the same
+        `last_token` to the step's `process_last_token`, which then masks the logits after the
+        last forced token without consuming anything again.
+        """
+        if not self._started or self._consumed_ahead:
+            return []
+        self._consume(int(last_token))
+        self._consumed_ahead = True
+        forced: list[int] = []
+        if limit > 0:
+            for token in self._matcher.compute_ff_tokens()[:limit]:
+                if token == self._eos:
+                    break
+                forced.append(int(token))
+        if forced and not self._matcher.consume_tokens(forced):
+            raise InvalidOutput(
+                f"constrained decoding rejected its forced tokens: {self._matcher.get_error()}"
+            )
+        return forced
 
     def _consume(self, token: int) -> None:
         if not self._matcher.consume_token(token):

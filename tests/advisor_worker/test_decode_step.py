@@ -31,6 +31,7 @@ def test_mlx_vlm_takes_the_hook_and_it_gives_the_texts_of_upstreams_own_step(
     finally:
         object.__setattr__(language_model, "fused_greedy_decode", hooked)
     # If mlx-vlm stops calling the hook, the log-softmax is back: see advisor_worker/decode_step.
-    assert len(calls) >= 2 * 39
+    # Alone in the batch, a step feeds the grammar's forced tokens too: fewer steps than tokens.
+    assert 2 * 10 <= len(calls) < 2 * 39
     assert with_hook == upstream
     assert all(text.startswith("{") for text in with_hook)
