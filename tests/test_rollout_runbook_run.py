@@ -78,6 +78,9 @@ class LaunchdHost:
         assert Path(program).is_absolute() and Path(program).name == "advisor-worker"
         assert args[:2] == ["run", "--variant"]
         env = {"PATH": "/usr/bin:/bin", "HOME": str(self.home), **job["EnvironmentVariables"]}
+        # This host's BLAS rule, as for every process the suite starts (docs/testing.md);
+        # macOS's launchd has no OpenBLAS to tell.
+        env.setdefault("OPENBLAS_NUM_THREADS", os.environ.get("OPENBLAS_NUM_THREADS", "1"))
         log = Path(job["StandardOutPath"])
         with log.open("ab") as out:
             proc = subprocess.Popen(
