@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -305,3 +306,16 @@ def wait_until_final(repo: Repository, ids: list[str], timeout: float) -> dict[s
                if i not in jobs or Status(jobs[i].status) not in FINAL_STATUSES}  # fmt: skip
     raise AssertionError(f"{len(pending)} of {len(ids)} jobs not final, none moving for "
                          f"{timeout}s: {list(pending.items())[:5]}")  # fmt: skip
+
+
+def most_at_once(jobs: list[Job]) -> int:
+    """The largest number of jobs whose [started_at, completed_at] intervals overlap."""
+    events: list[tuple[datetime, int]] = []
+    for job in jobs:
+        assert job.started_at is not None and job.completed_at is not None
+        events += [(job.started_at, 1), (job.completed_at, -1)]
+    running = most = 0
+    for _, step in sorted(events, key=lambda e: (e[0], e[1])):
+        running += step
+        most = max(most, running)
+    return most

@@ -7,7 +7,6 @@ import io
 import signal
 import time
 from collections.abc import Callable
-from datetime import datetime
 
 import pytest
 from PIL import Image
@@ -20,7 +19,7 @@ from store.models import Job
 from store.submissions import NewJob
 from tests.faults.conftest import Stack, Tally, sweeping, tally
 from tests.faults.servers import RedisServer
-from tests.support import wait_until_final
+from tests.support import most_at_once, wait_until_final
 
 pytestmark = pytest.mark.slow
 # Width x height of the photos: each size gives a different image-token count.
@@ -42,19 +41,6 @@ def submit(stack: Stack, photos: list[bytes]) -> list[str]:
         )
     assert all(h.published for h in handles), [h.publish_error for h in handles]
     return [h.id for h in handles]
-
-
-def most_at_once(jobs: list[Job]) -> int:
-    """The largest number of jobs whose [started_at, completed_at] intervals overlap."""
-    events: list[tuple[datetime, int]] = []
-    for job in jobs:
-        assert job.started_at is not None and job.completed_at is not None
-        events += [(job.started_at, 1), (job.completed_at, -1)]
-    running = most = 0
-    for _, step in sorted(events, key=lambda e: (e[0], e[1])):
-        running += step
-        most = max(most, running)
-    return most
 
 
 def wait_all_generating(stack: Stack, ids: list[str], timeout: float = 90) -> str:
@@ -85,32 +71,6 @@ def test_ten_jobs_of_mixed_sizes_succeed_with_several_generated_at_once(
     assert most_at_once(jobs) >= 3
     [beat] = stack.repo.live_workers(60, stack.variant)
     assert beat.slots == 4
-
-
-def test_greedy_outputs_at_batch_four_equal_the_same_jobs_at_batch_one(
-    make_stack: Callable[..., Stack], redis_server: RedisServer, sqlite_url: str
-) -> None:
-    url = redis_server.url
-    # Ten jobs through four slots: most rows join the batch while others decode.
-    photos = [photo(i, size) for i, size in enumerate(SIZES)]
-    alone = make_stack(sqlite_url, url, worker_batch="1", temperature="0", text_limit="32")
-    [single] = alone.start_workers(1)
-    first = wait_until_final(alone.repo, (ids_one := submit(alone, photos)), timeout=240)
-    assert single.terminate() == 0
-    assert "batch 1)" in single.output()
-
-    together = make_stack(sqlite_url, url, worker_batch="4", temperature="0", text_limit="32")
-    [batching] = together.start_workers(1)
-    assert "batch 4)" in batching.output()
-    second = wait_until_final(together.repo, (ids_four := submit(together, photos)), timeout=240)
-
-    one = [first[i] for i in ids_one]
-    four = [second[i] for i in ids_four]
-    assert [j.status for j in one + four] == [Status.SUCCEEDED] * 2 * len(photos)
-    identical = [a.raw_output == b.raw_output for a, b in zip(one, four, strict=True)]
-    print(f"identical outputs, B=4 vs B=1: {sum(identical)} of {len(identical)}")
-    assert identical == [True] * len(photos)
-    assert most_at_once(four) >= 3
 
 
 def test_a_corrupt_image_and_a_timed_out_job_fail_alone_inside_a_batch(
