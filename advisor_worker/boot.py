@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from celery import Celery
 
-from advisor_worker import prompts
+from advisor_worker import broker_guard, prompts
 from advisor_worker.batching import BatchScheduler
 from advisor_worker.celery_app import app, register_analyze
 from advisor_worker.control import restrict_remote_control
@@ -89,6 +89,7 @@ class Worker:
 
 def boot(settings: Settings, registry: Registry, variant_name: str) -> Worker:
     """Load the variant, start the worker's threads and bind the analyze task to them."""
+    broker_guard.install()
     repo = Repository(engine_for(settings.resolved_database_url))
     provider = provider_for(registry, variant_name, settings)
     loaded = provider.load(schema=generation_schema(settings.text_limit))
