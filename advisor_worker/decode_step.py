@@ -10,9 +10,9 @@ that hook on the model: the forward, each row's processors on its own logits (as
 applies them), one argmax. On this CPU the log-softmax was about 2 ms per row per step at
 the tiny model's size; on a Mac it is noise.
 
-When the batch has one row, the step also feeds the tokens its grammar forces (llguidance's
-fast-forward tokens: the JSON's keys and punctuation) with the row's last token, as one
-forward: k forced tokens cost one step instead of k (see `_forced_run`).
+The step also feeds the tokens the rows' grammars force (llguidance's fast-forward tokens:
+the JSON's keys and punctuation) with each row's last token, as one forward: k forced
+tokens cost one step instead of k, as many for every row (see `_forced_runs`).
 """
 
 from __future__ import annotations
@@ -56,9 +56,10 @@ def _fused_greedy_decode(
     **kwargs: Any,
 ) -> mx.array:
     last_tokens = cast(list[int], inputs[:, -1].tolist())
-    forced = _forced_run(last_tokens, logits_processors)
+    forced = _forced_runs(last_tokens, logits_processors)
     if forced:
-        inputs = mx.array([[*last_tokens, *forced]], dtype=inputs.dtype)
+        fed = [[last, *run] for last, run in zip(last_tokens, forced, strict=True)]
+        inputs = mx.array(fed, dtype=inputs.dtype)
     output = model(inputs, cache=cache, **kwargs)
     logits = output.logits if hasattr(output, "logits") else output
     logits = logits[:, -1, :]
@@ -73,27 +74,36 @@ def _fused_greedy_decode(
     return mx.argmax(logits, axis=-1)
 
 
-def _forced_run(last_tokens: list[int], logits_processors: list[Any] | None) -> list[int]:
-    """At B=1, the tokens the row's grammar forces after its last token, already consumed.
+def _forced_runs(
+    last_tokens: list[int], logits_processors: list[Any] | None
+) -> list[list[int]] | None:
+    """The forced tokens each row's grammar takes after its last token, as many for every row.
 
-    One row owns the batch's KV cache, so its last token and the forced ones go through the
-    model as one forward (positions follow from the cache offset and the row's rope delta,
-    token by token), and only the logits after the last forced token are sampled. At B > 1
-    the rows share one cache length and advance one token a step (mlx-vlm 0.7.10 has no
-    ragged decode step), so each forced token takes its step as before.
+    The rows share one KV cache length and advance together, so each row is fed the first k
+    tokens of its forced run, k the shortest run in the batch (within each row's budget):
+    alone in the batch, a row takes its whole run; in a batch, runs that start together
+    (every row writing the same keys) go in together. A row's last token and its k tokens
+    go through the model as one forward (positions follow from each row's cache offset and
+    rope delta, token by token), and only the logits after them are sampled. None: a step
+    of one token per row, as upstream's.
     """
-    if len(last_tokens) != 1 or not logits_processors or not logits_processors[0]:
-        return []
-    processors = logits_processors[0]
-    forced: list[int] = []
-    for processor in processors:
-        feed = getattr(processor, "feed_forced", None)
-        if feed is not None:
-            forced = feed(last_tokens[0])
-            break
-    if forced:
+    if not logits_processors or len(logits_processors) != len(last_tokens):
+        return None
+    grammars: list[Any] = []
+    runs: list[list[int]] = []
+    for last, processors in zip(last_tokens, logits_processors, strict=True):
+        grammar = next((p for p in processors or [] if hasattr(p, "forced_after")), None)
+        if grammar is None:
+            return None
+        grammars.append(grammar)
+        runs.append(grammar.forced_after(last))
+    k = min(len(run) for run in runs)
+    if k == 0:
+        return None
+    for grammar, run, processors in zip(grammars, runs, logits_processors, strict=True):
+        grammar.consume_forced(run[:k])
         for processor in processors:
             skip = getattr(processor, "skip", None)
             if skip is not None:
-                skip(len(forced))
-    return forced
+                skip(k)
+    return [run[:k] for run in runs]

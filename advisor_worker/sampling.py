@@ -59,19 +59,28 @@ class GuardedProcessor:
         # Forced tokens fed since the scheduler last took them, in order.
         self._fed: list[int] = []
 
-    def feed_forced(self, last_token: int) -> list[int]:
-        """The grammar's forced tokens after `last_token`, consumed (see
-        JsonSchemaLogitsProcessor.feed_forced); [] once the row has failed."""
-        feed = getattr(self.inner, "feed_forced", None)
-        if self.error is not None or feed is None:
+    def forced_after(self, last_token: int) -> list[int]:
+        """The grammar's forced tokens after `last_token`, which it consumes, within the row's
+        budget (see JsonSchemaLogitsProcessor.forced_after); [] once the row has failed."""
+        forced_after = getattr(self.inner, "forced_after", None)
+        if self.error is not None or forced_after is None:
             return []
         try:
-            forced = list(feed(last_token, self.budget()))
+            return list(forced_after(last_token))[: max(0, self.budget())]
         except Exception as exc:  # noqa: BLE001 - reported on this row by the scheduler
             self.error = exc
             return []
-        self._fed.extend(forced)
-        return forced
+
+    def consume_forced(self, tokens: list[int]) -> None:
+        """Feed these forced tokens to the grammar; the scheduler takes them as output."""
+        if self.error is not None or not tokens:
+            return
+        try:
+            self.inner.consume_forced(tokens)
+        except Exception as exc:  # noqa: BLE001 - reported on this row by the scheduler
+            self.error = exc
+            return
+        self._fed.extend(tokens)
 
     def take_fed(self) -> list[int]:
         """The forced tokens fed since the last call: the row's output after its step's token."""

@@ -109,7 +109,7 @@ class JsonSchemaLogitsProcessor:
         )
         self._eos = constraint.llg_tokenizer.eos_token
         self._started = False
-        # The last token was consumed by feed_forced; the next step must not consume it again.
+        # The last token was consumed by forced_after; the next step must not consume it again.
         self._consumed_ahead = False
         self._use_metal = mx.metal.is_available() and mx.default_device() == mx.gpu
 
@@ -132,29 +132,30 @@ class JsonSchemaLogitsProcessor:
         self._consumed_ahead = False
         return self._masked(logits)
 
-    def feed_forced(self, last_token: int, limit: int) -> list[int]:
-        """Consume `last_token`, then the tokens the grammar forces after it (llguidance's
-        fast-forward tokens, at most `limit`, never EOS), and return those.
+    def forced_after(self, last_token: int) -> list[int]:
+        """Consume `last_token` and return the tokens the grammar forces next (llguidance's
+        fast-forward tokens, up to EOS, not consumed yet: see `consume_forced`).
 
-        The caller feeds `last_token` and them to the model in one forward, and passes the same
-        `last_token` to the step's `process_last_token`, which then masks the logits after the
-        last forced token without consuming anything again.
+        The step's `process_last_token` must then get the same `last_token`: it is not
+        consumed twice, and the logits it masks are those after the forced tokens fed.
         """
         if not self._started or self._consumed_ahead:
             return []
         self._consume(int(last_token))
         self._consumed_ahead = True
         forced: list[int] = []
-        if limit > 0:
-            for token in self._matcher.compute_ff_tokens()[:limit]:
-                if token == self._eos:
-                    break
-                forced.append(int(token))
-        if forced and not self._matcher.consume_tokens(forced):
+        for token in self._matcher.compute_ff_tokens():
+            if token == self._eos:
+                break
+            forced.append(int(token))
+        return forced
+
+    def consume_forced(self, tokens: list[int]) -> None:
+        """Consume a prefix of `forced_after`'s tokens: the ones fed to the model."""
+        if tokens and not self._matcher.consume_tokens(tokens):
             raise InvalidOutput(
                 f"constrained decoding rejected its forced tokens: {self._matcher.get_error()}"
             )
-        return forced
 
     def _consume(self, token: int) -> None:
         if not self._matcher.consume_token(token):

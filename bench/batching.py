@@ -241,7 +241,8 @@ def sections(
     label = models.label(model_dir, size)
     return [worker, scheduler_section(model_dir, settings, label, 3),
             forcing.section(model_dir, label, jobs=max(2, jobs_per_row * 2)),
-            forcing.feeding_section(model_dir, label)]  # fmt: skip
+            forcing.feeding_section(model_dir, label),
+            forcing.feeding_section(model_dir, label, slots=4)]  # fmt: skip
 
 
 def run(

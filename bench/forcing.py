@@ -117,12 +117,16 @@ _FEEDING_HEADER = ["critique", "tokens", "steps (one / fed)", "CPU ms/token one"
                    "CPU ms/token fed", "fed / one", "same text"]  # fmt: skip
 
 
-def _one_token_a_step(_last_tokens: list[int], _processors: list[Any] | None) -> list[int]:
-    return []
+def _one_token_a_step(
+    _last_tokens: list[int], _processors: list[Any] | None
+) -> list[list[int]] | None:
+    return None
 
 
-def _decode_alone(model: Any, processor: Any, spec: GenerationJob) -> tuple[float, int, Any]:
-    """The worker's scheduler at B=1: CPU seconds, decode steps and the result."""
+def _decode(
+    model: Any, processor: Any, specs: list[GenerationJob], slots: int
+) -> tuple[float, int, list[Any]]:
+    """The worker's scheduler at `slots`: CPU seconds, decode steps and the results."""
     language_model = model.language_model
     decode_step.install(language_model)
     hooked = language_model.fused_greedy_decode
@@ -134,15 +138,15 @@ def _decode_alone(model: Any, processor: Any, spec: GenerationJob) -> tuple[floa
 
     object.__setattr__(language_model, "fused_greedy_decode", counting)
     try:
-        scheduler = BatchScheduler(model, processor, slots=1)
-        ticket = scheduler.submit(spec)
+        scheduler = BatchScheduler(model, processor, slots=slots)
+        tickets = [scheduler.submit(spec) for spec in specs]
         scheduler.stop()
         started = time.process_time()
         scheduler.run()
         cpu = time.process_time() - started
     finally:
         object.__setattr__(language_model, "fused_greedy_decode", hooked)
-    return cpu, steps[0], ticket.result()
+    return cpu, steps[0], [ticket.result() for ticket in tickets]
 
 
 def feeding_section(
@@ -151,47 +155,53 @@ def feeding_section(
     critiques: int = 3,
     rounds: int = 2,
     text_limit: int = REAL_SHAPE_TEXT_LIMIT,
+    slots: int = 1,
 ) -> Section:
-    """Real-shape critiques alone in the worker's batch: forced runs fed against one token a
-    step (the baseline: the same scheduler with `decode_step`'s feeding switched off)."""
+    """Critiques through the worker's scheduler, `slots` at a time (each batch is the same
+    critiques): forced runs fed against one token a step (the baseline: the same scheduler
+    with `decode_step`'s feeding switched off in this process)."""
     model, processor = load(str(model_dir))
     geometry = model_geometry(processor, 448 * 448, chosen=False)
     specs = real_shape_jobs(critiques, geometry, temperature=0.0, text_limit=text_limit)
+    batches = [specs[i : i + 1] for i in range(len(specs))] if slots == 1 else [specs]
     started = time.perf_counter()
-    runs: dict[bool, list[list[tuple[float, int, Any]]]] = {
-        False: [[] for _ in specs], True: [[] for _ in specs]}  # fmt: skip
-    feeding = decode_step._forced_run
+    runs: dict[bool, list[list[tuple[float, int, list[Any]]]]] = {
+        False: [[] for _ in batches], True: [[] for _ in batches]}  # fmt: skip
+    feeding = decode_step._forced_runs
     try:
         for round_ in range(rounds):
-            for i, spec in enumerate(specs):
+            for i, batch in enumerate(batches):
                 # Interleaved, order alternating by round: load drifts hit both alike.
                 for feed in (False, True) if round_ % 2 == 0 else (True, False):
-                    setattr(decode_step, "_forced_run", feeding if feed else _one_token_a_step)  # noqa: B010
-                    runs[feed][i].append(_decode_alone(model, processor, spec))
+                    chosen = feeding if feed else _one_token_a_step
+                    setattr(decode_step, "_forced_runs", chosen)  # noqa: B010
+                    runs[feed][i].append(_decode(model, processor, batch, slots))
     finally:
-        setattr(decode_step, "_forced_run", feeding)  # noqa: B010
+        setattr(decode_step, "_forced_runs", feeding)  # noqa: B010
     seconds = time.perf_counter() - started
     rows, ratios = [], []
-    for i in range(len(specs)):
+    for i in range(len(batches)):
         one, fed = runs[False][i], runs[True][i]
-        same = all(r[2].text == one[0][2].text for r in one + fed)
-        tokens = one[0][2].output_tokens
-        cost_one = Figure.of([r[0] / r[2].output_tokens * 1e3 for r in one])
-        cost_fed = Figure.of([r[0] / r[2].output_tokens * 1e3 for r in fed])
+        texts = [r.text for r in one[0][2]]
+        same = all([r.text for r in run[2]] == texts for run in one + fed)
+        tokens = sum(r.output_tokens for r in one[0][2])
+        cost_one = Figure.of([run[0] / tokens * 1e3 for run in one])
+        cost_fed = Figure.of([run[0] / tokens * 1e3 for run in fed])
         ratios += [f[0] / o[0] for o, f in zip(one, fed, strict=True)]
-        rows.append([f"{i + 1}", f"{tokens}", f"{one[0][1]} / {fed[0][1]}", cost_one.show(2),
+        rows.append([f"{i + 1}" if slots == 1 else f"{len(batches[i])} at B={slots}",
+                     f"{tokens}", f"{one[0][1]} / {fed[0][1]}", cost_one.show(2),
                      cost_fed.show(2), f"{cost_fed.median / cost_one.median:.2f}",
                      "yes" if same else "no"])  # fmt: skip
     note = (
-        f"{label}: {critiques} real-shape critiques, greedy, alone in the batch, {rounds} "
+        f"{label}: {critiques} critiques (text limit {text_limit}), greedy, B={slots}, {rounds} "
         f"interleaved runs each ({seconds:.0f} s in all). Decode CPU, fed / one token a step: "
         f"{Figure.of(ratios).show(2)}."
     )
     return Section(
-        "Forced tokens fed at B=1",
-        intro="The worker's scheduler with one row: the grammar's forced runs fed with the "
-        "row's step as one forward (as the worker runs) against one token a step. CPU per "
-        "output token over the whole generation (prefill included).",
+        f"Forced tokens fed at B={slots}",
+        intro="The worker's scheduler: the grammars' forced runs fed with the rows' step as "
+        "one forward (as the worker runs; in a batch, as many tokens for every row) against "
+        "one token a step. CPU per output token over the whole generation (prefill included).",
         tables=[table(_FEEDING_HEADER, rows)],
         notes=[note],
         seconds=seconds,

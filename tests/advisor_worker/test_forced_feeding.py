@@ -1,5 +1,4 @@
-"""A row alone in the worker's batch is fed its grammar's forced tokens, with the text of one
-token a step."""
+"""The worker feeds its rows their grammars' forced tokens, with the texts of one token a step."""
 
 from __future__ import annotations
 
@@ -16,9 +15,10 @@ from tests.advisor_worker.test_batching import batched, job, noise
 
 
 def _steps_and_results(
-    tiny_model: tuple[Any, Any], specs: list[GenerationJob], slots: int
+    tiny_model: tuple[Any, Any], specs: list[GenerationJob], slots: int, *, feed: bool = True
 ) -> tuple[int, list[GenerationResult]]:
-    """The worker's scheduler at `slots`: decode steps taken through the hook, and results."""
+    """The worker's scheduler at `slots`: decode steps taken through the hook, and results.
+    `feed=False` switches the feeding off: one token per row a step, as upstream's step."""
     language_model = tiny_model[0].language_model
     decode_step.install(language_model)
     hooked = language_model.fused_greedy_decode
@@ -29,38 +29,46 @@ def _steps_and_results(
         return hooked(*args, **kwargs)
 
     object.__setattr__(language_model, "fused_greedy_decode", counting)
+    feeding = decode_step._forced_runs
     try:
+        if not feed:
+            decode_step._forced_runs = lambda *_: None  # type: ignore[assignment]
         tickets = batched(tiny_model, specs, slots=slots)
     finally:
+        decode_step._forced_runs = feeding  # type: ignore[assignment]
         object.__setattr__(language_model, "fused_greedy_decode", hooked)
     return len(steps), [ticket.result() for ticket in tickets]
 
 
 @pytest.mark.parametrize("temperature", [0.0, 0.7])
-def test_alone_in_the_batch_a_row_is_fed_its_forced_tokens_and_writes_the_same_text(
+def test_forced_tokens_fed_alone_or_in_a_batch_give_the_texts_of_one_token_a_step(
     tiny_model: tuple[Any, Any], temperature: float
 ) -> None:
-    specs = [job(i, noise(i, (96, 64)), schema=generation_schema(16), temperature=temperature)
-             for i in range(2)]  # fmt: skip
+    specs = [job(i, noise(i, size), schema=generation_schema(16), temperature=temperature)
+             for i, size in enumerate([(96, 64), (64, 128), (128, 96)])]  # fmt: skip
+    steps_one, one = _steps_and_results(tiny_model, specs, slots=3, feed=False)
+    steps_batch, batch = _steps_and_results(tiny_model, specs, slots=3)
     steps_alone, alone_results = _steps_and_results(tiny_model, specs, slots=1)
-    steps_together, together = _steps_and_results(tiny_model, specs, slots=2)
 
-    assert [r.text for r in alone_results] == [r.text for r in together]
-    assert [r.output_tokens for r in alone_results] == [r.output_tokens for r in together]
-    tokens = sum(r.output_tokens for r in alone_results)
-    # While two rows share the batch, a step is one token each (the first comes from the
-    # prefill): no feeding until the shorter one ends.
-    assert steps_together >= min(r.output_tokens for r in together) - 1
-    # Alone, the JSON's keys and punctuation (most of a short critique) went in with a step.
-    assert steps_alone < tokens / 2
-    assert all(json.loads(r.text) for r in alone_results)
+    texts = [r.text for r in one]
+    assert [r.text for r in batch] == texts == [r.text for r in alone_results]
+    assert [r.output_tokens for r in batch] == [r.output_tokens for r in one]
+    assert all(json.loads(text) for text in texts)
+    # One token a step: as many steps as the longest row's tokens (the first comes from the
+    # prefill). Fed in a batch, the runs the rows start together (the keys) go in together.
+    assert steps_one >= max(r.output_tokens for r in one) - 1
+    assert steps_batch < 0.85 * steps_one
+    # Alone, a row takes its whole runs: most of a short critique is keys and punctuation.
+    assert steps_alone < sum(r.output_tokens for r in one) / 2
 
 
 @pytest.mark.parametrize("cap", [3, 9, 40, 41])
 def test_feeding_never_passes_the_token_cap(tiny_model: tuple[Any, Any], cap: int) -> None:
     spec = job(0, noise(0, (96, 64)), schema=generation_schema(16), max_tokens=cap)
-    _, (fed,) = _steps_and_results(tiny_model, [spec], slots=1)
-    _, (stepped, _) = _steps_and_results(tiny_model, [spec, spec], slots=2)
+    _, (alone_result,) = _steps_and_results(tiny_model, [spec], slots=1)
+    _, (in_batch, _) = _steps_and_results(tiny_model, [spec, spec], slots=2)
+    _, (stepped,) = _steps_and_results(tiny_model, [spec], slots=1, feed=False)
 
-    assert (fed.output_tokens, fed.finish_reason) == (cap, "length")
-    assert (fed.text, fed.output_tokens) == (stepped.text, stepped.output_tokens)
+    for fed in (alone_result, in_batch):
+        assert (fed.output_tokens, fed.finish_reason) == (cap, "length")
+        assert fed.text == stepped.text
