@@ -12,6 +12,7 @@ from advisor_worker.batching import GenerationJob
 from advisor_worker.generation import GenerationResult
 from jobs.analysis import generation_schema
 from tests.advisor_worker.test_batching import batched, job, noise
+from tests.advisor_worker.test_decode_step import counted_steps
 
 
 def _steps_and_results(
@@ -19,24 +20,14 @@ def _steps_and_results(
 ) -> tuple[int, list[GenerationResult]]:
     """The worker's scheduler at `slots`: decode steps taken through the hook, and results.
     `feed=False` switches the feeding off: one token per row a step, as upstream's step."""
-    language_model = tiny_model[0].language_model
-    decode_step.install(language_model)
-    hooked = language_model.fused_greedy_decode
-    steps = []
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        steps.append(1)
-        return hooked(*args, **kwargs)
-
-    object.__setattr__(language_model, "fused_greedy_decode", counting)
     feeding = decode_step._forced_runs
-    try:
-        if not feed:
-            decode_step._forced_runs = lambda *_: None  # type: ignore[assignment]
-        tickets = batched(tiny_model, specs, slots=slots)
-    finally:
-        decode_step._forced_runs = feeding  # type: ignore[assignment]
-        object.__setattr__(language_model, "fused_greedy_decode", hooked)
+    with counted_steps(tiny_model[0].language_model) as steps:
+        try:
+            if not feed:
+                decode_step._forced_runs = lambda *_: None  # type: ignore[assignment]
+            tickets = batched(tiny_model, specs, slots=slots)
+        finally:
+            decode_step._forced_runs = feeding  # type: ignore[assignment]
     return len(steps), [ticket.result() for ticket in tickets]
 
 
