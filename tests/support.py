@@ -23,6 +23,7 @@ from jobs.settings import Settings
 from store.db import engine_for
 from store.models import Job
 from store.repository import Repository
+from tests import forkserver
 
 WORKER_BIN = [sys.executable, "-m", "advisor_worker.cli"]
 GATEWAY_BIN = [str(Path(sys.executable).parent / "advisor-gateway")]
@@ -77,7 +78,7 @@ class Env:
 @dataclass
 class WorkerProcess:
     variant: str
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[bytes] | forkserver.ForkedProcess
     log: Path
 
     def output(self) -> str:
@@ -99,12 +100,21 @@ class WorkerProcess:
 
 
 def spawn_worker(env: Env, variant: str, log_dir: Path) -> WorkerProcess:
-    """Start `advisor-worker run --variant V`, not waiting for it."""
+    """Start `advisor-worker run --variant V`, not waiting for it.
+
+    Forked from the test process's fork server when the environment allows (tests/forkserver.py).
+    """
     log = log_dir / f"worker-{variant}-{time.monotonic_ns()}.log"
+    full = env.full()
+    if forkserver.can_fork(full):
+        forked = forkserver.fork_module(
+            "advisor_worker.cli", ["run", "--variant", variant], full, log
+        )
+        return WorkerProcess(variant, forked, log)
     with log.open("wb") as handle:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
             [*WORKER_BIN, "run", "--variant", variant],
-            env=env.full(),
+            env=full,
             stdout=handle,
             stderr=subprocess.STDOUT,
         )
