@@ -24,6 +24,7 @@ import runpy
 import signal
 import subprocess
 import sys
+import tempfile
 from multiprocessing.context import ForkServerProcess
 from pathlib import Path
 
@@ -79,25 +80,66 @@ class ForkedProcess:
         self.send_signal(signal.SIGKILL)
 
 
-def fork_module(module: str, args: list[str], env: dict[str, str], log: Path) -> ForkedProcess:
-    """`python -m module *args` with `env`, stdout and stderr appended to `log`; not waited for."""
+def fork_module(
+    module: str,
+    args: list[str],
+    env: dict[str, str],
+    log: Path,
+    *,
+    stderr: Path | None = None,
+    cwd: Path | None = None,
+) -> ForkedProcess:
+    """`python -m module *args` with `env` in `cwd`, its output appended to `log` (stderr to
+    `stderr` if given); not waited for."""
     global _server_env
     if _server_env is None:
         _server_env = dict(os.environ)  # the server starts on this first use, with this env
-    process = _context.Process(target=_run_module, args=(module, args, env, str(log)),
-                               daemon=True, name=f"{module} {' '.join(args)}")  # fmt: skip
+    process = _context.Process(
+        target=_run_module,
+        args=(module, args, env, str(log), str(stderr or log), str(cwd) if cwd else None),
+        daemon=True, name=f"{module} {' '.join(args)}",
+    )  # fmt: skip
     process.start()
     return ForkedProcess(process, [sys.executable, "-m", module, *args])
 
 
-def _run_module(module: str, args: list[str], env: dict[str, str], log: str) -> None:
+def run_module(
+    module: str,
+    args: list[str],
+    env: dict[str, str],
+    *,
+    timeout: float,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """As `subprocess.run([python, -m, module, *args], capture_output=True, text=True)`."""
+    with tempfile.TemporaryDirectory(prefix="forked-") as tmp:
+        out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+        proc = fork_module(module, args, env, out, stderr=err, cwd=cwd)
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+        return subprocess.CompletedProcess(proc.args, code, _read(out), _read(err))
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _run_module(
+    module: str, args: list[str], env: dict[str, str], out: str, err: str, cwd: str | None
+) -> None:
     """In the forked child: become `python -m module *args` and exit as it would."""
     os.environ.clear()
     os.environ.update(env)
-    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
+    if cwd is not None:
+        os.chdir(cwd)
+    for target, path in ((1, out), (2, err)):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(fd, target)
+        os.close(fd)
     sys.argv = [module, *args]
     code: object = 0
     try:

@@ -35,7 +35,7 @@ SUBPROCESS_STARTERS = frozenset(
     {
         "start_worker", "running_workers", "start_workers", "start_processes", "start_gateway",
         "wait_until_ready", "running_flower", "PostgresCluster", "RedisServer", "Network",
-        "GATEWAY_BIN", "WORKER_BIN", "script",
+        "GATEWAY_BIN", "WORKER_BIN", "script", "run_command", "start_command", "fork_module",
     }
 )  # fmt: skip
 
@@ -55,6 +55,39 @@ def script(name: str) -> list[str]:
     module, func = SCRIPTS[name].split(":")
     code = f"import sys; from {module} import {func}; sys.argv[0] = {name!r}; sys.exit({func}())"
     return [sys.executable, "-c", code]
+
+
+Started = subprocess.Popen[bytes] | forkserver.ForkedProcess  # a process a test started
+
+
+def run_command(
+    module: str,
+    args: list[str],
+    env: dict[str, str],
+    *,
+    timeout: float = 60,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`python -m module *args` run to its end, output captured as text.
+
+    Forked from the test process's fork server when the environment allows (tests/forkserver.py).
+    """
+    if forkserver.can_fork(env):
+        return forkserver.run_module(module, args, env, timeout=timeout, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], env=env, cwd=cwd, capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+
+
+def start_command(module: str, args: list[str], env: dict[str, str], log: Path) -> Started:
+    """`python -m module *args`, output appended to `log`; not waited for (forked if allowed)."""
+    if forkserver.can_fork(env):
+        return forkserver.fork_module(module, args, env, log)
+    with log.open("ab") as handle:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", module, *args], env=env, stdout=handle, stderr=subprocess.STDOUT
+        )
 
 
 @dataclass
@@ -78,7 +111,7 @@ class Env:
 @dataclass
 class WorkerProcess:
     variant: str
-    proc: subprocess.Popen[bytes] | forkserver.ForkedProcess
+    proc: Started
     log: Path
 
     def output(self) -> str:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import itertools
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,7 +29,7 @@ from store.repository import Repository
 from tests.advisor_worker.test_plan_e2e import PER_ARM, ROUND_BATCH, subjects_for
 from tests.advisor_worker.test_worker_e2e import photo, settings_of, setup_env
 from tests.conftest import postgres_database
-from tests.support import Env, WorkerProcess, start_worker, wait_until_final
+from tests.support import Env, Started, WorkerProcess, start_command, start_worker, wait_until_final
 
 MIN_MINUTES = 0.05  # 3 s a step
 GUARD_INTERVAL = "0.5"
@@ -76,13 +74,10 @@ class PlanStack:
         wait_until_final(self.repo, ids, timeout=240)
         return [self.repo.get(job_id).variant for job_id in ids]
 
-    def guard(self, name: str) -> subprocess.Popen[bytes]:
+    def guard(self, name: str) -> Started:
         """A real `advisor guard` loop, as an operator or a service manager starts it."""
-        with (self.logs / f"guard-{name}.log").open("wb") as log:  # the child keeps its copy
-            return subprocess.Popen(
-                [sys.executable, "-m", "producers.cli", "guard", "--interval", GUARD_INTERVAL],
-                env=self.env.full(), stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+        return start_command("producers.cli", ["guard", "--interval", GUARD_INTERVAL],
+                             self.env.full(), self.logs / f"guard-{name}.log")  # fmt: skip
 
     def log_of(self, name: str) -> str:
         return (self.logs / f"guard-{name}.log").read_text(errors="replace")
@@ -111,7 +106,7 @@ def wait_for(what: str, ready: Callable[[], bool], timeout: float = 90) -> None:
     raise AssertionError(f"not within {timeout:g}s: {what}")
 
 
-def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+def stop(proc: Started, sig: int = signal.SIGKILL) -> None:
     if proc.poll() is None:
         proc.send_signal(sig)
     proc.wait(timeout=30)

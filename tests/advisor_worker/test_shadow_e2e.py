@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from store.models import Job
 from store.repository import Repository
 from store.submissions import NewJob
 from tests.advisor_worker.test_worker_e2e import photo, settings_of, setup_env
-from tests.support import Env, running_workers, wait_until_final
+from tests.support import Env, run_command, running_workers, wait_until_final
 
 # The gate reads the queue just before a shadow starts; a primary published right after may
 # see one more shadow start.
@@ -36,10 +34,7 @@ def env(request: pytest.FixtureRequest, tmp_path: Path, tiny_model_dir: Path) ->
 
 
 def advisor(env: Env, *args: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "producers.cli", *args], env=env.full(), capture_output=True,
-        text=True, timeout=60,
-    )  # fmt: skip
+    out = run_command("producers.cli", list(args), env.full())
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout
 

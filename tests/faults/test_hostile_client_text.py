@@ -11,8 +11,6 @@ import base64
 import json
 import logging
 import re
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from producers.gateway import create_app
 from store import migrate
 from tests.conftest import free_port
 from tests.producers.conftest import make_settings, photo, registry_file, settings_env
+from tests.support import run_command
 
 __all__ = ["registry_file"]  # the fixture, imported for pytest
 
@@ -148,10 +147,9 @@ def test_a_refused_completion_task_shows_the_tenant_a_fixed_text_and_the_operato
         assert all("detail" not in attempt for attempt in notice["log"])
         assert not leaks(response.text, str(port), "127.0.0.1"), response.text
     # The command line is the operator's: its JSON keeps the reason.
-    shown_cli = subprocess.run(
-        [sys.executable, "-m", "producers.cli", "deliveries", handle.id, "--json"],
-        capture_output=True, text=True, env=settings_env(settings), timeout=120,
-    )  # fmt: skip
+    shown_cli = run_command(
+        "producers.cli", ["deliveries", handle.id, "--json"], settings_env(settings), timeout=120
+    )
     [operator] = json.loads(shown_cli.stdout)
     assert str(port) in operator["last_error"] and "detail" in operator["log"][0]
 
@@ -167,10 +165,7 @@ def test_a_command_under_json_on_an_unreachable_database_names_no_host_or_passwo
     port = free_port()
     dead = f"postgresql+psycopg://postgres:{PASSWORD}@127.0.0.1:{port}/advisor"
     settings = make_settings(tmp_path, dead, registry_file)
-    out = subprocess.run(
-        [sys.executable, "-m", "producers.cli", *command, "--json"],
-        capture_output=True, text=True, env=settings_env(settings), timeout=120,
-    )  # fmt: skip
+    out = run_command("producers.cli", [*command, "--json"], settings_env(settings), timeout=120)
     assert out.returncode == 1, out.stderr
     error = json.loads(out.stdout)
     assert error["message"].startswith(CLIENT_TEXT[IncidentKind.DATABASE]), error

@@ -17,6 +17,7 @@ from store.lifecycle import Outcome, StartOutcome
 from store.repository import Repository
 from tests.conftest import free_port
 from tests.producers.conftest import FINE_TUNED_ADVISOR, make_settings, photo, settings_env
+from tests.support import run_command
 
 
 class Advisor:
@@ -26,10 +27,7 @@ class Advisor:
         self.env = env
 
     def __call__(self, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
-        out = subprocess.run(
-            [sys.executable, "-m", "producers.cli", *args],
-            env=self.env, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+        out = run_command("producers.cli", list(args), self.env)
         assert "Traceback" not in out.stderr, out.stderr
         assert out.returncode == code, (out.returncode, out.stdout, out.stderr)
         return out

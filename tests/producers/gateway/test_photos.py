@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 from typing import Any
 
 import numpy as np
@@ -40,6 +38,7 @@ from tests.photo_files import (
     tiff16,
 )
 from tests.producers.gateway.conftest import Stack, follow
+from tests.support import run_command
 
 UPRIGHT = (TOP_LEFT, TOP_RIGHT, BOTTOM_LEFT, BOTTOM_RIGHT)
 GPS_TEXT = ("29.64", "40.08", "2964/100")  # in the file as rationals
@@ -250,9 +249,7 @@ def test_capture_facts_round_trip_and_gps_stays_out_of_the_row_the_logs_and_the_
         for secret in (*SERIALS, *GPS_TEXT):
             assert secret not in text, (place, secret)
         assert "gps" not in text.lower(), place
-    status = subprocess.run(
-        [sys.executable, "-m", "producers.cli", "status", job["id"]],
-        env=stack.env.full(), capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
+    status = run_command("producers.cli", ["status", job["id"]], stack.env.full())
+    assert status.returncode == 0, status.stderr
     [line] = [li for li in status.stdout.splitlines() if li.startswith("photo: ")]
     assert json.loads(line.removeprefix("photo: ")) == job["photo"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from store.db import engine_for
 from store.models import RolloutEvent
 from tests.producers.conftest import make_settings, settings_env
 from tests.producers.crafted_jobs import Crafter
+from tests.support import run_command
 
 EVERY = timedelta(minutes=30)
 
@@ -86,8 +86,7 @@ def test_the_replay_command_prints_each_round_as_text_or_json(
     span = ["--from", start.isoformat(), "--to", (start + timedelta(hours=9)).isoformat()]
 
     def advisor(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "producers.cli", "guard", "replay", *args],
-                              env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+        return run_command("producers.cli", ["guard", "replay", *args], env)
 
     as_json = advisor("--advisor", "ansel", *span, "--every", "30", "--json")
     text = advisor("--advisor", "ansel", *span, "--every", "30")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +33,7 @@ from tests.producers.conftest import (
     queued_requests,
     settings_env,
 )
+from tests.support import run_command
 
 
 @pytest.fixture
@@ -134,10 +133,7 @@ def test_advisor_sweep_prints_one_json_round_and_exits_zero(
     drain(redis_url, "base")
     services.repository.start(job_id, "w-gone", lease_seconds=0.01, max_attempts=2)
     time.sleep(0.05)
-    out = subprocess.run(
-        [sys.executable, "-m", "producers.cli", "sweep", "--json"],
-        env=settings_env(services.settings), capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    out = run_command("producers.cli", ["sweep", "--json"], settings_env(services.settings))
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["requeued"] == [job_id] and report["publish_error"] is None
