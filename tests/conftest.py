@@ -30,6 +30,8 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 # the tiny model, 8 jobs at B=4: 2.0 ms of CPU per token with one thread against 3.6-4.5 ms
 # with two, and less wall time too, with the same tokens (docs/testing.md).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# Nothing can be downloaded here; set before the first worker is forked (tests/forkserver.py).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def is_listening(host: str, port: int) -> bool:
