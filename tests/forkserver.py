@@ -9,8 +9,8 @@ forked from it sets its own environment, sends its output to its own log and run
 app with its settings included, is imported under that worker's environment.
 
 What a fork cannot give, a cold start keeps: a worker whose environment differs from the
-test process's in anything but ADVISOR_* settings (another BLAS thread count, another
-PATH) starts cold, as do the demo's, the runbook's launchd jobs, the multi-host and the
+test process's in anything but ADVISOR_* settings and HOME (another BLAS thread count,
+another PATH) starts cold, as do the demo's, the runbook's launchd jobs, the multi-host and the
 compose workers, which start the installed console script. `TESTS_COLD_WORKERS=1` starts
 every worker cold.
 """
@@ -34,10 +34,16 @@ _context.set_forkserver_preload([LIBRARIES])
 _server_env: dict[str, str] | None = None  # the environment the server was started with
 
 
+# Read after start-up, never by the preloaded libraries' imports in a way a test relies on:
+# pytest's current test, and HOME (the runbook's commands write plists under a HOME of their
+# own; the libraries' cache paths derived from it go unused offline, with local models).
+_AFTER_START = frozenset({"PYTEST_CURRENT_TEST", "HOME"})
+
+
 def _relevant(env: dict[str, str]) -> dict[str, str]:
-    """What a process's start reads before its settings: all but ADVISOR_* and pytest's."""
+    """What a process's start reads before its settings: all but ADVISOR_* and _AFTER_START."""
     return {k: v for k, v in env.items()
-            if not k.startswith("ADVISOR_") and k != "PYTEST_CURRENT_TEST"}  # fmt: skip
+            if not k.startswith("ADVISOR_") and k not in _AFTER_START}  # fmt: skip
 
 
 def can_fork(env: dict[str, str]) -> bool:

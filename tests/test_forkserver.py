@@ -21,7 +21,7 @@ def test_a_forked_module_gets_its_env_cwd_argv_and_exit_code_with_the_libraries_
     tmp_path: Path,
 ) -> None:
     env = {**os.environ, "ADVISOR_PROBE": "seen"}
-    assert forkserver.can_fork(env)
+    assert forkserver.can_fork(env) and forkserver.can_fork({**env, "HOME": str(tmp_path)})
     out = forkserver.run_module(PROBE, ["3", "x y"], env, timeout=60, cwd=tmp_path)
     assert out.returncode == 3
     shown = json.loads(out.stdout)

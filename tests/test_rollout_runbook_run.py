@@ -1,9 +1,10 @@
 """The rollout runbook (docs/rollout.md) executed command by command on the embedded default.
 
-Every `# step:` command runs through its real console script; every `# workers:` block runs
-too: `advisor-worker launchd` writes the plists, and `launchctl` (macOS only) is played by
-`LaunchdHost`, which starts each plist's ProgramArguments with its EnvironmentVariables and
-stops it the way launchd's bootout does (SIGTERM, a warm shutdown). Between stages the test
+Every `# step:` command runs its console script's module as `python -m` (forked from the
+suite's fork server, tests/forkserver.py); every `# workers:` block runs too: `advisor-worker
+launchd` writes the plists, and `launchctl` (macOS only) is played by `LaunchdHost`, which
+starts each plist's ProgramArguments cold with its EnvironmentVariables and stops it the way
+launchd's bootout does (SIGTERM, a warm shutdown). Between stages the test
 sends ansel traffic, so report and guard judge real finished jobs.
 """
 
@@ -16,7 +17,6 @@ import plistlib
 import re
 import signal
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -31,12 +31,10 @@ from producers.rollouts import RolloutStore
 from store.db import engine_for
 from store.repository import Repository
 from tests.deploy_support import RUNBOOK, RunbookStep, runbook_steps
-from tests.support import WorkerProcess, wait_until_final, wait_until_ready
+from tests.support import WorkerProcess, run_command, wait_until_final, wait_until_ready
 
-PROGRAMS = {
-    "advisor": [sys.executable, "-m", "producers.cli"],
-    "advisor-worker": [sys.executable, "-m", "advisor_worker.cli"],
-}
+# Each console script's module (pyproject), run as `python -m`.
+PROGRAMS = {"advisor": "producers.cli", "advisor-worker": "advisor_worker.cli"}
 JOBS_PER_STAGE = 6
 
 
@@ -141,9 +139,7 @@ def _settings(env: dict[str, str]) -> Settings:
 
 
 def _run(command: tuple[str, ...], env: dict[str, str]) -> str:
-    proc = subprocess.run(
-        [*PROGRAMS[command[0]], *command[1:]], env=env, capture_output=True, text=True, timeout=180
-    )
+    proc = run_command(PROGRAMS[command[0]], list(command[1:]), env, timeout=180)
     assert proc.returncode == 0, f"`{' '.join(command)}` exited {proc.returncode}:\n{proc.stderr}"
     return proc.stdout
 
