@@ -58,6 +58,7 @@ def test_the_suite_cpu_summary_groups_processes_by_kind_and_workers_by_test_file
         (7.5, "advisor-worker run --variant fine_tuned", "tests/a/test_one.py::u (setup)"),
         (3.0, "advisor-worker run --variant base", "tests/b/test_two.py::t (call)"),
         (1.25, "/x/producers/cli.py rollout show", "tests/c.py::t (call)"),
+        (0.75, "producers.cli rollout set", "tests/c.py::t (call)"),  # forked: its module
         (40.0, "-u -c", ""),
     ]
     log.write_text("".join(f"1\t{c}\t9.0\t{a!r}\t{t!r}\n" for c, a, t in lines))
@@ -65,8 +66,8 @@ def test_the_suite_cpu_summary_groups_processes_by_kind_and_workers_by_test_file
     text = summarize(log, total_cpu=100.0, wall=50.0)
 
     assert "100 s of CPU in 50 s of wall time (2.00 cores busy" in text
-    assert "account for 64 s" in text
+    assert "account for 65 s" in text
     assert "| worker (`advisor-worker run`) | 3 | 23 | 23% |" in text
-    assert "| `advisor rollout` | 1 | 1 | 1% |" in text
+    assert "| `advisor rollout` | 2 | 2 | 2% |" in text
     assert "| tests/a/test_one.py | 2 | 20 |" in text
     assert "| tests/b/test_two.py | 1 | 3 |" in text
