@@ -262,7 +262,8 @@ def _race(url: str, job_id: str, worker: str, barrier, results) -> None:  # type
 def test_two_processes_racing_to_start_a_job_only_one_wins(
     repo: Repository, migrated_url: str
 ) -> None:
-    ctx = mp.get_context("spawn")
+    # Forked from the suite's fork server (its libraries imported: tests/forkserver.py).
+    ctx = mp.get_context("forkserver")
     for _ in range(5):
         job_id = create(repo)
         barrier, results = ctx.Barrier(2), ctx.Queue()
