@@ -36,6 +36,7 @@ SUBPROCESS_STARTERS = frozenset(
         "start_worker", "running_workers", "start_workers", "start_processes", "start_gateway",
         "wait_until_ready", "running_flower", "PostgresCluster", "RedisServer", "Network",
         "GATEWAY_BIN", "WORKER_BIN", "script", "run_command", "start_command", "fork_module",
+        "run_module",
     }
 )  # fmt: skip
 
