@@ -19,9 +19,9 @@ from pydantic import SecretStr
 
 from jobs.contracts import queue_for
 from jobs.settings import Settings
-from store import migrate
 from store.db import engine_for
 from store.repository import Repository
+from tests.conftest import migrated_copy
 from tests.faults.servers import RedisServer
 
 __all__ = ["RedisServer"]  # the one private Redis helper, as producer tests import it
@@ -48,9 +48,9 @@ def image_root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def sqlite_db(sqlite_url: str) -> str:
-    migrate.upgrade(sqlite_url)
-    return sqlite_url
+def sqlite_db(sqlite_url: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A migrated SQLite database (a copy of one migrated once: `migrated_copy`)."""
+    return migrated_copy(sqlite_url, tmp_path_factory)
 
 
 def make_settings(
