@@ -131,7 +131,6 @@ def migrated_copy(url: str, factory: pytest.TempPathFactory) -> str:
     """
     if url.startswith("sqlite"):
         from store import migrate
-
         from store.db import engine_for
 
         def build(target: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -19,9 +20,9 @@ from store.submissions import NewJob
 from tests.advisor_worker.test_worker_e2e import photo, settings_of, setup_env
 from tests.support import Env, run_command, running_workers, wait_until_final
 
-# The gate reads the queue just before a shadow starts; a primary published right after may
-# see one more shadow start.
-RACE_SECONDS = 0.5
+# How far apart a gate's read of the queue and a row's start may be, or two rows received
+# together may start, on a busy machine.
+RACE_SECONDS = 1.0
 
 
 @pytest.fixture(params=["embedded", "redis"])
@@ -107,16 +108,20 @@ def test_waiting_primary_jobs_start_before_any_further_shadow_job(env: Env, tmp_
     firsts = [repo.get(h.id) for h in mine]
     later = [repo.get(s.id) for s in paired]
     arrived = min(p.published_at for p in firsts if p.published_at is not None)
-    last_primary_start = max(p.started_at for p in firsts if p.started_at is not None)
+    primary_starts = [p.started_at for p in firsts if p.started_at is not None]
     assert all(p.status == Status.SUCCEEDED for p in firsts)
     assert all(s.status == Status.SUCCEEDED for s in later)
+    # The gate yields to primaries waiting in the queue. A shadow may still start while the
+    # primaries are unfinished: its gate read the queue just before they were published, or
+    # a sibling slot took the last waiting primary off the queue as this one took the shadow
+    # (the two then start together). Neither lets a primary wait behind a shadow.
     started_while_waiting = [
-        s.id for s in later
-        if s.started_at is not None
-        and arrived.timestamp() + RACE_SECONDS < s.started_at.timestamp()
-        < last_primary_start.timestamp()
+        (s.id, s.started_at) for s in later
+        if s.started_at is not None and arrived < s.started_at < max(primary_starts)
+        and (s.started_at - arrived).total_seconds() > RACE_SECONDS
+        and max(primary_starts) - s.started_at > timedelta(seconds=RACE_SECONDS)
     ]  # fmt: skip
-    assert started_while_waiting == [], (started_while_waiting, arrived, last_primary_start)
+    assert started_while_waiting == [], (started_while_waiting, arrived, primary_starts)
     # And the shadows did use the idle time: some ran before the primaries came, the rest after.
     assert any(s.started_at and s.started_at < arrived for s in later)
-    assert any(s.started_at and s.started_at > last_primary_start for s in later)
+    assert any(s.started_at and s.started_at > max(primary_starts) for s in later)
