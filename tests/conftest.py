@@ -28,10 +28,8 @@ RABBIT_HOST, RABBIT_PORT = "127.0.0.1", 5672
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 # One OpenBLAS thread for the test process and every process it starts (the environment is
-# inherited), set before anything loads OpenBLAS: the suite runs four processes, each with
-# workers, on two cores, and a pool per process only spins against the others. Measured on
-# the tiny model, 8 jobs at B=4: 2.0 ms of CPU per token with one thread against 3.6-4.5 ms
-# with two, and less wall time too, with the same tokens (docs/testing.md).
+# inherited), set before anything loads OpenBLAS: four processes with workers on two cores,
+# where a pool per process only spins against the others (measured: docs/testing.md).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 # Nothing can be downloaded here; set before the first worker is forked (tests/forkserver.py).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -105,8 +103,7 @@ def database_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def migrated_url(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """`database_url` at the head revision: a copy of a database migrated once (see below)."""
-    return migrated_copy(database_url, tmp_path_factory)
+    return migrated_copy(database_url, tmp_path_factory)  # at head: a copy of a migrated one
 
 
 def migrations_digest() -> str:
@@ -121,14 +118,8 @@ def migrations_digest() -> str:
 
 
 def migrated_copy(url: str, factory: pytest.TempPathFactory) -> str:
-    """Bring the empty database at `url` to the head revision by copying a migrated template.
-
-    Migrating a fresh database costs 0.3-0.7 s (Alembic reads and runs every script); copying
-    a migrated one, a file copy for SQLite and `CREATE DATABASE ... TEMPLATE` for PostgreSQL.
-    The SQLite template is built once per run; the PostgreSQL one is named by the scripts'
-    digest and kept on the server for later runs (`advisor_template_<digest>`; drop it at
-    will), published under that name only once migrated. test_migrations.py migrates for real.
-    """
+    """The empty database at `url` made a copy of one migrated once (docs/testing.md): a file
+    per run for SQLite, a kept `advisor_template_<digest>` database for PostgreSQL."""
     if url.startswith("sqlite"):
         from store import migrate
         from store.db import engine_for
