@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import free_port
+from tests.support import eventually
 
 WEBHOOK_SECRET = "whsec-test-secret"
 
@@ -126,16 +127,19 @@ class UpstreamWorker:
         env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(self.root),
                "UPSTREAM_BROKER": self.broker_url, "UPSTREAM_LOG": str(self.log)}  # fmt: skip
         with self.output.open("wb") as out:
-            self.proc = subprocess.Popen(
+            self.proc = proc = subprocess.Popen(
                 [sys.executable, "-m", "celery", "-A", "upstream_app", "worker", "-Q", self.queue,
                  "--pool=solo", "--without-gossip", "--without-mingle", "-l", "info"],
                 cwd=self.root, env=env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while "ready" not in self.output.read_text(errors="replace"):
-            assert self.proc.poll() is None, self.output.read_text()[-2000:]
-            assert time.monotonic() < deadline, "upstream worker not ready"
-            time.sleep(0.2)
+
+        def ready() -> bool:
+            if "ready" in self.output.read_text(errors="replace"):
+                return True
+            assert proc.poll() is None, self.output.read_text()[-2000:]
+            return False
+
+        eventually("the upstream worker to be ready", ready, timeout, poll=0.2)
         return self
 
     def received(self) -> list[dict[str, Any]]:
@@ -151,13 +155,6 @@ class UpstreamWorker:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-
-
-def wait_until(predicate: Any, timeout: float, what: str, poll: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what} not within {timeout}s"
-        time.sleep(poll)
 
 
 class DripReceiver:

@@ -1,4 +1,5 @@
-"""Test support: the one stack helper (worker and gateway subprocesses) and the one final-wait."""
+"""Test support: the one stack helper (worker and gateway subprocesses), the one wait
+(`eventually`) and the one final-wait."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 from PIL import Image
@@ -39,6 +41,49 @@ SUBPROCESS_STARTERS = frozenset(
         "run_module",
     }
 )  # fmt: skip
+
+T = TypeVar("T")
+
+
+def eventually(
+    what: str,
+    check: Callable[[], T | None],
+    timeout: float,
+    *,
+    poll: float = 0.1,
+    errors: tuple[type[BaseException], ...] = (),
+    context: Callable[[], str] | None = None,
+) -> T:
+    """`check()`'s first truthy value, tried every `poll` s until `timeout` s have passed.
+
+    Tried at least once, and a last time at the deadline. An exception in `errors` (a server
+    still starting, a database a fault test has stopped) counts as "not yet"; any other, such
+    as an assertion in `check` that a process is still alive, ends the wait at once. Failing,
+    the AssertionError names `what`, the timeout, the last value or exception seen, and then
+    `context()` (a log's tail, say).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = check()
+        except errors as error:
+            last: object = error
+        else:
+            if value:
+                return value
+            last = value
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        time.sleep(min(poll, left))
+    message = f"waited {timeout:g} s for {what}"
+    if last is not None and not isinstance(last, bool):
+        message += f"; last seen: {last!r:.500}"
+    try:
+        message += f":\n{context()}" if context is not None else ""
+    except Exception as error:  # the failure stands, its context or not
+        message += f" (its context failed: {error!r})"
+    raise AssertionError(message)
 
 
 def jpeg(seed: int, size: tuple[int, int] = (96, 64)) -> bytes:
@@ -166,25 +211,24 @@ def start_worker(
 
 def wait_until_ready(worker: WorkerProcess, repo: Repository, timeout: float) -> WorkerProcess:
     """Until the process has a heartbeat row and Celery logged `ready`; killed if it never does."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def ready() -> bool:
         if worker.proc.poll() is not None:
             raise AssertionError(
                 f"worker {worker.variant} exited {worker.proc.returncode}:\n"
                 f"{worker.output()[-3000:]}"
             )
-        try:
-            beats = repo.live_workers(60, worker.variant)
-        except OperationalError:
-            beats = []  # a database a fault test has stopped: wait it out
-        live = [hb for hb in beats if hb.pid == worker.proc.pid]
-        if live and "ready" in worker.output():
-            return worker
-        time.sleep(0.3)
-    worker.kill()
-    raise AssertionError(
-        f"worker {worker.variant} not ready in {timeout}s:\n{worker.output()[-3000:]}"
-    )
+        # OperationalError: a database a fault test has stopped, waited out
+        beats = repo.live_workers(60, worker.variant)
+        return any(hb.pid == worker.proc.pid for hb in beats) and "ready" in worker.output()
+
+    try:
+        eventually(f"worker {worker.variant} to be ready", ready, timeout, poll=0.3,
+                   errors=(OperationalError,), context=lambda: worker.output()[-3000:])  # fmt: skip
+    except AssertionError:
+        worker.kill()  # a no-op on one that exited: it is never signalled again
+        raise
+    return worker
 
 
 @contextmanager
@@ -240,17 +284,15 @@ def wait_for_http(
     url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None, log: Path | None = None
 ) -> None:
     """Until `url` answers at all; a process that exits meanwhile fails with its log."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         if proc is not None and proc.poll() is not None:
             tail = log.read_text(errors="replace")[-3000:] if log else ""
             raise AssertionError(f"process exited with {proc.returncode}:\n{tail}")
-        try:
-            httpx.get(url, timeout=2)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise AssertionError(f"{url} did not answer in {timeout}s")
+        httpx.get(url, timeout=2)
+        return True
+
+    eventually(f"{url} to answer", answers, timeout, errors=(httpx.TransportError,))
 
 
 @dataclass

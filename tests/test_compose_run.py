@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -23,9 +22,9 @@ from PIL import Image
 
 from store.db import engine_for
 from store.repository import Repository
+from tests.compose_model import OUR_IMAGES, SECRETS, command_argv, compose
 from tests.conftest import is_listening
-from tests.support import WorkerProcess, wait_until_ready
-from tests.test_deploy import OUR_IMAGES, SECRETS, _argv, compose
+from tests.support import WorkerProcess, eventually, wait_until_ready
 
 BIN = Path(sys.executable).parent
 PROFILES_RUN = ("cpu-worker",)
@@ -64,16 +63,12 @@ def _photo() -> bytes:
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, **kwargs: object) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         assert proc.poll() is None, f"{url}: server exited {proc.returncode}:\n{log.read_text()}"
-        try:
-            if httpx.get(url, timeout=2, **kwargs).status_code < 500:  # type: ignore[arg-type]
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"{url} did not answer in 60 s:\n{log.read_text()[-3000:]}")
+        return httpx.get(url, timeout=2, **kwargs).status_code < 500  # type: ignore[arg-type]
+
+    eventually(f"{url} to answer", answers, 60, poll=0.3, errors=(httpx.TransportError,),
+               context=lambda: log.read_text()[-3000:])  # fmt: skip
 
 
 def test_the_compose_services_run_natively_and_analyse_a_photo(
@@ -105,7 +100,7 @@ def test_the_compose_services_run_natively_and_analyse_a_photo(
     def argv_env(name: str) -> tuple[list[str], dict[str, str]]:
         service = services[name]
         volumes = _volumes(service, mounts)
-        program, *args = _argv(service["command"])
+        program, *args = command_argv(service["command"])
         env = {k: _localise(v, volumes) for k, v in _service_env(service, overrides).items()}
         env["ADVISOR_HEARTBEAT_INTERVAL"] = "1"
         return [str(BIN / program), *(_localise(a, volumes) for a in args)], env
@@ -159,22 +154,15 @@ def test_the_compose_services_run_natively_and_analyse_a_photo(
         job = response.json()
         assert job["status"] == "succeeded" and job["variant"] == "base", job
         assert httpx.get("http://127.0.0.1:5555/api/workers", timeout=10).status_code == 401
-        workers = _flower_workers(auth)
+        listing = "http://127.0.0.1:5555/api/workers?refresh=1"
+        workers = eventually(
+            "flower to list a worker",
+            lambda: httpx.get(listing, auth=auth, timeout=60).json(),
+            30,
+            poll=1,
+        )
         assert any(name.startswith("base-") for name in workers), workers
         assert sweep.poll() is None, sweep_log.read_text()
-
-
-def _flower_workers(auth: tuple[str, str]) -> dict[str, object]:
-    deadline = time.monotonic() + 30
-    workers: dict[str, object] = {}
-    while time.monotonic() < deadline:
-        workers = httpx.get(
-            "http://127.0.0.1:5555/api/workers?refresh=1", auth=auth, timeout=60
-        ).json()
-        if workers:
-            return workers
-        time.sleep(1)
-    return workers
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -6,145 +6,34 @@ import itertools
 import json
 import os
 import re
-import shlex
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
 from typing import Any
 
 import jsonschema
 import pytest
-import yaml
 
 from jobs.settings import Settings
+from tests.compose_model import (
+    COMPOSE_FILE,
+    OUR_IMAGES,
+    SECRETS,
+    MissingVariable,
+    command_argv,
+    compose,
+    duration_seconds,
+    raw_compose,
+    services,
+    strings,
+)
 from tests.deploy_support import PROJECT, ROOT, SCRIPTS, assert_parses, parse_with_entry_point
 
-COMPOSE_FILE = ROOT / "docker-compose.yml"
 COMPOSE_SCHEMA = ROOT / "tests" / "data" / "compose-spec.json"
 DOCKERFILE = ROOT / "Dockerfile"
 EXTRAS = set(PROJECT["optional-dependencies"])
 
-# Values for the required secrets; each must stay out of every command line.
-SECRETS = {
-    "POSTGRES_PASSWORD": "pg-secret-4f1c",
-    "REDIS_PASSWORD": "redis-secret-9a2e",
-    "FLOWER_USER": "ops",
-    "FLOWER_PASSWORD": "flower-secret-77b0",
-    "ADVISOR_GATEWAY_TOKEN": "gateway-secret-c3d5",
-}
 PROFILES = ("rabbitmq", "cpu-worker")
 SECRET_KEY = re.compile(r"PASS|SECRET|TOKEN|AUTH", re.IGNORECASE)
-OUR_IMAGES = re.compile(r"^mondrian-advisor(-worker)?:")
-
-
-# -- compose interpolation (the Compose Specification's rules) -------------------------------
-
-
-class MissingVariable(Exception):
-    """A `${VAR:?message}` whose variable is unset: Compose refuses the file."""
-
-
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def interpolate(text: str, env: Mapping[str, str]) -> str:
-    """`$$`, `$VAR`, `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:?err}`, `${VAR:+alt}`."""
-    out: list[str] = []
-    i = 0
-    while i < len(text):
-        if text[i] != "$":
-            out.append(text[i])
-            i += 1
-        elif text.startswith("$$", i):
-            out.append("$")
-            i += 2
-        elif text.startswith("${", i):
-            end = _closing_brace(text, i + 2)
-            out.append(_substitute(text[i + 2 : end], env))
-            i = end + 1
-        elif m := _NAME.match(text, i + 1):
-            out.append(env.get(m.group(), ""))
-            i = m.end()
-        else:
-            raise ValueError(f"Invalid interpolation at {text[i:]!r} (a literal $ is $$)")
-    return "".join(out)
-
-
-def _closing_brace(text: str, start: int) -> int:
-    depth = 1
-    for j in range(start, len(text)):
-        if text.startswith("${", j):
-            depth += 1
-        elif text[j] == "}":
-            depth -= 1
-            if depth == 0:
-                return j
-    raise ValueError(f"Unclosed ${{ in {text!r}")
-
-
-def _substitute(expr: str, env: Mapping[str, str]) -> str:
-    m = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])(.*))?", expr, re.DOTALL)
-    if m is None:
-        raise ValueError(f"Invalid interpolation ${{{expr}}}")
-    name, op, arg = m.groups()
-    value = env.get(name)
-    if op is None:
-        return value or ""
-    absent = value is None or (op.startswith(":") and value == "")
-    if op.endswith("-"):
-        return interpolate(arg, env) if absent else str(value)
-    if op.endswith("?"):
-        if absent:
-            raise MissingVariable(f"{name}: {interpolate(arg, env)}")
-        return str(value)
-    return "" if absent else interpolate(arg, env)
-
-
-def _walk(node: Any, env: Mapping[str, str]) -> Any:
-    if isinstance(node, str):
-        return interpolate(node, env)
-    if isinstance(node, list):
-        return [_walk(item, env) for item in node]
-    if isinstance(node, dict):
-        return {key: _walk(value, env) for key, value in node.items()}
-    return node
-
-
-def raw_compose() -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())
-    return data
-
-
-def compose(env: Mapping[str, str] = SECRETS) -> dict[str, Any]:
-    """The compose model as Compose sees it: YAML merge keys resolved, variables interpolated."""
-    result: dict[str, Any] = _walk(raw_compose(), env)
-    return result
-
-
-def services() -> dict[str, dict[str, Any]]:
-    return dict(compose()["services"])
-
-
-def _strings(node: Any) -> Iterator[str]:
-    if isinstance(node, str):
-        yield node
-    elif isinstance(node, list):
-        for item in node:
-            yield from _strings(item)
-    elif isinstance(node, dict):
-        for value in node.values():
-            yield from _strings(value)
-
-
-def _argv(command: Any) -> list[str]:
-    return shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
-
-
-def _duration_seconds(text: str) -> float:
-    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", text)
-    assert parts and "".join(n + u for n, u in parts) == text, f"not a duration: {text!r}"
-    return sum(float(n) * units[u] for n, u in parts)
 
 
 # -- the compose file --------------------------------------------------------------------
@@ -183,7 +72,7 @@ def test_no_service_carries_a_literal_password() -> None:
                 # Only interpolations, and none with a non-empty default.
                 rest = re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*(:?\?[^}]*|:-)?\}", "", str(value))
                 assert rest in ("", ":"), f"{name}.{key} = {value!r} holds a literal"
-        for text in _strings(service):
+        for text in strings(service):
             for password in re.findall(r"://[^/:@\s]*:([^@\s]+)@", text):
                 assert password.startswith("${"), f"{name}: literal password in {text!r}"
 
@@ -191,9 +80,10 @@ def test_no_service_carries_a_literal_password() -> None:
 def test_secrets_never_appear_on_a_command_line() -> None:
     # argv is visible to `ps` on the host; the environment is not.
     for name, service in services().items():
-        argv = " ".join(_argv(service.get("command", [])) + _argv(service.get("entrypoint", [])))
+        words = [*command_argv(service.get("command", [])),
+                 *command_argv(service.get("entrypoint", []))]  # fmt: skip
         for secret in SECRETS.values():
-            assert secret not in argv, f"{name}'s command line carries a secret"
+            assert secret not in " ".join(words), f"{name}'s command line carries a secret"
 
 
 @pytest.mark.parametrize(
@@ -219,7 +109,7 @@ def test_every_dependency_is_active_with_its_dependent(profiles: tuple[str, ...]
 def test_services_with_the_database_wait_for_the_migration() -> None:
     all_services = services()
     migrate = all_services["migrate"]
-    assert _argv(migrate["command"]) == ["advisor", "db", "upgrade"]
+    assert command_argv(migrate["command"]) == ["advisor", "db", "upgrade"]
     assert migrate["restart"] == "no"
     assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
     users = [
@@ -232,7 +122,7 @@ def test_services_with_the_database_wait_for_the_migration() -> None:
             assert condition == "service_completed_successfully", name
     worker = all_services["cpu-worker"]
     assert worker["depends_on"]["tiny-model"]["condition"] == "service_completed_successfully"
-    assert _argv(all_services["tiny-model"]["command"])[:2] == [
+    assert command_argv(all_services["tiny-model"]["command"])[:2] == [
         "advisor-worker",
         "build-tiny-model",
     ]
@@ -284,7 +174,7 @@ def test_every_project_service_shares_one_broker_and_one_database() -> None:
 
 
 def test_the_worker_gets_time_to_finish_an_analysis_on_stop() -> None:
-    grace = _duration_seconds(services()["cpu-worker"]["stop_grace_period"])
+    grace = duration_seconds(services()["cpu-worker"]["stop_grace_period"])
     assert grace > Settings.model_fields["task_time_limit"].default
 
 
@@ -316,7 +206,7 @@ def test_dockerfile_installs_the_extras_each_image_asks_for() -> None:
 
 def _project_commands() -> list[tuple[str, list[str]]]:
     return [
-        (name, _argv(service["command"]))
+        (name, command_argv(service["command"]))
         for name, service in services().items()
         if OUR_IMAGES.match(service.get("image", ""))
     ]
@@ -389,7 +279,7 @@ print(json.dumps({
 
 def test_flower_runs_the_workers_celery_app_with_real_flower_options() -> None:
     flower = services()["flower"]
-    argv = _argv(flower["command"])
+    argv = command_argv(flower["command"])
     assert argv[0] == "celery"
     env = {k: str(v) for k, v in flower["environment"].items() if v is not None}
     proc = subprocess.run(

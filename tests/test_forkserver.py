@@ -6,13 +6,12 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from tests import forkserver
-from tests.support import run_command, start_command
+from tests.support import eventually, run_command, start_command
 
 PROBE = "tests.forkserver_probe"
 
@@ -35,10 +34,14 @@ def test_a_signal_ends_a_forked_process_with_popens_negative_code(tmp_path: Path
     log = tmp_path / "probe.log"
     proc = start_command(PROBE, ["0", "sleep"], dict(os.environ), log)
     assert isinstance(proc, forkserver.ForkedProcess)
-    deadline = time.monotonic() + 60
-    while "to stderr" not in (log.read_text() if log.exists() else ""):
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.05)
+
+    def printed() -> bool:
+        if "to stderr" in (log.read_text() if log.exists() else ""):
+            return True
+        assert proc.poll() is None
+        return False
+
+    eventually("the probe's line on stderr", printed, 60, poll=0.05)
     with pytest.raises(subprocess.TimeoutExpired):
         proc.wait(timeout=0.1)
     proc.send_signal(signal.SIGTERM)

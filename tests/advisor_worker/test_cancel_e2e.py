@@ -15,7 +15,7 @@ from store.models import Job
 from store.repository import Repository
 from tests.advisor_worker.test_worker_e2e import photo, settings_of, setup_env
 from tests.producers.gateway.conftest import ThreadGateway
-from tests.support import Env, running_workers, wait_until_final
+from tests.support import Env, eventually, running_workers, wait_until_final
 
 
 @pytest.fixture(params=["embedded", "redis"])
@@ -34,13 +34,12 @@ def env(request: pytest.FixtureRequest, tmp_path: Path, tiny_model_dir: Path) ->
 
 def generating(repo: Repository, ids: list[str], timeout: float = 60) -> Job:
     """The first of `ids` seen running with output tokens recorded."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for job in repo.find(Job.id.in_(ids), Job.status == Status.RUNNING):
-            if job.progress > 0:
-                return job
-        time.sleep(0.02)
-    raise AssertionError(f"no job started generating in {timeout}s")
+
+    def first() -> Job | None:
+        running = repo.find(Job.id.in_(ids), Job.status == Status.RUNNING)
+        return next((job for job in running if job.progress > 0), None)
+
+    return eventually("a job to start generating", first, timeout, poll=0.02)
 
 
 def test_queued_and_running_jobs_cancel_and_a_finished_one_answers_409(
@@ -63,9 +62,12 @@ def test_queued_and_running_jobs_cancel_and_a_finished_one_answers_409(
             started = time.perf_counter()
             answer = http.delete(f"/jobs/{victim.id}")
             assert answer.status_code == 202, answer.text
-            while repo.get(victim.id).status == Status.RUNNING:
-                assert time.perf_counter() - started < 60, "the running job never stopped"
-                time.sleep(0.01)
+            eventually(
+                "the running job to stop",
+                lambda: repo.get(victim.id).status != Status.RUNNING,
+                60,
+                poll=0.01,
+            )
             latency = time.perf_counter() - started
             others = [i for i in ids if i != victim.id]
             wait_until_final(repo, others, timeout=150)

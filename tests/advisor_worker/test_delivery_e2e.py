@@ -22,8 +22,8 @@ from store.repository import Repository
 from store.submissions import NewDelivery, NewJob
 from tests.advisor_worker.test_worker_e2e import photo, settings_of, setup_env
 from tests.producers.conftest import RedisServer, own_redis  # noqa: F401 - a fixture
-from tests.receivers import WEBHOOK_SECRET, UpstreamWorker, WebhookReceiver, wait_until
-from tests.support import running_workers, wait_until_final
+from tests.receivers import WEBHOOK_SECRET, UpstreamWorker, WebhookReceiver
+from tests.support import eventually, running_workers, wait_until_final
 
 NOTIFY = {"notify": "app.critique_done", "notify_queue": "advisor.notify.app.results"}
 
@@ -78,8 +78,8 @@ def test_each_finished_job_sends_one_task_and_one_signed_webhook(
                        for i in range(4)]  # fmt: skip
             ids = [h.id for h in handles] + [broken_job(repo, settings, receiver.url)]
             wait_until_final(repo, ids, timeout=120)
-            wait_until(lambda: len(upstream.received()) >= len(ids)
-                       and len(receiver.received) >= len(ids), 30, "every notice")  # fmt: skip
+            eventually("every notice", lambda: len(upstream.received()) >= len(ids)
+                       and len(receiver.received) >= len(ids), 30)  # fmt: skip
             time.sleep(2 * SWEEP_INTERVAL)  # two more sweep rounds: nothing may arrive twice
     finally:
         upstream.stop()

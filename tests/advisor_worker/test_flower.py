@@ -6,8 +6,7 @@ import json
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,10 @@ from store.db import engine_for
 from store.repository import Repository
 from tests.advisor_worker.test_worker_e2e import photo, settings_of, setup_env
 from tests.conftest import free_port
-from tests.support import Env, running_workers, wait_until_final
+from tests.support import Env, eventually, running_workers, wait_until_final
 
 USER, PASSWORD = "ops", "flower-test-secret"
+WORKERS = "/api/workers?refresh=1"  # the workers, each asked afresh
 # The command docker-compose.yml and docs/deploy.md give; credentials come from the environment.
 FLOWER = [sys.executable, "-m", "celery", "--app=advisor_worker.flower_app", "flower"]
 
@@ -41,19 +41,15 @@ def running_flower(env: Env, log_dir: Path) -> Iterator[str]:
             stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"flower exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+        return httpx.get(f"{url}/healthcheck", timeout=2).status_code == 200
+
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"flower exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/healthcheck", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"flower not answering in 60 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
+        eventually("flower to answer", healthy, 60, poll=0.3, errors=(httpx.TransportError,),
+                   context=lambda: log.read_text()[-3000:])  # fmt: skip
         yield url
     finally:
         proc.terminate()
@@ -70,16 +66,9 @@ def api(url: str, path: str) -> Any:
     return response.json()
 
 
-def poll(url: str, path: str, done: Any, timeout: float = 60) -> Any:
-    """GET path until done(body) holds; returns that body."""
-    deadline = time.monotonic() + timeout
-    body = api(url, path)
-    while not done(body):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{path} never matched: {json.dumps(body)[:2000]}")
-        time.sleep(0.5)
-        body = api(url, path)
-    return body
+def body_of(url: str, path: str) -> Callable[[], str]:
+    """A wait's failure context: the body `path` answers now."""
+    return lambda: json.dumps(api(url, path))[:2000]
 
 
 @pytest.fixture
@@ -109,13 +98,20 @@ def test_flower_shows_both_variants_workers_their_queues_and_the_analyze_tasks(
         def ours(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
             return {j: t for t in body.values() for j in variant_of if j in (t["kwargs"] or "")}
 
-        def finished(body: dict[str, Any]) -> bool:
-            states = [t["state"] for t in ours(body).values()]
-            return len(states) == len(variant_of) and set(states) == {"SUCCESS"}
+        def finished() -> dict[str, dict[str, Any]] | None:
+            tasks = ours(api(url, "/api/tasks"))
+            states = [t["state"] for t in tasks.values()]
+            return tasks if len(states) == len(variant_of) and set(states) == {"SUCCESS"} else None
 
-        tasks = ours(poll(url, "/api/tasks", finished))
+        def listing() -> dict[str, Any] | None:
+            body = api(url, WORKERS)
+            return body if set(names) <= set(body) else None
+
+        tasks = eventually("every analyze task to succeed", finished, 60, poll=0.5,
+                           context=body_of(url, "/api/tasks"))  # fmt: skip
         # The workers answer Flower's inspect broadcast once they are idle.
-        listed = poll(url, "/api/workers?refresh=1", lambda b: set(names) <= set(b))
+        listed = eventually("both workers to be listed", listing, 60, poll=0.5,
+                            context=body_of(url, WORKERS))  # fmt: skip
         lengths = api(url, "/api/queues/length")
 
     for name, variant in names.items():
@@ -164,6 +160,11 @@ def test_flower_shows_a_batching_workers_four_analyses_running_at_once(
             return [t for t in body.values() if any(j in (t["kwargs"] or "") for j in ids)
                     and t["state"] == "STARTED"]  # fmt: skip
 
-        running = started(poll(url, "/api/tasks", lambda b: len(started(b)) == 4, timeout=90))
+        def all_started() -> list[dict[str, Any]] | None:
+            tasks = started(api(url, "/api/tasks"))
+            return tasks if len(tasks) == 4 else None
+
+        running = eventually("four analyses started at once", all_started, 90, poll=0.5,
+                             context=body_of(url, "/api/tasks"))  # fmt: skip
         wait_until_final(repo, ids, timeout=180)
     assert {t["worker"] for t in running} == {f"base-{w.proc.pid}@{socket.gethostname()}"}

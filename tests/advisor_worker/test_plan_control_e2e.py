@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +29,15 @@ from store.repository import Repository
 from tests.advisor_worker.test_plan_e2e import PER_ARM, ROUND_BATCH, subjects_for
 from tests.advisor_worker.test_worker_e2e import photo, settings_of, setup_env
 from tests.conftest import postgres_database
-from tests.support import Env, Started, WorkerProcess, start_command, start_worker, wait_until_final
+from tests.support import (
+    Env,
+    Started,
+    WorkerProcess,
+    eventually,
+    start_command,
+    start_worker,
+    wait_until_final,
+)
 
 MIN_MINUTES = 0.05  # 3 s a step
 GUARD_INTERVAL = "0.5"
@@ -95,15 +103,6 @@ class PlanStack:
         """(step it left, percent it went to) of each step the guard took, oldest first."""
         taken = [e.details or {} for e in self.events(plan, STEP_KIND)]
         return [(d["statistics"]["step"], d["percent"]) for d in taken if d.get("statistics")]
-
-
-def wait_for(what: str, ready: Callable[[], bool], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ready():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout:g}s: {what}")
 
 
 def stop(proc: Started, sig: int = signal.SIGKILL) -> None:
@@ -199,9 +198,9 @@ def test_a_guard_killed_mid_plan_is_followed_by_another_that_continues_from_the_
     stack.round()
     first = stack.guard("first")
     try:
-        wait_for("the first guard steps to 25%", lambda: stack.plan().percent == 25)
+        eventually("the first guard steps to 25%", lambda: stack.plan().percent == 25, 90)
         # It judged the new step at least once (a hold written over the step's row)...
-        wait_for("a round at 25%", lambda: stack.plan().state.startswith("holding at 25%"))
+        eventually("a round at 25%", lambda: stack.plan().state.startswith("holding at 25%"), 90)
     finally:
         stop(first)  # ... and dies with no chance to clean up
     assert first.returncode == -signal.SIGKILL
@@ -210,12 +209,14 @@ def test_a_guard_killed_mid_plan_is_followed_by_another_that_continues_from_the_
     second = stack.guard("second")
     try:
         # The first is dead and the test writes nothing: any write is the second's round.
-        wait_for("the second guard's first round", lambda: stack.plan().version > at_kill.version)
+        eventually(
+            "the second guard's first round", lambda: stack.plan().version > at_kill.version, 90
+        )
         # Without new evidence it holds where the first left the plan: no step repeated.
         assert stack.plan().percent == 25 and stack.steps_taken(plan) == [(0, 25.0)]
         stack.round()
-        wait_for("the second guard steps to 50%", lambda: stack.plan().percent == 50)
-        wait_for("a round at 50%", lambda: stack.plan().state.startswith("holding at 50%"))
+        eventually("the second guard steps to 50%", lambda: stack.plan().percent == 50, 90)
+        eventually("a round at 50%", lambda: stack.plan().state.startswith("holding at 50%"), 90)
     finally:
         stop(second, signal.SIGTERM)
 
@@ -234,9 +235,9 @@ def test_two_guard_loops_at_once_take_each_step_of_a_plan_exactly_once(stack: Pl
             after = stack.plan()
             # Either guard steps, or both have judged the round's jobs and hold (each round
             # of each guard writes its hold over the plan's row).
-            wait_for("a step or holds after the round", lambda a=after: (  # type: ignore[misc]
+            eventually("a step or holds after the round", lambda a=after: (  # type: ignore[misc]
                 stack.plan().step > a.step or not stack.plan().is_open
-                or stack.plan().version > a.version + 4))  # fmt: skip
+                or stack.plan().version > a.version + 4), 90)  # fmt: skip
             if not stack.plan().is_open:
                 break
         final = stack.plan()

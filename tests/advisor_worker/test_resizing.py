@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import signal
 import socket
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from producers import Client, SubmitItem
 from store.db import engine_for
 from store.repository import Repository
 from tests.advisor_worker.test_worker_e2e import photo, settings_of, setup_env
-from tests.support import Env, WorkerProcess, running_workers, wait_until_final
+from tests.support import Env, WorkerProcess, eventually, running_workers, wait_until_final
 
 JOBS = 20
 SHUTDOWN = "worker: Warm shutdown"
@@ -37,13 +36,12 @@ def name_of(worker: WorkerProcess) -> str:
 def wait_until_busy(repo: Repository, ids: list[str], workers: list[WorkerProcess]) -> None:
     """Until each of `workers` has a job running: then a signal lands mid-task."""
     wanted = {name_of(w) for w in workers}
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+
+    def all_busy() -> bool:
         busy = {j.worker for j in (repo.get(i) for i in ids) if j.status == Status.RUNNING}
-        if wanted <= busy:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"workers {sorted(wanted)} never all busy")
+        return wanted <= busy
+
+    eventually(f"workers {sorted(wanted)} all busy", all_busy, 120, poll=0.05)
 
 
 def analyses_after_shutdown(worker: WorkerProcess) -> list[str]:

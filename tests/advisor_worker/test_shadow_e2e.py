@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from store.models import Job
 from store.repository import Repository
 from store.submissions import NewJob
 from tests.advisor_worker.test_worker_e2e import photo, settings_of, setup_env
-from tests.support import Env, run_command, running_workers, wait_until_final
+from tests.support import Env, eventually, run_command, running_workers, wait_until_final
 
 # How far apart a gate's read of the queue and a row's start may be, or two rows received
 # together may start, on a busy machine.
@@ -96,10 +95,8 @@ def test_waiting_primary_jobs_start_before_any_further_shadow_job(env: Env, tmp_
         _, paired = repo.create_with_shadows(primaries, images, shadows)
         assert services.outbox.publish(paired).sent == [s.id for s in paired]
         with running_workers(env, ["base"], tmp_path):
-            deadline = time.monotonic() + 120
-            while not any(repo.get(s.id).started_at for s in paired):
-                assert time.monotonic() < deadline, "the idle worker never took shadow work"
-                time.sleep(0.1)
+            eventually("the idle worker to take shadow work",
+                       lambda: any(repo.get(s.id).started_at for s in paired), 120)  # fmt: skip
             mine = client.submit_many(
                 [SubmitItem(photo(200 + i), "ansel", variant="base") for i in range(4)]
             )

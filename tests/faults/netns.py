@@ -12,7 +12,6 @@ import os
 import random
 import shutil
 import subprocess
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 
 from tests.conftest import IN_CI
 from tests.faults.servers import PostgresCluster
+from tests.support import eventually
 
 
 def require_netns() -> None:
@@ -165,14 +165,12 @@ class NetnsPostgres(PostgresCluster):
 def wait_port(address: str, port: int, timeout: float = 30) -> None:
     import socket
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def listening() -> bool:
         with socket.socket() as sock:
             sock.settimeout(0.5)
-            if sock.connect_ex((address, port)) == 0:
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"nothing listening on {address}:{port} after {timeout}s")
+            return sock.connect_ex((address, port)) == 0
+
+    eventually(f"something listening on {address}:{port}", listening, timeout)
 
 
 def start_in(

@@ -7,12 +7,12 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import IN_CI, free_port, is_listening
+from tests.support import eventually
 
 
 def _require_binary(path: str | None, what: str) -> str:
@@ -25,12 +25,8 @@ def _require_binary(path: str | None, what: str) -> str:
 
 
 def _wait_listening(port: int, timeout: float, proc_log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if is_listening("127.0.0.1", port):
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"nothing listening on {port} after {timeout}s:\n{_tail(proc_log)}")
+    eventually(f"something listening on {port}", lambda: is_listening("127.0.0.1", port), timeout,
+               context=lambda: _tail(proc_log))  # fmt: skip
 
 
 def _tail(path: Path) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import signal
-import time
 from collections.abc import Callable
 
 import pytest
@@ -19,7 +18,7 @@ from store.models import Job
 from store.submissions import NewJob
 from tests.faults.conftest import Stack, Tally, sweeping, tally
 from tests.faults.servers import RedisServer
-from tests.support import most_at_once, wait_until_final
+from tests.support import eventually, most_at_once, wait_until_final
 
 pytestmark = pytest.mark.slow
 # Width x height of the photos: each size gives a different image-token count.
@@ -45,14 +44,15 @@ def submit(stack: Stack, photos: list[bytes]) -> list[str]:
 
 def wait_all_generating(stack: Stack, ids: list[str], timeout: float = 90) -> str:
     """Until every job runs on one worker with output tokens recorded; that worker's name."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def worker() -> str | None:
         jobs = stack.repo.find(Job.id.in_(ids))
-        if all(j.status == Status.RUNNING and j.progress > 0 for j in jobs):
-            assert len({j.worker for j in jobs}) == 1, {j.worker for j in jobs}
-            return str(jobs[0].worker)
-        time.sleep(0.05)
-    raise AssertionError(f"the {len(ids)} jobs were not all generating within {timeout}s")
+        if not all(j.status == Status.RUNNING and j.progress > 0 for j in jobs):
+            return None
+        assert len({j.worker for j in jobs}) == 1, {j.worker for j in jobs}
+        return str(jobs[0].worker)
+
+    return eventually(f"the {len(ids)} jobs all generating", worker, timeout, poll=0.05)
 
 
 def test_ten_jobs_of_mixed_sizes_succeed_with_several_generated_at_once(

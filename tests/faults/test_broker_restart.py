@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from jobs.contracts import Status
 from store.models import Job
 from tests.faults.conftest import Stack, Tally, sweeping, tally
 from tests.faults.servers import RedisServer
-from tests.support import wait_until_final
+from tests.support import eventually, wait_until_final
 
 # Two B=4 workers hold 8 at once and the restart comes after 4 have finished: about 12 are
 # still queued in Redis when it loses them.
@@ -23,10 +22,9 @@ def test_two_dozen_jobs_succeed_once_each_across_a_redis_restart_that_loses_ever
     workers = stack.start_workers(2)
     with sweeping(stack.settings) as reports:
         ids = stack.submit(JOBS)
-        deadline = time.monotonic() + 120
-        while len(stack.repo.find(Job.id.in_(ids), Job.status == Status.SUCCEEDED)) < 4:
-            assert time.monotonic() < deadline, "no progress before the restart"
-            time.sleep(0.2)
+        succeeded = (Job.id.in_(ids), Job.status == Status.SUCCEEDED)
+        eventually("four jobs to succeed before the restart",
+                   lambda: len(stack.repo.find(*succeeded)) >= 4, 120, poll=0.2)  # fmt: skip
         redis_server.restart()
         queued_at_restart = len(stack.repo.find(Job.id.in_(ids), Job.status == Status.QUEUED))
         jobs = wait_until_final(stack.repo, ids, timeout=300)

@@ -9,7 +9,7 @@ from jobs.contracts import Status
 from store.models import Job
 from tests.faults.conftest import Stack, Tally, sweeping, tally
 from tests.faults.servers import PostgresCluster, RedisServer
-from tests.support import wait_until_final
+from tests.support import eventually, wait_until_final
 
 JOBS = 6
 OUTAGE_SECONDS = 4
@@ -29,10 +29,8 @@ def test_no_finished_analysis_is_lost_while_postgresql_is_down_for_a_few_seconds
     [worker] = stack.start_workers(1)
     with sweeping(stack.settings):
         ids = stack.submit(JOBS)
-        deadline = time.monotonic() + 60
-        while not stack.repo.find(Job.id.in_(ids), Job.status == Status.RUNNING, Job.progress > 0):
-            assert time.monotonic() < deadline, "no job started generating"
-            time.sleep(0.05)
+        generating = (Job.id.in_(ids), Job.status == Status.RUNNING, Job.progress > 0)
+        eventually("a job to start generating", lambda: stack.repo.find(*generating), 60, poll=0.05)
         pg_cluster.stop()
         down = time.monotonic()
         # Down until a worker write has met the outage (a busy machine generates slowly), and

@@ -29,7 +29,14 @@ from store.repository import Repository
 from tests.conftest import free_port
 from tests.faults.conftest import Tally, sweeping, tally
 from tests.faults.netns import NetnsPostgres, Network, require_netns, start_in, wait_port
-from tests.support import WORKER_BIN, Env, WorkerProcess, wait_until_final, wait_until_ready
+from tests.support import (
+    WORKER_BIN,
+    Env,
+    WorkerProcess,
+    eventually,
+    wait_until_final,
+    wait_until_ready,
+)
 
 pytestmark = pytest.mark.slow
 CUT_SECONDS = 20
@@ -173,22 +180,15 @@ def wait_generating_on(hosts: Hosts, k: int, ids: list[str], timeout: float = 60
 
     Token progress is only written once a second, and a tiny-model job may finish sooner.
     """
-    name = hosts.name_of(k)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        running = hosts.repo.find(Job.id.in_(ids), Job.worker == name, Job.status == "running")
-        if running:
-            return running
-        time.sleep(0.02)
-    raise AssertionError(f"no job generating on worker host {k} within {timeout}s")
+    running = (Job.id.in_(ids), Job.worker == hosts.name_of(k), Job.status == "running")
+    return eventually(f"a job generating on worker host {k}", lambda: hosts.repo.find(*running),
+                      timeout, poll=0.02)  # fmt: skip
 
 
 def serves_again(hosts: Hosts, k: int, first_seed: int, timeout: float = 90) -> list[str]:
     """Submit until worker host k finishes one; the ids submitted on the way."""
     deadline = time.monotonic() + timeout
-    while not hosts.is_live(k):
-        assert time.monotonic() < deadline, f"worker host {k} never beat again"
-        time.sleep(0.5)
+    eventually(f"worker host {k} to beat again", lambda: hosts.is_live(k), timeout, poll=0.5)
     name, sent = hosts.name_of(k), []
     while time.monotonic() < deadline:
         ids = hosts.submit(4, first_seed + len(sent))

@@ -14,7 +14,8 @@ from producers import Client
 from store.deliveries import DeliveryStore
 from tests.faults.conftest import Stack, photo, sweeping
 from tests.faults.servers import RedisServer
-from tests.receivers import WEBHOOK_SECRET, WebhookReceiver, wait_until
+from tests.receivers import WEBHOOK_SECRET, WebhookReceiver
+from tests.support import eventually
 
 NOTICE_QUEUE = "advisor.notify.app.results"
 
@@ -56,19 +57,22 @@ def test_notices_of_a_worker_killed_after_its_commit_arrive_through_the_sweep(
             "SELECT id FROM deliveries WHERE job_id = %s FOR UPDATE", (handle.id,)
         ).fetchall()
         assert len(locked) == 2
-        wait_until(lambda: Status(stack.repo.get(handle.id).status) in FINAL_STATUSES, 90,
-                   "the outcome committed")  # fmt: skip
+        eventually(
+            "the outcome committed",
+            lambda: Status(stack.repo.get(handle.id).status) in FINAL_STATUSES,
+            90,
+        )
         # The worker's notice thread is now waiting on the lock to claim them.
-        wait_until(lambda: claims_waiting(postgres_url) == 1, 10, "the worker's claim waiting")
+        eventually("the worker's claim waiting", lambda: claims_waiting(postgres_url) == 1, 10)
         worker.kill()
         assert worker.proc.returncode == -9
         assert receiver.received == [] and queued_notices(broker) == []
         with sweeping(stack.settings, interval=0.3) as rounds:
             lock.rollback()
-            wait_until(lambda: len(receiver.received) == 1 and len(queued_notices(broker)) == 1,
-                       30, "both notices, through the sweep")  # fmt: skip
+            eventually("both notices, through the sweep", lambda: len(receiver.received) == 1
+                       and len(queued_notices(broker)) == 1, 30)  # fmt: skip
             settled = len(rounds)
-            wait_until(lambda: len(rounds) >= settled + 4, 20, "four more sweep rounds")
+            eventually("four more sweep rounds", lambda: len(rounds) >= settled + 4, 20)
     receiver.stop()
     job = stack.repo.get(handle.id)
     assert job.status == Status.SUCCEEDED

@@ -13,7 +13,7 @@ from advisor_worker.watchdog import EXIT_HARD_LIMIT
 from jobs.contracts import ErrorKind, Status
 from store.models import Job
 from tests.faults.conftest import Stack, Tally, sweeping, tally
-from tests.support import wait_until_final
+from tests.support import eventually, wait_until_final
 
 
 def test_a_generation_past_the_soft_limit_fails_as_timeout_and_keeps_its_partial_output(
@@ -50,14 +50,14 @@ def row_locked(database_url: str, job_id: str) -> Iterator[None]:
 
 
 def wait_attempt(stack: Stack, job_id: str, attempt: int, timeout: float = 60) -> Job:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def generating() -> Job | None:
         job = stack.repo.get(job_id)
         if job.status == Status.RUNNING and job.attempts == attempt and job.progress > 0:
             return job
         assert job.status == Status.QUEUED or job.status == Status.RUNNING, job.error
-        time.sleep(0.05)
-    raise AssertionError(f"attempt {attempt} of {job_id} never started generating")
+        return None
+
+    return eventually(f"attempt {attempt} of {job_id} generating", generating, timeout, poll=0.05)
 
 
 def test_a_job_that_hangs_its_worker_every_time_is_ended_by_the_watchdog_then_given_up_as_poison(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import pytest
@@ -10,7 +9,7 @@ import pytest
 from jobs.contracts import Status
 from store.models import Job
 from tests.faults.conftest import Stack, Tally, sweeping, tally
-from tests.support import wait_until_final
+from tests.support import eventually, wait_until_final
 
 
 @pytest.fixture(params=["redis", "rabbitmq"])
@@ -23,13 +22,12 @@ def broker_url(request: pytest.FixtureRequest) -> str:
 
 def wait_generating(stack: Stack, ids: list[str], timeout: float = 60) -> Job:
     """The first job seen running with at least one output token recorded."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for job in stack.repo.find(Job.id.in_(ids), Job.status == Status.RUNNING):
-            if job.progress > 0:
-                return job
-        time.sleep(0.05)
-    raise AssertionError(f"no job started generating in {timeout}s")
+
+    def first() -> Job | None:
+        running = stack.repo.find(Job.id.in_(ids), Job.status == Status.RUNNING)
+        return next((job for job in running if job.progress > 0), None)
+
+    return eventually("a job to start generating", first, timeout, poll=0.05)
 
 
 def test_a_job_whose_worker_is_killed_mid_generation_succeeds_once_on_another_worker(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from jobs.contracts import ANALYZE_TASK, queue_for
 from jobs.errors import BrokerUnreachable
 from jobs.settings import Settings
 from tests.conftest import IN_CI, free_port, is_listening
+from tests.support import eventually
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -85,13 +85,15 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, P
          "--appendonly", "no"],
         cwd=d, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+
+    def listening() -> bool:
+        if is_listening("127.0.0.1", port):
+            return True
+        assert proc.poll() is None, "redis-server (TLS) exited"
+        return False
+
     try:
-        for _ in range(100):
-            if is_listening("127.0.0.1", port):
-                break
-            proc.poll()
-            assert proc.returncode is None, "redis-server (TLS) exited"
-            time.sleep(0.1)
+        eventually("redis-server (TLS) to listen", listening, 10)
         yield port, d / "ca.crt"
     finally:
         proc.terminate()

@@ -21,7 +21,8 @@ from producers.services import Services
 from tests.producers.conftest import make_settings, photo
 from tests.producers.crafted_jobs import Crafter
 from tests.producers.gateway.conftest import ThreadGateway
-from tests.receivers import WEBHOOK_SECRET, WebhookReceiver, wait_until
+from tests.receivers import WEBHOOK_SECRET, WebhookReceiver
+from tests.support import eventually
 
 
 def webhook_settings(tmp_path: Path, db: str, registry: Path, **extra: Any) -> Settings:
@@ -143,13 +144,16 @@ def test_a_webhook_whose_receiver_is_down_is_retried_then_delivered_exactly_once
         def failed_attempts() -> int:
             return len(client.deliveries_of(handle.id)[0].log)
 
-        wait_until(lambda: failed_attempts() >= 2, 10, "two failed attempts")
+        eventually("two failed attempts", lambda: failed_attempts() >= 2, 10)
         receiver.start()
         try:
-            wait_until(lambda: client.deliveries_of(handle.id)[0].state == "delivered", 10,
-                       "delivery once the receiver is up")  # fmt: skip
+            eventually(
+                "delivery once the receiver is up",
+                lambda: client.deliveries_of(handle.id)[0].state == "delivered",
+                10,
+            )
             settled = len(rounds)
-            wait_until(lambda: len(rounds) >= settled + 5, 10, "five more sweep rounds")
+            eventually("five more sweep rounds", lambda: len(rounds) >= settled + 5, 10)
         finally:
             receiver.stop()
         [delivery] = client.deliveries_of(handle.id)
@@ -181,8 +185,11 @@ def test_out_of_attempts_a_notice_is_undelivered_until_deliveries_retry(
         handle = client.submit(photo(5), "ansel", callback_url=receiver.url)
         client.cancel(handle.id)  # cancelled jobs are notified too
         with sweeping(services):
-            wait_until(lambda: client.deliveries_of(handle.id)[0].state == "undelivered", 10,
-                       "undelivered after two attempts")  # fmt: skip
+            eventually(
+                "undelivered after two attempts",
+                lambda: client.deliveries_of(handle.id)[0].state == "undelivered",
+                10,
+            )
         [gone] = client.deliveries_of(handle.id)
         assert len(gone.log) == 2 and "Connection refused" in (gone.last_error or "")
         receiver.start()

@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -22,7 +21,7 @@ from store.db import engine_for
 from store.models import Job
 from store.repository import Repository
 from tests.conftest import free_port
-from tests.support import WorkerProcess, script, wait_until_ready
+from tests.support import WorkerProcess, eventually, script, wait_until_ready
 
 REAL_SHAPE_LINE = re.compile(
     r"Real-shape job .* (?P<tokens>\d+) output tokens after a \d+-token prompt in "
@@ -59,15 +58,15 @@ def _gateway_pages(env: dict[str, str], cwd: Path, log: Path) -> dict[str, httpx
         )  # fmt: skip
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-            deadline = time.monotonic() + 120
-            while True:
+
+            def answers() -> bool:
                 assert proc.poll() is None, log.read_text()[-3000:]
-                try:
-                    http.get("/health")
-                    break
-                except httpx.TransportError:
-                    assert time.monotonic() < deadline, log.read_text()[-3000:]
-                    time.sleep(0.3)
+                http.get("/health")
+                return True
+
+            eventually("the gateway to answer", answers, 120, poll=0.3,
+                       errors=(httpx.TransportError,),
+                       context=lambda: log.read_text()[-3000:])  # fmt: skip
             pages = {path: http.get(path) for path in ("/dashboard", "/dashboard/data")}
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +17,7 @@ from tests.conftest import free_port
 from tests.producers.conftest import make_settings, photo, settings_env
 from tests.producers.crafted_jobs import Crafter
 from tests.producers.ops.test_metrics import at, samples
+from tests.support import eventually
 
 
 @contextmanager
@@ -31,12 +31,15 @@ def exporter(settings: Settings, log: Path) -> Iterator[str]:
             stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
+
+    def serving() -> bool:
+        if "Serving Prometheus metrics" in log.read_text():
+            return True
+        assert proc.poll() is None, log.read_text()
+        return False
+
     try:
-        deadline = time.monotonic() + 60
-        while "Serving Prometheus metrics" not in log.read_text():
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+        eventually("the exporter to serve", serving, 60, context=log.read_text)
         yield url
     finally:
         proc.terminate()

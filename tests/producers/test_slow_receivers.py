@@ -16,7 +16,8 @@ from store.models import Job
 from tests.producers.conftest import photo
 from tests.producers.crafted_jobs import Crafter
 from tests.producers.test_deliveries import webhook_settings
-from tests.receivers import DripReceiver, WebhookReceiver, wait_until
+from tests.receivers import DripReceiver, WebhookReceiver
+from tests.support import eventually
 
 TIMEOUT = 1.0  # ADVISOR_WEBHOOK_TIMEOUT in webhook_settings
 
@@ -45,7 +46,9 @@ def test_one_slow_receiver_does_not_delay_another_receivers_notices(
                 target=lambda: rounds.append(services.courier.deliver_due(by="test"))
             )
             sending.start()
-            wait_until(lambda: len(fast.received) == 3, 30, "the fast receiver's notices", 0.02)
+            eventually(
+                "the fast receiver's notices", lambda: len(fast.received) == 3, 30, poll=0.02
+            )
             fast_s = time.monotonic() - started
             slow_still_sending = sending.is_alive()
             sending.join(30)
@@ -88,7 +91,7 @@ def test_the_sweep_recovers_a_dead_workers_job_while_a_slow_receiver_drips(
             report = sweep.sweep()
             recovery_s = time.monotonic() - started
             sending_after_recovery = sweep._notices._thread.is_alive()
-            wait_until(lambda: not sweep._notices._thread.is_alive(), 15, "the slow round")
+            eventually("the slow round", lambda: not sweep._notices._thread.is_alive(), 15)
     finally:
         slow.close()
     print(f"sweep with a slow receiver: first round {first_s:.2f}s, "

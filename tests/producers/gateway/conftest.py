@@ -20,7 +20,7 @@ from producers.gateway import create_app
 from producers.gateway.app import uvicorn_options
 from store import migrate
 from tests.conftest import TEST_VOCAB, free_port, shared_dir
-from tests.support import WORKER_BIN, Env, Stack, jpeg, wait_for_http
+from tests.support import WORKER_BIN, Env, Stack, eventually, jpeg, wait_for_http
 
 __all__ = ["Stack", "jpeg", "wait_for_http"]  # the shared helpers, as gateway tests import them
 
@@ -57,11 +57,14 @@ class ThreadGateway:
 
     def __enter__(self) -> ThreadGateway:
         self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
+
+        def started() -> bool:
+            if self.server.started:
+                return True
             assert self.thread.is_alive(), "the gateway thread died at start"
-            assert time.monotonic() < deadline, "the gateway did not start in 20 s"
-            time.sleep(0.02)
+            return False
+
+        eventually("the gateway thread to start", started, 20, poll=0.02)
         return self
 
     def __exit__(self, *_exc: object) -> None:
