@@ -10,6 +10,8 @@ from sqlalchemy import Engine, update
 
 from jobs.analysis import DIMENSIONS, Analysis, GeneratedAnalysis
 from jobs.contracts import Assignment, ErrorKind
+from producers.rollouts import RolloutStore
+from store.db import engine_for
 from store.lifecycle import Outcome, StartOutcome
 from store.models import Job
 from store.repository import Repository
@@ -29,6 +31,13 @@ def analysis(scores: Sequence[int]) -> dict[str, Any]:
         technical_notes="none",
     )
     return Analysis.from_generated(generated).model_dump()
+
+
+def set_weights(url: str, advisor: str, weights: dict[str, float]) -> int:
+    """Set `advisor`'s split between base and fine_tuned; the new weights version."""
+    store = RolloutStore(engine_for(url))
+    variants = {"base", "fine_tuned"}
+    return store.set(advisor, weights, known_variants=variants, actor="test", reason="test").version
 
 
 class Crafter:
