@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import os
 import shutil
 import socket
@@ -294,6 +295,7 @@ SLOW_TIMEOUT = 900  # seconds; pyproject's 300 stays for the in-process tests
 
 def _starts_subprocess(func: object, seen: set[int], depth: int = 0) -> bool:
     """Whether `func`, or a tests/ helper it names, names a subprocess starter."""
+    func = inspect.unwrap(func) if callable(func) else func  # a @contextmanager's own body
     code = getattr(func, "__code__", None)
     if code is None or id(code) in seen or depth > 4:
         return False
