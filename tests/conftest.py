@@ -348,7 +348,7 @@ LONGEST_FIRST = (
     "tests/advisor_worker/test_plan_e2e.py",
     "tests/producers/test_demo.py",
     "tests/advisor_worker/test_structured.py",  # twenty generations in the test process
-    "tests/faults/test_hostile_gateway.py",
+    "tests/faults/hostile/",
     "tests/faults/test_multi_host.py",
     "tests/faults/test_broker_restart.py",
     "tests/faults/test_batch_worker.py",

@@ -7,6 +7,8 @@ that no request or message was answered by accident.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import uuid
 import zlib
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from jobs.contracts import Assignment
 from producers.keys import KeyStore, Scope
@@ -26,12 +29,13 @@ from store.models import Job
 from store.submissions import NewJob
 from tests.conftest import free_port, postgres_database
 from tests.faults.servers import RedisServer
-from tests.support import Env, Stack, WorkerProcess
+from tests.support import Env, Stack, WorkerProcess, wait_until_final
 
 TOKEN = "hostile-operator-token"
 IDLE = "canary"  # registered, never served: jobs forced onto it stay queued
 MAX_BODY = 1_000_000
 MAX_STREAMS = MAX_WAITS = 3
+A = "/analyze"  # the intake, short for the case tables
 
 
 @dataclass
@@ -89,7 +93,7 @@ def png_bomb(side: int = 30_000) -> bytes:
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def hostile(
     tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, adapter_dir: Path
 ) -> Iterator[HostileStack]:
@@ -150,3 +154,32 @@ def hostile(
 
 def job_rows(stack: HostileStack, *criteria: object) -> list[Job]:
     return stack.repo.find(*criteria)
+
+
+TALLY: dict[str, bool] = {}  # case or check -> handled as expected, in this process
+
+
+def record(name: str, ok: bool) -> None:
+    TALLY[name] = ok
+
+
+def photo(seed: int, fmt: str = "JPEG") -> bytes:
+    buffer = io.BytesIO()
+    img = Image.effect_mandelbrot((64, 48), (-2 + seed * 0.01, -1, 1, 1), 30).convert("RGB")
+    img.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def headers_for(stack: HostileStack, key: str | None) -> dict[str, str]:
+    if key is None:
+        return {}
+    token = TOKEN if key == "operator" else getattr(stack.keys, key, key)
+    return {"Authorization": f"Bearer {token}"}
+
+
+def wait_final(stack: HostileStack, ids: list[str], timeout: float = 90) -> list[Job]:
+    return list(wait_until_final(stack.repo, ids, timeout).values())
