@@ -284,13 +284,10 @@ def adapter_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
 # Modules whose use makes a test slow: processes, and fuzzing the whole API (a minute alone).
 SLOW_MODULES = frozenset({"subprocess", "multiprocessing", "schemathesis"})
 
-# Fixtures whose use makes a test slow: the tiny model loaded in the test process decodes
-# there, and at Qwen's 151,936-row head a few hundred tokens take seconds.
+# Fixtures whose use makes a test slow: the tiny model loaded in the test process decodes.
 SLOW_FIXTURES = frozenset({"tiny_model"})
 
 SLOW_TIMEOUT = 900  # seconds; pyproject's 300 stays for the in-process tests
-
-# -- test tiers -------------------------------------------------------------------------------
 
 
 def _starts_subprocess(func: object, seen: set[int], depth: int = 0) -> bool:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.support import eventually
+from tests.waits import eventually
 
 
 def refused() -> None:
