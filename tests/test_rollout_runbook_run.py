@@ -135,6 +135,9 @@ def _settings(env: dict[str, str]) -> Settings:
         image_roots=[Path(env["ADVISOR_IMAGE_ROOTS"])],
         heartbeat_interval=1,
         worker_live_window=10,
+        # Traffic follows each `rollout set` at once; a producer's default 3 s cache of the
+        # weights would route the first jobs by the previous split (docs/rollout.md).
+        weights_cache_seconds=0,
     )
 
 

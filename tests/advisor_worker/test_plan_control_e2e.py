@@ -25,17 +25,14 @@ from producers.ops.plan_rounds import STEP_KIND
 from producers.ops.plans import ABORT_KIND, PlanControl
 from producers.plans import Plan, PlanStatus, PlanStore
 from store.models import RolloutEvent
-from store.repository import Repository
 from tests.advisor_worker.test_plan_e2e import PER_ARM, ROUND_BATCH, subjects_for
 from tests.advisor_worker.test_worker_e2e import photo, settings_of, setup_env
 from tests.conftest import postgres_database
 from tests.support import (
-    Env,
+    Stack,
     Started,
-    WorkerProcess,
     eventually,
     start_command,
-    start_worker,
     wait_until_final,
 )
 
@@ -44,16 +41,14 @@ GUARD_INTERVAL = "0.5"
 ROUNDS = 8  # job rounds a plan may take before a test gives up
 
 
-@dataclass
-class PlanStack:
-    """The module's live plan world: services, client, plan control, guard logs."""
+@dataclass(kw_only=True)
+class PlanStack(Stack):
+    """The module's live plan world: the stack's workers, services, a producer, plan control;
+    guard logs in its root."""
 
-    env: Env
     services: Services
-    client: Client
+    producer: Client  # the producers' client (Stack.client() is an HTTP one)
     plans: PlanControl
-    repo: Repository
-    logs: Path
     subjects: itertools.count[int] = field(default_factory=itertools.count)
     # photo() draws seeds below 300; a photo seen again is a new job all the same.
     seeds: Iterator[int] = field(default_factory=lambda: itertools.cycle(range(10, 290)))
@@ -78,17 +73,17 @@ class PlanStack:
         salt = self.services.settings.router_salt
         items = [SubmitItem(photo(next(self.seeds)), "ansel", subject=s)
                  for s in subjects_for(salt, weights, self.subjects)]  # fmt: skip
-        ids = [h.id for h in self.client.submit_many(items)]
+        ids = [h.id for h in self.producer.submit_many(items)]
         wait_until_final(self.repo, ids, timeout=240)
         return [self.repo.get(job_id).variant for job_id in ids]
 
     def guard(self, name: str) -> Started:
         """A real `advisor guard` loop, as an operator or a service manager starts it."""
         return start_command("producers.cli", ["guard", "--interval", GUARD_INTERVAL],
-                             self.env.full(), self.logs / f"guard-{name}.log")  # fmt: skip
+                             self.env.full(), self.root / f"guard-{name}.log")  # fmt: skip
 
     def log_of(self, name: str) -> str:
-        return (self.logs / f"guard-{name}.log").read_text(errors="replace")
+        return (self.root / f"guard-{name}.log").read_text(errors="replace")
 
     def plan(self) -> Plan:
         return self.plans.show("ansel")
@@ -127,18 +122,18 @@ def stack(
     # A light fine-tune that scores like base (as in test_plan_e2e.py).
     write_random_adapter(tiny_model_dir, root / "adapters" / "ansel-v1", fmt="peft",
                          alpha=0.05)  # fmt: skip
-    workers: list[WorkerProcess] = []
     services = Services(settings_of(env))
-    try:
-        workers += [start_worker(env, "base", root), start_worker(env, "fine_tuned", root)]
-        with services, Client(services=services) as client:
-            plans = PlanControl(services.engine, services.registry, services.rollouts,
-                                PlanStore(services.engine),
-                                on_weights=services.router.invalidate)  # fmt: skip
-            yield PlanStack(env, services, client, plans, Repository(services.engine), root)
-    finally:
-        for worker in workers:
-            worker.terminate()
+    with services, Client(services=services) as client:
+        plans = PlanControl(services.engine, services.registry, services.rollouts,
+                            PlanStore(services.engine),
+                            on_weights=services.router.invalidate)  # fmt: skip
+        stack = PlanStack(root=root, env=env, settings=services.settings, services=services,
+                          producer=client, plans=plans)  # fmt: skip
+        try:
+            stack.start_processes(["base", "fine_tuned"])
+            yield stack
+        finally:
+            stack.stop()
 
 
 def guard_round(stack: PlanStack) -> None:
