@@ -25,6 +25,7 @@ from store.models import Job
 from store.repository import Repository
 from tests import forkserver
 from tests.waits import eventually as eventually
+from tests.waits import wait_generating as wait_generating
 from tests.waits import wait_until_final as wait_until_final
 
 WORKER_BIN = [sys.executable, "-m", "advisor_worker.cli"]

@@ -84,3 +84,13 @@ def wait_until_final(repo: Repository, ids: list[str], timeout: float) -> dict[s
                if i not in jobs or Status(jobs[i].status) not in FINAL_STATUSES}  # fmt: skip
     raise AssertionError(f"{len(pending)} of {len(ids)} jobs not final, none moving for "
                          f"{timeout}s: {list(pending.items())[:5]}")  # fmt: skip
+
+
+def wait_generating(repo: Repository, ids: list[str], timeout: float, *, poll: float = 0.05) -> Job:
+    """The first of `ids` seen running with output tokens recorded (mid-generation)."""
+
+    def first() -> Job | None:
+        running = repo.find(Job.id.in_(ids), Job.status == Status.RUNNING)
+        return next((job for job in running if job.progress > 0), None)
+
+    return eventually("a job to start generating", first, timeout, poll=poll)

@@ -11,11 +11,10 @@ import pytest
 from jobs.contracts import Status
 from producers import Client
 from store.db import engine_for
-from store.models import Job
 from store.repository import Repository
 from tests.advisor_worker.test_worker_e2e import photo, settings_of, setup_env
 from tests.producers.gateway.conftest import ThreadGateway
-from tests.support import Env, eventually, running_workers, wait_until_final
+from tests.support import Env, eventually, running_workers, wait_generating, wait_until_final
 
 
 @pytest.fixture(params=["embedded", "redis"])
@@ -30,16 +29,6 @@ def env(request: pytest.FixtureRequest, tmp_path: Path, tiny_model_dir: Path) ->
     env.values.update(ADVISOR_TEXT_LIMIT="160", ADVISOR_MAX_OUTPUT_TOKENS="1800",
                       ADVISOR_WORKER_BATCH="1" if request.param == "embedded" else "4")  # fmt: skip
     return env
-
-
-def generating(repo: Repository, ids: list[str], timeout: float = 60) -> Job:
-    """The first of `ids` seen running with output tokens recorded."""
-
-    def first() -> Job | None:
-        running = repo.find(Job.id.in_(ids), Job.status == Status.RUNNING)
-        return next((job for job in running if job.progress > 0), None)
-
-    return eventually("a job to start generating", first, timeout, poll=0.02)
 
 
 def test_queued_and_running_jobs_cancel_and_a_finished_one_answers_409(
@@ -58,7 +47,7 @@ def test_queued_and_running_jobs_cancel_and_a_finished_one_answers_409(
         assert (answer.status_code, answer.json()["status"]) == (200, "cancelled")
         with running_workers(env, ["base"], tmp_path) as [worker]:
             ids = [client.submit(photo(10 + i), "ansel", variant="base").id for i in range(3)]
-            victim = generating(repo, ids)
+            victim = wait_generating(repo, ids, 60, poll=0.02)
             started = time.perf_counter()
             answer = http.delete(f"/jobs/{victim.id}")
             assert answer.status_code == 202, answer.text

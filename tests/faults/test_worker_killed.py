@@ -9,7 +9,7 @@ import pytest
 from jobs.contracts import Status
 from store.models import Job
 from tests.faults.conftest import Stack, Tally, sweeping, tally
-from tests.support import eventually, wait_until_final
+from tests.support import wait_generating, wait_until_final
 
 
 @pytest.fixture(params=["redis", "rabbitmq"])
@@ -18,16 +18,6 @@ def broker_url(request: pytest.FixtureRequest) -> str:
     if request.param == "redis":
         return str(request.getfixturevalue("redis_server").url)
     return str(request.getfixturevalue("rabbitmq_url"))
-
-
-def wait_generating(stack: Stack, ids: list[str], timeout: float = 60) -> Job:
-    """The first job seen running with at least one output token recorded."""
-
-    def first() -> Job | None:
-        running = stack.repo.find(Job.id.in_(ids), Job.status == Status.RUNNING)
-        return next((job for job in running if job.progress > 0), None)
-
-    return eventually("a job to start generating", first, timeout, poll=0.05)
 
 
 def test_a_job_whose_worker_is_killed_mid_generation_succeeds_once_on_another_worker(
@@ -39,7 +29,7 @@ def test_a_job_whose_worker_is_killed_mid_generation_succeeds_once_on_another_wo
     workers = stack.start_workers(2)
     with sweeping(stack.settings):
         ids = stack.submit(2)
-        victim = wait_generating(stack, ids)
+        victim = wait_generating(stack.repo, ids, 60)
         [killed] = [w for w in workers if f"-{w.proc.pid}@" in (victim.worker or "")]
         [survivor] = [w for w in workers if w is not killed]
         # A batching worker may hold both jobs: those it held when killed run a second time.
