@@ -8,6 +8,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -145,29 +146,39 @@ def write_registry(root: Path, adapter: Path) -> None:
     registry.write_text(json.dumps({"variants": variants}))
 
 
-@pytest.fixture(scope="package")
-def stack(
-    tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: tuple[Path, Path]
+@contextmanager
+def live_stack(
+    root: Path, tiny_checkpoint: tuple[Path, Path], variants: list[str], **env: str
 ) -> Iterator[Stack]:
+    """Workers of `variants` and the real `advisor-gateway` on SQLite and the embedded broker
+    in `root`, with `env` over stack_env's values; the gateway's log must hold no traceback."""
     model_dir, adapter = tiny_checkpoint
-    root = tmp_path_factory.mktemp("gateway-stack")
     (root / "images").mkdir()
     (root / "images" / "test.jpg").write_bytes(jpeg(0))
     write_registry(root, adapter)
     database_url = f"sqlite:///{root / 'advisor.db'}"
     migrate.upgrade(database_url)
-    env = stack_env(root, model_dir, database_url, f"sqla+sqlite:///{root / 'broker.db'}")
-    stack = Stack(root, env, settings_of(env))
+    stack_values = stack_env(root, model_dir, database_url, f"sqla+sqlite:///{root / 'broker.db'}")
+    stack_values.values.update(env)
+    stack = Stack(root, stack_values, settings_of(stack_values))
     try:
-        stack.start_processes(
-            ["base", "fine_tuned"], gateway_port=free_port(), ready_path="/openapi.json"
-        )
+        stack.start_processes(variants, gateway_port=free_port(), ready_path="/openapi.json")
         yield stack
     finally:
         stack.stop()
     # Every request the tests made was answered on purpose: no traceback in the gateway's log.
     log = stack.gateway_output()
     assert "Traceback" not in log, log[-5000:]
+
+
+@pytest.fixture(scope="package")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: tuple[Path, Path]
+) -> Iterator[Stack]:
+    """The package's stack: a base and a fine_tuned worker, short critiques."""
+    with live_stack(tmp_path_factory.mktemp("gateway-stack"), tiny_checkpoint,
+                    ["base", "fine_tuned"]) as stack:  # fmt: skip
+        yield stack
 
 
 def in_ci() -> bool:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-from tests.producers.gateway.conftest import TOKEN, Stack, jpeg
+from tests.producers.gateway.conftest import TOKEN, Stack, jpeg, live_stack
 
 
 def events(response: httpx.Response) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -25,7 +27,20 @@ def events(response: httpx.Response) -> Iterator[tuple[str, dict[str, Any]]]:
             name, data = None, []
 
 
-def test_a_client_sees_progress_events_then_the_final_event(stack: Stack) -> None:
+@pytest.fixture(scope="module")
+def long_critiques(
+    tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: tuple[Path, Path]
+) -> Iterator[Stack]:
+    """A base worker writing real-length critiques (text limit 240, ~1,000 tokens): seconds
+    of generation on any host, so a 0.25 s poll sees its progress. The package stack's short
+    ones (text limit 16) took a quarter of a second here, and the stream could miss them."""
+    with live_stack(tmp_path_factory.mktemp("long-critiques"), tiny_checkpoint, ["base"],
+                    ADVISOR_TEXT_LIMIT="240") as stack:  # fmt: skip
+        yield stack
+
+
+def test_a_client_sees_progress_events_then_the_final_event(long_critiques: Stack) -> None:
+    stack = long_critiques
     with stack.client() as client:
         submitted = client.post(
             "/analyze",
